@@ -1,0 +1,32 @@
+"""goalhub: the goal engine of a live-streaming platform.
+
+Writing a plugin: a module (usually its own distribution) with receivers, registered
+under the ``goalhub`` entry-point group::
+
+    # setup.cfg
+    [options.entry_points]
+    goalhub =
+        karaoke = goalhub_karaoke
+
+    # goalhub_karaoke/__init__.py
+    import goalhub
+
+    @goalhub.receiver("goal.created", "KaraokeGoal")
+    def bind_karaoke_goal_to_session(goal_id, _cls, conditions):
+        if _cls != "KaraokeGoal":
+            return
+        goalhub.get_database().sessions.update_one(...)
+
+Receivers are called with keyword arguments and may take any subset of the hook's
+arguments (see ``goalhub.hookspecs``). Each runs as its own job: it is retried alone
+when it raises, never run again after it succeeded, and its outcome is recorded.
+Effects must be idempotent (``$set`` rather than ``$push``, deterministic ids).
+A plugin adds API goal types through the ``goal_types`` hook (``goalhub.goaltypes``).
+"""
+
+from goalhub.goaltypes import Claim, CreateRequest, GoalDraft, GoalType
+from goalhub.hookspecs import hookimpl, receiver
+from goalhub.store import get_database
+
+__all__ = ["Claim", "CreateRequest", "GoalDraft", "GoalType", "get_database", "hookimpl", "receiver"]
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""Configuration, read from ``GOALHUB_*`` environment variables.
+
+Values are read when asked for, never cached at import, so a test or a CLI option
+that sets a variable sees it take effect. Every variable is documented in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def home() -> Path:
+    """``GOALHUB_HOME``: where the embedded store, embedded Redis and dev keys live."""
+    path = Path(env("GOALHUB_HOME", "./.goalhub")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mongo_uri() -> str | None:
+    """``GOALHUB_MONGO_URI``: a MongoDB URI; unset means the embedded on-disk store."""
+    return env("GOALHUB_MONGO_URI")
+
+
+def mongo_db_name() -> str:
+    return env("GOALHUB_MONGO_DB", "goalhub")
+
+
+def redis_url() -> str | None:
+    """``GOALHUB_REDIS_URL``: a Redis URL; unset means the embedded Redis under home()."""
+    return env("GOALHUB_REDIS_URL")
+
+
+def queue_prefix() -> str:
+    return env("GOALHUB_QUEUE_PREFIX", "goalhub")
+
+
+def receiver_retries() -> int:
+    """How many times a failing receiver is retried before it stays failed."""
+    return int(env("GOALHUB_RECEIVER_RETRIES", "3"))
+
+
+def receiver_backoff() -> list[int]:
+    """Seconds between a receiver's retries (the last value repeats)."""
+    raw = env("GOALHUB_RECEIVER_BACKOFF", "1,5,30")
+    return [int(part) for part in raw.split(",") if part.strip()]
+
+
+def job_timeout() -> int:
+    """Seconds a single job (a receiver, create_goal) may run before it is stopped."""
+    return int(env("GOALHUB_JOB_TIMEOUT", "60"))
+
+
+def scheduler_interval() -> float:
+    """Seconds between two rq-scheduler polls (rq-scheduler's own default is 60)."""
+    return float(env("GOALHUB_SCHEDULER_INTERVAL", "0.2"))
+
+
+def disabled_plugins() -> set[str]:
+    raw = env("GOALHUB_DISABLED_PLUGINS", "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def jwt_keys() -> str | None:
+    """``GOALHUB_JWT_KEYS``: the bearer-token signing keys, a JSON object ``{"<kid>": "<secret>"}``
+    or ``kid:secret,kid2:secret2``; the first kid signs. Unset means a dev key generated once
+    into ``home()/jwt_keys.json``."""
+    return env("GOALHUB_JWT_KEYS")
+
+
+def jwt_issuer() -> str:
+    """``GOALHUB_JWT_ISSUER``: the ``iss`` a bearer token must carry (and minted tokens get)."""
+    return env("GOALHUB_JWT_ISSUER", "api.swag.live")
+
+
+def jwt_audience() -> str:
+    """``GOALHUB_JWT_AUDIENCE``: the ``aud`` a bearer token must carry (and minted tokens get)."""
+    return env("GOALHUB_JWT_AUDIENCE", "api.swag.live")
+
+
+def jwt_leeway() -> int:
+    """``GOALHUB_JWT_LEEWAY``: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    return int(env("GOALHUB_JWT_LEEWAY", "0"))
+
+
+def load_plugins() -> set[str] | None:
+    """``GOALHUB_LOAD_PLUGINS``: when set, even empty, only these entry points load."""
+    raw = os.environ.get("GOALHUB_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}

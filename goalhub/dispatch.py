@@ -1,0 +1,223 @@
+"""From a signal to receiver jobs, and from a receiver job to its recorded outcome.
+
+The core is the one receiver connected to goalhub's signals. For each event it writes an
+outcome record per plugin receiver (``skipped`` when the receiver does not act on the
+goal's class, ``queued`` otherwise) and enqueues one RQ job per acting receiver. So a
+receiver that raises never stops the others; it is retried alone with backoff (RQ's
+``Retry``); after its last try it stays ``failed`` (in RQ's failed registry too) until
+``retry_outcome``; and once ``ok`` it is never run again, however often its event is
+delivered (redelivery, retries of the task that sent it, a second ``fire``).
+
+Outcome ids are ``<event>:<goal_id>|<plugin>.<receiver>``; the receiver job's id derives
+from it, so delivering one event twice names the same jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rq import Retry, get_current_job
+from rq.job import Job, JobStatus
+
+from goalhub import config, signals
+from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.plugins import get_plugin_manager, plugin_info
+from goalhub.queues import get_queue, job_id
+from goalhub.store import get_database
+
+# Job states in which a receiver job will still run: no need to enqueue it again.
+_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+@dataclass(frozen=True)
+class Receiver:
+    event: str
+    name: str
+    plugin: str
+    classes: frozenset[str] | None
+    excluded: frozenset[str]
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+    def acts_on(self, goal_class: str) -> bool:
+        return (self.classes is None or goal_class in self.classes) and goal_class not in self.excluded
+
+    def call(self, arguments: dict[str, Any]) -> Any:
+        # Keyword arguments only, and only those the receiver asks for.
+        return self.function(**{name: arguments[name] for name in self.argnames if name in arguments})
+
+
+def receivers(event: str) -> list[Receiver]:
+    """The receivers of ``event`` in pluggy's call order (last registered first)."""
+    hook = getattr(get_plugin_manager().hook, EVENT_HOOKS[event])
+    found = []
+    for impl in reversed(hook.get_hookimpls()):
+        function = impl.function
+        found.append(
+            Receiver(
+                event=event,
+                name=function.__name__,
+                plugin=impl.plugin_name,
+                classes=getattr(function, "goalhub_classes", None),
+                excluded=getattr(function, "goalhub_excluded", frozenset()),
+                function=function,
+                argnames=tuple(inspect.signature(function).parameters),
+            )
+        )
+    return found
+
+
+def find_receiver(event: str, receiver_id: str) -> Receiver | None:
+    return next((r for r in receivers(event) if r.id == receiver_id), None)
+
+
+def event_id(event: str, arguments: dict[str, Any]) -> str:
+    return f"{event}:{arguments['goal_id']}"
+
+
+def outcome_id(event_key: str, receiver: Receiver) -> str:
+    return f"{event_key}|{receiver.id}"
+
+
+def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
+    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued."""
+    db = get_database()
+    queue = get_queue()
+    key = event_id(event, arguments)
+    now = time.time()
+    enqueued = []
+    for receiver in receivers(event):
+        info = plugin_info(receiver.plugin)
+        record = {
+            "event": event,
+            "event_id": key,
+            "goal_id": arguments["goal_id"],
+            "_cls": arguments.get("_cls"),
+            "receiver": receiver.name,
+            "plugin": receiver.plugin,
+            "dist": info.dist,
+            "version": info.version,
+        }
+        _id = outcome_id(key, receiver)
+        if not receiver.acts_on(arguments.get("_cls", "")):
+            db.outcomes.update_one(
+                {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
+            )
+            continue
+        db.outcomes.update_one(
+            {"_id": _id},
+            {"$setOnInsert": {**record, "status": "queued", "attempts": 0, "queued_at": now, "arguments": arguments}},
+            upsert=True,
+        )
+        outcome = db.outcomes.find_one({"_id": _id}, {"status": 1})
+        if outcome["status"] in ("ok", "skipped"):
+            continue
+        jid = job_id("receiver", _id)
+        existing = Job.fetch_many([jid], connection=queue.connection)[0]
+        if existing is not None and existing.get_status(refresh=False) in _PENDING:
+            continue
+        queue.enqueue(
+            run_receiver,
+            _id,
+            job_id=jid,
+            retry=Retry(max=config.receiver_retries(), interval=config.receiver_backoff()),
+            description=f"{receiver.id} <- {key}",
+            failure_ttl=7 * 24 * 3600,
+        )
+        enqueued.append(jid)
+    return enqueued
+
+
+def run_receiver(outcome_key: str) -> Any:
+    """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
+    db = get_database()
+    started = time.time()
+    outcome = db.outcomes.find_one_and_update(
+        {"_id": outcome_key, "status": {"$nin": ["ok", "skipped"]}},
+        {"$set": {"status": "running", "started_at": started}, "$inc": {"attempts": 1}},
+    )
+    if outcome is None:
+        return {"status": "not run", "reason": "already done or unknown outcome"}
+    receiver = find_receiver(outcome["event"], f"{outcome['plugin']}.{outcome['receiver']}")
+    clock = time.perf_counter()
+    try:
+        if receiver is None:
+            raise LookupError(f"receiver {outcome['plugin']}.{outcome['receiver']} is not installed")
+        result = receiver.call(outcome["arguments"])
+    except Exception as exc:
+        job = get_current_job()
+        retrying = bool(job and job.retries_left)
+        db.outcomes.update_one(
+            {"_id": outcome_key},
+            {
+                "$set": {
+                    "status": "retrying" if retrying else "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=8),
+                    "duration_ms": (time.perf_counter() - clock) * 1000,
+                    "finished_at": time.time(),
+                }
+            },
+        )
+        raise
+    db.outcomes.update_one(
+        {"_id": outcome_key},
+        {
+            "$set": {
+                "status": "ok",
+                "result": _plain(result),
+                "error": None,
+                "duration_ms": (time.perf_counter() - clock) * 1000,
+                "finished_at": time.time(),
+            }
+        },
+    )
+    return _plain(result)
+
+
+def retry_outcome(outcome_key: str) -> str:
+    """Run a failed receiver again (by hand: ``goalhub retry``); returns the job id."""
+    db = get_database()
+    outcome = db.outcomes.find_one_and_update(
+        {"_id": outcome_key, "status": "failed"}, {"$set": {"status": "queued", "queued_at": time.time()}}
+    )
+    if outcome is None:
+        raise LookupError(f"no failed outcome {outcome_key!r}")
+    jid = job_id("retry", f"{outcome_key}|{outcome.get('attempts', 0)}")
+    get_queue().enqueue(run_receiver, outcome_key, job_id=jid, description=f"retry {outcome_key}")
+    return jid
+
+
+def dry_run(event: str, goal_class: str) -> list[tuple[Receiver, bool]]:
+    """Which receivers of ``event`` would act on ``goal_class``; runs nothing."""
+    return [(receiver, receiver.acts_on(goal_class)) for receiver in receivers(event)]
+
+
+def _plain(value: Any) -> Any:
+    """A receiver's return value as something the store keeps."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _on_signal(event: str, sender: str, **arguments: Any) -> None:
+    deliver(event, arguments)
+
+
+# The core's connection to its own signals (weak=False: a partial would vanish otherwise).
+for _event, (_signal, _hook) in signals.EVENTS.items():
+    _signal.connect(functools.partial(_on_signal, _event), sender=_event, weak=False)

