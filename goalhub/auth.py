@@ -1,0 +1,314 @@
+"""Bearer tokens: the one place that verifies and mints them.
+
+Tokens are the platform's JWTs (seed 000): HS256, a ``kid`` header naming one key of the
+configured key set, claims ``sub`` (the caller's 24-hex user id), ``jti``, ``iss``, ``aud``,
+``iat``, ``exp``, ``version``, ``scopes`` and ``metadata``. Keys come from
+``GOALHUB_JWT_KEYS``; without it a development key is generated once under
+``GOALHUB_HOME``. Every refusal is an ``Unauthorized`` (401) with a stable ``code``:
+
+``token_missing``, ``token_malformed``, ``token_algorithm``, ``token_kid_missing``,
+``token_kid_unknown``, ``token_signature``, ``token_expired``, ``token_not_yet_valid``,
+``token_audience``, ``token_issuer``, ``token_claims``.
+
+A missing scope is a ``Forbidden`` (403) with code ``scope_missing``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from goalhub import config
+from goalhub.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "ALGORITHM",
+    "Principal",
+    "bearer_principal",
+    "mint_token",
+    "require_scope",
+    "signing_keys",
+    "verify_token",
+]
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"
+DEV_KEYS_FILE = "jwt_keys.json"
+
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
+_MIN_SECRET_BYTES = 32
+# Far above any real token (the seed's is ~500 bytes); refuses oversized input before any
+# base64 or JSON work is spent on it.
+_MAX_TOKEN_LENGTH = 8192
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller of a request."""
+
+    user_id: str
+    scopes: frozenset[str] = frozenset()
+    token_id: str | None = None
+    # Left out of eq/hash (a dict is unhashable) and of repr (claims don't belong in logs).
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def has_scope(self, name: str) -> bool:
+        return name in self.scopes
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+def signing_keys() -> dict[str, str]:
+    """The key set ``{kid: secret}``, in configured order (the first kid signs).
+
+    Read on every call, like all configuration. Raises ``ValueError`` on a bad
+    configuration: that is the operator's to fix, not the caller's, so it is not a
+    ``GoalhubError`` and its message never reaches a client.
+    """
+    raw = config.jwt_keys()
+    if raw is None:
+        return _dev_keys()
+    return _parse_keys(raw, source="GOALHUB_JWT_KEYS")
+
+
+def _parse_keys(raw: str, *, source: str) -> dict[str, str]:
+    text = raw.strip()
+    pairs: list[tuple[Any, Any]] = []
+    if text.startswith("{"):
+        try:
+            # Pairs, not a dict: a kid listed twice is an error, not "last one wins".
+            pairs = json.loads(text, object_pairs_hook=list)
+        except ValueError as exc:
+            # exc.msg only: the document itself holds secrets.
+            raise ValueError(f"{source} is not a valid JSON object: {exc.msg}") from None
+    else:
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            kid, sep, secret = part.partition(":")
+            if not sep:
+                raise ValueError(f"{source} must be a JSON object or 'kid:secret,kid2:secret2'")
+            pairs.append((kid.strip(), secret.strip()))
+
+    keys: dict[str, str] = {}
+    for kid, secret in pairs:
+        if not isinstance(kid, str) or not kid or not isinstance(secret, str):
+            raise ValueError(f"{source}: every key needs a non-empty kid and a string secret")
+        if kid in keys:
+            raise ValueError(f"{source}: kid {kid!r} is listed twice")
+        if len(secret.encode()) < _MIN_SECRET_BYTES:
+            raise ValueError(f"{source}: the secret of kid {kid!r} is shorter than {_MIN_SECRET_BYTES} bytes")
+        if _looks_asymmetric(secret):
+            # A public key used as an HMAC secret is the HS/RS confusion attack's favourite key.
+            raise ValueError(f"{source}: the secret of kid {kid!r} looks like a public/private key")
+        keys[kid] = secret
+    if not keys:
+        raise ValueError(f"{source} holds no keys")
+    return keys
+
+
+def _looks_asymmetric(secret: str) -> bool:
+    return "-----BEGIN" in secret or secret.startswith(("ssh-", "ecdsa-sha2-"))
+
+
+def _dev_keys() -> dict[str, str]:
+    path = config.home() / DEV_KEYS_FILE
+    if not path.exists():
+        _create_dev_keys(path)
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users; it should be mode 0600", path)
+    return _parse_keys(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def _create_dev_keys(path: Path) -> None:
+    keys = {secrets.token_hex(4): secrets.token_urlsafe(48)}
+    # Write the whole file under a private name, then hard-link it into place: link()
+    # fails when the name exists, so of processes starting at once exactly one key wins,
+    # and no reader ever sees a half-written file. 0600 from birth, never chmod'ed later.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(keys, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another process won the race; its key is the key
+        log.warning("generated a development JWT key in %s; set GOALHUB_JWT_KEYS in production", path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- verifying ------------------------------------------------------------------------
+
+
+def verify_token(token: str) -> Principal:
+    """The ``Principal`` of a valid bearer token; ``Unauthorized`` for anything else."""
+    if not isinstance(token, str) or not token.strip():
+        raise Unauthorized("a bearer token is required", code="token_missing")
+    if len(token) > _MAX_TOKEN_LENGTH:
+        raise Unauthorized("the bearer token is too long", code="token_malformed")
+
+    try:
+        header = jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, ValueError, RecursionError):
+        raise Unauthorized("the bearer token is not a well-formed JWT", code="token_malformed") from None
+
+    # Decided from our configuration, never from the token: the header only has to agree.
+    if header.get("alg") != ALGORITHM:
+        raise Unauthorized(f"the bearer token must be signed with {ALGORITHM}", code="token_algorithm")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise Unauthorized("the bearer token has no key id (kid)", code="token_kid_missing")
+    # Exactly the named key: trying every key would let one leaked key sign as any kid.
+    secret = signing_keys().get(kid)
+    if secret is None:
+        raise Unauthorized("the bearer token's key id (kid) is not known", code="token_kid_unknown")
+
+    _check_signature_and_shape(token, secret)
+    claims = _check_claims(token, secret)
+
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not _OBJECT_ID.fullmatch(sub):
+        raise Unauthorized("the bearer token's sub must be a 24-hex user id", code="token_claims")
+    scopes = claims.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        raise Unauthorized("the bearer token's scopes must be a list of names", code="token_claims")
+    jti = claims.get("jti")
+    if jti is not None and not isinstance(jti, str):
+        raise Unauthorized("the bearer token's jti must be a string", code="token_claims")
+
+    # Lower-cased like every other id in goalhub (validation.object_id), so ownership
+    # checks compare equal strings.
+    return Principal(user_id=sub.lower(), scopes=frozenset(scopes), token_id=jti, claims=claims)
+
+
+def _check_signature_and_shape(token: str, secret: str) -> None:
+    """Signature first, then the payload's shape, before any claim is trusted or judged."""
+    try:
+        payload = jwt.PyJWS().decode(token, secret, algorithms=[ALGORITHM])
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("the bearer token's signature is not valid", code="token_signature") from None
+    except (jwt.PyJWTError, ValueError, RecursionError):
+        raise Unauthorized("the bearer token is not a well-formed JWT", code="token_malformed") from None
+    try:
+        claims = json.loads(payload)
+    except (ValueError, RecursionError):
+        claims = None
+    if not isinstance(claims, dict):
+        raise Unauthorized("the bearer token's payload is not a JSON object", code="token_malformed")
+    # PyJWT turns these into int(): Infinity or 1e400 would crash it (OverflowError) and a
+    # string would be coerced; only finite numbers are times.
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise Unauthorized(f"the bearer token's {name} must be a number", code="token_claims")
+
+
+def _check_claims(token: str, secret: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=config.jwt_audience(),
+            issuer=config.jwt_issuer(),
+            leeway=config.jwt_leeway(),
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the bearer token has expired", code="token_expired") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized("the bearer token is not valid yet", code="token_not_yet_valid") from None
+    except jwt.InvalidAudienceError:
+        raise Unauthorized("the bearer token is for another audience", code="token_audience") from None
+    except jwt.InvalidIssuerError:
+        raise Unauthorized("the bearer token is from another issuer", code="token_issuer") from None
+    except jwt.MissingRequiredClaimError as exc:
+        code = {"aud": "token_audience", "iss": "token_issuer"}.get(exc.claim, "token_claims")
+        raise Unauthorized(f"the bearer token has no {exc.claim} claim", code=code) from None
+    except jwt.PyJWTError:
+        raise Unauthorized("the bearer token's claims are not valid", code="token_claims") from None
+
+
+def bearer_principal(authorization_header: str | None) -> Principal:
+    """The ``Principal`` of an ``Authorization: Bearer <token>`` header value."""
+    if authorization_header is None or not authorization_header.strip():
+        raise Unauthorized("an 'Authorization: Bearer <token>' header is required", code="token_missing")
+    parts = authorization_header.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'", code="token_malformed")
+    return verify_token(parts[1])
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    """``Forbidden`` (403, ``scope_missing``) unless the caller's token grants ``scope``."""
+    if not principal.has_scope(scope):
+        raise Forbidden(f"this needs the {scope} scope", code="scope_missing")
+
+
+# --- minting --------------------------------------------------------------------------
+
+
+def mint_token(
+    sub: str,
+    scopes: Iterable[str] = ("CREATOR",),
+    ttl: int = 3600,
+    kid: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A token shaped exactly like the platform's (seed 000), signed with a configured key.
+
+    ``kid`` picks the key (default: the first). ``extra`` claims are applied last and may
+    override any standard one, which is what tests of refusals need.
+    """
+    if not isinstance(sub, str) or not _OBJECT_ID.fullmatch(sub):
+        raise ValueError("sub must be a 24-hex user id")
+    if isinstance(scopes, str):
+        # list("CREATOR") would silently grant scopes C, R, E, A, T, O.
+        raise TypeError("scopes must be an iterable of scope names, not one string")
+    if ttl <= 0:
+        raise ValueError("ttl must be positive")
+    keys = signing_keys()
+    kid = next(iter(keys)) if kid is None else kid
+    if kid not in keys:
+        raise ValueError(f"kid {kid!r} is not in the key set")
+
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "jti": secrets.token_urlsafe(12),  # 16 url-safe characters, like the seed's
+        "iss": config.jwt_issuer(),
+        "aud": config.jwt_audience(),
+        "iat": now,
+        "exp": now + ttl,
+        "version": 2,
+        "scopes": list(scopes),
+        "metadata": {
+            "fingerprint": secrets.token_hex(4),
+            "flavor": "swag.live",
+            "original": {"iat": now, "method": "password"},
+        },
+    }
+    claims.update(extra or {})
+    # sort_headers=False keeps the seed's header order: typ, alg, kid.
+    return jwt.encode(claims, keys[kid], algorithm=ALGORITHM, headers={"kid": kid}, sort_headers=False)
