@@ -1,4 +1,7 @@
-"""Shared fixtures: a real embedded Redis for the session, a fresh home and store per test.
+"""goalhub's pytest fixtures, for the core's tests and for plugin authors' own.
+
+Use them with ``pytest_plugins = ["goalhub.testing"]`` in a root ``conftest.py``.
+A real embedded Redis for the session; a fresh home and store per test.
 
 Every test runs with ``GOALHUB_LOAD_PLUGINS`` empty, so no installed plugin takes part
 unless the test asks for it (``use_plugins``); inline plugins are registered with

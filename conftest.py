@@ -1,0 +1,2 @@
+# The fixtures every test in the tree shares: the core's and the plugins' own tests.
+pytest_plugins = ["goalhub.testing"]

@@ -1,0 +1,79 @@
+"""Outbound calls (RTC, Pusher, notifications, analytics), made once per key and recorded.
+
+Every outbound client has a real implementation, chosen by environment, and a default
+that only records the call. Both go through ``send_once``: the call is named by a
+deterministic key (what it does and for which goal), written to the ``outbound``
+collection before it is made and marked ``sent`` after. Delivering the same event again
+finds the key ``sent`` and makes no second call. A worker killed between a real call
+and its ``sent`` mark leaves it ``pending``; the retry makes the call again (at least
+once, for that one window), which is why the real clients send only idempotent calls.
+Operators read the records with ``goalhub outbound`` or in the ``outbound`` collection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from goalhub.store import get_database
+
+
+def send_once(
+    kind: str,
+    key: str,
+    payload: dict[str, Any],
+    send: Callable[[], Any] | None = None,
+    *,
+    goal_id: str | None = None,
+) -> dict[str, Any]:
+    """Make the call ``send`` (None: record only) unless ``kind:key`` was sent already.
+
+    Returns the record, with ``duplicate: True`` when nothing was sent this time.
+    A ``send`` that raises leaves the record ``pending`` with the error, and re-raises.
+    """
+    db = get_database()
+    _id = f"{kind}:{key}"
+    record = {
+        "_id": _id,
+        "kind": kind,
+        "key": key,
+        "goal_id": goal_id,
+        "payload": payload,
+        "transport": "recorded" if send is None else "real",
+        "status": "pending",
+        "attempts": 0,
+        "created_at": time.time(),
+    }
+    try:
+        db.outbound.insert_one(record)
+    except DuplicateKeyError:
+        existing = db.outbound.find_one({"_id": _id})
+        if existing["status"] == "sent":
+            return {**existing, "duplicate": True}
+    response = None
+    if send is not None:
+        try:
+            response = send()
+        except Exception as exc:
+            db.outbound.update_one(
+                {"_id": _id}, {"$set": {"error": f"{type(exc).__name__}: {exc}"}, "$inc": {"attempts": 1}}
+            )
+            raise
+    db.outbound.update_one(
+        {"_id": _id},
+        {"$set": {"status": "sent", "sent_at": time.time(), "response": response, "error": None}, "$inc": {"attempts": 1}},
+    )
+    return {**db.outbound.find_one({"_id": _id}), "duplicate": False}
+
+
+def records(kind: str | None = None, goal_id: str | None = None) -> list[dict[str, Any]]:
+    """Outbound records, oldest first, optionally for one kind or goal."""
+    query: dict[str, Any] = {}
+    if kind:
+        query["kind"] = kind
+    if goal_id:
+        query["goal_id"] = goal_id
+    return list(get_database().outbound.find(query).sort("created_at", 1))
