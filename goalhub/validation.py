@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
 
-from goalhub.errors import BadRequest, Forbidden, NotFound, Unprocessable
+from goalhub.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from goalhub.goaltypes import Claim
 
 _HEX24 = re.compile(r"[0-9a-f]{24}")
 # Targets are seconds or coins; anything beyond this is a typo or an attack.
@@ -102,3 +104,58 @@ def own_active_session(db: Any, session_id: str, user_id: str, field: str = "con
     if not session.get("active"):
         raise Unprocessable("session has ended", code="session_ended", field=field)
     return session
+
+
+def linked_goal(db: Any, goal_id: str, field: str, *, goal_class: str, session_id: str) -> dict[str, Any]:
+    """The goal a new one builds on (a trigger, a funding goal): 404 unknown, 422 when it is
+    of another class or of another session."""
+    goal = db.goals.find_one({"_id": oid(goal_id)})
+    if goal is None:
+        raise NotFound(f"{field} names no goal", code="goal_not_found", field=field)
+    if goal.get("_cls") != goal_class:
+        raise Unprocessable(f"{field} is not a {goal_class}", code="wrong_goal_class", field=field)
+    if (goal.get("conditions") or {}).get("session_id") != session_id:
+        raise Unprocessable(f"{field} belongs to another session", code="goal_of_another_session", field=field)
+    return goal
+
+
+def binding_claim(goal: dict[str, Any], bound_key: str, claim_key: str, field: str, goal_id: str) -> Claim:
+    """409 ``already_bound`` when ``goal`` is bound (``context.<bound_key>``) or claimed by
+    another request (``claims.<claim_key>``); otherwise the :class:`Claim` that reserves it
+    for ``goal_id``, which the core takes atomically so that one concurrent request wins."""
+    bound = (goal.get("context") or {}).get(bound_key)
+    claimed = (goal.get("claims") or {}).get(claim_key)
+    if bound is not None or claimed not in (None, goal_id):
+        raise Conflict(f"{field} is already bound to another goal", code="already_bound", field=field)
+    return Claim(
+        collection="goals",
+        filter={"_id": goal["_id"], f"context.{bound_key}": {"$exists": False}},
+        field=f"claims.{claim_key}",
+        message=f"{field} is already bound to another goal",
+        error_field=field,
+    )
+
+
+@dataclass(frozen=True)
+class GoalBody:
+    """What every goal type's body holds: levels, the context with its session, the window."""
+
+    levels: list[dict[str, Any]]
+    context: dict[str, Any]
+    session_id: str
+    nbf: float | None
+    exp: float | None
+
+
+def goal_body(body: Any, now: float, *, exp_required: bool = False) -> GoalBody:
+    """``{levels, context: {session_id, ...}, nbf, exp}`` checked for shape only (no reads), so
+    a type can check its own ids before anything is looked up. A given ``exp`` is after ``nbf``
+    and in the future; ``exp_required`` for countdowns."""
+    body = mapping(body, "body")
+    clean_levels = levels(required(body, "levels"))
+    context = mapping(required(body, "context"), "context")
+    session_id = object_id(required(context, "session_id", "context.session_id"), "context.session_id")
+    nbf, exp = window(body, exp_required=exp_required)
+    if exp is not None and exp <= now:
+        raise BadRequest("exp must be in the future", code="invalid_window", field="exp")
+    return GoalBody(levels=clean_levels, context=context, session_id=session_id, nbf=nbf, exp=exp)
