@@ -340,3 +340,14 @@ def test_start_snapshot_bodies_carry_the_configured_snapshot_settings(monkeypatc
     assert "ImageConfig" not in rtc.build_request("StopSnapshot", "room-1", "snap-1")["body"]
     with pytest.raises(ValueError):
         rtc.build_request("DismissRoom", "room-1", "snap-1")
+
+
+def test_region_and_version_come_from_the_environment(monkeypatch, rtc_server):
+    monkeypatch.setenv("GOALHUB_RTC_VERSION", "2023-11-01")
+    monkeypatch.setenv("GOALHUB_RTC_REGION", "ap-southeast-1")
+    record = rtc.call_once("StopSnapshot", str(ObjectId()), "room-9", "snap-9")
+    (request,) = rtc_server.requests
+    assert request["query"] == {"Action": "StopSnapshot", "Version": "2023-11-01"}
+    signature, auth = recompute_signature(request, SECRET_KEY)
+    assert auth["region"] == "ap-southeast-1" and hmac.compare_digest(signature, auth["signature"])
+    assert record["payload"]["version"] == "2023-11-01" and record["transport"] == "real"
