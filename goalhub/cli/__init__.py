@@ -1,0 +1,71 @@
+"""The ``goalhub`` command: run the processes, inspect plugins and hooks, fire test signals,
+read and retry receiver outcomes, read outbound calls and documents, mint dev tokens.
+
+Human output by default (tables; colour only on a terminal), ``--json`` for scripts.
+Every mistake a user can make (a bad id, an unknown class, Redis or the store down) is one
+line on stderr and a non-zero exit, never a traceback.
+
+One module per group of commands: ``processes`` (serve, worker, scheduler, up),
+``introspect`` (plugins, hooks), ``events`` (fire, outcomes, retry, outbound),
+``documents`` (token, goals, sessions); ``output`` holds the shared formatting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import redis
+
+from goalhub import config
+from goalhub.cli import documents, events, introspect, processes
+from goalhub.errors import GoalhubError
+
+__all__ = ["main"]
+
+
+class GoalhubGroup(click.Group):
+    """Turns the errors a user can cause into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GoalhubError as exc:
+            raise click.ClickException(exc.message) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(f"Redis is not reachable ({_redis_target()}): {exc}") from None
+        except OSError as exc:  # ConnectionError, an address in use, a missing file...
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            # pymongo is only imported when a real MongoDB is configured.
+            if type(exc).__module__.startswith("pymongo.errors"):
+                raise click.ClickException(f"the store is not reachable: {exc}") from None
+            raise
+
+
+def _redis_target() -> str:
+    return config.redis_url() or f"embedded Redis under {config.home()}"
+
+
+@click.group(cls=GoalhubGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="goalhub")
+def main() -> None:
+    """goalhub: the goal engine of a live-streaming platform."""
+
+
+for _command in (
+    processes.serve,
+    processes.worker,
+    processes.scheduler,
+    processes.up,
+    introspect.plugins,
+    introspect.hooks,
+    events.fire,
+    events.outcomes,
+    events.retry,
+    events.outbound_command,
+    documents.token,
+    documents.goals,
+    documents.sessions,
+):
+    main.add_command(_command)

@@ -1,0 +1,300 @@
+"""``goalhub fire``, ``outcomes``, ``retry`` and ``outbound``: signals in, outcomes and calls out.
+
+When no RQ worker is running, the commands that wait for receivers run the queued jobs
+in-process (RQ ``SimpleWorker``), so they work on a bare install too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from bson import ObjectId
+from rq import SimpleWorker, Worker
+
+from goalhub import dispatch, outbound, validation
+from goalhub.cli.introspect import check_goal_class
+from goalhub.cli.output import (
+    acts_on,
+    clock,
+    echo_json,
+    ms,
+    outcome_json,
+    print_outcomes,
+    receiver_dict,
+    status_style,
+    table,
+)
+from goalhub.connection import get_redis
+from goalhub.errors import BadRequest, NotFound
+from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.plugins import plugin_info
+from goalhub.queues import all_queues, get_queue, get_scheduler
+from goalhub.signals import EVENTS
+from goalhub.store import get_database
+from goalhub.tasks import created_arguments
+
+UNFINISHED = {"queued", "running", "retrying"}
+
+
+def _event_arguments(
+    event: str, goal_class: str, goal_id: str, session_id: str, context: dict[str, Any], streamer_id: str
+) -> dict[str, Any]:
+    """The seeds' arguments of ``event`` for a test goal (or a stored goal with that id)."""
+    goal = get_database().goals.find_one({"_id": ObjectId(goal_id)})
+    if goal is not None and goal["_cls"] != goal_class:
+        raise BadRequest(f"goal {goal_id} is a {goal['_cls']}, not a {goal_class}")
+    if goal is not None:
+        base = created_arguments(goal)
+        base["context"] = {**base["context"], **context}
+    else:
+        conditions = {"session_id": session_id}
+        if "exclusive_to" in context:
+            conditions["exclusive_to"] = context["exclusive_to"]
+        base = {
+            "goal_id": goal_id,
+            "active": True,
+            "_cls": goal_class,
+            "conditions": conditions,
+            "context": {"session_id": session_id, **context},
+            "levels": [{"target": 300}],
+            "nbf": None,
+            "exp": None,
+        }
+    if event == "goal.created":
+        return base
+    common = {k: base[k] for k in ("goal_id", "_cls", "conditions", "context")}
+    if event == "goal.added":
+        return {
+            **common,
+            "session_id": base["conditions"].get("session_id", session_id),
+            "streamer_id": streamer_id,
+        }
+    return {**common, "reason": "ended"}
+
+
+def _workers_alive() -> bool:
+    return Worker.count(connection=get_redis(), queue=get_queue()) > 0
+
+
+def _drain() -> None:
+    """Run queued (and due scheduled) jobs in this process: no worker is running."""
+    get_scheduler().enqueue_jobs()
+    SimpleWorker(all_queues(), connection=get_redis()).work(
+        # Receiver errors are reported in the outcome table, not as RQ's tracebacks.
+        burst=True,
+        with_scheduler=True,
+        logging_level="CRITICAL",
+    )
+
+
+def wait_for_outcomes(query: dict[str, Any], keep: Any, timeout: float) -> tuple[list[dict[str, Any]], bool]:
+    """Outcomes matching ``query`` (and ``keep``) once none is unfinished; drains in-process
+    when no worker runs. Returns the outcomes and whether they all finished in time."""
+    db = get_database()
+    deadline = time.monotonic() + timeout
+    local = not _workers_alive()
+    told: set[str] = set()
+    while True:
+        outcomes = [o for o in db.outcomes.find(query) if keep(o)]
+        for o in outcomes:
+            if o["status"] == "retrying" and o["_id"] not in told:
+                told.add(o["_id"])  # say why the wait is long: the receiver's retry backoff
+                click.echo(f"{o['plugin']}.{o['receiver']} failed ({o.get('error')}); retrying", err=True)
+        if not any(o["status"] in UNFINISHED for o in outcomes):
+            return outcomes, True
+        if time.monotonic() > deadline:
+            return outcomes, False
+        if local:
+            _drain()
+        time.sleep(0.05 if local else 0.1)
+
+
+@click.command()
+@click.argument("signal_name", metavar="SIGNAL", type=click.Choice(list(EVENT_HOOKS)))
+@click.option("--cls", "goal_class", required=True, help="The goal class (_cls), e.g. ExclusiveGoal.")
+@click.option(
+    "--goal-id", default=None, help="Goal id (default: a fresh one; a stored goal lends its fields)."
+)
+@click.option("--session-id", default=None, help="Session id (default: a fresh one).")
+@click.option("--streamer-id", default=None, help="Streamer id for goal.added (default: a fresh one).")
+@click.option("--context", "context_json", default="{}", help="JSON object merged into the goal's context.")
+@click.option("--dry-run", is_flag=True, help="Run nothing; list the receivers that would act.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the outcomes.")
+@click.option("--json", "as_json", is_flag=True)
+def fire(
+    signal_name: str,
+    goal_class: str,
+    goal_id: str | None,
+    session_id: str | None,
+    streamer_id: str | None,
+    context_json: str,
+    dry_run: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Send a test signal (goal.created, goal.added, goal.ended) and show each receiver's outcome."""
+    check_goal_class(goal_class)
+    goal_id = validation.object_id(goal_id, "--goal-id") if goal_id else str(ObjectId())
+    session_id = validation.object_id(session_id, "--session-id") if session_id else str(ObjectId())
+    streamer_id = validation.object_id(streamer_id, "--streamer-id") if streamer_id else str(ObjectId())
+    try:
+        context = json.loads(context_json)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"--context is not JSON: {exc}") from None
+    if not isinstance(context, dict):
+        raise BadRequest("--context must be a JSON object")
+    if dry_run:
+        plan = dispatch.dry_run(signal_name, goal_class)
+        if as_json:
+            echo_json(
+                {
+                    "event": signal_name,
+                    "cls": goal_class,
+                    "dry_run": True,
+                    "receivers": [receiver_dict(r) | {"acts": acts} for r, acts in plan],
+                }
+            )
+            return
+        click.echo(f"{signal_name} for {goal_class}: dry run, nothing sent")
+        table(
+            ["", "RECEIVER", "ACTS ON", "FROM"],
+            [
+                ["acts" if acts else "skips", r.id, acts_on(r), plugin_info(r.plugin).dist or ""]
+                for r, acts in plan
+            ],
+            {0: lambda cell: {"fg": "green" if cell.strip() == "acts" else "bright_black"}},
+        )
+        return
+    arguments = _event_arguments(signal_name, goal_class, goal_id, session_id, context, streamer_id)
+    started = time.time()
+    EVENTS[signal_name][0].send(signal_name, **arguments)
+    outcomes, finished = wait_for_outcomes(
+        {"goal_id": goal_id},
+        lambda o: o["event"] == signal_name or (o.get("queued_at") or o.get("at") or 0) >= started - 1,
+        timeout,
+    )
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if as_json:
+        echo_json(
+            {
+                "event": signal_name,
+                "arguments": arguments,
+                "finished": finished,
+                "outcomes": [outcome_json(o) for o in outcomes],
+            }
+        )
+    else:
+        click.echo(f"{signal_name} sent for {goal_class} {goal_id}")
+        print_outcomes(outcomes, since=started)
+    if not finished:
+        raise click.ClickException(
+            f"timed out after {timeout:g}s waiting for receivers (is a worker running?)"
+        )
+    if failed:
+        click.echo(
+            f"{len(failed)} receiver(s) failed; `goalhub retry --goal {goal_id}` runs them again", err=True
+        )
+        sys.exit(1)
+
+
+# -- outcomes, retry, outbound ----------------------------------------------------------
+
+
+@click.command()
+@click.option("--goal", "goal_id", default=None, help="Only this goal's outcomes.")
+@click.option("--failed", is_flag=True, help="Only failed outcomes.")
+@click.option("--json", "as_json", is_flag=True)
+def outcomes(goal_id: str | None, failed: bool, as_json: bool) -> None:
+    """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first."""
+    query: dict[str, Any] = {}
+    if goal_id:
+        query["goal_id"] = validation.object_id(goal_id, "--goal")
+    if failed:
+        query["status"] = "failed"
+    found = sorted(get_database().outcomes.find(query), key=lambda o: o.get("queued_at") or o.get("at") or 0)
+    if as_json:
+        echo_json([outcome_json(o) for o in found])
+        return
+    if not found:
+        click.echo("No outcomes.")
+        return
+    table(
+        ["STATUS", "OUTCOME ID", "TRIES", "DURATION", "ERROR"],
+        [
+            [o["status"], o["_id"], o.get("attempts", ""), ms(o.get("duration_ms")), o.get("error") or ""]
+            for o in found
+        ],
+        {0: status_style, 4: lambda _: {"fg": "red"}},
+    )
+
+
+@click.command()
+@click.argument("outcome_ids", nargs=-1)
+@click.option("--goal", "goal_id", default=None, help="Retry this goal's failed outcomes.")
+@click.option("--all-failed", is_flag=True, help="Retry every failed outcome.")
+@click.option("--no-wait", is_flag=True, help="Enqueue and return without waiting for the outcomes.")
+@click.option("--timeout", default=60.0, show_default=True)
+def retry(
+    outcome_ids: tuple[str, ...], goal_id: str | None, all_failed: bool, no_wait: bool, timeout: float
+) -> None:
+    """Run failed receivers again and show how it went."""
+    db = get_database()
+    ids = list(outcome_ids)
+    if goal_id or all_failed:
+        query: dict[str, Any] = {"status": "failed"}
+        if goal_id:
+            query["goal_id"] = validation.object_id(goal_id, "--goal")
+        ids += [o["_id"] for o in db.outcomes.find(query, {"_id": 1})]
+    if not ids:
+        raise BadRequest("nothing to retry: give outcome ids, --goal ID or --all-failed")
+    for outcome_id in ids:
+        try:
+            dispatch.retry_outcome(outcome_id)
+        except LookupError:
+            raise NotFound(f"no failed outcome {outcome_id!r} (see `goalhub outcomes --failed`)") from None
+        click.echo(f"retrying {outcome_id}", err=True)
+    if no_wait:
+        return
+    found, finished = wait_for_outcomes({"_id": {"$in": ids}}, lambda o: True, timeout)
+    print_outcomes(found)
+    if not finished:
+        raise click.ClickException(
+            f"timed out after {timeout:g}s waiting for receivers (is a worker running?)"
+        )
+    if any(o["status"] == "failed" for o in found):
+        sys.exit(1)
+
+
+@click.command("outbound")
+@click.option(
+    "--kind", default=None, help="Only this kind of call (rtc, pusher, notification, analytics...)."
+)
+@click.option("--goal", "goal_id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def outbound_command(kind: str | None, goal_id: str | None, as_json: bool) -> None:
+    """Recorded outbound calls: RTC tasks, notifications, Pusher events, analytics."""
+    found = outbound.records(kind, validation.object_id(goal_id, "--goal") if goal_id else None)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("No outbound calls.")
+        return
+    table(
+        ["TIME", "KIND", "STATUS", "GOAL", "KEY", "PAYLOAD"],
+        [
+            [
+                clock(r.get("created_at")),
+                r["kind"],
+                r["status"],
+                r.get("goal_id") or "",
+                r["key"],
+                json.dumps(r.get("payload"), default=str, ensure_ascii=False)[:100],
+            ]
+            for r in found
+        ],
+    )

@@ -1,0 +1,151 @@
+"""``goalhub plugins`` and ``goalhub hooks``: what is installed and which receivers act on what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from goalhub import dispatch
+from goalhub.cli.output import acts_on, echo_json, receiver_dict
+from goalhub.errors import BadRequest
+from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.plugins import DEFAULT_PLUGINS, get_plugin_manager, plugin_info, plugin_infos
+
+# The platform's goal classes (SPEC "Domain"); plugins may name more.
+DOMAIN_CLASSES = (
+    "ExclusiveGoal",
+    "TriggerExclusiveGoal",
+    "ShowGoal",
+    "ShowFundingGoal",
+    "KaraokeGoal",
+    "TriggerPrivateGoal",
+)
+
+
+def goal_types_by_plugin() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for impl in get_plugin_manager().hook.goal_types.get_hookimpls():
+        try:
+            found[impl.plugin_name] = [
+                {"name": t.name, "goal_class": t.goal_class, "description": t.description}
+                for t in impl.function() or []
+            ]
+        except Exception as exc:  # a broken hook is reported, not fatal to the listing
+            found[impl.plugin_name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return found
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Also the core's built-in and blocked plugins.")
+@click.option("--json", "as_json", is_flag=True)
+def plugins(show_all: bool, as_json: bool) -> None:
+    """Installed plugins: distribution, version, hooks, receivers, goal types, load errors."""
+    pm = get_plugin_manager()
+    goal_types = goal_types_by_plugin()
+    receivers = [r for event in EVENT_HOOKS for r in dispatch.receivers(event)]
+    listed = []
+    for info in plugin_infos():
+        if not show_all and (info.blocked or info.name in DEFAULT_PLUGINS):
+            continue
+        plugin = pm.get_plugin(info.name)
+        listed.append(
+            {
+                "name": info.name,
+                "module": info.module,
+                "dist": info.dist,
+                "version": info.version,
+                "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []) if plugin else [],
+                "receivers": [
+                    {"event": r.event, "name": r.name, "acts_on": acts_on(r)}
+                    for r in receivers
+                    if r.plugin == info.name
+                ],
+                "goal_types": goal_types.get(info.name, []),
+                "blocked": info.blocked,
+                "error": info.error,
+            }
+        )
+    if as_json:
+        echo_json(listed)
+        return
+    if not listed:
+        click.echo("No plugins installed." + ("" if show_all else " (--all lists built-in and blocked ones)"))
+        return
+    for entry in listed:
+        origin = f"{entry['dist']} {entry['version']}" if entry["dist"] else entry["module"]
+        state = " [blocked]" if entry["blocked"] else ""
+        click.echo(click.style(entry["name"], bold=True) + f"  ({origin}){state}")
+        if entry["error"]:
+            click.echo("  " + click.style(f"failed to load: {entry['error']}", fg="red"))
+            continue
+        if entry["hooks"]:
+            click.echo(f"  hooks: {', '.join(entry['hooks'])}")
+        for r in entry["receivers"]:
+            click.echo(f"  {r['event']:<13} {r['name']}  ({r['acts_on']})")
+        types = entry["goal_types"]
+        if isinstance(types, dict):
+            click.echo("  " + click.style(f"goal_types failed: {types['error']}", fg="red"))
+        elif types:
+            named = ", ".join(f"{t['name']} ({t['goal_class']})" for t in types)
+            click.echo(f"  goal types: {named}")
+
+
+def check_goal_class(name: str) -> str:
+    known = set(DOMAIN_CLASSES)
+    for event in EVENT_HOOKS:
+        for r in dispatch.receivers(event):
+            known |= set(r.classes or ()) | set(r.excluded)
+    for types in goal_types_by_plugin().values():
+        if isinstance(types, list):
+            known |= {t["goal_class"] for t in types}
+    if name not in known:
+        raise BadRequest(f"unknown goal class {name!r}; known: {', '.join(sorted(known))}")
+    return name
+
+
+@click.command()
+@click.option("--cls", "goal_class", default=None, help="Only the receivers that act on this goal class.")
+@click.option("--json", "as_json", is_flag=True)
+def hooks(goal_class: str | None, as_json: bool) -> None:
+    """Every hook with its receivers in call order and the goal classes each acts on."""
+    if goal_class:
+        check_goal_class(goal_class)
+    listed = []
+    for event, hook in EVENT_HOOKS.items():
+        found = [
+            receiver_dict(r) for r in dispatch.receivers(event) if not goal_class or r.acts_on(goal_class)
+        ]
+        listed.append({"hook": hook, "event": event, "receivers": found})
+    types = []
+    for plugin, provided in goal_types_by_plugin().items():
+        info = plugin_info(plugin)
+        entries = provided if isinstance(provided, list) else []
+        if goal_class:
+            entries = [t for t in entries if t["goal_class"] == goal_class]
+        if entries or (not goal_class and not isinstance(provided, list)):
+            types.append(
+                {"plugin": plugin, "dist": info.dist, "version": info.version, "goal_types": provided}
+            )
+    listed.append({"hook": "goal_types", "event": None, "receivers": types})
+    if as_json:
+        echo_json(listed)
+        return
+    for entry in listed:
+        title = entry["hook"] + (f"  (signal sender {entry['event']})" if entry["event"] else "")
+        click.echo(click.style(title, bold=True))
+        if not entry["receivers"]:
+            click.echo("  (none)")
+        for number, r in enumerate(entry["receivers"], 1):
+            if entry["event"] is None:
+                provided = r["goal_types"]
+                what = (
+                    ", ".join(f"{t['name']} -> {t['goal_class']}" for t in provided)
+                    if isinstance(provided, list)
+                    else provided
+                )
+                click.echo(f"  {r['plugin']}: {what}  [{r['dist'] or '-'} {r['version'] or ''}]".rstrip())
+            else:
+                origin = f"{r['dist'] or '-'} {r['version'] or ''}".rstrip()
+                click.echo(f"  {number}. {r['plugin']}.{r['name']}  acts on: {r['acts_on']}  [{origin}]")
+        click.echo()

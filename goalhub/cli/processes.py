@@ -1,0 +1,83 @@
+"""``goalhub serve``, ``worker``, ``scheduler`` and ``up``: the long-running processes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from goalhub import config
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="HTTP worker processes"
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API with a production WSGI server."""
+    from goalhub import api  # imported here: only this command needs Flask and gunicorn
+
+    api.serve(host, port, workers)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of forking a work-horse.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+def worker(burst: bool, simple: bool, name: str | None) -> None:
+    """Run an RQ worker on goalhub's queues, with the plugins loaded."""
+    from goalhub.worker import run_worker
+
+    run_worker(burst=burst, simple=simple, name=name)
+
+
+@click.command()
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help=f"Seconds between polls [default: {config.scheduler_interval()}]",
+)
+@click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
+def scheduler(interval: float | None, burst: bool) -> None:
+    """Run rq-scheduler: goal activation at nbf and end at exp."""
+    from goalhub.worker import run_scheduler
+
+    run_scheduler(interval=interval, burst=burst)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="RQ worker processes"
+)
+@click.option(
+    "--api-workers", default=2, show_default=True, type=click.IntRange(min=1), help="HTTP worker processes"
+)
+@click.option(
+    "--stop-timeout", default=10.0, show_default=True, type=float, help="Seconds to wait before SIGKILL"
+)
+def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float) -> None:
+    """Run everything: embedded Redis (unless GOALHUB_REDIS_URL), API, workers, scheduler.
+
+    Ctrl-C or SIGTERM stops every process it started.
+    """
+    import requests
+
+    from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
+
+    supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers), stop_timeout=stop_timeout)
+    base = f"http://{host}:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", timeout=0.5).ok
+        except requests.RequestException:
+            return False
+
+    with embedded_redis(lambda line: supervisor.say("goalhub", line)):
+        code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything")
+    sys.exit(code)
