@@ -94,3 +94,24 @@ def load_plugins() -> set[str] | None:
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def max_body_bytes() -> int:
+    """``GOALHUB_MAX_BODY_BYTES``: the largest request body the API reads (default 64 KiB)."""
+    return int(env("GOALHUB_MAX_BODY_BYTES", "65536"))
+
+
+def dashboard_user() -> str | None:
+    """``GOALHUB_DASHBOARD_USER``: HTTP Basic user for the RQ dashboard at ``/rq``.
+    With it or ``GOALHUB_DASHBOARD_PASSWORD`` unset, only a bearer token with the ADMIN scope gets in."""
+    return env("GOALHUB_DASHBOARD_USER")
+
+
+def dashboard_password() -> str | None:
+    """``GOALHUB_DASHBOARD_PASSWORD``: HTTP Basic password for the RQ dashboard at ``/rq``."""
+    return env("GOALHUB_DASHBOARD_PASSWORD")
+
+
+def api_timeout() -> int:
+    """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
+    return int(env("GOALHUB_API_TIMEOUT", "30"))

@@ -1,0 +1,149 @@
+"""``/goals``: create a goal of a plugin's type, read it with its receiver outcomes, end it.
+
+Creation (seed 000 ``create_exclusive_goal``, seed 003 ``create_show_goal``) runs:
+auth -> body -> goal type -> idempotency -> ``GoalType.prepare`` (reads only) -> the
+draft's claims, each one atomic update -> ``create_goal`` enqueued -> ``202``. Whatever
+fails after a claim was made releases it, so a refused or failed request leaves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from bson import ObjectId
+from flask import Blueprint, request
+
+from goalhub.api.access import caller, check_owner, check_reader, creator
+from goalhub.api.idempotency import Answer, fingerprint, idempotent
+from goalhub.api.payload import json_body, plain
+from goalhub.auth import Principal
+from goalhub.errors import BadRequest, Conflict, NotFound
+from goalhub.goaltypes import Claim, CreateRequest, GoalType
+from goalhub.plugins import get_plugin_manager
+from goalhub.queues import get_queue, job_id
+from goalhub.store import get_database
+from goalhub.tasks import end_goal, enqueue_create_goal
+from goalhub.validation import object_id, oid
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("goals", __name__)
+
+# Outcome fields a client sees; tracebacks and stored arguments stay with the operator.
+OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "status", "attempts",
+                  "error", "result", "duration_ms", "queued_at", "started_at", "finished_at")
+
+
+def installed_goal_types() -> dict[str, GoalType]:
+    """Goal types contributed by the loaded plugins, by name (the first plugin wins a clash)."""
+    types: dict[str, GoalType] = {}
+    for contributed in get_plugin_manager().hook.goal_types():
+        for goal_type in contributed or ():
+            if goal_type.name in types:
+                log.error("goal type %r is contributed twice; keeping the first", goal_type.name)
+                continue
+            types[goal_type.name] = goal_type
+    return types
+
+
+def _requested_type() -> GoalType:
+    # Both spellings of the seeds: ?type= (seed 000) and ?goal_type= (seed 003).
+    names = {request.args.get(key) for key in ("type", "goal_type")} - {None}
+    if not names or names == {""}:
+        raise BadRequest("the goal type is required: ?type=<name>", code="missing_goal_type", field="type")
+    if len(names) > 1:
+        raise BadRequest("type and goal_type name different goal types", code="ambiguous_goal_type", field="type")
+    name = names.pop()
+    types = installed_goal_types()
+    if name not in types:
+        installed = ", ".join(sorted(types)) or "none"
+        raise BadRequest(f"unknown goal type {name[:64]!r}; installed: {installed}",
+                         code="unknown_goal_type", field="type")
+    return types[name]
+
+
+@blueprint.post("/goals")
+@blueprint.post("/goal")
+def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
+    principal = creator()
+    body = json_body()
+    goal_type = _requested_type()
+    digest = fingerprint("create_goal", goal_type.name, body)
+    answer = idempotent(principal.user_id, digest, lambda: _create(principal, goal_type, body))
+    return answer.body, answer.status, answer.headers
+
+
+def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> Answer:
+    db = get_database()
+    goal_id = str(ObjectId())
+    draft = goal_type.prepare(
+        CreateRequest(goal_id=goal_id, user_id=principal.user_id, body=body, db=db, now=time.time())
+    )
+    made: list[Claim] = []
+    try:
+        for claim in draft.claims:
+            _make_claim(db, claim, goal_id)
+            made.append(claim)
+        enqueue_create_goal(draft.document(goal_id))
+    except BaseException:
+        _release_claims(db, made, goal_id)
+        raise
+    return Answer({"goal_id": goal_id}, 202, {"Location": f"/goals/{goal_id}"})
+
+
+def _make_claim(db: Any, claim: Claim, goal_id: str) -> None:
+    """Bind ``claim.field`` to the new goal in one atomic update; 409 if someone got there first."""
+    result = db[claim.collection].update_one(
+        {**claim.filter, claim.field: {"$exists": False}}, {"$set": {claim.field: goal_id}}
+    )
+    if result.modified_count != 1:
+        raise Conflict(claim.message, code="already_bound", field=claim.error_field)
+
+
+def _release_claims(db: Any, claims: list[Claim], goal_id: str) -> None:
+    for claim in reversed(claims):
+        # Matches only what this request bound: the goal id is new.
+        match = {"_id": claim.filter["_id"]} if "_id" in claim.filter else {}
+        try:
+            db[claim.collection].update_one({**match, claim.field: goal_id}, {"$unset": {claim.field: ""}})
+        except Exception:
+            log.exception("could not release claim %s.%s of goal %s", claim.collection, claim.field, goal_id)
+
+
+def _own_goal(goal_id: str, principal: Principal, *, read: bool = False) -> dict[str, Any]:
+    goal_id = object_id(goal_id, "goal_id")
+    goal = get_database().goals.find_one({"_id": oid(goal_id)})
+    if goal is None:
+        raise NotFound("goal not found", code="goal_not_found", field="goal_id")
+    owner = (goal.get("metadata") or {}).get("user_id")
+    (check_reader if read else check_owner)(principal, owner, "goal")
+    return goal
+
+
+@blueprint.get("/goals/<goal_id>")
+@blueprint.get("/goal/<goal_id>")
+def get_goal(goal_id: str) -> dict[str, Any]:
+    goal = _own_goal(goal_id, caller(), read=True)
+    gid = str(goal["_id"])
+    outcomes = [
+        {name: outcome[name] for name in OUTCOME_FIELDS if name in outcome}
+        for outcome in get_database().outcomes.find({"goal_id": gid})
+    ]
+    outcomes.sort(key=lambda o: (o.get("event", ""), o.get("plugin", ""), o.get("receiver", "")))
+    return {**plain(goal), "outcomes": plain(outcomes)}
+
+
+@blueprint.post("/goals/<goal_id>/end")
+@blueprint.post("/goal/<goal_id>/end")
+def end(goal_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    goal = _own_goal(goal_id, creator())
+    if "ended_at" in goal:
+        raise Conflict("the goal has already ended", code="goal_ended", field="goal_id")
+    gid = str(goal["_id"])
+    # On the lifecycle queue, like every end: the worker sends goal.ended to the receivers.
+    get_queue("lifecycle").enqueue_call(
+        end_goal, args=(gid,), kwargs={"reason": "ended"}, job_id=job_id("end-request", gid)
+    )
+    return {"goal_id": gid, "status": "ending"}, 202, {"Location": f"/goals/{gid}"}

@@ -1,0 +1,124 @@
+"""``/sessions``: the streamer's live sessions, which goals belong to."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bson import ObjectId
+from flask import Blueprint
+from rq import Queue
+
+from goalhub.api.access import caller, check_owner, check_reader, creator
+from goalhub.api.errors import REDIS_DOWN
+from goalhub.api.idempotency import Answer, fingerprint, idempotent
+from goalhub.api.payload import json_body, plain
+from goalhub.errors import BadRequest, Conflict, NotFound
+from goalhub.queues import get_queue, job_id
+from goalhub.store import get_database
+from goalhub.tasks import end_goal
+from goalhub.validation import object_id, oid
+
+blueprint = Blueprint("sessions", __name__)
+
+MAX_SOURCES = 32
+MAX_SOURCE_ID = 128
+
+
+def _sources(value: Any) -> list[dict[str, str]]:
+    """``[{room_id, task_id}]``: RTC sources, plain non-empty strings only."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("sources must be a list", code="invalid_type", field="sources")
+    if len(value) > MAX_SOURCES:
+        raise BadRequest(f"sources has more than {MAX_SOURCES} entries", code="invalid_sources", field="sources")
+    clean = []
+    for index, source in enumerate(value):
+        if not isinstance(source, dict):
+            raise BadRequest(f"sources.{index} must be an object", code="invalid_type", field=f"sources.{index}")
+        entry = {}
+        for key in ("room_id", "task_id"):
+            where = f"sources.{index}.{key}"
+            item = source.get(key)
+            if item is None:
+                raise BadRequest(f"{where} is required", code="missing_field", field=where)
+            if not isinstance(item, str):
+                raise BadRequest(f"{where} must be a string", code="invalid_type", field=where)
+            if not item or len(item) > MAX_SOURCE_ID or not item.isprintable():
+                raise BadRequest(f"{where} must be 1 to {MAX_SOURCE_ID} printable characters",
+                                 code="invalid_source_id", field=where)
+            entry[key] = item
+        clean.append(entry)
+    return clean
+
+
+@blueprint.post("/sessions")
+def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
+    principal = creator()
+    body = json_body(optional=True)
+    sources = _sources(body.get("sources"))
+
+    def work() -> Answer:
+        session = {
+            "_id": ObjectId(),
+            "user": principal.user_id,
+            "active": True,
+            "sources": sources,
+            "exclusive_goal_pairs": {},
+            "show_goal_pairs": [],
+            "started_at": time.time(),
+        }
+        get_database().sessions.insert_one(session)
+        sid = str(session["_id"])
+        return Answer(plain(session), 201, {"Location": f"/sessions/{sid}"})
+
+    answer = idempotent(principal.user_id, fingerprint("start_session", sources), work)
+    return answer.body, answer.status, answer.headers
+
+
+def _find(session_id: str) -> dict[str, Any]:
+    session_id = object_id(session_id, "session_id")
+    session = get_database().sessions.find_one({"_id": oid(session_id)})
+    if session is None:
+        raise NotFound("session not found", code="session_not_found", field="session_id")
+    return session
+
+
+@blueprint.get("/sessions/<session_id>")
+def get_session(session_id: str) -> dict[str, Any]:
+    principal = caller()
+    session = _find(session_id)
+    check_reader(principal, session.get("user"), "session")
+    return plain(session)
+
+
+@blueprint.post("/sessions/<session_id>/end")
+def end_session(session_id: str) -> dict[str, Any]:
+    principal = creator()
+    session = _find(session_id)
+    check_owner(principal, session.get("user"), "session")
+    db = get_database()
+    sid = str(session["_id"])
+    goal_ids = [str(goal["_id"]) for goal in db.goals.find(
+        {"conditions.session_id": sid, "ended_at": {"$exists": False}}, {"_id": 1}
+    )]
+    ended_at = time.time()
+    result = db.sessions.update_one(
+        {"_id": session["_id"], "active": True}, {"$set": {"active": False, "ended_at": ended_at}}
+    )
+    if result.modified_count != 1:
+        raise Conflict("the session has already ended", code="session_ended", field="session_id")
+    try:
+        # One pipeline (MULTI): either every goal's end is queued or none is.
+        get_queue("lifecycle").enqueue_many([
+            Queue.prepare_data(end_goal, args=(gid,), kwargs={"reason": "session_ended"},
+                               job_id=job_id("session-end", gid))
+            for gid in goal_ids
+        ])
+    except REDIS_DOWN:
+        db.sessions.update_one(
+            {"_id": session["_id"], "ended_at": ended_at}, {"$set": {"active": True}, "$unset": {"ended_at": ""}}
+        )
+        raise
+    return {**plain(db.sessions.find_one({"_id": session["_id"]})), "ending_goals": goal_ids}
