@@ -1,0 +1,143 @@
+"""``goalhub up`` as a user runs it: a real subprocess with its API, worker, scheduler and
+embedded Redis; Ctrl-C (SIGINT) must leave no process behind, work-horses included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import requests
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from goalhub import connection
+from goalhub.queues import queue_names
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "GOALHUB_HOME": str(home)}
+    env.pop("GOALHUB_REDIS_URL", None)
+    if redis_url:
+        env["GOALHUB_REDIS_URL"] = redis_url
+    return subprocess.Popen(
+        [sys.executable, "-m", "goalhub", "up", "--port", str(port), "--workers", "1", "--api-workers", "1", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(up: subprocess.Popen, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert up.poll() is None, up.stdout.read()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    up.kill()
+    pytest.fail(f"goalhub up never became healthy:\n{up.stdout.read()}")
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_for(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_every_process_including_a_busy_work_horse_and_the_embedded_redis(tmp_path):
+    home, port = tmp_path / "up-home", free_port()
+    home.mkdir()
+    up = start_up(home, port, "--stop-timeout", "3")
+    try:
+        wait_healthy(up, port)
+        redis_pid = int((home / "redis.pid").read_text())
+        # A job that outlives the grace period: its work-horse must be killed, not left behind.
+        client = redis.Redis(unix_socket_path=str(connection.ensure_embedded_redis(home)))
+        job = Queue(queue_names()[1], connection=client).enqueue(time.sleep, 120)
+        wait_for(lambda: Job.fetch(job.id, connection=client).get_status() == JobStatus.STARTED)
+        client.close()  # a client left connected would keep the shared Redis running
+        processes = tree(up.pid)
+        names = [" ".join(p.cmdline()[2:4]) for p in processes]
+        assert {"goalhub serve", "goalhub worker", "goalhub scheduler"} <= set(names), names
+        assert names.count("goalhub worker") >= 2  # the worker and its busy work-horse
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+
+    assert up.returncode == 0, output
+    for prefix in ("api       |", "worker-1  |", "scheduler |", "goalhub   | SIGINT received; stopping everything"):
+        assert prefix in output
+    assert "goalhub   | embedded Redis stopped" in output
+    left = [p for p in processes if not gone(p)]
+    assert left == [], [p.cmdline() for p in left]
+    assert not psutil.pid_exists(redis_pid) or gone(psutil.Process(redis_pid))
+
+
+def test_a_child_that_dies_stops_everything_and_up_exits_non_zero(tmp_path, redis_url):
+    home, port = tmp_path / "up-home", free_port()
+    home.mkdir()
+    up = start_up(home, port, redis_url=redis_url)
+    try:
+        wait_healthy(up, port)
+        processes = tree(up.pid)
+        scheduler = next(p for p in processes if p.cmdline()[2:4] == ["goalhub", "scheduler"])
+        scheduler.kill()
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 1, output
+    assert "scheduler exited with code -9; stopping everything" in output
+    left = [p for p in processes if not gone(p)]
+    assert left == [], [p.cmdline() for p in left]
+    # A Redis given by URL is not ours to start or stop.
+    assert "embedded Redis" not in output
+    assert redis.Redis.from_url(redis_url).ping()
+
+
+def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):
+    home, port = tmp_path / "up-home", free_port()
+    home.mkdir()
+    up = start_up(home, port, redis_url=redis_url)
+    try:
+        wait_healthy(up, port)
+        processes = tree(up.pid)
+    finally:
+        up.terminate()
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "SIGTERM received; stopping everything" in output
+    assert [p for p in processes if not gone(p)] == []
