@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rq import Retry, get_current_job
+from rq import get_current_job
 from rq.job import Job, JobStatus
 
-from goalhub import config, signals
+from goalhub import signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
-from goalhub.queues import get_queue, job_id
+from goalhub.queues import get_queue, job_id, retry_policy
 from goalhub.store import get_database
 
 # Job states in which a receiver job will still run: no need to enqueue it again.
@@ -130,7 +130,7 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
             run_receiver,
             _id,
             job_id=jid,
-            retry=Retry(max=config.receiver_retries(), interval=config.receiver_backoff()),
+            retry=retry_policy(),
             description=f"{receiver.id} <- {key}",
             failure_ttl=7 * 24 * 3600,
         )

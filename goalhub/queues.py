@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rq import Queue
+from rq import Queue, Retry
 from rq_scheduler import Scheduler
 
 from goalhub import config
@@ -47,3 +47,9 @@ def job_id(kind: str, key: str) -> str:
     if all(ch.isalnum() or ch in "_-" for ch in key) and len(key) <= 64:
         return f"{kind}-{key}"
     return f"{kind}-{hashlib.sha1(key.encode()).hexdigest()}"
+
+
+def retry_policy() -> Retry | None:
+    """How a failing job is retried: ``GOALHUB_RECEIVER_RETRIES`` times with backoff (0: never)."""
+    retries = config.receiver_retries()
+    return Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None

@@ -14,11 +14,10 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
-from rq import Retry
 
-from goalhub import config, signals
+from goalhub import signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
-from goalhub.queues import get_queue, get_scheduler, job_id
+from goalhub.queues import get_queue, get_scheduler, job_id, retry_policy
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -47,7 +46,7 @@ def enqueue_create_goal(goal: dict[str, Any]) -> str:
         create_goal,
         {**goal, "_id": goal_id},
         job_id=job_id("create", goal_id),
-        retry=Retry(max=config.receiver_retries(), interval=config.receiver_backoff()),
+        retry=retry_policy(),
         description=f"create_goal {goal['_cls']} {goal_id}",
         failure_ttl=7 * 24 * 3600,
     )

@@ -217,7 +217,8 @@ def test_an_ended_goal_is_not_activated(db):
 
 
 def test_lifecycle_schedules_activation_at_nbf_and_end_at_exp_through_rq_scheduler(db, drain):
-    nbf, exp = time.time() + 1.2, time.time() + 2.0
+    nbf = time.time() + 1.5
+    exp = nbf + 1.5
     goal = goal_document("TriggerExclusiveGoal", active=False, nbf=nbf, exp=exp)
     tasks.enqueue_create_goal(goal)
     drain(scheduled=False)
@@ -225,7 +226,7 @@ def test_lifecycle_schedules_activation_at_nbf_and_end_at_exp_through_rq_schedul
     assert scheduled == {f"activate-{goal['_id']}", f"end-{goal['_id']}"}
     assert db.goals.find_one({"_id": ObjectId(goal["_id"])})["active"] is False
 
-    deadline = time.time() + 5
+    deadline = time.time() + 15
     while time.time() < deadline and not db.goals.find_one({"_id": ObjectId(goal["_id"]), "ended_at": {"$exists": True}}):
         drain()
         time.sleep(0.05)
@@ -302,3 +303,21 @@ def test_dry_run_lists_what_would_act_and_runs_nothing(inline_plugin):
     acting = {r.name for r, acts in dispatch.dry_run("goal.created", "ShowGoal") if acts}
     assert acting == {"on_every_goal"}  # lifecycle excludes ShowGoal
     assert recorder.calls == []
+
+
+def test_zero_retries_means_a_failing_receiver_fails_at_once(db, inline_plugin, drain, monkeypatch):
+    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
+    attempts = []
+
+    class Broken:
+        @goalhub.receiver("goal.created")
+        def explode(self, goal_id):
+            attempts.append(goal_id)
+            raise RuntimeError("no luck")
+
+    inline_plugin(Broken(), "broken")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    drain()
+    assert len(attempts) == 1
+    assert db.outcomes.find_one({"goal_id": goal["_id"], "receiver": "explode"})["status"] == "failed"
