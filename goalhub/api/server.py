@@ -42,6 +42,8 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
             "accesslog": "-",
             "errorlog": "-",
             "proc_name": "goalhub-api",
+            # gunicorn's control socket is one fixed path per user: servers side by side would clash.
+            "control_socket_disable": True,
             # Limits on the request line and headers; the body limit is MAX_CONTENT_LENGTH.
             "limit_request_line": 8190,
             "limit_request_fields": 100,
