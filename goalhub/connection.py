@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from goalhub import config
 
@@ -113,7 +115,10 @@ def stop_embedded_redis(home: Path | None = None) -> bool:
     if not _ping(socket_path):
         return False
     try:
-        redis.Redis(unix_socket_path=str(socket_path)).shutdown(save=True)
+        # No retries: the server closes the connection as it exits, and redis-py's default
+        # retries (with backoff) would spend seconds reconnecting to a socket that is gone.
+        client = redis.Redis(unix_socket_path=str(socket_path), retry=Retry(NoBackoff(), 0))
+        client.shutdown(save=True)
     except redis.ConnectionError:
         pass  # the server closes the connection as it exits
     deadline = time.monotonic() + 10
