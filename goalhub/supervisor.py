@@ -265,6 +265,7 @@ def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[N
         yield
     finally:
         if not was_running:
+            connection.get_redis().connection_pool.disconnect()  # this process's own connections
             others = _other_redis_clients(str(socket_path))
             if others:
                 say(f"embedded Redis left running: {others} other client(s) still use it")
