@@ -56,6 +56,12 @@ def job_timeout() -> int:
     return int(env("GOALHUB_JOB_TIMEOUT", "60"))
 
 
+def maintenance_interval() -> int:
+    """``GOALHUB_MAINTENANCE_INTERVAL``: seconds between a worker's registry maintenance, which
+    recovers jobs left ``started`` by a dead worker (RQ's own default is 600)."""
+    return int(env("GOALHUB_MAINTENANCE_INTERVAL", "60"))
+
+
 def scheduler_interval() -> float:
     """Seconds between two rq-scheduler polls (rq-scheduler's own default is 60)."""
     return float(env("GOALHUB_SCHEDULER_INTERVAL", "0.2"))

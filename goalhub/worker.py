@@ -6,26 +6,102 @@ Both load the plugins before they start, so a forking worker's work-horses inher
 from __future__ import annotations
 
 import logging
+import socket
 
-from rq import SimpleWorker, Worker
+import psutil
+from rq import Queue, SimpleWorker, Worker
+from rq.executions import Execution
 
 from goalhub import config
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, get_scheduler
 
+log = logging.getLogger(__name__)
+
+
+def _dead(worker: Worker | None) -> bool:
+    """Whether a worker is surely gone: its registration expired, or it ran on this host
+    and its process no longer runs (kill -9, OOM). A worker on another host that stopped
+    answering is left to RQ's own expiry."""
+    if worker is None:
+        return True
+    if not worker.pid or worker.hostname != socket.gethostname():
+        return False
+    try:
+        return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
+    """Hand jobs left ``started`` by a dead worker to RQ's abandoned-job handling now.
+
+    RQ notices an abandoned job only once its heartbeat expires (about 90 s after the
+    worker's last beat) *and* a worker's registry maintenance runs (every 10 min): a job
+    whose worker and work-horse were killed stays ``started`` that long. Here such a job's
+    entry is marked expired and ``StartedJobRegistry.cleanup`` retries it (if it has retries
+    left) or moves it to the failed registry, as it would have done later. Returns the ids.
+    """
+    connection = get_redis()
+    recovered: list[str] = []
+    for queue in queues or all_queues():
+        registry = queue.started_job_registry
+        # One process at a time per queue: two cleanups of one entry could retry it twice.
+        lock = f"goalhub:recover-abandoned:{queue.name}"
+        if not connection.set(lock, socket.gethostname(), nx=True, ex=30):
+            continue
+        try:
+            abandoned = {}
+            for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+                # An execution whose record expired has no worker left to finish it either.
+                name = connection.hget(Execution(execution_id, job_id, connection).key, "worker_name")
+                worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name.decode(),
+                                            connection=connection) if name else None
+                if _dead(worker):
+                    abandoned[f"{job_id}:{execution_id}"] = 0
+                    recovered.append(job_id)
+            if abandoned:
+                connection.zadd(registry.key, abandoned, xx=True)
+                registry.cleanup(timestamp=0)
+                log.warning("recovered jobs abandoned by dead workers on %s: %s", queue.name, sorted(abandoned))
+        finally:
+            connection.delete(lock)
+    return recovered
+
+
+class RecoveringWorker(Worker):
+    """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
+    (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds)."""
+
+    def clean_registries(self) -> None:
+        recover_abandoned_jobs(self.queues)
+        super().clean_registries()
+
+
+class RecoveringSimpleWorker(SimpleWorker):
+    """``RecoveringWorker`` without forking."""
+
+    def clean_registries(self) -> None:
+        recover_abandoned_jobs(self.queues)
+        super().clean_registries()
+
 
 def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = None, logging_level: str = "INFO") -> bool:
     """Work on goalhub's queues (lifecycle first). ``simple`` runs jobs in-process, without forking.
 
     RQ's own scheduler runs inside the worker for receivers' retry backoff; goal
-    activation at ``nbf`` goes through rq-scheduler (``run_scheduler``).
+    activation at ``nbf`` goes through rq-scheduler (``run_scheduler``). Jobs of workers
+    that died are recovered at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds.
     """
     import goalhub.dispatch  # noqa: F401  (connects the core to its signals before forking)
 
     get_plugin_manager()
-    worker_class = SimpleWorker if simple else Worker
-    worker = worker_class(all_queues(), connection=get_redis(), name=name)
+    worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
+    worker = worker_class(all_queues(), connection=get_redis(), name=name,
+                          maintenance_interval=config.maintenance_interval())
     return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
 
 

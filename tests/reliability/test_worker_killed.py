@@ -1,0 +1,132 @@
+"""``kill -9`` on a forking worker while a receiver, or ``create_goal`` itself, is running.
+
+The moment is made certain by the fault plugin: the job writes a marker with its pid and
+waits on a gate file. The test kills the work-horse (or the worker and its horse), starts
+a new worker, opens the gate, and then checks: the goal exists once, every receiver ended
+``ok`` and applied its effect once, nothing is left in RQ's started registry, and every
+outbound call (RTC, notification, Pusher, analytics) reached the local services once.
+"""
+
+from __future__ import annotations
+
+import pytest
+from bson import ObjectId
+
+from goalhub import tasks
+
+from . import support
+
+pytestmark = pytest.mark.reliability
+
+
+@pytest.fixture
+def faults(tmp_path, use_plugins):
+    """Real plugins plus the fault plugin in worker processes; outbound calls to a local server."""
+    use_plugins(*support.PLUGINS)
+    fault_dir = tmp_path / "faults"
+    fault_dir.mkdir()
+    outbound = support.OutboundServer()
+    processes: list = []
+
+    class Faults:
+        dir = fault_dir
+        server = outbound
+
+        def worker(self, name: str, **extra: str):
+            environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(fault_dir),
+                                      **outbound.environment(), **extra)
+            process = support.start(name, support.WORKER, environment, tmp_path)
+            processes.append(process)
+            return process
+
+        def held(self, prefix: str, count: int = 1) -> list[int]:
+            return support.wait_for(lambda: (lambda pids: pids if len(pids) >= count else None)(
+                support.markers(fault_dir, prefix)), timeout=30, what=f"{prefix} marker")
+
+        def release(self) -> None:
+            (fault_dir / "gate").write_text("open")
+
+    try:
+        yield Faults()
+    finally:
+        (fault_dir / "gate").write_text("open")
+        for process in processes:
+            process.stop()
+        outbound.stop()
+        for process in processes:
+            print(f"--- {process.name} ---\n{process.output()}")
+
+
+def check_one_effect_each(db, faults, goal_id: str, outcomes: list[dict], expected_calls: int) -> None:
+    assert db.goals.count_documents({"_id": ObjectId(goal_id)}) == 1
+    assert {o["status"] for o in outcomes} <= support.FINAL
+    held = db.effects.find_one({"_id": goal_id})
+    if held is not None:  # the held receiver's effect, however many times it ran
+        assert held["applied"] == 1
+    support.nothing_stuck()
+    support.outbound_sent_once(db)
+    calls = support.calls_by_key(faults.server)
+    assert sum(calls.values()) == expected_calls, calls
+    assert set(calls.values()) == {1}, calls
+
+
+@pytest.mark.parametrize("victims", ["horse", "worker and horse"])
+def test_a_receiver_killed_mid_run_is_run_again_and_applies_once(db, faults, victims):
+    world = support.make_world(db)
+    # The exclusive flow (RTC calls, analytics) when the horse dies; the show flow
+    # (goal.added: notification, Pusher, analytics) when the whole worker dies.
+    goal = support.exclusive_goal(world) if victims == "horse" else support.show_goal(world)
+    first = faults.worker("worker-1", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+
+    [horse] = faults.held("started")
+    support.kill9(horse)
+    if victims != "horse":
+        support.kill9(first.popen.pid)
+        first.popen.wait(timeout=10)
+    support.wait_for(lambda: not support.pid_alive(horse), timeout=10, what="the horse to die")
+    faults.worker("worker-2", GOALHUB_TEST_HOLD=goal["_cls"])
+    faults.held("started", count=2)  # the receiver runs again, in a new horse
+    faults.release()
+
+    events = ("goal.created",) if victims == "horse" else ("goal.created", "goal.added")
+    outcomes = support.settled(goal_id, events)
+    held = next(o for o in outcomes if o["receiver"] == "held_receiver")
+    assert held["status"] == "ok" and held["attempts"] >= 2
+    assert db.held_runs.find_one({"_id": goal_id})["runs"] >= 2
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1
+    if victims == "horse":
+        trigger = db.goals.find_one({"_id": ObjectId(world.trigger)})
+        assert trigger["context"]["exclusive_goal_id"] == goal_id
+        # 2 StopSnapshot (one per RTC source) + 1 analytics event.
+        check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
+    else:
+        pairs = db.sessions.find_one({"_id": ObjectId(world.session)})["show_goal_pairs"]
+        assert pairs == [{"funding_goal": world.funding, "show_goal": goal_id}]
+        assert db.feed.count_documents({}) == 1
+        # 1 notification + 1 Pusher event + 1 analytics event.
+        check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
+
+
+@pytest.mark.parametrize("victims", ["horse", "worker and horse"])
+def test_create_goal_killed_mid_run_creates_one_goal_and_each_effect_once(db, faults, victims):
+    world = support.make_world(db)
+    goal = support.exclusive_goal(world)
+    first = faults.worker("worker-1", GOALHUB_TEST_HOLD_CREATE="1")
+    goal_id = tasks.enqueue_create_goal(goal)
+
+    [horse] = faults.held("create")
+    assert db.goals.count_documents({"_id": ObjectId(goal_id)}) == 1  # written before the signal
+    support.kill9(horse)
+    if victims != "horse":
+        support.kill9(first.popen.pid)
+        first.popen.wait(timeout=10)
+    faults.worker("worker-2", GOALHUB_TEST_HOLD_CREATE="1")
+    faults.held("create", count=2)  # create_goal runs again
+    faults.release()
+
+    outcomes = support.settled(goal_id)
+    assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 1
+    assert db.create_holds.find_one({"_id": goal_id})["runs"] >= 2
+    assert all(o["attempts"] == 1 for o in outcomes if o["status"] == "ok")  # receivers ran once
+    check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
