@@ -12,6 +12,8 @@ One module per group of commands: ``processes`` (serve, worker, scheduler, up),
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -34,6 +36,10 @@ class GoalhubGroup(click.Group):
             raise click.ClickException(exc.message) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise click.ClickException(f"Redis is not reachable ({_redis_target()}): {exc}") from None
+        except BrokenPipeError:
+            # The reader went away (`goalhub outcomes | head`): no error line, no flush error at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except OSError as exc:  # ConnectionError, an address in use, a missing file...
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         except Exception as exc:

@@ -50,7 +50,7 @@ def table(headers: list[str], rows: list[list[Any]], styles: dict[int, Any] | No
             line(
                 row,
                 lambda i, cell, text: (
-                    click.style(text, **styles[i](cell)) if styles and i in styles else text
+                    click.style(text, **styles[i](cell)) if styles and i in styles and cell else text
                 ),
             ).rstrip()
         )
