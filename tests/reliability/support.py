@@ -224,3 +224,12 @@ def outbound_sent_once(db: Any) -> list[dict]:
 
 def scheduled_jobs() -> list[str]:
     return [job.id for job in get_scheduler().get_jobs()]
+
+
+def goalhub_cli(*args: str, environment: dict[str, str], timeout: float = 90.0):
+    """The real ``goalhub`` command in a child process."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "goalhub", *args], env=environment, cwd=api_support.ROOT,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,46 @@
+"""Fixtures of the reliability tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import support
+
+
+@pytest.fixture
+def faults(tmp_path, use_plugins):
+    """Real plugins plus the fault plugin in worker processes; outbound calls to a local server.
+    ``faults.worker(name, **env)`` starts a forking worker; ``held`` waits for markers."""
+    use_plugins(*support.PLUGINS)
+    fault_dir = tmp_path / "faults"
+    fault_dir.mkdir()
+    outbound = support.OutboundServer()
+    processes: list = []
+
+    class Faults:
+        dir = fault_dir
+        server = outbound
+
+        def worker(self, name: str, **extra: str):
+            environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(fault_dir),
+                                      **outbound.environment(), **extra)
+            process = support.start(name, support.WORKER, environment, tmp_path)
+            processes.append(process)
+            return process
+
+        def held(self, prefix: str, count: int = 1) -> list[int]:
+            return support.wait_for(lambda: (lambda pids: pids if len(pids) >= count else None)(
+                support.markers(fault_dir, prefix)), timeout=30, what=f"{prefix} marker")
+
+        def release(self) -> None:
+            (fault_dir / "gate").write_text("open")
+
+    try:
+        yield Faults()
+    finally:
+        (fault_dir / "gate").write_text("open")
+        for process in processes:
+            process.stop()
+        outbound.stop()
+        for process in processes:
+            print(f"--- {process.name} ---\n{process.output()}")
