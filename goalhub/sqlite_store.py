@@ -1,0 +1,691 @@
+"""Embedded on-disk document store that speaks the pymongo API, backed by one SQLite file.
+
+Why not montydb: it loses ``$inc`` updates across processes and scans the collection on every
+query. Here every write is one ``BEGIN IMMEDIATE`` transaction (atomic across processes, WAL
+journal), documents are BSON blobs under a real primary key on ``_id``, and every ``create_index``
+is a real SQLite index over a side table of encoded keys, kept in the same transaction.
+Matching, updates and projections are mongomock's, so there is no second Mongo dialect to keep.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import bson
+import mongomock
+from bson import ObjectId
+from bson.decimal128 import Decimal128
+from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates, resolve_sort_key
+from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
+from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+
+__all__ = ["SQLiteClient", "Database", "Collection", "Cursor"]
+
+DEFAULT_FILENAME = "goalhub.sqlite3"  # used when the client is given a directory
+_FILE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
+
+# colls rows are never deleted (drop sets live = 0), so a cid cached by any process stays valid.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS colls (cid INTEGER PRIMARY KEY, db TEXT NOT NULL, name TEXT NOT NULL,
+    live INTEGER NOT NULL DEFAULT 1, UNIQUE (db, name));
+CREATE TABLE IF NOT EXISTS indexes (cid INTEGER NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,
+    PRIMARY KEY (cid, name));
+CREATE TABLE IF NOT EXISTS docs (rid INTEGER PRIMARY KEY, cid INTEGER NOT NULL, id BLOB NOT NULL,
+    data BLOB NOT NULL, UNIQUE (cid, id));
+CREATE INDEX IF NOT EXISTS docs_cid ON docs (cid);
+CREATE TABLE IF NOT EXISTS idx (cid INTEGER NOT NULL, iname TEXT NOT NULL, key BLOB NOT NULL,
+    rid INTEGER NOT NULL, PRIMARY KEY (cid, iname, key, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_rid ON idx (rid);
+"""
+
+# ---------------------------------------------------------------- key encoding
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+_SCALARS = (type(None), bool, int, float, str, ObjectId, dt.datetime, Decimal128)  # index-answerable
+
+
+def _component(value: Any) -> bytes:
+    """A type-tagged key: equal for Mongo-equal scalars (1 == 1.0), distinct across types ("1" != 1)."""
+    if value is None or value is NOTHING:
+        return b"\x05"
+    if isinstance(value, bool):
+        return b"\x08" + (b"1" if value else b"0")
+    if isinstance(value, (int, float, Decimal128, Decimal)):
+        num = value.to_decimal() if isinstance(value, Decimal128) else value
+        if isinstance(num, int):
+            return b"\x10" + str(num).encode()
+        if isinstance(num, Decimal) and num.is_finite() and num == num.to_integral_value():
+            return b"\x10" + str(int(num)).encode()
+        f = float(num)
+        return b"\x10" + (str(int(f)) if math.isfinite(f) and f.is_integer() else repr(f)).encode()
+    if isinstance(value, str):
+        return b"\x02" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, ObjectId):
+        return b"\x07" + value.binary
+    if isinstance(value, dt.datetime):
+        return b"\x09" + str((_norm(value) - _EPOCH) // _MS).encode()
+    return b"\xff" + bson.encode({"v": value})  # embedded documents etc.: their exact BSON
+
+
+def _esc(part: bytes) -> bytes:
+    # After escaping, b"\x00" only separates parts, so a prefix range on the first part is exact.
+    return part.replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
+
+
+def _norm(value: Any) -> Any:
+    """Compare like BSON does: aware datetimes become naive UTC, everything is cut to milliseconds."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if isinstance(value, Mapping):
+        return {k: _norm(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _filter(flt: Any) -> dict:
+    if flt is None:
+        return {}
+    if not isinstance(flt, Mapping):
+        raise TypeError("filter must be an instance of dict")
+    return _norm(flt)
+
+
+@dataclass(frozen=True, eq=False)  # identity hash: used as a dict key
+class _Index:
+    name: str
+    key: tuple[tuple[str, Any], ...]
+    unique: bool
+    sparse: bool
+    partial: dict | None
+    options: dict
+
+    @property
+    def fields(self) -> list[str]:
+        return [f for f, _ in self.key]
+
+    def entries(self, doc: Mapping) -> set[bytes]:
+        """Keys this document contributes: one per array element, missing fields as null (like Mongo)."""
+        if self.partial is not None and not filter_applies(self.partial, doc):
+            return set()
+        parts: list[set[bytes]] = []
+        missing = True
+        for field in self.fields:
+            comps: set[bytes] = set()
+            for value in iter_key_candidates(field, doc):
+                missing &= value is NOTHING
+                if isinstance(value, (list, tuple)):
+                    comps.update(_component(v) for v in value if not isinstance(v, (list, tuple)))
+                    comps.update([] if value else [b"\x06"])  # [] is "undefined" in Mongo indexes
+                else:
+                    comps.add(_component(value))
+            parts.append(comps or {_component(None)})
+        if self.sparse and missing:
+            return set()
+        return {b"".join(_esc(c) + b"\x00" for c in combo) for combo in itertools.product(*parts)}
+
+    def key_value(self, doc: Mapping) -> dict:
+        return {f: next(iter(iter_key_candidates(f, doc)), None) for f in self.fields}
+
+    def info(self) -> dict:
+        flags = {"unique": self.unique, "sparse": self.sparse, "partialFilterExpression": self.partial}
+        return {"v": 2, "key": list(self.key), **self.options, **{k: v for k, v in flags.items() if v}}
+
+
+def _index_key(keys: str | Iterable | Mapping, direction: Any = 1) -> list[tuple[str, Any]]:
+    if isinstance(keys, str):
+        return [(keys, direction)]
+    if isinstance(keys, Mapping):
+        return list(keys.items())
+    return [(k, direction) if isinstance(k, str) else (k[0], k[1]) for k in keys]
+
+
+# ---------------------------------------------------------------- query planning
+def _eq_values(cond: Any) -> list | None:
+    """The values an equality / $eq / $in condition allows, or None when an index can't answer it."""
+    if isinstance(cond, Mapping):
+        if not cond or not all(str(k).startswith("$") for k in cond):
+            return None  # embedded-document equality: rare, scan
+        if "$eq" in cond:
+            vals = [cond["$eq"]]
+        elif isinstance(cond.get("$in"), (list, tuple)):
+            vals = list(cond["$in"])
+        else:
+            return None
+    else:
+        vals = [cond]
+    return vals if all(isinstance(v, _SCALARS) for v in vals) else None
+
+
+def _equalities(flt: Mapping) -> list[tuple[str, list]]:
+    out: list[tuple[str, list]] = []
+    for key, cond in flt.items():
+        if key == "$and" and isinstance(cond, list):
+            for sub in cond:
+                out.extend(_equalities(sub) if isinstance(sub, Mapping) else [])
+        elif not key.startswith("$") and (vals := _eq_values(cond)) is not None:
+            out.append((key, vals))
+    return out
+
+
+# ---------------------------------------------------------------- borrowed mongomock semantics
+_tls = threading.local()
+
+
+def _scratch() -> mongomock.Collection:
+    """A private in-memory collection per thread and process (rebuilt after a fork)."""
+    if getattr(_tls, "pid", None) != os.getpid():
+        _tls.coll, _tls.pid = mongomock.MongoClient()["scratch"]["docs"], os.getpid()
+    return _tls.coll
+
+
+def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
+    """Run the update on one document through mongomock; doc None means: build the upsert."""
+    scratch = _scratch()
+    scratch.drop()
+    try:
+        if doc is not None:
+            scratch.insert_one(doc)
+        (scratch.replace_one if replace else scratch.update_one)(flt, update, upsert=doc is None)
+        return scratch.find_one()
+    finally:
+        scratch.drop()
+
+
+def _project(doc: dict | None, projection: Any) -> dict | None:
+    if doc is None or projection is None:
+        return doc
+    fields = dict(projection) if isinstance(projection, Mapping) else list(projection)
+    return _scratch()._copy_only_fields(doc, fields, dict)
+
+
+def _check_update(update: Any) -> None:
+    if not isinstance(update, Mapping) or not update:
+        raise ValueError("update must be a non-empty document")
+    if not next(iter(update)).startswith("$"):
+        raise ValueError("update only works with $ operators")
+
+
+# ---------------------------------------------------------------- client / database
+class SQLiteClient:
+    """Like ``pymongo.MongoClient``; one SQLite file holds every database."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        p = Path(path)
+        if p.is_dir() or p.suffix not in _FILE_SUFFIXES:
+            p = p / DEFAULT_FILENAME
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path = p
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[tuple[int, threading.Thread, sqlite3.Connection]] = []  # (pid, opener, conn)
+        self._generation = 0
+        self._dbs: dict[str, Database] = {}
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection; a new one after a fork (RQ work-horses) or close()."""
+        if getattr(self._local, "key", None) == (os.getpid(), self._generation):
+            return self._local.conn
+        # SQLite forbids using a connection across fork: inherited ones stay untouched in _conns.
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone():
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(stmt)
+            conn.execute("COMMIT")
+        with self._lock:  # close the connections of finished threads (thread-per-request servers)
+            dead = [e for e in self._conns if e[0] == os.getpid() and not e[1].is_alive()]
+            self._conns = [e for e in self._conns if e not in dead]
+            self._conns.append((os.getpid(), threading.current_thread(), conn))
+        for _, _, old in dead:
+            old.close()
+        self._local.conn, self._local.key = conn, (os.getpid(), self._generation)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic read-modify-write: IMMEDIATE takes the write lock before the first read."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def __getitem__(self, name: str) -> Database:
+        return self.get_database(name)
+
+    def __getattr__(self, name: str) -> Database:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.get_database(name)
+
+    def get_database(self, name: str) -> Database:
+        if name not in self._dbs:
+            self._dbs[name] = Database(self, name)
+        return self._dbs[name]
+
+    def close(self) -> None:
+        """Close this process's connections; the client reopens on next use, like MongoClient."""
+        with self._lock:
+            mine = [c for p, _, c in self._conns if p == os.getpid()]
+            self._conns = [e for e in self._conns if e[0] != os.getpid()]
+            self._generation += 1
+        for conn in mine:
+            conn.close()
+
+    def __enter__(self) -> SQLiteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Database:
+    def __init__(self, client: SQLiteClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._colls: dict[str, Collection] = {}
+
+    def __getitem__(self, name: str) -> Collection:
+        return self.get_collection(name)
+
+    def __getattr__(self, name: str) -> Collection:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> Collection:
+        if name not in self._colls:
+            self._colls[name] = Collection(self, name)
+        return self._colls[name]
+
+    def list_collection_names(self) -> list[str]:
+        sql = "SELECT name FROM colls WHERE db = ? AND live = 1 ORDER BY name"
+        return [r[0] for r in self.client._conn().execute(sql, (self.name,))]
+
+    def drop_collection(self, name: str | Collection) -> None:
+        coll = self.get_collection(name if isinstance(name, str) else name.name)
+        with self.client._write() as conn:
+            if (cid := coll._cid(conn)) is not None:
+                for table in ("idx", "docs", "indexes"):
+                    conn.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
+                conn.execute("UPDATE colls SET live = 0 WHERE cid = ?", (cid,))
+
+    def command(self, cmd: str | Mapping, **kwargs: Any) -> dict:
+        name = cmd if isinstance(cmd, str) else next(iter(cmd))
+        if name == "ping":
+            return {"ok": 1.0}
+        raise OperationFailure(f"no such command: '{name}'", code=59)
+
+
+# ---------------------------------------------------------------- collection
+Row = tuple[int, bytes, dict]  # (rowid, stored BSON, decoded document)
+
+
+class Collection:
+    """Like ``pymongo.collection.Collection``: the operations goalhub uses."""
+
+    def __init__(self, database: Database, name: str) -> None:
+        self.database, self.name, self.full_name = database, name, f"{database.name}.{name}"
+        self._client = database.client
+        self.docs_examined = 0  # documents decoded to answer queries: proves index use in tests
+        self._cid_cache: int | None = None
+        self._spec_cache: dict[tuple[str, bytes], _Index] = {}
+
+    def _cid(self, conn: sqlite3.Connection, create: bool = False) -> int | None:
+        if self._cid_cache is None:
+            key = (self.database.name, self.name)
+            row = conn.execute("SELECT cid FROM colls WHERE db = ? AND name = ?", key).fetchone()
+            if row is None and not create:
+                return None
+            self._cid_cache = row[0] if row else conn.execute(
+                "INSERT INTO colls (db, name) VALUES (?, ?)", key).lastrowid
+        if create:  # writes revive a collection dropped meanwhile, possibly by another process
+            conn.execute("UPDATE colls SET live = 1 WHERE cid = ? AND live = 0", (self._cid_cache,))
+        return self._cid_cache
+
+    def _indexes(self, conn: sqlite3.Connection, cid: int | None) -> list[_Index]:
+        out = []
+        for name, spec in conn.execute("SELECT name, spec FROM indexes WHERE cid = ? ORDER BY rowid", (cid,)):
+            if (name, spec) not in self._spec_cache:
+                s = bson.decode(spec)
+                self._spec_cache[(name, spec)] = _Index(name, tuple(map(tuple, s["key"])), s["unique"],
+                                                        s["sparse"], s.get("partial"), s["options"])
+            out.append(self._spec_cache[(name, spec)])
+        return out
+
+    # -- reading
+    def _plan(self, conn: sqlite3.Connection, cid: int, flt: Mapping) -> tuple[str, list]:
+        """SQL for a superset of the matches: by primary key, through an index, or a scan."""
+        conds = _equalities(flt)
+        subs: list[str] = []
+        params: list = []
+        for field, vals in conds:
+            if field == "_id":
+                subs = [f"SELECT rid FROM docs WHERE cid = ? AND id IN ({','.join('?' * len(vals))})"]
+                params = [cid, *map(_component, vals)]
+                break
+        else:
+            usable = {ix.fields[0]: ix for ix in reversed(self._indexes(conn, cid) if conds else [])
+                      if ix.partial is None}  # a partial index may miss matches
+            for field, vals in conds:
+                ix = usable.get(field)
+                if ix is not None and vals and not (ix.sparse and None in vals):
+                    # One key range per value (a prefix range serves compound indexes too).
+                    subs = [f"SELECT i.rid FROM (VALUES {', '.join(['(?, ?)'] * len(vals))}) AS r JOIN idx AS i "
+                            "ON i.cid = ? AND i.iname = ? AND i.key >= r.column1 AND i.key < r.column2"]
+                    for head in (_esc(_component(v)) for v in vals):
+                        params += [head + b"\x00", head + b"\x01"]
+                    params += [cid, ix.name]
+                    break
+                if ix is not None and not vals:  # {"$in": []}
+                    return "SELECT rid, data FROM docs WHERE 0", []
+            else:
+                return "SELECT rid, data FROM docs WHERE cid = ? ORDER BY rid", [cid]
+        # Always "rid IN (subquery)": with a bare IN list SQLite may pick docs_cid to avoid sorting.
+        return f"SELECT rid, data FROM docs WHERE rid IN ({subs[0]}) ORDER BY rid", params
+
+    def _matches(self, conn: sqlite3.Connection, flt: Mapping) -> Iterator[Row]:
+        if (cid := self._cid(conn)) is None:
+            return
+        cur = conn.execute(*self._plan(conn, cid, flt))
+        try:
+            for rid, data in cur:
+                self.docs_examined += 1
+                if filter_applies(flt, doc := bson.decode(data)):
+                    yield rid, data, doc
+        finally:
+            cur.close()
+
+    def _select(self, conn: sqlite3.Connection, flt: Mapping, sort: Any = None, skip: int = 0,
+                limit: int | None = None) -> list[Row]:
+        it = self._matches(conn, flt)
+        stop = skip + limit if limit else None
+        if not sort:
+            try:
+                return list(itertools.islice(it, skip, stop))
+            finally:
+                it.close()  # finishes the SQLite statement early when the limit was reached
+        rows = list(it)
+        for key, direction in reversed(_index_key(sort)):  # stable sorts, least significant key first
+            rows.sort(key=lambda r, k=key: resolve_sort_key(k, r[2]), reverse=direction < 0)
+        return rows[skip:stop]
+
+    def _find(self, flt: Any, projection: Any, sort: Any, skip: int, limit: int | None) -> list[dict]:
+        rows = self._select(self._client._conn(), _filter(flt), sort, skip, limit)
+        return [_project(doc, projection) for _, _, doc in rows]
+
+    def find(self, filter: Any = None, projection: Any = None, sort: Any = None, limit: int = 0,
+             skip: int = 0, **kwargs: Any) -> Cursor:
+        return Cursor(self, filter, projection, sort, limit, skip)
+
+    def find_one(self, filter: Any = None, projection: Any = None, sort: Any = None, **kwargs: Any) -> dict | None:
+        if filter is not None and not isinstance(filter, Mapping):
+            filter = {"_id": filter}
+        docs = self._find(filter, projection, sort, kwargs.get("skip", 0), 1)
+        return docs[0] if docs else None
+
+    def count_documents(self, filter: Mapping, limit: int | None = None, skip: int = 0, **kwargs: Any) -> int:
+        if not filter and not limit and not skip:
+            return self.estimated_document_count()
+        return len(self._select(self._client._conn(), _filter(filter), None, skip, limit))
+
+    def estimated_document_count(self, **kwargs: Any) -> int:
+        conn = self._client._conn()
+        cid = self._cid(conn)
+        return conn.execute("SELECT COUNT(*) FROM docs WHERE cid = ?", (cid,)).fetchone()[0]
+
+    def distinct(self, key: str, filter: Mapping | None = None, **kwargs: Any) -> list:
+        out: dict[bytes, Any] = {}  # keyed like the index, so 1 and True stay distinct
+        for doc in self._find(filter, None, None, 0, None):
+            for value in iter_key_candidates(key, doc):
+                for v in value if isinstance(value, list) else [value]:
+                    if v is not NOTHING:
+                        out.setdefault(_component(v), v)
+        return list(out.values())
+
+    # -- writing
+    def _dup(self, index: str, key_value: dict) -> DuplicateKeyError:
+        msg = f"E11000 duplicate key error collection: {self.full_name} index: {index} dup key: {key_value}"
+        return DuplicateKeyError(msg, 11000, {"code": 11000, "errmsg": msg, "keyValue": key_value})
+
+    def _check_unique(self, conn: sqlite3.Connection, cid: int, ix: _Index, keys: Iterable[bytes], rid: int,
+                      doc: Mapping) -> None:
+        sql = "SELECT 1 FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid <> ? LIMIT 1"
+        if any(conn.execute(sql, (cid, ix.name, k, rid)).fetchone() for k in keys):
+            raise self._dup(ix.name, ix.key_value(doc))
+
+    def _insert(self, conn: sqlite3.Connection, cid: int, doc: dict, indexes: list[_Index]) -> None:
+        doc = {"_id": doc["_id"], **doc}  # Mongo stores _id first
+        entries = {ix: ix.entries(doc) for ix in indexes}
+        for ix in indexes:  # check everything before writing anything
+            if ix.unique:
+                self._check_unique(conn, cid, ix, entries[ix], -1, doc)
+        try:
+            rid = conn.execute("INSERT INTO docs (cid, id, data) VALUES (?, ?, ?)",
+                               (cid, _component(doc["_id"]), bson.encode(doc))).lastrowid
+        except sqlite3.IntegrityError:
+            raise self._dup("_id_", {"_id": doc["_id"]}) from None
+        conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+                         [(cid, ix.name, k, rid) for ix in indexes for k in entries[ix]])
+
+    def _rewrite(self, conn: sqlite3.Connection, cid: int, row: Row, new: dict, indexes: list[_Index]) -> bool:
+        rid, old_data, old = row
+        if _component(new.get("_id")) != _component(old["_id"]):
+            raise WriteError("Performing an update on the path '_id' would modify the immutable field '_id'", 66)
+        if (data := bson.encode(new)) == old_data:
+            return False
+        diffs = []
+        for ix in indexes:
+            before, after = ix.entries(old), ix.entries(new)
+            if ix.unique:
+                self._check_unique(conn, cid, ix, after - before, rid, new)
+            diffs.append((ix, before - after, after - before))
+        conn.execute("UPDATE docs SET data = ? WHERE rid = ?", (data, rid))
+        for ix, gone, added in diffs:
+            conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
+                             [(cid, ix.name, k, rid) for k in gone])
+            conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+                             [(cid, ix.name, k, rid) for k in added])
+        return True
+
+    def insert_one(self, document: MutableMapping, **kwargs: Any) -> InsertOneResult:
+        if not isinstance(document, MutableMapping):
+            raise TypeError("document must be an instance of dict")
+        document.setdefault("_id", ObjectId())  # pymongo also sets _id on the caller's dict
+        with self._client._write() as conn:
+            cid = self._cid(conn, create=True)
+            self._insert(conn, cid, _norm(document), self._indexes(conn, cid))
+        return InsertOneResult(document["_id"], True)
+
+    def insert_many(self, documents: Iterable[MutableMapping], ordered: bool = True,
+                    **kwargs: Any) -> InsertManyResult:
+        if not (docs := list(documents)):
+            raise TypeError("documents must be a non-empty list")
+        errors: list[dict] = []
+        with self._client._write() as conn:  # like Mongo, the inserts before a failure are kept
+            cid = self._cid(conn, create=True)
+            indexes = self._indexes(conn, cid)
+            for i, doc in enumerate(docs):
+                doc.setdefault("_id", ObjectId())
+                try:
+                    self._insert(conn, cid, _norm(doc), indexes)
+                except DuplicateKeyError as exc:
+                    errors.append({"index": i, "code": 11000, "errmsg": str(exc), "op": doc})
+                    if ordered:
+                        break
+        if errors:
+            inserted = errors[0]["index"] if ordered else len(docs) - len(errors)
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "upserted": [], "nInserted": inserted,
+                                  "nUpserted": 0, "nMatched": 0, "nModified": 0, "nRemoved": 0})
+        return InsertManyResult([d["_id"] for d in docs], True)
+
+    def _modify(self, filter: Any, update: Any, *, replace: bool = False, multi: bool = False,
+                upsert: bool = False, sort: Any = None) -> tuple[int, int, Any, dict | None, dict | None]:
+        """Update in one transaction: (matched, modified, upserted_id, first doc before, after)."""
+        flt, update = _filter(filter), _norm(update)
+        matched = modified = 0
+        upserted = before = after = None
+        with self._client._write() as conn:
+            cid = self._cid(conn, create=upsert)
+            indexes = self._indexes(conn, cid)
+            rows = self._select(conn, flt, sort, 0, None if multi else 1)
+            for row in rows:
+                new = _apply(row[2], flt, update, replace)
+                matched += 1
+                modified += self._rewrite(conn, cid, row, new, indexes)
+                if before is None:
+                    before, after = row[2], new
+            if not rows and upsert:
+                after = _apply(None, flt, update, replace)
+                self._insert(conn, cid, after, indexes)
+                upserted = after["_id"]
+        return matched, modified, upserted, before, after
+
+    @staticmethod
+    def _result(matched: int, modified: int, upserted: Any, *_: Any) -> UpdateResult:
+        raw = {"n": matched + (upserted is not None), "nModified": modified, "ok": 1.0}
+        return UpdateResult(raw | ({"upserted": upserted} if upserted is not None else {}), True)
+
+    def update_one(self, filter: Mapping, update: Mapping, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+        _check_update(update)
+        return self._result(*self._modify(filter, update, upsert=upsert))
+
+    def update_many(self, filter: Mapping, update: Mapping, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+        _check_update(update)
+        return self._result(*self._modify(filter, update, multi=True, upsert=upsert))
+
+    def replace_one(self, filter: Mapping, replacement: Mapping, upsert: bool = False,
+                    **kwargs: Any) -> UpdateResult:
+        if any(str(k).startswith("$") for k in replacement):
+            raise ValueError("replacement can not include $ operators")
+        return self._result(*self._modify(filter, replacement, replace=True, upsert=upsert))
+
+    def find_one_and_update(self, filter: Mapping, update: Mapping, projection: Any = None, sort: Any = None,
+                            upsert: bool = False, return_document: bool = ReturnDocument.BEFORE,
+                            **kwargs: Any) -> dict | None:
+        _check_update(update)
+        *_, before, after = self._modify(filter, update, upsert=upsert, sort=sort)
+        return _project(after if return_document == ReturnDocument.AFTER else before, projection)
+
+    def _delete(self, filter: Any, multi: bool, sort: Any = None) -> list[dict]:
+        with self._client._write() as conn:
+            rows = self._select(conn, _filter(filter), sort, 0, None if multi else 1)
+            conn.executemany("DELETE FROM idx WHERE rid = ?", [(r[0],) for r in rows])
+            conn.executemany("DELETE FROM docs WHERE rid = ?", [(r[0],) for r in rows])
+        return [r[2] for r in rows]
+
+    def delete_one(self, filter: Mapping, **kwargs: Any) -> DeleteResult:
+        return DeleteResult({"n": len(self._delete(filter, False)), "ok": 1.0}, True)
+
+    def delete_many(self, filter: Mapping, **kwargs: Any) -> DeleteResult:
+        return DeleteResult({"n": len(self._delete(filter, True)), "ok": 1.0}, True)
+
+    def find_one_and_delete(self, filter: Mapping, projection: Any = None, sort: Any = None,
+                            **kwargs: Any) -> dict | None:
+        docs = self._delete(filter, False, sort)
+        return _project(docs[0], projection) if docs else None
+
+    # -- indexes
+    def create_index(self, keys: str | Iterable | Mapping, unique: bool = False, name: str | None = None,
+                     **kwargs: Any) -> str:
+        key = _index_key(keys)
+        name = name or "_".join(f"{f}_{d}" for f, d in key)
+        if key == [("_id", 1)] or name == "_id_":
+            return "_id_"
+        kwargs.pop("background", None)
+        spec = {"key": [list(k) for k in key], "unique": bool(unique), "sparse": bool(kwargs.pop("sparse", False))}
+        if (partial := kwargs.pop("partialFilterExpression", None)) is not None:
+            spec["partial"] = _norm(partial)
+        spec_bson = bson.encode(spec | {"options": kwargs})
+        with self._client._write() as conn:
+            cid = self._cid(conn, create=True)
+            row = conn.execute("SELECT spec FROM indexes WHERE cid = ? AND name = ?", (cid, name)).fetchone()
+            if row is not None:
+                if bson.decode(row[0]) == bson.decode(spec_bson):
+                    return name  # idempotent, like Mongo
+                raise OperationFailure(f"Index with name: {name} already exists with different options", 85)
+            conn.execute("INSERT INTO indexes (cid, name, spec) VALUES (?, ?, ?)", (cid, name, spec_bson))
+            ix = next(i for i in self._indexes(conn, cid) if i.name == name)
+            rows = conn.execute("SELECT rid, data FROM docs WHERE cid = ?", (cid,)).fetchall()
+            docs = {rid: bson.decode(data) for rid, data in rows}
+            conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+                             [(cid, name, k, rid) for rid, doc in docs.items() for k in ix.entries(doc)])
+            dup = unique and conn.execute("SELECT MIN(rid) FROM idx WHERE cid = ? AND iname = ? GROUP BY key "
+                                          "HAVING COUNT(*) > 1 LIMIT 1", (cid, name)).fetchone()
+            if dup:
+                raise self._dup(name, ix.key_value(docs[dup[0]]))
+        return name
+
+    def index_information(self) -> dict:
+        conn = self._client._conn()
+        cid = self._cid(conn)
+        if not conn.execute("SELECT 1 FROM colls WHERE cid = ? AND live = 1", (cid,)).fetchone():
+            return {}
+        return {"_id_": {"v": 2, "key": [("_id", 1)]}, **{ix.name: ix.info() for ix in self._indexes(conn, cid)}}
+
+    def drop(self) -> None:
+        self.database.drop_collection(self.name)
+
+    def explain(self, filter: Mapping | None = None) -> list[str]:
+        """SQLite's query plan for this filter (to check that a lookup uses an index)."""
+        conn = self._client._conn()
+        sql, params = self._plan(conn, self._cid(conn) or 0, _filter(filter))
+        return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+class Cursor:
+    """The lazily run result of ``find``; sort/limit/skip chain like pymongo's."""
+
+    def __init__(self, collection: Collection, filter: Any, projection: Any, sort: Any, limit: int,
+                 skip: int) -> None:
+        self.collection = collection
+        self._args = [filter, projection, _index_key(sort) if sort else None, skip, limit]
+        self._docs: Iterator[dict] | None = None
+
+    def sort(self, key_or_list: Any, direction: Any = 1) -> Cursor:
+        self._args[2] = _index_key(key_or_list, direction)
+        return self
+
+    def skip(self, skip: int) -> Cursor:
+        self._args[3] = skip
+        return self
+
+    def limit(self, limit: int) -> Cursor:
+        self._args[4] = limit
+        return self
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> dict:
+        if self._docs is None:
+            flt, projection, sort, skip, limit = self._args
+            self._docs = iter(self.collection._find(flt, projection, sort, skip, limit or None))
+        return next(self._docs)
+
+    def to_list(self, length: int | None = None) -> list[dict]:
+        return list(itertools.islice(self, length))
+
+    def close(self) -> None:
+        self._docs = iter(())

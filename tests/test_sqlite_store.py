@@ -1,0 +1,194 @@
+"""Embedded-store-only guarantees: persistence, cross-process atomicity, fork safety, index use."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from goalhub.sqlite_store import Collection, SQLiteClient
+
+PROCS = 3
+
+
+def _inc_worker(target: str | Collection, start: multiprocessing.synchronize.Event, times: int) -> None:
+    # A path (spawn: nothing is inherited) or the parent's own Collection (fork: inherited connection).
+    coll = SQLiteClient(target).goalhub.counters if isinstance(target, str) else target
+    start.wait(10)
+    for _ in range(times):
+        coll.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+
+
+def _claim_worker(path: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue) -> None:
+    coll = SQLiteClient(path).goalhub.jobs
+    start.wait(10)
+    mine = []
+    for i in range(100):
+        if coll.find_one_and_update({"_id": i, "claimed": {"$exists": False}},
+                                    {"$set": {"claimed": os.getpid()}}) is not None:
+            mine.append(i)
+    out.put((os.getpid(), mine))
+
+
+def _run(method: str, target: Callable[..., None], args: tuple) -> None:
+    """Start PROCS workers together (the Event) and wait for each to exit cleanly."""
+    ctx = multiprocessing.get_context(method)
+    start = ctx.Event()
+    procs = [ctx.Process(target=target, args=(args[0], start, *args[1:])) for _ in range(PROCS)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+
+
+def test_persists_across_clients(tmp_path: Path) -> None:
+    with SQLiteClient(tmp_path) as client:
+        client.goalhub.goals.insert_one({"_id": "g", "when": dt.datetime(2024, 1, 2, 3, 4, 5)})
+        client.goalhub.goals.create_index("slug", unique=True)
+    client = SQLiteClient(tmp_path)
+    assert client.goalhub.goals.find_one("g") == {"_id": "g", "when": dt.datetime(2024, 1, 2, 3, 4, 5)}
+    assert "slug_1" in client.goalhub.goals.index_information()
+    assert client.goalhub.list_collection_names() == ["goals"]
+    assert client["goalhub"].command("ping") == {"ok": 1.0}
+
+
+def test_file_path_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "store.db"
+    SQLiteClient(path).goalhub.goals.insert_one({"x": 1})
+    assert path.exists()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_concurrent_inc_loses_nothing(tmp_path: Path, method: str) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    coll.insert_one({"_id": "c", "n": 0})
+    target = coll if method == "fork" else str(tmp_path)
+    _run(method, _inc_worker, (target, 300))
+    assert coll.find_one("c")["n"] == PROCS * 300
+
+
+def test_concurrent_claims_are_exclusive(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.jobs
+    coll.insert_many([{"_id": i} for i in range(100)])
+    out = multiprocessing.get_context("fork").Queue()
+    _run("fork", _claim_worker, (str(tmp_path), out))  # results are tiny: safe to read after join
+    claims = dict(out.get(timeout=10) for _ in range(PROCS))
+    claimed = [i for ids in claims.values() for i in ids]
+    assert sorted(claimed) == list(range(100))  # every doc claimed, none twice
+    for pid, ids in claims.items():
+        assert coll.count_documents({"claimed": pid}) == len(ids)
+
+
+def test_fork_after_opening(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    coll.insert_one({"_id": "g", "n": 0})  # parent has an open connection now
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=lambda: coll.update_one({"_id": "g"}, {"$inc": {"n": 1}}))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    coll.update_one({"_id": "g"}, {"$inc": {"n": 1}})
+    assert coll.find_one("g")["n"] == 2
+
+
+def test_threads_share_a_client(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    coll.insert_one({"_id": "c", "n": 0})
+    threads = [threading.Thread(target=lambda: [coll.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+                                                for _ in range(50)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert coll.find_one("c")["n"] == 200
+
+
+def test_lookups_use_indexes(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    coll.insert_many([{"_id": i, "slug": f"s{i}", "owner": i % 50, "plain": i} for i in range(5000)])
+    coll.create_index("slug", unique=True)
+    coll.create_index([("owner", 1), ("slug", 1)])
+
+    def examined(flt: dict) -> int:
+        coll.docs_examined = 0
+        list(coll.find(flt))
+        return coll.docs_examined
+
+    assert examined({"_id": 4321}) == 1
+    assert examined({"_id": {"$in": [1, 2, 3]}}) == 3
+    assert examined({"slug": "s4321"}) == 1
+    assert examined({"slug": {"$eq": "s7"}, "plain": {"$gt": 0}}) == 1
+    assert examined({"$and": [{"slug": {"$in": ["s1", "s2"]}}, {"plain": 1}]}) == 2
+    assert examined({"owner": 7}) == 100  # compound index, by its first field
+    assert examined({"slug": "missing"}) == 0
+    assert examined({"slug": {"$in": []}}) == 0
+    assert examined({"plain": 4321}) == 5000  # not indexed: a scan is allowed
+    coll.docs_examined = 0
+    coll.find_one_and_update({"slug": "s9"}, {"$set": {"slug": "renamed"}})
+    assert coll.find_one({"slug": "renamed"})["_id"] == 9 and coll.docs_examined == 2
+    assert coll.find_one({"slug": "s9"}) is None
+
+
+def test_aware_datetimes_match_like_bson(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    when = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    coll.insert_one({"_id": "g", "when": when})
+    assert coll.find_one("g")["when"] == dt.datetime(2024, 1, 1, 10, 0)  # naive UTC, like pymongo
+    assert coll.find_one({"when": {"$lt": when + dt.timedelta(seconds=1)}})["_id"] == "g"
+    coll.create_index("when")
+    assert coll.find_one({"when": when})["_id"] == "g"
+
+
+def test_sparse_and_partial_unique_indexes(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    coll.create_index("email", unique=True, sparse=True)
+    coll.create_index("run", unique=True, partialFilterExpression={"active": True})
+    coll.insert_many([{"n": 1}, {"n": 2}, {"run": "r", "active": False}, {"run": "r", "active": True}])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"run": "r", "active": True})
+    assert coll.count_documents({"run": "r"}) == 2
+    assert coll.find_one_and_update({"n": 1}, {"$set": {"email": "e"}}, return_document=ReturnDocument.AFTER)
+    with pytest.raises(DuplicateKeyError):
+        coll.update_one({"n": 2}, {"$set": {"email": "e"}})
+
+
+def test_finished_threads_release_their_connections(tmp_path: Path) -> None:
+    client = SQLiteClient(tmp_path)
+    for _ in range(20):  # a thread-per-request server must not leak one connection per request
+        t = threading.Thread(target=lambda: client.goalhub.goals.find_one())
+        t.start()
+        t.join()
+    client.goalhub.goals.find_one()
+    assert len(client._conns) <= 2
+
+
+def test_multikey_unique_index(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals  # mongomock does not enforce this; MongoDB does
+    coll.create_index("tags", unique=True)
+    coll.insert_many([{"tags": ["a", "b"]}, {"tags": ["c"]}, {"tags": []}])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"tags": ["z", "b"]})
+    assert coll.find_one({"tags": "b"})["tags"] == ["a", "b"]
+
+
+def test_explain_shows_index_use(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    coll.insert_one({"slug": "s", "plain": 1})
+    coll.create_index("slug")
+    many = {"slug": {"$in": [*(f"s{i}" for i in range(600)), "s"]}}  # more values than SQLite's 500 UNION terms
+    for flt in ({"_id": 1}, {"_id": {"$in": [1, 2]}}, {"slug": "s"}, {"slug": {"$in": ["s", "t"]}}, many):
+        plan = " | ".join(coll.explain(flt))
+        assert "docs_cid" not in plan and "SCAN docs" not in plan and "SCAN i" not in plan, (flt, plan)
+    assert coll.find_one(many)["slug"] == "s"
+    assert "docs_cid" in " | ".join(coll.explain({"plain": 1}))  # the collection scan
