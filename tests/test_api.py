@@ -513,7 +513,14 @@ def test_rq_dashboard_needs_credentials(client, world, monkeypatch):
 def test_get_goal_reads_the_goal_and_its_outcomes(client, world, db, drain):
     auth = {"Authorization": f"Bearer {world.token}"}
     goal_id = client.post("/goals?type=trigger_exclusive", headers=auth, json=countdown(world)).get_json()["goal_id"]
-    assert client.get(f"/goals/{goal_id}", headers=auth).status_code == 404  # not written until the job runs
+    # Not written until the job runs: meanwhile it reads as being created, to its owner only.
+    creating = client.get(f"/goals/{goal_id}", headers=auth)
+    assert creating.status_code == 200
+    assert creating.get_json() == {"_id": goal_id, "_cls": "TriggerExclusiveGoal", "state": "creating",
+                                   "job_status": "queued", "outcomes": []}
+    other = {"Authorization": f"Bearer {mint_token(OTHER, ['CREATOR'])}"}
+    assert client.get(f"/goals/{goal_id}", headers=other).status_code == 403
+    assert client.get(f"/goals/{ObjectId()}", headers=auth).status_code == 404
     drain()
     goal = client.get(f"/goals/{goal_id}", headers=auth).get_json()
     assert goal["_cls"] == "TriggerExclusiveGoal" and goal["exp"] == pytest.approx(world.now + 65)

@@ -14,6 +14,7 @@ from typing import Any
 
 from bson import ObjectId
 from flask import Blueprint, request
+from rq.job import Job
 
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.idempotency import Answer, fingerprint, idempotent
@@ -122,10 +123,27 @@ def _own_goal(goal_id: str, principal: Principal, *, read: bool = False) -> dict
     return goal
 
 
+def _goal_being_created(goal_id: str, principal: Principal) -> dict[str, Any] | None:
+    """Between the 202 and the ``create_goal`` run, the goal exists only as its queued job."""
+    job = Job.fetch_many([job_id("create", goal_id)], connection=get_queue().connection)[0]
+    if job is None or not job.args:
+        return None
+    check_reader(principal, (job.args[0].get("metadata") or {}).get("user_id"), "goal")
+    return {"_id": goal_id, "_cls": job.args[0].get("_cls"), "state": "creating",
+            "job_status": job.get_status(refresh=False).value, "outcomes": []}
+
+
 @blueprint.get("/goals/<goal_id>")
 @blueprint.get("/goal/<goal_id>")
 def get_goal(goal_id: str) -> dict[str, Any]:
-    goal = _own_goal(goal_id, caller(), read=True)
+    principal = caller()
+    try:
+        goal = _own_goal(goal_id, principal, read=True)
+    except NotFound:
+        pending = _goal_being_created(object_id(goal_id, "goal_id"), principal)
+        if pending is None:
+            raise
+        return pending
     gid = str(goal["_id"])
     outcomes = [
         {name: outcome[name] for name in OUTCOME_FIELDS if name in outcome}
