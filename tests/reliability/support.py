@@ -233,3 +233,27 @@ def goalhub_cli(*args: str, environment: dict[str, str], timeout: float = 90.0):
 
     return subprocess.run([sys.executable, "-m", "goalhub", *args], env=environment, cwd=api_support.ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def state(db: Any) -> dict[str, Any]:
+    """Everything a request could write: every document of every collection, every Redis key,
+    every queued and scheduled job."""
+    redis = get_redis()
+    return {
+        "documents": {name: sorted(map(repr, db[name].find())) for name in sorted(db.list_collection_names())},
+        "redis_keys": sorted(redis.keys("*")),
+        "queued": [queue.count for queue in all_queues()],
+        "scheduled": scheduled_jobs(),
+    }
+
+
+def error_model(response: Any) -> dict[str, Any]:
+    """The JSON error model: ``{"error": {"code", "message", "field"?}}``, nothing else."""
+    assert response.mimetype == "application/json", (response.status_code, response.data[:200])
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error.get("code"), str) and error["code"], body
+    assert isinstance(error.get("message"), str) and error["message"], body
+    assert set(error) <= {"code", "message", "field", "down"}, body
+    return error
