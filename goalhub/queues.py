@@ -9,9 +9,13 @@ work twice names the same job.
 from __future__ import annotations
 
 import hashlib
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
 
+import rq_scheduler
 from rq import Queue, Retry
-from rq_scheduler import Scheduler
 
 from goalhub import config
 from goalhub.connection import get_redis
@@ -31,6 +35,23 @@ def get_queue(kind: str = "default") -> Queue:
 
 def all_queues() -> list[Queue]:
     return [get_queue("lifecycle"), get_queue("default")]
+
+
+class Scheduler(rq_scheduler.Scheduler):
+    """rq-scheduler to the sub-second. rq-scheduler truncates a job's time and "now" to whole
+    seconds, so it moved a job up to a second early and ``activate_goal`` waited out the rest
+    inside a worker, holding it from other jobs. Here a job keeps its exact epoch time as its
+    score and is moved once that time has come."""
+
+    def enqueue_at(self, scheduled_time: datetime, func: Any, *args: Any, **kwargs: Any) -> Any:
+        at = scheduled_time.timestamp() if scheduled_time.tzinfo else scheduled_time.replace(tzinfo=UTC).timestamp()
+        # rq-scheduler stores whole seconds: give it the next one (never early), then the exact time.
+        job = super().enqueue_at(datetime.fromtimestamp(math.ceil(at), tz=UTC), func, *args, **kwargs)
+        self.connection.zadd(self.scheduled_jobs_key, {job.id: at})
+        return job
+
+    def get_jobs_to_queue(self, with_times: bool = False) -> Any:
+        return self.get_jobs(time.time(), with_times=with_times)
 
 
 def get_scheduler(interval: float | None = None) -> Scheduler:
