@@ -1,0 +1,264 @@
+"""End to end: exclusive goals per second from ``POST /goals?type=exclusive`` (202) to the last
+receiver's outcome, against real forking RQ workers draining no-op jobs (the floor).
+
+    python benchmarks/bench_e2e.py [--quick] [--json PATH]
+
+A temporary GOALHUB_HOME with its own embedded Redis and embedded store; the real API server
+(``goalhub.api.serve``: gunicorn, 2 processes x 4 threads) on 127.0.0.1, the rq-scheduler, the
+real installed plugins (exclusive, show, karaoke, snapshot, analytics, livestream), and 1 then
+2 real forking workers (``goalhub.worker.run_worker``). Each exclusive goal needs an active
+session of the caller and a TriggerExclusiveGoal whose countdown has ended: both are written
+to the store before the clock starts. Then, per worker count:
+
+- floor: the same workers drain M no-op RQ jobs from the same Redis (jobs/s, from the first
+  job's start to the last one's end);
+- throughput: G exclusive goals POSTed by 4 client threads as fast as the API takes them;
+  goals/s from the first POST to the last receiver outcome; jobs/s over every RQ job the goals
+  caused (create_goal, one per acting receiver, activate_goal, the analytics task), counted in
+  RQ's finished and failed registries;
+- latency at a light load: 10 goals/s for ~10 s, evenly paced; p50/p95 from each POST to that
+  goal's last receiver outcome. Where 10 goals/s is more than the workers sustain (then latency
+  only measures a growing backlog), the load is half the measured throughput instead, and the
+  table says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import support
+from support import Headline, Spread
+
+FINAL = ("ok", "failed", "skipped")
+CLIENT_THREADS = 4
+LIGHT_LOAD = 10.0  # goals/s, unless the workers sustain less
+
+
+def rq_job_ids() -> set[str]:
+    """Ids of every job RQ finished or failed so far, on goalhub's queues."""
+    from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+    from goalhub.queues import all_queues
+
+    ids: set[str] = set()
+    for queue in all_queues():
+        for registry in (FinishedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
+            ids.update(registry.get_job_ids())
+    return ids
+
+
+def rq_idle() -> bool:
+    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+    from goalhub.queues import all_queues
+
+    return all(q.count == 0 and StartedJobRegistry(queue=q).count == 0 and ScheduledJobRegistry(queue=q).count == 0
+               for q in all_queues())
+
+
+def job_times(ids: set[str]) -> tuple[float, float, int]:
+    """(first start, last end, failed count) of the jobs, epoch seconds."""
+    from rq.job import Job
+
+    from goalhub.connection import get_redis
+
+    jobs = [j for j in Job.fetch_many(sorted(ids), connection=get_redis()) if j is not None]
+    starts = [j.started_at.replace(tzinfo=UTC).timestamp() for j in jobs if j.started_at]
+    ends = [j.ended_at.replace(tzinfo=UTC).timestamp() for j in jobs if j.ended_at]
+    failed = sum(1 for j in jobs if j.get_status(refresh=False) == "failed")
+    return min(starts), max(ends), failed
+
+
+def floor_run(jobs: int) -> float:
+    """No-op jobs per second drained by the running workers."""
+    from goalhub.queues import get_queue
+
+    before = rq_job_ids()
+    queue = get_queue()
+    for _ in range(jobs):
+        queue.enqueue(support.noop)
+    support.wait_for(lambda: len(rq_job_ids() - before) >= jobs and rq_idle(), timeout=120, what="the no-op jobs")
+    first, last, failed = job_times(rq_job_ids() - before)
+    assert failed == 0, "a no-op job failed"
+    return jobs / (last - first)
+
+
+class Client:
+    """POSTs exclusive goals; one requests.Session per thread."""
+
+    def __init__(self, base: str, token: str):
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self._local = threading.local()
+
+    def post(self, session_id: str, trigger_id: str) -> tuple[str, float]:
+        import requests
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        body = {"levels": [{"target": 300}], "context": {"session_id": session_id, "trigger_exclusive_goal_id": trigger_id},
+                "nbf": round(time.time(), 3)}
+        sent = time.time()
+        response = session.post(f"{self.base}/goals?type=exclusive", json=body, headers=self.headers, timeout=30)
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /goals?type=exclusive: {response.status_code} {response.text[:300]}")
+        return response.json()["goal_id"], sent
+
+
+def prepare(db: Any, count: int) -> list[tuple[str, str]]:
+    """``count`` (session, ended trigger goal) pairs, one session each, written directly to the store."""
+    pairs = []
+    for _ in range(count):
+        session_id = support.new_session(db)
+        pairs.append((session_id, support.ended_trigger_exclusive(db, session_id)))
+    return pairs
+
+
+def settle(db: Any, goal_ids: list[str], receivers: int, timeout: float = 300) -> dict[str, float]:
+    """Wait until every goal has a final outcome from every goal.created receiver; returns each
+    goal's last receiver finish time."""
+    wanted = len(goal_ids) * receivers
+
+    def done() -> bool:
+        return db.outcomes.count_documents(
+            {"event": "goal.created", "goal_id": {"$in": goal_ids}, "status": {"$in": list(FINAL)}}) >= wanted
+
+    support.wait_for(done, timeout=timeout, interval=0.25, what=f"{len(goal_ids)} goals to settle")
+    last: dict[str, float] = {}
+    failures = []
+    for outcome in db.outcomes.find({"event": "goal.created", "goal_id": {"$in": goal_ids}}):
+        if outcome["status"] == "failed":
+            failures.append(f"{outcome['_id']}: {outcome.get('error')}")
+        if outcome["status"] != "skipped":
+            last[outcome["goal_id"]] = max(last.get(outcome["goal_id"], 0.0), outcome["finished_at"])
+    if failures:
+        print(f"!!! {len(failures)} receiver outcomes FAILED, e.g. {failures[0]}")
+    return last
+
+
+def throughput_run(db: Any, client: Client, goals: int, receivers: int) -> dict[str, float]:
+    pairs = prepare(db, goals)
+    before = rq_job_ids()
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        posted = list(pool.map(lambda pair: client.post(*pair), pairs))
+    posted_in = time.time() - start
+    last = settle(db, [gid for gid, _ in posted], receivers)
+    support.wait_for(rq_idle, timeout=120, interval=0.1, what="the queues to drain")
+    ran = rq_job_ids() - before
+    _, last_job, failed = job_times(ran)
+    if failed:
+        print(f"!!! {failed} RQ jobs FAILED during a throughput run")
+    return {
+        "goals_per_s": goals / (max(last.values()) - start),
+        "jobs_per_s": len(ran) / (last_job - start),
+        "jobs_per_goal": len(ran) / goals,
+        "post_per_s": goals / posted_in,
+    }
+
+
+def latency_run(db: Any, client: Client, rate: float, seconds: float, receivers: int, least: int) -> dict[str, Any]:
+    count = max(least, round(rate * seconds))
+    pairs = prepare(db, count)
+    posted: list[tuple[str, float]] = []
+    start = time.monotonic()
+    for i, pair in enumerate(pairs):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        posted.append(client.post(*pair))
+    achieved = count / (time.monotonic() - start) if count > 1 else rate
+    last = settle(db, [gid for gid, _ in posted], receivers)
+    support.wait_for(rq_idle, timeout=120, interval=0.1, what="the queues to drain")
+    latencies = [(last[gid] - sent) * 1000 for gid, sent in posted]
+    return {"p50": support.percentile(latencies, 50), "p95": support.percentile(latencies, 95),
+            "max": max(latencies), "rate": achieved, "count": count}
+
+
+def main() -> None:
+    options = support.arguments(__doc__)
+    repeats = 3
+    floor_jobs, goals, seconds, least = (100, 15, 5.0, 10) if options.quick else (150, 30, 10.0, 20)
+    results: dict[int, dict[str, Any]] = {}
+    with support.temporary_home(load_plugins=support.REAL_PLUGINS) as home:
+        try:
+            import goalhub.api  # noqa: F401
+        except ImportError as exc:
+            print(f"## End to end: skipped, the API package does not import ({exc})\n")
+            return
+        from goalhub.auth import mint_token
+        from goalhub.dispatch import receivers
+        from goalhub.plugins import plugin_infos
+        from goalhub.store import get_database
+
+        loaded = {info.name for info in plugin_infos() if not info.blocked and not info.error}
+        missing = sorted(set(support.REAL_PLUGINS) - loaded)
+        if missing:
+            print(f"## End to end: skipped, plugins not installed: {', '.join(missing)}\n")
+            return
+        n_receivers = len(receivers("goal.created"))
+        db = get_database()
+        token = mint_token(support.STREAMER, ["CREATOR"])  # before the server: one dev key file
+        api, base = support.start_api(home, workers=2, threads=4)
+        client = Client(base, token)
+        with support.children(api, support.start_scheduler(home)):
+            for count in (1, 2):
+                with support.children(*support.start_workers(count, home, tag=f"{count}-")):
+                    throughput_run(db, client, 2, n_receivers)  # warm-up: first imports, first connections
+                    floor = [floor_run(floor_jobs) for _ in range(repeats)]
+                    support.log(f"e2e: {count} worker(s): floor {Spread.of(floor).fmt()} jobs/s")
+                    runs = [throughput_run(db, client, goals, n_receivers) for _ in range(repeats)]
+                    support.log(f"e2e: {count} worker(s): {Spread.of(r['goals_per_s'] for r in runs).fmt(2)} goals/s")
+                    light = min(LIGHT_LOAD, 0.5 * Spread.of(r["goals_per_s"] for r in runs).median)
+                    latency = latency_run(db, client, light, seconds, n_receivers, least)
+                    support.log(f"e2e: {count} worker(s): latency p50 {latency['p50']:.0f} ms p95 {latency['p95']:.0f} ms")
+                    results[count] = {"floor": Spread.of(floor), "runs": runs, "latency": latency}
+        _report(results, repeats, floor_jobs, goals, seconds, n_receivers, options.json)
+
+
+def _report(results: dict[int, dict[str, Any]], repeats: int, floor_jobs: int, goals: int, seconds: float,
+            n_receivers: int, json_path: Path | None) -> None:
+    print(f"## End to end: exclusive goals, POST (202) -> last receiver outcome "
+          f"({repeats} repeats: {floor_jobs} no-op jobs for the floor, {goals} goals per throughput run)\n")
+    rows, headlines = [], []
+    for count, r in results.items():
+        goals_s = Spread.of(x["goals_per_s"] for x in r["runs"])
+        jobs_s = Spread.of(x["jobs_per_s"] for x in r["runs"])
+        per_goal = Spread.of(x["jobs_per_goal"] for x in r["runs"])
+        floor = r["floor"]
+        ideal = floor.median / per_goal.median
+        rows.append([count, goals_s.fmt(2), jobs_s.fmt(1), floor.fmt(1), f"{jobs_s.median / floor.median:.2f}",
+                     f"{per_goal.median:.1f}", f"{ideal:.2f}", f"{goals_s.median / ideal:.2f}"])
+        headlines.append(Headline("e2e", f"exclusive goals/s, {count} forking worker(s)", f"{goals_s.median:.2f} goals/s",
+                                  f"{floor.median:.0f} no-op jobs/s = {ideal:.2f} goals/s at {per_goal.median:.0f} jobs/goal",
+                                  f"{goals_s.median / ideal:.2f}"))
+    print(support.table(
+        ["workers", "goals/s", "goalhub jobs/s", "floor: no-op jobs/s", "jobs/s vs floor", "jobs per goal",
+         "floor goals/s (floor jobs/s / jobs per goal)", "goals/s vs floor goals/s"],
+        rows, title="Throughput: median [min - max]",
+    ))
+    lat_rows = []
+    for count, r in results.items():
+        lat = r["latency"]
+        note = "" if lat["rate"] >= LIGHT_LOAD * 0.95 else " (half the throughput: 10 goals/s is more than it sustains)"
+        lat_rows.append([count, f"{lat['rate']:.1f} goals/s x {lat['count']}{note}", f"{lat['p50']:,.0f}", f"{lat['p95']:,.0f}",
+                         f"{lat['max']:,.0f}"])
+        headlines.append(Headline("e2e", f"latency POST -> last outcome at {lat['rate']:.1f} goals/s, {count} worker(s)",
+                                  f"p50 {lat['p50']:,.0f} ms / p95 {lat['p95']:,.0f} ms", "-", "-"))
+    print(support.table(["workers", "load", "p50 ms", "p95 ms", "max ms"], lat_rows,
+                        title="Latency from POST to the goal's last receiver outcome at a light load"))
+    print(f"goal.created has {n_receivers} receivers with the real plugins; an ExclusiveGoal runs 5 of them. "
+          "Jobs per goal counts every RQ job a goal caused (create_goal, the receiver jobs, activate_goal, "
+          "the analytics task). The API server (gunicorn), the scheduler, the workers and this client share "
+          "the machine's cores.\n")
+    support.write_headlines(json_path, headlines)
+
+
+if __name__ == "__main__":
+    main()

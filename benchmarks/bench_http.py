@@ -1,0 +1,125 @@
+"""HTTP: requests per second of the create route against a trivial route of the same server.
+
+    python benchmarks/bench_http.py [--quick] [--json PATH]
+
+A temporary GOALHUB_HOME with its own embedded Redis and embedded store, the karaoke plugin,
+and the real API server (``goalhub.api.serve``: gunicorn, 2 processes x 4 threads) on
+127.0.0.1. A bounded load from 127.0.0.1 only: 4 client threads, each with its own keep-alive
+``http.client`` connection, send requests back to back for a few seconds per run (never more
+than 10 s); runs alternate between the two routes:
+
+- ``GET /healthz``: the HTTP floor (gunicorn + Flask + the error model, no store, no Redis);
+- ``POST /goals?type=karaoke`` with a bearer token: auth, body checks, the session read from
+  the store, ``create_goal`` enqueued on Redis, ``202``. No claim; no worker runs (the jobs
+  only queue up), so this is the API's own cost.
+
+req/s median [min - max] over the runs; p50/p95 per request over all of a route's requests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import support
+from support import Headline, Spread
+
+THREADS = 4
+
+
+def load(base: str, method: str, path: str, body: Any, headers: dict[str, str], seconds: float,
+         expect: int) -> tuple[float, list[float], int]:
+    """(req/s, latencies in ms, errors) of THREADS threads sending requests for ``seconds``."""
+    url = urlsplit(base)
+    latencies: list[list[float]] = [[] for _ in range(THREADS)]
+    errors = [0] * THREADS
+    start_line = threading.Barrier(THREADS + 1)
+    stop_at = [0.0]
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        start_line.wait()
+        mine = latencies[index]
+        while time.perf_counter() < stop_at[0]:
+            payload = json.dumps(body(), separators=(",", ":")) if body else None
+            began = time.perf_counter()
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - began) * 1000)
+            if response.status != expect:
+                errors[index] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    began = time.perf_counter()
+    start_line.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    every = [ms for mine in latencies for ms in mine]
+    return len(every) / elapsed, every, sum(errors)
+
+
+def main() -> None:
+    options = support.arguments(__doc__)
+    runs, seconds = (3, 2.0) if options.quick else (3, 5.0)
+    assert seconds <= 10
+    results: dict[str, dict[str, Any]] = {}
+    with support.temporary_home(load_plugins=("karaoke",)) as home:
+        from goalhub.auth import mint_token
+        from goalhub.queues import get_queue
+        from goalhub.store import get_database
+
+        session_id = support.new_session(get_database())
+        token = mint_token(support.STREAMER, ["CREATOR"])  # before the server: one dev key file
+        api, base = support.start_api(home, workers=2, threads=4)
+        with support.children(api):
+            routes = {
+                "GET /healthz": ("GET", "/healthz", None, {}, 200),
+                "POST /goals?type=karaoke": (
+                    "POST", "/goals?type=karaoke",
+                    lambda: {"levels": [{"target": 100}], "context": {"session_id": session_id},
+                             "nbf": round(time.time(), 3)},
+                    {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, 202),
+            }
+            for route in routes.values():  # warm-up: every gunicorn worker's first requests
+                load(base, *route[:4], 0.5, route[4])
+            results = {name: {"rates": [], "latencies": [], "errors": 0} for name in routes}
+            for run in range(runs):
+                for name, route in routes.items():
+                    rate, latencies, errors = load(base, *route[:4], seconds, route[4])
+                    results[name]["rates"].append(rate)
+                    results[name]["latencies"] += latencies
+                    results[name]["errors"] += errors
+                support.log(f"http: run {run + 1}/{runs}: " + ", ".join(
+                    f"{n} {r['rates'][-1]:,.0f} req/s" for n, r in results.items()))
+            queued = get_queue().count
+
+    floor = Spread.of(results["GET /healthz"]["rates"])
+    print(f"## HTTP: {THREADS} client threads on 127.0.0.1, keep-alive, {runs} runs of {seconds:.0f} s per route; "
+          "server: gunicorn 2 processes x 4 threads\n")
+    rows, headlines = [], []
+    for name, r in results.items():
+        rate = Spread.of(r["rates"])
+        lat = r["latencies"]
+        rows.append([name, rate.fmt(0), f"{rate.median / floor.median:.2f}", f"{support.percentile(lat, 50):.1f}",
+                     f"{support.percentile(lat, 95):.1f}", r["errors"]])
+        if name != "GET /healthz":
+            headlines.append(Headline("http", f"{name}, req/s ({THREADS} client threads)", f"{rate.median:,.0f} req/s",
+                                      f"GET /healthz {floor.median:,.0f} req/s", f"{rate.median / floor.median:.2f}"))
+    print(support.table(["route", "req/s median [min - max]", "vs /healthz", "p50 ms", "p95 ms", "errors"], rows))
+    print(f"{queued} create_goal jobs were enqueued by the POSTs (no worker ran). The client threads share the "
+          "machine's cores (and one GIL) with the server, so the floor is a floor of this client too.\n")
+    support.write_headlines(options.json, headlines)
+
+
+if __name__ == "__main__":
+    main()
