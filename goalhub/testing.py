@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 from rq import SimpleWorker
 
@@ -49,6 +50,20 @@ def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) 
     yield
     store.reset()
     plugins.reset()
+    _no_process_left_behind()
+
+
+def _no_process_left_behind(grace: float = 10.0) -> None:
+    """A test that starts processes stops them: a stray worker or scheduler would write into
+    the next test's Redis. Stragglers are killed and the test that left them fails."""
+    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs(children, timeout=grace) if children else ([], [])
+    if alive:
+        described = [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
+        for process in alive:
+            process.kill()
+        if described:
+            pytest.fail(f"the test left processes running: {described}")
 
 
 @pytest.fixture
