@@ -51,9 +51,16 @@ def required(body: dict[str, Any], key: str, field: str | None = None) -> Any:
 
 def number(value: Any, field: str) -> float:
     # bool is an int in Python; JSON true is not a number here.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise BadRequest(f"{field} must be a finite number", code="invalid_number", field=field)
     return value
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # JSON allows integers like 10**400, beyond any float: a 400, not a 500
+        return False
 
 
 def levels(value: Any, field: str = "levels") -> list[dict[str, Any]]:
