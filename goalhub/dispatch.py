@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rq import get_current_job
+from rq import Callback, get_current_job
 from rq.job import Job, JobStatus
 
 from goalhub import signals
@@ -131,6 +131,7 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
             _id,
             job_id=jid,
             retry=retry_policy(),
+            on_failure=Callback(on_receiver_job_failure),
             description=f"{receiver.id} <- {key}",
             failure_ttl=7 * 24 * 3600,
         )
@@ -185,6 +186,23 @@ def run_receiver(outcome_key: str) -> Any:
     return _plain(result)
 
 
+def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ's failure callback of a receiver job. A receiver that raised has recorded its own
+    failure; this catches the failures it could not record: its work-horse killed (RQ's
+    abandoned-job handling), stopped by the job timeout. Left ``running``, such an outcome
+    would never show as failed nor be retried by hand."""
+    get_database().outcomes.update_one(
+        {"_id": job.args[0], "status": "running"},
+        {
+            "$set": {
+                "status": "retrying" if job.retries_left else "failed",
+                "error": f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}",
+                "finished_at": time.time(),
+            }
+        },
+    )
+
+
 def retry_outcome(outcome_key: str) -> str:
     """Run a failed receiver again (by hand: ``goalhub retry``); returns the job id."""
     db = get_database()
@@ -194,7 +212,10 @@ def retry_outcome(outcome_key: str) -> str:
     if outcome is None:
         raise LookupError(f"no failed outcome {outcome_key!r}")
     jid = job_id("retry", f"{outcome_key}|{outcome.get('attempts', 0)}")
-    get_queue().enqueue(run_receiver, outcome_key, job_id=jid, description=f"retry {outcome_key}")
+    get_queue().enqueue(
+        run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
+        description=f"retry {outcome_key}",
+    )
     return jid
 
 

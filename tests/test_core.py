@@ -10,6 +10,7 @@ import time
 import pluggy
 import pytest
 from bson import ObjectId
+from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
 import goalhub
@@ -321,3 +322,25 @@ def test_zero_retries_means_a_failing_receiver_fails_at_once(db, inline_plugin, 
     drain()
     assert len(attempts) == 1
     assert db.outcomes.find_one({"goal_id": goal["_id"], "receiver": "explode"})["status"] == "failed"
+
+
+def test_a_receiver_job_abandoned_with_no_retries_left_is_recorded_failed(db, inline_plugin, monkeypatch):
+    """A work-horse killed mid-receiver leaves the outcome ``running``; RQ's abandoned-job
+    handling (here driven by hand) must leave it ``failed`` so ``goalhub retry`` finds it."""
+    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
+    inline_plugin(Recorder(), "recorder")
+    goal = goal_document("KaraokeGoal")
+    signals.leaderboards.send("goal.created", **tasks.created_arguments({**goal, "_id": ObjectId(goal["_id"])}))
+    outcome_key = f"goal.created:{goal['_id']}|recorder.on_every_goal"
+    job = get_queue().fetch_job(dispatch.job_id("receiver", outcome_key))
+    # As if a worker had started it and died: outcome running, job started, its registry entry expired.
+    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"status": "running"}})
+    get_queue().remove(job.id)
+    job.set_status(JobStatus.STARTED)
+    registry = get_queue().started_job_registry
+    registry.connection.zadd(registry.key, {f"{job.id}:dead-execution": 1})
+    registry.cleanup()
+
+    outcome = db.outcomes.find_one({"_id": outcome_key})
+    assert outcome["status"] == "failed" and "Abandoned" in outcome["error"]
+    assert job.id in FailedJobRegistry(queue=get_queue()).get_job_ids()
