@@ -39,7 +39,7 @@ from goalhub.queues import job_id
 from goalhub.store import get_database
 from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
 
-# Seed 000's request headers, as the browser sent them (the token and request id are ours).
+# Seed 000's request headers, as the browser sent them (the host and token are ours).
 SEED_000_HEADERS = {
     "accept": "*/*",
     "accept-language": "zh-TW,zh;q=0.9,en-US;q=0.8,en;q=0.7",
@@ -58,6 +58,7 @@ SEED_000_HEADERS = {
     "user-agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/135.0.0.0 Safari/537.36",
     "x-client-id": "ac9cd42b-2982-430f-bdd0-18b0ce505d0a",
+    "x-request-id": "b3c220d5-02de-4a9b-91ae-0bd9643af014",
     "x-session-id": "9045460d-4eda-4089-b621-2acc22ed1d50",
 }
 # What each goal class's receivers must do (SPEC "Signals and receivers", seeds 000 and 003).

@@ -22,6 +22,7 @@ import requests
 from bson import ObjectId
 
 from goalhub.auth import mint_token
+from goalhub.demo import SEED_000_HEADERS
 from goalhub.outbound import records
 from goalhub.store import get_database
 
@@ -38,28 +39,6 @@ GOAL_CREATED_RECEIVERS = {
 GOAL_ADDED_RECEIVERS = {"generate_livestream_feed", "trigger_notify_goal_added", "notify_stream_authorized",
                         "invalidate_cached_pusher_channel_data"}
 
-# Seed 000's request headers, as sent (the host and the token are ours).
-SEED_000_HEADERS = {
-    "accept": "*/*",
-    "accept-language": "zh-TW,zh;q=0.9,en-US;q=0.8,en;q=0.7",
-    "cache-control": "no-cache",
-    "content-type": "application/json",
-    "origin": "https://swag.live",
-    "pragma": "no-cache",
-    "priority": "u=1, i",
-    "referer": "https://swag.live/",
-    "sec-ch-ua": '"Google Chrome";v="135", "Not-A.Brand";v="8", "Chromium";v="135"',
-    "sec-ch-ua-mobile": "?0",
-    "sec-ch-ua-platform": '"macOS"',
-    "sec-fetch-dest": "empty",
-    "sec-fetch-mode": "cors",
-    "sec-fetch-site": "same-site",
-    "user-agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-                  "Chrome/135.0.0.0 Safari/537.36",
-    "x-client-id": "ac9cd42b-2982-430f-bdd0-18b0ce505d0a",
-    "x-request-id": "b3c220d5-02de-4a9b-91ae-0bd9643af014",
-    "x-session-id": "9045460d-4eda-4089-b621-2acc22ed1d50",
-}
 
 
 def installed_plugins() -> set[str]:
