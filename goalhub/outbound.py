@@ -77,3 +77,21 @@ def records(kind: str | None = None, goal_id: str | None = None) -> list[dict[st
     if goal_id:
         query["goal_id"] = goal_id
     return list(get_database().outbound.find(query).sort("created_at", 1))
+
+
+class HttpSink:
+    """A plain HTTP endpoint for outbound events: POSTs each as JSON with an ``Idempotency-Key``
+    header (the ``kind:key`` of ``send_once``), so the receiving service can drop a resend."""
+
+    def __init__(self, url: str, timeout: float = 5.0, *, setting: str = "sink URL") -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{setting} must be an http(s):// URL, not {url!r}")
+        self.url = url
+        self.timeout = timeout
+
+    def send(self, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        import requests  # only a configured sink needs it
+
+        response = requests.post(self.url, json=payload, headers={"Idempotency-Key": key}, timeout=self.timeout)
+        response.raise_for_status()
+        return {"status": response.status_code}
