@@ -53,10 +53,22 @@ def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) 
     _no_process_left_behind()
 
 
+def _multiprocessing_helper(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker and forkserver live as long as the test session."""
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return "multiprocessing.resource_tracker" in command or "multiprocessing.forkserver" in command
+
+
 def _no_process_left_behind(grace: float = 10.0) -> None:
     """A test that starts processes stops them: a stray worker or scheduler would write into
     the next test's Redis. Stragglers are killed and the test that left them fails."""
-    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    children = [
+        p for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE and not _multiprocessing_helper(p)
+    ]
     _, alive = psutil.wait_procs(children, timeout=grace) if children else ([], [])
     if alive:
         described = [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
