@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def main() -> None:
 
     began = time.monotonic()
     started = dt.datetime.now().astimezone()
+    load_before = os.getloadavg()
     sections, headlines, failures, timings = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="goalhub-bench-run-") as scratch:
         for script, with_json in BENCHMARKS:
@@ -93,6 +95,8 @@ def main() -> None:
         f"- date: {started:%Y-%m-%d %H:%M %Z}",
         f"- machine: {support.machine()}",
         f"- goalhub commit: {commit()}",
+        # Other processes on the machine move the figures; the load average says how busy it was.
+        f"- load average (1 min) before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}",
         f"- mode: {'quick (`python benchmarks/run.py --quick`)' if options.quick else 'full (`make bench`)'}; "
         f"took {total / 60:.1f} min ({', '.join(timings)})",
         "- every figure is measured next to its baseline in the same run, on this machine; medians over "
