@@ -64,7 +64,7 @@ def maintenance_interval() -> int:
 
 def scheduler_interval() -> float:
     """Seconds between two rq-scheduler polls (rq-scheduler's own default is 60)."""
-    return float(env("GOALHUB_SCHEDULER_INTERVAL", "0.2"))
+    return float(env("GOALHUB_SCHEDULER_INTERVAL", "0.05"))
 
 
 def disabled_plugins() -> set[str]:
