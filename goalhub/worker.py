@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import psutil
+import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 
@@ -19,12 +21,14 @@ from goalhub.queues import all_queues, get_scheduler
 
 log = logging.getLogger(__name__)
 
+REDIS_GONE = (redis.ConnectionError, redis.TimeoutError)
+
 
 def _dead(worker: Worker | None) -> bool:
     """Whether a worker is surely gone: its registration expired, or it ran on this host
     and its process no longer runs (kill -9, OOM). A worker on another host that stopped
     answering is left to RQ's own expiry."""
-    if worker is None:
+    if worker is None or worker.death_date is not None:
         return True
     if not worker.pid or worker.hostname != socket.gethostname():
         return False
@@ -100,12 +104,50 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
 
     get_plugin_manager()
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
-    worker = worker_class(all_queues(), connection=get_redis(), name=name,
-                          maintenance_interval=config.maintenance_interval())
-    return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+    while True:
+        worker = worker_class(all_queues(), connection=get_redis(), name=name,
+                              maintenance_interval=config.maintenance_interval())
+        try:
+            return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except REDIS_GONE as exc:
+            # RQ's worker exits when Redis is gone as a job ends. Outlive the outage instead:
+            # let the work-horse finish, wait for Redis, declare this worker dead (so its job
+            # is recovered at once) and work again.
+            if burst:
+                raise
+            log.error("worker %s lost Redis (%s); waiting for it", worker.name, exc)
+            _wait_for_horse(worker)
+            _wait_for_redis()
+            worker.register_death()
 
 
 def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None:
-    """Run rq-scheduler: moves due ``activate_goal``/``end_goal`` jobs to the lifecycle queue."""
+    """Run rq-scheduler: moves due ``activate_goal``/``end_goal`` jobs to the lifecycle queue.
+    A Redis outage pauses it; it goes on once Redis is back (scheduled jobs are kept there)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
-    get_scheduler(interval if interval is not None else config.scheduler_interval()).run(burst=burst)
+    while True:
+        try:
+            return get_scheduler(interval if interval is not None else config.scheduler_interval()).run(burst=burst)
+        except REDIS_GONE as exc:
+            if burst:
+                raise
+            log.error("scheduler lost Redis (%s); waiting for it", exc)
+            _wait_for_redis()
+
+
+def _wait_for_horse(worker: Worker) -> None:
+    pid = getattr(worker, "horse_pid", 0)
+    if pid:
+        try:
+            psutil.Process(pid).wait(timeout=config.job_timeout() + 10)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+
+
+def _wait_for_redis(pause: float = 0.5) -> None:
+    while True:
+        try:
+            if get_redis().ping():
+                return
+        except REDIS_GONE:
+            time.sleep(pause)

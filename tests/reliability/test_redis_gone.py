@@ -131,3 +131,29 @@ def test_a_receiver_running_through_a_redis_restart_completes_once(db, own_redis
     support.nothing_stuck()
     support.outbound_sent_once(db)
     assert sum(support.calls_by_key(faults.server).values()) == 3
+
+
+def test_a_worker_outlives_redis_gone_as_its_job_ends_and_the_flow_completes(db, own_redis, faults):
+    """RQ's worker exits when Redis is gone as a job ends (it cannot record the end); goalhub's
+    worker waits for Redis, declares itself dead so the job is recovered, and works on."""
+    world = support.make_world(db)
+    goal = support.exclusive_goal(world)
+    worker = faults.worker("worker", GOALHUB_TEST_HOLD="ExclusiveGoal")
+    goal_id = tasks.enqueue_create_goal(goal)
+    faults.held("started")
+
+    assert connection.stop_embedded_redis(own_redis)
+    faults.release()  # the receiver ends while Redis is down
+    support.wait_for(lambda: db.outcomes.find_one({"receiver": "held_receiver", "status": "ok"}),
+                     timeout=30, what="the held receiver's outcome")
+    time.sleep(1.0)
+    assert worker.popen.poll() is None  # still running, waiting for Redis
+    connection.ensure_embedded_redis(own_redis)
+
+    outcomes = support.settled(goal_id)
+    assert {o["status"] for o in outcomes} <= support.FINAL
+    assert worker.popen.poll() is None
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1
+    assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 1
+    support.nothing_stuck()
+    support.outbound_sent_once(db)
