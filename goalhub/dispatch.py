@@ -23,16 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rq import Callback, get_current_job
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from goalhub import signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
-from goalhub.queues import get_queue, job_id, retry_policy
+from goalhub.queues import enqueue_once, get_queue, job_id
 from goalhub.store import get_database
-
-# Job states in which a receiver job will still run: no need to enqueue it again.
-_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 @dataclass(frozen=True)
@@ -122,20 +119,16 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
         outcome = db.outcomes.find_one({"_id": _id}, {"status": 1})
         if outcome["status"] in ("ok", "skipped"):
             continue
-        jid = job_id("receiver", _id)
-        existing = Job.fetch_many([jid], connection=queue.connection)[0]
-        if existing is not None and existing.get_status(refresh=False) in _PENDING:
-            continue
-        queue.enqueue(
+        job = enqueue_once(
+            queue,
             run_receiver,
             _id,
-            job_id=jid,
-            retry=retry_policy(),
+            job_id=job_id("receiver", _id),
             on_failure=Callback(on_receiver_job_failure),
             description=f"{receiver.id} <- {key}",
-            failure_ttl=7 * 24 * 3600,
         )
-        enqueued.append(jid)
+        if job is not None:
+            enqueued.append(job.id)
     return enqueued
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import rq_scheduler
 from rq import Queue, Retry
+from rq.job import Job, JobStatus
 
 from goalhub import config
 from goalhub.connection import get_redis
@@ -74,3 +75,18 @@ def retry_policy() -> Retry | None:
     """How a failing job is retried: ``GOALHUB_RECEIVER_RETRIES`` times with backoff (0: never)."""
     retries = config.receiver_retries()
     return Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None
+
+
+# Job states in which a job will still run: enqueuing it again would only run it twice.
+PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+
+
+def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, **options: Any) -> Job | None:
+    """Enqueue ``func(*args)`` as ``job_id`` with goalhub's retry policy, unless a job of that id
+    is still pending (then None). Failed jobs are kept a week for ``goalhub retry`` and the dashboard."""
+    existing = Job.fetch_many([job_id], connection=queue.connection)[0]
+    if existing is not None and existing.get_status(refresh=False) in PENDING:
+        return None
+    options.setdefault("retry", retry_policy())
+    options.setdefault("failure_ttl", 7 * 24 * 3600)
+    return queue.enqueue(func, *args, job_id=job_id, **options)

@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from goalhub import signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
-from goalhub.queues import get_queue, get_scheduler, job_id, retry_policy
+from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -42,13 +42,12 @@ def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
 def enqueue_create_goal(goal: dict[str, Any]) -> str:
     """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated."""
     goal_id = str(goal["_id"])
-    get_queue().enqueue(
+    enqueue_once(
+        get_queue(),
         create_goal,
         {**goal, "_id": goal_id},
         job_id=job_id("create", goal_id),
-        retry=retry_policy(),
         description=f"create_goal {goal['_cls']} {goal_id}",
-        failure_ttl=7 * 24 * 3600,
     )
     return goal_id
 

@@ -9,17 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rq import Retry
-from rq.job import Job, JobStatus
-
 import goalhub
-from goalhub import config
-from goalhub.queues import get_queue, job_id
+from goalhub.queues import enqueue_once, get_queue, job_id
 from goalhub.store import get_database
 from goalhub_analytics.tasks import KIND, event_key, track
-
-# Job states in which the track job will still run: no need to enqueue it again.
-_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 @goalhub.receiver("goal.created")
@@ -50,17 +43,6 @@ def track_goals(
     jid = job_id("track", goal_id)
     if get_database().outbound.find_one({"_id": f"{KIND}:{event_key(event)}", "status": "sent"}, {"_id": 1}):
         return {"job_id": jid, "enqueued": False, "reason": "already tracked"}
-    queue = get_queue()
-    existing = Job.fetch_many([jid], connection=queue.connection)[0]
-    if existing is not None and existing.get_status(refresh=False) in _PENDING:
+    if enqueue_once(get_queue(), track, event, job_id=jid, description=f"analytics track {_cls} {goal_id}") is None:
         return {"job_id": jid, "enqueued": False, "reason": "already queued"}
-    retries = config.receiver_retries()
-    queue.enqueue(
-        track,
-        event,
-        job_id=jid,
-        retry=Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None,
-        description=f"analytics track {_cls} {goal_id}",
-        failure_ttl=7 * 24 * 3600,
-    )
     return {"job_id": jid, "enqueued": True}
