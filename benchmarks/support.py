@@ -12,9 +12,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout even where goalhub is not installed
 
-from goalhub import connection, plugins, store  # noqa: E402
+from goalhub import connection, plugins, store, testing  # noqa: E402
+from goalhub.testing import ChildProcess  # noqa: E402
 
 # The real plugin distributions, by entry-point name.
 REAL_PLUGINS = ("exclusive", "show", "karaoke", "snapshot", "analytics", "livestream")
@@ -150,32 +149,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
-class Child:
+def start_child(name: str, code: str, home: Path) -> ChildProcess:
     """A goalhub process (worker, scheduler, API) whose output goes to a log file in the home."""
-
-    def __init__(self, name: str, code: str, home: Path):
-        self.name = name
-        self.log_path = home / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.popen = subprocess.Popen([sys.executable, "-c", code], env=child_env(), cwd=ROOT,
-                                      stdout=self._log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
+    return ChildProcess(name, code, child_env(), home, cwd=ROOT)
 
 
 @contextmanager
-def children(*started: Child) -> Iterator[list[Child]]:
+def children(*started: ChildProcess) -> Iterator[list[ChildProcess]]:
     running = list(started)
     try:
         yield running
@@ -184,7 +164,7 @@ def children(*started: Child) -> Iterator[list[Child]]:
             child.stop()
 
 
-def start_workers(count: int, home: Path, tag: str = "w") -> list[Child]:
+def start_workers(count: int, home: Path, tag: str = "w") -> list[ChildProcess]:
     """``count`` real forking RQ workers (``goalhub.worker.run_worker``); waits until each has registered."""
     from rq import Worker
 
@@ -192,7 +172,7 @@ def start_workers(count: int, home: Path, tag: str = "w") -> list[Child]:
 
     before = {w.name for w in Worker.all(connection=get_redis())}
     started = [
-        Child(f"worker-{tag}{i}", f"from goalhub.worker import run_worker; run_worker(name='bench-{tag}{i}-{time.time_ns()}', "
+        start_child(f"worker-{tag}{i}", f"from goalhub.worker import run_worker; run_worker(name='bench-{tag}{i}-{time.time_ns()}', "
                                   "logging_level='WARNING')", home)
         for i in range(count)
     ]
@@ -201,38 +181,20 @@ def start_workers(count: int, home: Path, tag: str = "w") -> list[Child]:
     return started
 
 
-def start_scheduler(home: Path) -> Child:
-    return Child("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()", home)
+def start_scheduler(home: Path) -> ChildProcess:
+    return start_child("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()", home)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_api(home: Path, workers: int = 2, threads: int = 4) -> tuple[Child, str]:
+def start_api(home: Path, workers: int = 2, threads: int = 4) -> tuple[ChildProcess, str]:
     """``goalhub.api.serve`` (gunicorn) on 127.0.0.1 and a free port; returns it and its base URL."""
-    import requests
-
-    port = free_port()
-    server = Child("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})", home)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_for(up, what="the API server", children_=[server])
+    server, base = testing.start_api(child_env(), home, workers=workers, threads=threads, cwd=ROOT)
     # gunicorn answers once one worker is up; give the others a moment to boot too.
     time.sleep(1.0)
     return server, base
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = "condition",
-             children_: Sequence[Child] = ()) -> Any:
+             children_: Sequence[ChildProcess] = ()) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -11,7 +11,12 @@ unless the test asks for it (``use_plugins``); inline plugins are registered wit
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -130,3 +135,59 @@ def drain() -> Callable[[], None]:
 def pytest_report_header(config: Any) -> list[str]:
     uri = os.environ.get("GOALHUB_TEST_MONGO_URI")
     return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
+
+
+# --- real processes, for end-to-end tests (and benchmarks) ---------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChildProcess:
+    """A goalhub process (``python -c code``) whose output goes to ``<log_dir>/<name>.log``."""
+
+    def __init__(self, name: str, code: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None):
+        self.name = name
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.popen = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd,
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+
+
+def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 8,
+              cwd: Path | None = None) -> tuple[ChildProcess, str]:
+    """``goalhub.api.serve`` (gunicorn) on 127.0.0.1 and a free port, once ``/healthz`` answers;
+    returns the process and its base URL."""
+    import requests
+
+    port = free_port()
+    server = ChildProcess("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})",
+                          env, log_dir, cwd)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return server, base
+        except requests.ConnectionError:
+            pass
+        if server.popen.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"the API server did not start:\n{server.output()}")
+        time.sleep(0.1)

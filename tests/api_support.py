@@ -9,19 +9,15 @@ the API's tests do not depend on the real plugins.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import requests
 
 import goalhub
 from goalhub import validation
 from goalhub.errors import BadRequest, Conflict, NotFound, Unprocessable
 from goalhub.goaltypes import Claim, CreateRequest, GoalDraft, GoalType
+from goalhub.testing import ChildProcess, free_port, start_api  # noqa: F401  (used by the tests through this module)
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
@@ -104,61 +100,12 @@ def goal_types() -> list[GoalType]:
 # --- a real server -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def process_env(**extra: str) -> dict[str, str]:
     """This test's GOALHUB_* environment, for child processes, with this module importable."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), str(ROOT), env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env
-
-
-class Process:
-    """A child process whose output goes to a file (shown when a test fails)."""
-
-    def __init__(self, name: str, code: str, env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.popen = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
-                                      stdout=self._log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-
-
-def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 8) -> tuple[Process, str]:
-    """``goalhub.api.serve`` (gunicorn) on a free port; returns the process and its base URL."""
-    port = free_port()
-    server = Process("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})",
-                     env, log_dir)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return server, base
-        except requests.ConnectionError:
-            pass
-        if server.popen.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"the API server did not start:\n{server.output()}")
-        time.sleep(0.1)
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:

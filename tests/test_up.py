@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from rq.job import Job, JobStatus
 
 from goalhub import connection
 from goalhub.queues import queue_names
+from goalhub.testing import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None) -> subprocess.Popen:

@@ -41,8 +41,8 @@ def env(**extra: str) -> dict[str, str]:
     return base
 
 
-def start(name: str, code: str, environment: dict[str, str], log_dir: Path) -> api_support.Process:
-    return api_support.Process(name, code, environment, log_dir)
+def start(name: str, code: str, environment: dict[str, str], log_dir: Path) -> api_support.ChildProcess:
+    return api_support.ChildProcess(name, code, environment, log_dir)
 
 
 def kill9(pid: int) -> None:
