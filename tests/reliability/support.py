@@ -195,11 +195,20 @@ def nothing_stuck(timeout: float = 30.0) -> None:
     def busy() -> list[str]:
         left = []
         for queue in all_queues():
-            left += queue.started_job_registry.get_job_ids(cleanup=False) + queue.get_job_ids()
+            # A job being dequeued sits in RQ's intermediate queue, in neither of the others.
+            left += (queue.started_job_registry.get_job_ids(cleanup=False) + queue.get_job_ids()
+                     + queue.intermediate_queue.get_job_ids())
         return left
 
+    def idle() -> bool:
+        # Twice in a row, a moment apart: a job may enqueue a follow-up job as it finishes.
+        if busy():
+            return False
+        time.sleep(0.2)
+        return not busy()
+
     try:
-        wait_for(lambda: not busy(), timeout=timeout, what="the queues to empty")
+        wait_for(idle, timeout=timeout, what="the queues to empty")
     except AssertionError:
         raise AssertionError(f"jobs stuck: {busy()}") from None
     for queue in all_queues():
