@@ -12,6 +12,7 @@ from typing import Any
 from bson import ObjectId
 
 import goalhub
+from goalhub.binding import bind_goal_once
 
 # ``exclusive_to`` is a key of the session's ``exclusive_goal_pairs`` map and so part of an
 # update path: no dots, no ``$``. The API allows nothing else; this guards direct fires.
@@ -21,29 +22,14 @@ EXCLUSIVE_TO = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROLES = {"TriggerExclusiveGoal": "trigger_exclusive_goal", "ExclusiveGoal": "exclusive_goal"}
 
 
-class BindingConflict(RuntimeError):
-    """The document is bound to another goal already: retrying will not help, an operator must look."""
-
-
 @goalhub.receiver("goal.created", "ExclusiveGoal")
 def bind_exclusive_goal_to_trigger_exclusive_goal(goal_id: str, _cls: str, context: dict[str, Any]) -> dict[str, Any] | None:
     """Trigger goal ``context.exclusive_goal_id`` = the new exclusive goal."""
     if _cls != "ExclusiveGoal":
         return None
     trigger_id = context["trigger_exclusive_goal_id"]
-    goals = goalhub.get_database().goals
     # Only an unbound trigger is bound; the API claimed it for this goal when it accepted the request.
-    result = goals.update_one(
-        {"_id": ObjectId(trigger_id), "context.exclusive_goal_id": {"$exists": False}},
-        {"$set": {"context.exclusive_goal_id": goal_id}},
-    )
-    if result.matched_count == 0:
-        trigger = goals.find_one({"_id": ObjectId(trigger_id)})
-        if trigger is None:
-            raise LookupError(f"trigger exclusive goal {trigger_id} not found")
-        bound = trigger["context"].get("exclusive_goal_id")
-        if bound != goal_id:
-            raise BindingConflict(f"trigger exclusive goal {trigger_id} is bound to {bound}, not {goal_id}")
+    bind_goal_once(trigger_id, "exclusive_goal_id", goal_id, "trigger exclusive goal")
     return {"trigger_exclusive_goal_id": trigger_id, "exclusive_goal_id": goal_id}
 
 

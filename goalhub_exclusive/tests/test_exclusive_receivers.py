@@ -13,6 +13,7 @@ import pytest
 from bson import ObjectId
 
 from goalhub import signals, tasks
+from goalhub.binding import BindingConflict
 from goalhub_exclusive import receivers
 
 ALL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
@@ -170,7 +171,7 @@ def test_a_trigger_bound_to_another_goal_is_not_rebound(db, world):
     other = str(ObjectId())
     db.goals.update_one({"_id": ObjectId(world["trigger_id"])}, {"$set": {"context.exclusive_goal_id": other}})
     goal = goal_of("ExclusiveGoal", world)
-    with pytest.raises(receivers.BindingConflict):
+    with pytest.raises(BindingConflict):
         receivers.bind_exclusive_goal_to_trigger_exclusive_goal(goal["_id"], "ExclusiveGoal", goal["context"])
     assert db.goals.find_one({"_id": ObjectId(world["trigger_id"])})["context"]["exclusive_goal_id"] == other
 

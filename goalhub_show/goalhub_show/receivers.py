@@ -13,10 +13,7 @@ from bson import ObjectId
 
 import goalhub
 from goalhub import signals
-
-
-class BindingConflict(RuntimeError):
-    """The document is bound to another goal already: retrying will not help, an operator must look."""
+from goalhub.binding import BindingConflict, bind_goal_once
 
 
 @goalhub.receiver("goal.created", "ShowGoal")
@@ -25,19 +22,8 @@ def bind_show_goal_to_funding_goal(goal_id: str, _cls: str, context: dict[str, A
     if _cls != "ShowGoal":
         return None
     funding_id = context["funding_goal_id"]
-    goals = goalhub.get_database().goals
     # Only an unbound funding goal is bound; the API claimed it for this goal when it accepted the request.
-    result = goals.update_one(
-        {"_id": ObjectId(funding_id), "context.show_goal_id": {"$exists": False}},
-        {"$set": {"context.show_goal_id": goal_id}},
-    )
-    if result.matched_count == 0:
-        funding = goals.find_one({"_id": ObjectId(funding_id)})
-        if funding is None:
-            raise LookupError(f"show funding goal {funding_id} not found")
-        bound = funding["context"].get("show_goal_id")
-        if bound != goal_id:
-            raise BindingConflict(f"show funding goal {funding_id} is bound to {bound}, not {goal_id}")
+    bind_goal_once(funding_id, "show_goal_id", goal_id, "show funding goal")
     return {"funding_goal_id": funding_id, "show_goal_id": goal_id}
 
 

@@ -11,6 +11,7 @@ from bson import ObjectId
 
 import goalhub
 from goalhub import signals, tasks
+from goalhub.binding import BindingConflict
 from goalhub_show import receivers
 
 ALL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
@@ -236,8 +237,8 @@ def test_a_funding_goal_bound_to_another_show_goal_is_not_rebound(db, world, cap
     db.sessions.update_one({"_id": ObjectId(world["session_id"])}, {"$set": {"show_goal_pairs.0.show_goal": other}})
     before = documents(db)
     show = goal_of("ShowGoal", world)
-    with pytest.raises(receivers.BindingConflict):
+    with pytest.raises(BindingConflict):
         receivers.bind_show_goal_to_funding_goal(show["_id"], "ShowGoal", show["context"])
-    with pytest.raises(receivers.BindingConflict):
+    with pytest.raises(BindingConflict):
         receivers.bind_show_goals_to_session(show["_id"], "ShowGoal", show["conditions"], show["context"])
     assert documents(db) == before
