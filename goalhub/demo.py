@@ -164,8 +164,13 @@ class Demo:
             goal = response.json()
             outcomes = [o for o in goal.get("outcomes", []) if o["event"] in events]
             self._show(outcomes)
-            present = {o["event"] for o in outcomes}
-            if set(events) <= present and not any(o["status"] in UNFINISHED for o in outcomes):
+            # An event lists its receivers once all their outcome records are written.
+            delivered = {e["event"]: len(e["receivers"]) for e in goal.get("events", [])}
+            written = all(
+                event in delivered and sum(o["event"] == event for o in outcomes) >= delivered[event]
+                for event in events
+            )
+            if written and not any(o["status"] in UNFINISHED for o in outcomes):
                 return goal
             return None
 

@@ -9,7 +9,8 @@ receiver that raises never stops the others; it is retried alone with backoff (R
 delivered (redelivery, retries of the task that sent it, a second ``fire``).
 
 Outcome ids are ``<event>:<goal_id>|<plugin>.<receiver>``; the receiver job's id derives
-from it, so delivering one event twice names the same jobs.
+from it, so delivering one event twice names the same jobs. After the outcome records, an
+``events`` document ``<event>:<goal_id>`` lists the receivers the event was delivered to.
 """
 
 from __future__ import annotations
@@ -129,7 +130,31 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
         )
         if job is not None:
             enqueued.append(job.id)
+    # Written last: once it is there, every receiver of the event has its outcome record, so
+    # a reader can tell "all outcomes final" from "not all outcomes written yet".
+    db.events.update_one(
+        {"_id": key},
+        {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
+                  "receivers": [receiver.id for receiver in receivers(event)]}},
+        upsert=True,
+    )
     return enqueued
+
+
+def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """A goal's outcome records, and whether they are all written: every event they belong to
+    has its ``events`` record (written after its outcomes), with as many outcomes as receivers."""
+    db = get_database()
+    query: dict[str, Any] = {"goal_id": goal_id}
+    if events is not None:
+        query["event"] = {"$in": list(events)}
+    outcomes = list(db.outcomes.find(query))
+    delivered = {e["event"]: len(e["receivers"]) for e in db.events.find(query)}
+    written = {event: sum(1 for o in outcomes if o["event"] == event) for event in {o["event"] for o in outcomes}}
+    complete = all(event in delivered and count >= delivered[event] for event, count in written.items())
+    if events is not None:
+        complete = complete and set(events) <= set(delivered)
+    return outcomes, complete
 
 
 def run_receiver(outcome_key: str) -> Any:

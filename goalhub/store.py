@@ -19,6 +19,7 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "goals": [("conditions.session_id", {}), ("metadata.user_id", {}), ("_cls", {})],
     "sessions": [("user", {}), ("active", {})],
     "outcomes": [("goal_id", {}), ("event_id", {}), ("status", {})],
+    "events": [("goal_id", {})],
     "outbound": [("kind", {}), ("goal_id", {})],
 }
 

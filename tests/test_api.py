@@ -517,7 +517,7 @@ def test_get_goal_reads_the_goal_and_its_outcomes(client, world, db, drain):
     creating = client.get(f"/goals/{goal_id}", headers=auth)
     assert creating.status_code == 200
     assert creating.get_json() == {"_id": goal_id, "_cls": "TriggerExclusiveGoal", "state": "creating",
-                                   "job_status": "queued", "outcomes": []}
+                                   "job_status": "queued", "outcomes": [], "events": []}
     other = {"Authorization": f"Bearer {mint_token(OTHER, ['CREATOR'])}"}
     assert client.get(f"/goals/{goal_id}", headers=other).status_code == 403
     assert client.get(f"/goals/{ObjectId()}", headers=auth).status_code == 404
@@ -525,6 +525,8 @@ def test_get_goal_reads_the_goal_and_its_outcomes(client, world, db, drain):
     goal = client.get(f"/goals/{goal_id}", headers=auth).get_json()
     assert goal["_cls"] == "TriggerExclusiveGoal" and goal["exp"] == pytest.approx(world.now + 65)
     assert {o["receiver"]: o["status"] for o in goal["outcomes"]} == {"schedule_lifecycle_tasks": "ok"}
+    [event] = goal["events"]
+    assert event["event"] == "goal.created" and event["receivers"] == ["goalhub.lifecycle.schedule_lifecycle_tasks"]
     assert client.get(f"/goals/{goal_id}").status_code == 401
     admin = {"Authorization": f"Bearer {mint_token(OTHER, ['ADMIN'])}"}
     assert client.get(f"/goals/{goal_id}", headers=admin).status_code == 200

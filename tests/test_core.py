@@ -344,3 +344,32 @@ def test_a_receiver_job_abandoned_with_no_retries_left_is_recorded_failed(db, in
     outcome = db.outcomes.find_one({"_id": outcome_key})
     assert outcome["status"] == "failed" and "Abandoned" in outcome["error"]
     assert job.id in FailedJobRegistry(queue=get_queue()).get_job_ids()
+
+
+def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drain):
+    """A reader polling outcomes can tell "all final" from "not all written yet"."""
+    inline_plugin(Recorder(), "recorder")
+    goal = goal_document("KaraokeGoal")
+    goal_id = goal["_id"]
+    written: list[tuple[int, bool]] = []
+    original = db.outcomes.update_one
+
+    def spying_update_one(*args, **kwargs):
+        result = original(*args, **kwargs)
+        # After each outcome write during delivery: is the event already marked delivered?
+        written.append((db.outcomes.count_documents({"goal_id": goal_id}),
+                        db.events.count_documents({"goal_id": goal_id}) == 1))
+        return result
+
+    db.outcomes.update_one = spying_update_one
+    try:
+        tasks.create_goal(goal)
+    finally:
+        del db.outcomes.update_one
+    receivers = [r.id for r in dispatch.receivers("goal.created")]
+    assert db.events.find_one({"_id": f"goal.created:{goal_id}"})["receivers"] == receivers
+    assert [delivered for _, delivered in written] == [False] * len(receivers)
+    outcomes, complete = dispatch.delivered_outcomes(goal_id)
+    assert complete and len(outcomes) == len(receivers) == 3
+    assert dispatch.delivered_outcomes(goal_id, ["goal.created", "goal.added"])[1] is False
+    drain()

@@ -130,7 +130,7 @@ def _goal_being_created(goal_id: str, principal: Principal) -> dict[str, Any] | 
         return None
     check_reader(principal, (job.args[0].get("metadata") or {}).get("user_id"), "goal")
     return {"_id": goal_id, "_cls": job.args[0].get("_cls"), "state": "creating",
-            "job_status": job.get_status(refresh=False).value, "outcomes": []}
+            "job_status": job.get_status(refresh=False).value, "outcomes": [], "events": []}
 
 
 @blueprint.get("/goals/<goal_id>")
@@ -150,7 +150,11 @@ def get_goal(goal_id: str) -> dict[str, Any]:
         for outcome in get_database().outcomes.find({"goal_id": gid})
     ]
     outcomes.sort(key=lambda o: (o.get("event", ""), o.get("plugin", ""), o.get("receiver", "")))
-    return {**plain(goal), "outcomes": plain(outcomes)}
+    # Each event delivered for the goal, with the receivers it went to: its outcomes are all
+    # in ``outcomes`` once it is listed here (goalhub.dispatch writes it last).
+    events = [{name: e[name] for name in ("event", "receivers", "delivered_at")}
+              for e in get_database().events.find({"goal_id": gid})]
+    return {**plain(goal), "outcomes": plain(outcomes), "events": plain(events)}
 
 
 @blueprint.post("/goals/<goal_id>/end")

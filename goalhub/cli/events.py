@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -91,20 +92,22 @@ def _drain() -> None:
     )
 
 
-def wait_for_outcomes(query: dict[str, Any], keep: Any, timeout: float) -> tuple[list[dict[str, Any]], bool]:
-    """Outcomes matching ``query`` (and ``keep``) once none is unfinished; drains in-process
-    when no worker runs. Returns the outcomes and whether they all finished in time."""
-    db = get_database()
+def wait_for_outcomes(
+    fetch: Callable[[], tuple[list[dict[str, Any]], bool]], timeout: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """The outcomes ``fetch`` gives (with whether all are written yet) once all are written and
+    none is unfinished; drains in-process when no worker runs. Returns them and whether they
+    all finished in time."""
     deadline = time.monotonic() + timeout
     local = not _workers_alive()
     told: set[str] = set()
     while True:
-        outcomes = [o for o in db.outcomes.find(query) if keep(o)]
+        outcomes, complete = fetch()
         for o in outcomes:
             if o["status"] == "retrying" and o["_id"] not in told:
                 told.add(o["_id"])  # say why the wait is long: the receiver's retry backoff
                 click.echo(f"{o['plugin']}.{o['receiver']} failed ({o.get('error')}); retrying", err=True)
-        if not any(o["status"] in UNFINISHED for o in outcomes):
+        if complete and not any(o["status"] in UNFINISHED for o in outcomes):
             return outcomes, True
         if time.monotonic() > deadline:
             return outcomes, False
@@ -172,11 +175,11 @@ def fire(
     arguments = _event_arguments(signal_name, goal_class, goal_id, session_id, context, streamer_id)
     started = time.time()
     EVENTS[signal_name][0].send(signal_name, **arguments)
-    outcomes, finished = wait_for_outcomes(
-        {"goal_id": goal_id},
-        lambda o: o["event"] == signal_name or (o.get("queued_at") or o.get("at") or 0) >= started - 1,
-        timeout,
-    )
+    def fired() -> tuple[list[dict[str, Any]], bool]:
+        outcomes, complete = dispatch.delivered_outcomes(goal_id)
+        return [o for o in outcomes if o["event"] == signal_name or (o.get("queued_at") or o.get("at") or 0) >= started - 1], complete
+
+    outcomes, finished = wait_for_outcomes(fired, timeout)
     failed = [o for o in outcomes if o["status"] == "failed"]
     if as_json:
         echo_json(
@@ -259,7 +262,7 @@ def retry(
         click.echo(f"retrying {outcome_id}", err=True)
     if no_wait:
         return
-    found, finished = wait_for_outcomes({"_id": {"$in": ids}}, lambda o: True, timeout)
+    found, finished = wait_for_outcomes(lambda: (list(db.outcomes.find({"_id": {"$in": ids}})), True), timeout)
     print_outcomes(found)
     if not finished:
         raise click.ClickException(

@@ -19,6 +19,7 @@ import api_support
 from bson import ObjectId
 from rq.job import Job
 
+from goalhub import dispatch
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_scheduler
 from goalhub.store import get_database
@@ -179,9 +180,8 @@ def settled(goal_id: str, events: tuple[str, ...] = ("goal.created",), timeout: 
     def check() -> list[dict] | None:
         if db.goals.count_documents({"_id": ObjectId(goal_id)}) != 1:
             return None
-        outcomes = list(db.outcomes.find({"goal_id": goal_id, "event": {"$in": list(events)}}))
-        seen = {o["event"] for o in outcomes}
-        if seen != set(events) or any(o["status"] not in FINAL for o in outcomes):
+        outcomes, complete = dispatch.delivered_outcomes(goal_id, list(events))
+        if not complete or any(o["status"] not in FINAL for o in outcomes):
             return None
         return outcomes
 
