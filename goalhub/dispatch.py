@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo import ReturnDocument
 from rq import Callback, get_current_job
 from rq.job import Job
 
@@ -94,7 +95,8 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
     key = event_id(event, arguments)
     now = time.time()
     enqueued = []
-    for receiver in receivers(event):
+    event_receivers = receivers(event)
+    for receiver in event_receivers:
         info = plugin_info(receiver.plugin)
         record = {
             "event": event,
@@ -112,12 +114,13 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
                 {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
             )
             continue
-        db.outcomes.update_one(
+        outcome = db.outcomes.find_one_and_update(
             {"_id": _id},
             {"$setOnInsert": {**record, "status": "queued", "attempts": 0, "queued_at": now, "arguments": arguments}},
+            projection={"status": 1},
             upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
-        outcome = db.outcomes.find_one({"_id": _id}, {"status": 1})
         if outcome["status"] in ("ok", "skipped"):
             continue
         job = enqueue_once(
@@ -135,7 +138,7 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
     db.events.update_one(
         {"_id": key},
         {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
-                  "receivers": [receiver.id for receiver in receivers(event)]}},
+                  "receivers": [receiver.id for receiver in event_receivers]}},
         upsert=True,
     )
     return enqueued

@@ -352,20 +352,24 @@ def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drai
     goal = goal_document("KaraokeGoal")
     goal_id = goal["_id"]
     written: list[tuple[int, bool]] = []
-    original = db.outcomes.update_one
 
-    def spying_update_one(*args, **kwargs):
-        result = original(*args, **kwargs)
-        # After each outcome write during delivery: is the event already marked delivered?
-        written.append((db.outcomes.count_documents({"goal_id": goal_id}),
-                        db.events.count_documents({"goal_id": goal_id}) == 1))
-        return result
+    def spy(write):
+        def spying(*args, **kwargs):
+            result = write(*args, **kwargs)
+            # After each outcome write during delivery: is the event already marked delivered?
+            written.append((db.outcomes.count_documents({"goal_id": goal_id}),
+                            db.events.count_documents({"goal_id": goal_id}) == 1))
+            return result
+        return spying
 
-    db.outcomes.update_one = spying_update_one
+    outcomes_collection = db.outcomes
+    for name in ("update_one", "find_one_and_update"):
+        setattr(outcomes_collection, name, spy(getattr(outcomes_collection, name)))
     try:
         tasks.create_goal(goal)
     finally:
-        del db.outcomes.update_one
+        for name in ("update_one", "find_one_and_update"):
+            delattr(outcomes_collection, name)
     receivers = [r.id for r in dispatch.receivers("goal.created")]
     assert db.events.find_one({"_id": f"goal.created:{goal_id}"})["receivers"] == receivers
     assert [delivered for _, delivered in written] == [False] * len(receivers)
