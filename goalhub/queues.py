@@ -17,6 +17,7 @@ from typing import Any
 import rq_scheduler
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 
 from goalhub import config
 from goalhub.connection import get_redis
@@ -53,6 +54,26 @@ class Scheduler(rq_scheduler.Scheduler):
 
     def get_jobs_to_queue(self, with_times: bool = False) -> Any:
         return self.get_jobs(time.time(), with_times=with_times)
+
+    def enqueue_jobs(self) -> Any:
+        """Move due lifecycle jobs, and the due jobs of RQ's own scheduled registries (the
+        retries of failed receivers, after their backoff). goalhub's workers run without RQ's
+        built-in scheduler, which lives in a process forked by a worker and outlives it when
+        the worker is killed; this process is the one place that schedules."""
+        jobs = super().enqueue_jobs()
+        if not hasattr(self, "_rq_scheduler"):
+            self._rq_scheduler = RQScheduler(all_queues(), connection=self.connection)
+        self._rq_scheduler.acquire_locks()  # per queue, so two schedulers never move a retry twice
+        self._rq_scheduler.enqueue_scheduled_jobs()
+        return jobs
+
+    def run(self, burst: bool = False) -> None:
+        try:
+            super().run(burst=burst)
+        finally:
+            # Let another scheduler take over the retries at once, not after the locks expire.
+            if hasattr(self, "_rq_scheduler"):
+                self._rq_scheduler.release_locks()
 
 
 def get_scheduler(interval: float | None = None) -> Scheduler:

@@ -96,8 +96,8 @@ class RecoveringSimpleWorker(SimpleWorker):
 def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = None, logging_level: str = "INFO") -> bool:
     """Work on goalhub's queues (lifecycle first). ``simple`` runs jobs in-process, without forking.
 
-    RQ's own scheduler runs inside the worker for receivers' retry backoff; goal
-    activation at ``nbf`` goes through rq-scheduler (``run_scheduler``). Jobs of workers
+    Everything scheduled (activation at ``nbf``, end at ``exp``, receivers' retries after
+    their backoff) is moved by the scheduler process (``run_scheduler``). Jobs of workers
     that died are recovered at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds.
     """
     import goalhub.dispatch  # noqa: F401  (connects the core to its signals before forking)
@@ -108,7 +108,7 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
         worker = worker_class(all_queues(), connection=get_redis(), name=name,
                               maintenance_interval=config.maintenance_interval())
         try:
-            return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+            return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
         except REDIS_GONE as exc:
             # RQ's worker exits when Redis is gone as a job ends. Outlive the outage instead:
             # let the work-horse finish, wait for Redis, declare this worker dead (so its job

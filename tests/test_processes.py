@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 from bson import ObjectId
 
@@ -26,6 +27,15 @@ BINDING_PLUGIN = textwrap.dedent(
     import os
     import goalhub
     from goalhub.store import get_database
+
+    @goalhub.receiver("goal.created", "KaraokeGoal")
+    def fail_once(goal_id):
+        runs = get_database().flaky.find_one_and_update(
+            {"_id": goal_id}, {"$inc": {"runs": 1}}, upsert=True, return_document=True
+        )["runs"]
+        if runs == 1:
+            raise RuntimeError("first try fails")
+        return runs
 
     @goalhub.receiver("goal.created", "TriggerExclusiveGoal")
     def bind_in_a_work_horse(goal_id, _cls):
@@ -41,13 +51,14 @@ def start(code: str, env: dict[str, str]) -> subprocess.Popen:
 
 
 @pytest.fixture
-def processes(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
+def processes(tmp_path, monkeypatch) -> Iterator[dict[str, subprocess.Popen]]:
     (tmp_path / "binding_plugin.py").write_text(BINDING_PLUGIN)
     monkeypatch.setenv("GOALHUB_PLUGINS", "binding_plugin")
+    monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "1")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     worker = start("from goalhub.worker import run_worker; run_worker()", env)
     scheduler = start("from goalhub.worker import run_scheduler; run_scheduler()", env)
-    yield env
+    yield {"worker": worker, "scheduler": scheduler}
     for process in (worker, scheduler):
         process.terminate()
     for process in (worker, scheduler):
@@ -92,7 +103,7 @@ def test_a_forking_worker_and_the_scheduler_create_bind_and_activate_a_goal(proc
     activated = wait_for(lambda: db.goals.find_one({"_id": ObjectId(goal_id), "active": True}))
     assert activated["activated_at"] >= nbf  # never before nbf
     outcomes = {o["receiver"]: o["status"] for o in db.outcomes.find({"goal_id": goal_id})}
-    assert outcomes == {"bind_in_a_work_horse": "ok", "schedule_lifecycle_tasks": "ok"}
+    assert outcomes == {"bind_in_a_work_horse": "ok", "schedule_lifecycle_tasks": "ok", "fail_once": "skipped"}
     assert db.bindings.find_one({"_id": goal_id})["runs"] == 1
 
 
@@ -108,3 +119,21 @@ def test_the_embedded_redis_outlives_the_process_that_started_it(tmp_path):
     finally:
         connection.stop_embedded_redis(home)
     assert not connection.embedded_redis_running(home)
+
+
+def test_a_failed_receiver_is_retried_after_its_backoff_by_the_scheduler_process(processes):
+    """Workers run without RQ's built-in scheduler (a process a killed worker leaves behind):
+    the scheduler process moves retries whose backoff has passed."""
+    db = get_database()
+    goal_id = str(ObjectId())
+    tasks.enqueue_create_goal(
+        {
+            "_id": goal_id, "_cls": "KaraokeGoal", "active": True,
+            "conditions": {"session_id": str(ObjectId())}, "levels": [{"target": 30}],
+            "nbf": None, "exp": None, "context": {"type": "karaoke"}, "metadata": {"user_id": str(ObjectId())},
+        }
+    )
+    outcome = wait_for(lambda: db.outcomes.find_one({"goal_id": goal_id, "receiver": "fail_once", "status": "ok"}))
+    assert outcome["attempts"] == 2 and outcome["result"] == 2
+    # The worker forked no scheduler of its own.
+    assert all("run_worker" not in " ".join(child.cmdline()) for child in psutil.Process(processes["worker"].pid).children())
