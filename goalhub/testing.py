@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from bson import ObjectId
 from rq import SimpleWorker
 
 from goalhub import connection, plugins, store
@@ -135,6 +136,37 @@ def drain() -> Callable[[], None]:
 def pytest_report_header(config: Any) -> list[str]:
     uri = os.environ.get("GOALHUB_TEST_MONGO_URI")
     return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
+
+
+# --- goals and documents, for receiver tests ------------------------------------------------
+
+GOAL_CLASSES = ("ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal",
+                "TriggerPrivateGoal")
+# The countdowns: they end at ``exp``.
+COUNTDOWN_CLASSES = ("TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal")
+
+
+def goal_document(cls: str, session_id: str, user_id: str, *, conditions: dict[str, Any] | None = None,
+                  context: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A goal of ``cls`` as ``create_goal`` gets it (its id allocated), active, one level,
+    ``exp`` an hour ahead for a countdown; ``conditions``/``context`` add to the defaults."""
+    return {
+        "_id": str(ObjectId()),
+        "_cls": cls,
+        "active": True,
+        "conditions": {"session_id": session_id, **(conditions or {})},
+        "levels": [{"target": 300}],
+        "nbf": None,
+        "exp": time.time() + 3600 if cls in COUNTDOWN_CLASSES else None,
+        "context": {"type": cls, "session_id": session_id, **(context or {})},
+        "metadata": {"user_id": user_id},
+        **fields,
+    }
+
+
+def documents(db: Any, names: tuple[str, ...] = ("goals", "sessions")) -> dict[str, dict[str, Any]]:
+    """Every document of the named collections, by id: compare before and after a delivery."""
+    return {name: {str(d["_id"]): d for d in db[name].find()} for name in names}
 
 
 # --- real processes, for end-to-end tests (and benchmarks) ---------------------------------

@@ -14,9 +14,9 @@ from bson import ObjectId
 
 from goalhub import signals, tasks
 from goalhub.binding import BindingConflict
+from goalhub.testing import GOAL_CLASSES, documents, goal_document
 from goalhub_exclusive import receivers
 
-ALL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 PLUGIN_RECEIVERS = {
     "bind_exclusive_goal_to_trigger_exclusive_goal": {"ExclusiveGoal"},
     "bind_exclusive_goals_to_session": {"ExclusiveGoal", "TriggerExclusiveGoal"},
@@ -73,9 +73,7 @@ def world(db):
 
 def goal_of(cls: str, world: dict) -> dict:
     """A goal of ``cls`` as the API would draft it, pointing at the world's documents."""
-    sid = world["session_id"]
-    conditions = {"session_id": sid}
-    context = {"type": cls, "session_id": sid}
+    conditions, context = {}, {}
     if cls == "ExclusiveGoal":
         conditions["exclusive_to"] = "viewer-1"
         context.update(type="exclusive", exclusive_to="viewer-1", trigger_exclusive_goal_id=world["trigger_id"])
@@ -84,21 +82,7 @@ def goal_of(cls: str, world: dict) -> dict:
         context.update(type="trigger_exclusive", exclusive_to="viewer-2")
     elif cls == "ShowGoal":
         context.update(type="show", funding_goal_id=world["funding_id"])
-    return {
-        "_id": str(ObjectId()),
-        "_cls": cls,
-        "active": True,
-        "conditions": conditions,
-        "levels": [{"target": 300}],
-        "nbf": None,
-        "exp": time.time() + 3600 if cls in ("TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal") else None,
-        "context": context,
-        "metadata": {"user_id": world["streamer"]},
-    }
-
-
-def documents(db) -> dict:
-    return {name: {str(d["_id"]): d for d in db[name].find()} for name in ("goals", "sessions")}
+    return goal_document(cls, world["session_id"], world["streamer"], conditions=conditions, context=context)
 
 
 def expected_after(before: dict, cls: str, goal_id: str, world: dict) -> dict:
@@ -113,7 +97,7 @@ def expected_after(before: dict, cls: str, goal_id: str, world: dict) -> dict:
     return after
 
 
-@pytest.mark.parametrize("cls", ALL_CLASSES)
+@pytest.mark.parametrize("cls", GOAL_CLASSES)
 def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_plugins, drain):
     use_plugins("exclusive")
     before = documents(db)
@@ -134,7 +118,7 @@ def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_p
 
 def test_receivers_called_directly_return_at_once_for_other_classes(db, world):
     before = documents(db)
-    for cls in ALL_CLASSES:
+    for cls in GOAL_CLASSES:
         goal = goal_of(cls, world)
         if cls not in PLUGIN_RECEIVERS["bind_exclusive_goal_to_trigger_exclusive_goal"]:
             assert receivers.bind_exclusive_goal_to_trigger_exclusive_goal(goal["_id"], cls, goal["context"]) is None

@@ -12,9 +12,9 @@ from bson import ObjectId
 import goalhub
 from goalhub import signals, tasks
 from goalhub.binding import BindingConflict
+from goalhub.testing import GOAL_CLASSES, documents, goal_document
 from goalhub_show import receivers
 
-ALL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 PLUGIN_RECEIVERS = {
     "bind_show_goal_to_funding_goal": {"ShowGoal"},
     "bind_show_goals_to_session": {"ShowGoal", "ShowFundingGoal"},
@@ -78,9 +78,7 @@ def world(db):
 
 def goal_of(cls: str, world: dict) -> dict:
     """A goal of ``cls`` as the API would draft it, pointing at the world's documents."""
-    sid = world["session_id"]
-    conditions = {"session_id": sid}
-    context = {"type": cls, "session_id": sid}
+    conditions, context = {}, {}
     if cls == "ShowGoal":
         context.update(type="show", funding_goal_id=world["funding_id"])
     elif cls == "ShowFundingGoal":
@@ -88,21 +86,7 @@ def goal_of(cls: str, world: dict) -> dict:
     elif cls in ("ExclusiveGoal", "TriggerExclusiveGoal"):
         conditions["exclusive_to"] = "viewer-1"
         context.update(exclusive_to="viewer-1", trigger_exclusive_goal_id=world["trigger_id"])
-    return {
-        "_id": str(ObjectId()),
-        "_cls": cls,
-        "active": True,
-        "conditions": conditions,
-        "levels": [{"target": 300}],
-        "nbf": None,
-        "exp": time.time() + 3600 if cls in ("TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal") else None,
-        "context": context,
-        "metadata": {"user_id": world["streamer"]},
-    }
-
-
-def documents(db) -> dict:
-    return {name: {str(d["_id"]): d for d in db[name].find()} for name in ("goals", "sessions")}
+    return goal_document(cls, world["session_id"], world["streamer"], conditions=conditions, context=context)
 
 
 def expected_after(before: dict, cls: str, goal_id: str, world: dict) -> dict:
@@ -129,7 +113,7 @@ def added_arguments(goal: dict, world: dict) -> dict:
     }
 
 
-@pytest.mark.parametrize("cls", ALL_CLASSES)
+@pytest.mark.parametrize("cls", GOAL_CLASSES)
 def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, capture, drain):
     before = documents(db)
     goal = goal_of(cls, world)
@@ -151,7 +135,7 @@ def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, captu
 
 def test_receivers_called_directly_return_at_once_for_other_classes(db, world, capture, drain):
     before = documents(db)
-    for cls in set(ALL_CLASSES) - {"ShowGoal", "ShowFundingGoal"}:
+    for cls in set(GOAL_CLASSES) - {"ShowGoal", "ShowFundingGoal"}:
         goal = goal_of(cls, world)
         assert receivers.bind_show_goal_to_funding_goal(goal["_id"], cls, goal["context"]) is None
         assert receivers.bind_show_goals_to_session(goal["_id"], cls, goal["conditions"], goal["context"]) is None

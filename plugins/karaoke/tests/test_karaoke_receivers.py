@@ -10,8 +10,8 @@ from bson import ObjectId
 from goalhub_karaoke import receivers
 
 from goalhub import signals, tasks
+from goalhub.testing import GOAL_CLASSES, documents, goal_document
 
-ALL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 PLUGIN_RECEIVERS = {
     "bind_karaoke_goal_to_session": ({"KaraokeGoal"}, "karaoke_goal"),
     "bind_trigger_private_goal_to_session": ({"TriggerPrivateGoal"}, "trigger_private_goal"),
@@ -53,32 +53,16 @@ def world(db):
 
 
 def goal_of(cls: str, world: dict) -> dict:
-    sid = world["session_id"]
-    conditions = {"session_id": sid}
-    context = {"type": cls, "session_id": sid}
+    conditions, context = {}, {}
     if cls == "ShowGoal":
         context.update(type="show", funding_goal_id=world["funding_id"])
     elif cls in ("ExclusiveGoal", "TriggerExclusiveGoal"):
         conditions["exclusive_to"] = "viewer-1"
         context.update(exclusive_to="viewer-1", trigger_exclusive_goal_id=world["trigger_id"])
-    return {
-        "_id": str(ObjectId()),
-        "_cls": cls,
-        "active": True,
-        "conditions": conditions,
-        "levels": [{"target": 300}],
-        "nbf": None,
-        "exp": time.time() + 3600 if cls in ("TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal") else None,
-        "context": context,
-        "metadata": {"user_id": world["streamer"]},
-    }
+    return goal_document(cls, world["session_id"], world["streamer"], conditions=conditions, context=context)
 
 
-def documents(db) -> dict:
-    return {name: {str(d["_id"]): d for d in db[name].find()} for name in ("goals", "sessions")}
-
-
-@pytest.mark.parametrize("cls", ALL_CLASSES)
+@pytest.mark.parametrize("cls", GOAL_CLASSES)
 def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_plugins, drain):
     use_plugins("karaoke")
     before = documents(db)
@@ -102,7 +86,7 @@ def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_p
 
 def test_receivers_called_directly_return_at_once_for_other_classes(db, world):
     before = documents(db)
-    for cls in ALL_CLASSES:
+    for cls in GOAL_CLASSES:
         goal = goal_of(cls, world)
         if cls != "KaraokeGoal":
             assert receivers.bind_karaoke_goal_to_session(goal["_id"], cls, goal["conditions"]) is None
