@@ -169,6 +169,40 @@ def documents(db: Any, names: tuple[str, ...] = ("goals", "sessions")) -> dict[s
     return {name: {str(d["_id"]): d for d in db[name].find()} for name in names}
 
 
+def live_session(db: Any) -> dict[str, str]:
+    """A live session of a new streamer with an ended show funding countdown (paired, unbound)
+    and an ended exclusive trigger in it: documents a wrong receiver would touch. Returns the
+    ids: ``streamer``, ``session_id``, ``funding_id``, ``trigger_id``."""
+    now = time.time()
+    streamer = str(ObjectId())
+    session_id, funding_id, trigger_id = ObjectId(), ObjectId(), ObjectId()
+    sid = str(session_id)
+    db.sessions.insert_one(
+        {
+            "_id": session_id,
+            "user": streamer,
+            "active": True,
+            "sources": [],
+            "exclusive_goal_pairs": {"viewer-1": {"trigger_exclusive_goal": str(trigger_id)}},
+            "show_goal_pairs": [{"funding_goal": str(funding_id), "show_goal": None}],
+        }
+    )
+    base = {"active": False, "levels": [{"target": 100}], "nbf": now - 120, "exp": now - 1, "metadata": {"user_id": streamer}}
+    db.goals.insert_many(
+        [
+            {**base, "_id": funding_id, "_cls": "ShowFundingGoal", "conditions": {"session_id": sid}, "context": {"type": "show_funding", "session_id": sid}},
+            {
+                **base,
+                "_id": trigger_id,
+                "_cls": "TriggerExclusiveGoal",
+                "conditions": {"session_id": sid, "exclusive_to": "viewer-1"},
+                "context": {"type": "trigger_exclusive", "session_id": sid, "exclusive_to": "viewer-1"},
+            },
+        ]
+    )
+    return {"streamer": streamer, "session_id": sid, "funding_id": str(funding_id), "trigger_id": str(trigger_id)}
+
+
 # --- real processes, for end-to-end tests (and benchmarks) ---------------------------------
 
 

@@ -4,7 +4,6 @@ and seed 003's flow at the receiver level, with ``goal.added`` captured by an in
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 from bson import ObjectId
@@ -12,7 +11,7 @@ from bson import ObjectId
 import goalhub
 from goalhub import signals, tasks
 from goalhub.binding import BindingConflict
-from goalhub.testing import GOAL_CLASSES, documents, goal_document
+from goalhub.testing import GOAL_CLASSES, documents, goal_document, live_session
 from goalhub_show import receivers
 
 PLUGIN_RECEIVERS = {
@@ -46,34 +45,7 @@ def capture(use_plugins, inline_plugin):
 def world(db):
     """A live session whose show funding goal (countdown ended) is paired, unbound; plus an
     exclusive trigger, so that a wrong receiver would have something to touch."""
-    now = time.time()
-    streamer = str(ObjectId())
-    session_id, funding_id, trigger_id = ObjectId(), ObjectId(), ObjectId()
-    sid = str(session_id)
-    db.sessions.insert_one(
-        {
-            "_id": session_id,
-            "user": streamer,
-            "active": True,
-            "sources": [],
-            "exclusive_goal_pairs": {"viewer-1": {"trigger_exclusive_goal": str(trigger_id)}},
-            "show_goal_pairs": [{"funding_goal": str(funding_id), "show_goal": None}],
-        }
-    )
-    base = {"active": False, "levels": [{"target": 100}], "nbf": now - 120, "exp": now - 1, "metadata": {"user_id": streamer}}
-    db.goals.insert_many(
-        [
-            {**base, "_id": funding_id, "_cls": "ShowFundingGoal", "conditions": {"session_id": sid}, "context": {"type": "show_funding", "session_id": sid}},
-            {
-                **base,
-                "_id": trigger_id,
-                "_cls": "TriggerExclusiveGoal",
-                "conditions": {"session_id": sid, "exclusive_to": "viewer-1"},
-                "context": {"type": "trigger_exclusive", "session_id": sid, "exclusive_to": "viewer-1"},
-            },
-        ]
-    )
-    return {"streamer": streamer, "session_id": sid, "funding_id": str(funding_id), "trigger_id": str(trigger_id)}
+    return live_session(db)
 
 
 def goal_of(cls: str, world: dict) -> dict:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 from bson import ObjectId
 from goalhub_karaoke import receivers
 
 from goalhub import signals, tasks
-from goalhub.testing import GOAL_CLASSES, documents, goal_document
+from goalhub.testing import GOAL_CLASSES, documents, goal_document, live_session
 
 PLUGIN_RECEIVERS = {
     "bind_karaoke_goal_to_session": ({"KaraokeGoal"}, "karaoke_goal"),
@@ -20,36 +19,7 @@ PLUGIN_RECEIVERS = {
 
 @pytest.fixture
 def world(db):
-    """A live session with a show funding goal and an exclusive trigger in it, so that a
-    wrong receiver would have something to touch."""
-    now = time.time()
-    streamer = str(ObjectId())
-    session_id, funding_id, trigger_id = ObjectId(), ObjectId(), ObjectId()
-    sid = str(session_id)
-    db.sessions.insert_one(
-        {
-            "_id": session_id,
-            "user": streamer,
-            "active": True,
-            "sources": [],
-            "exclusive_goal_pairs": {"viewer-1": {"trigger_exclusive_goal": str(trigger_id)}},
-            "show_goal_pairs": [{"funding_goal": str(funding_id), "show_goal": None}],
-        }
-    )
-    base = {"active": False, "levels": [{"target": 100}], "nbf": now - 120, "exp": now - 1, "metadata": {"user_id": streamer}}
-    db.goals.insert_many(
-        [
-            {**base, "_id": funding_id, "_cls": "ShowFundingGoal", "conditions": {"session_id": sid}, "context": {"type": "show_funding", "session_id": sid}},
-            {
-                **base,
-                "_id": trigger_id,
-                "_cls": "TriggerExclusiveGoal",
-                "conditions": {"session_id": sid, "exclusive_to": "viewer-1"},
-                "context": {"type": "trigger_exclusive", "session_id": sid, "exclusive_to": "viewer-1"},
-            },
-        ]
-    )
-    return {"streamer": streamer, "session_id": sid, "funding_id": str(funding_id), "trigger_id": str(trigger_id)}
+    return live_session(db)
 
 
 def goal_of(cls: str, world: dict) -> dict:
