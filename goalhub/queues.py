@@ -64,14 +64,21 @@ class Scheduler(rq_scheduler.Scheduler):
         if not hasattr(self, "_rq_scheduler"):
             self._rq_scheduler = RQScheduler(all_queues(), connection=self.connection)
         self._rq_scheduler.acquire_locks()  # per queue, so two schedulers never move a retry twice
-        self._rq_scheduler.enqueue_scheduled_jobs()
+        try:
+            self._rq_scheduler.enqueue_scheduled_jobs()
+        finally:
+            # A one-shot move (outside ``run``) lets go at once; ``run`` keeps them between
+            # polls and lets go when it stops, so another scheduler need not wait for expiry.
+            if not getattr(self, "_running", False):
+                self._rq_scheduler.release_locks()
         return jobs
 
     def run(self, burst: bool = False) -> None:
+        self._running = True
         try:
             super().run(burst=burst)
         finally:
-            # Let another scheduler take over the retries at once, not after the locks expire.
+            self._running = False
             if hasattr(self, "_rq_scheduler"):
                 self._rq_scheduler.release_locks()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from bson import ObjectId
@@ -29,3 +30,15 @@ def test_a_scheduled_activation_keeps_its_sub_second_time_and_is_not_moved_early
     monkeypatch.setattr(queues, "time", SimpleNamespace(time=lambda: at + 0.01))
     scheduler.enqueue_jobs()
     assert lifecycle.job_ids == [job_id("activate", goal_id)]
+
+
+def test_one_shot_moves_from_separate_schedulers_each_move_due_retries():
+    """``enqueue_jobs`` outside ``run`` (the test drain, ``goalhub fire`` without a worker)
+    must not keep RQ's scheduler locks, or the next one-shot move could not take them."""
+    queue = get_queue()
+    get_scheduler().enqueue_jobs()
+    # A retry parked in RQ's scheduled registry, its backoff already over.
+    queue.enqueue_at(datetime.now(UTC) - timedelta(seconds=1), print, "retry", job_id="parked-retry")
+    assert queue.count == 0
+    get_scheduler().enqueue_jobs()
+    assert queue.job_ids == ["parked-retry"]
