@@ -82,8 +82,8 @@ def goal_created(
 
     :param goal_id: the new goal's id (24 hex characters).
     :param active: whether the goal is active from creation.
-    :param _cls: the goal class, e.g. ``ExclusiveGoal``.
-    :param conditions: ``session_id`` and, for exclusive kinds, ``exclusive_to``.
+    :param _cls: the goal class, e.g. ``CheerGoal``.
+    :param conditions: ``session_id`` and the goal type's own conditions.
     :param context: ``type`` plus the type's ids.
     :param levels: ``[{"target": number}, ...]``.
     :param nbf: epoch seconds before which the goal is not active, or None.
@@ -103,7 +103,7 @@ def goal_added(
     streamer_id: str,
 ) -> Any:
     """A goal was added to a live session. Sent as blinker signal ``features.livestream``
-    with sender ``goal.added`` (by ``bind_show_goals_to_session`` in the seeds).
+    with sender ``goal.added``, by a plugin through ``goalhub.send_event`` (the show plugin does).
 
     :param goal_id: the goal's id.
     :param _cls: the goal class.
