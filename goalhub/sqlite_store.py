@@ -408,6 +408,8 @@ class Database:
 
     def command(self, cmd: str | Mapping, **kwargs: Any) -> dict:
         name = cmd if isinstance(cmd, str) else next(iter(cmd))
+        if given := sorted(k for k, v in kwargs.items() if k not in ("comment", "check") and not _unused(v)):
+            raise unsupported(f"{given[0]}= in command")
         if name == "ping":
             return {"ok": 1.0}
         raise OperationFailure(f"no such command: '{name}'", code=59)

@@ -76,6 +76,7 @@ def refused(what: str) -> pytest.RaisesExc:
     (lambda c: c.database.create_collection("other"), "Database.create_collection"),
     (lambda c: c.database.client.list_database_names(), "MongoClient.list_database_names"),
     (lambda c: c.create_index("at", expireAfterSeconds=60), "expireAfterSeconds= in create_index"),
+    (lambda c: c.database.command("ping", session=object()), "session= in command"),
     (lambda c: c.create_index("name", collation=CASE_INSENSITIVE), "collation= in create_index"),
 ])
 def test_unsupported_arguments_and_methods_are_refused_by_name(goals, call, what: str) -> None:
