@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
+	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

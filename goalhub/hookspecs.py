@@ -1,27 +1,72 @@
 """The hooks a goalhub plugin can implement.
 
-A receiver is a hook implementation declared with ``@goalhub.receiver(*goal_classes)``:
-the classes name the goal ``_cls`` values it acts on (none means every class). The core
-routes each event only to the receivers that act on its class, runs each receiver as
-its own job (retried alone on failure, never twice after success) and records an
-outcome per (event, receiver). A receiver still checks ``_cls`` itself, as the seeds do,
-so that calling it directly is safe.
+A receiver is a hook implementation declared with ``@goalhub.receiver(event, *goal_classes)``:
+``event`` is ``goal.created``, ``goal.added`` or ``goal.ended``, and the classes name the goal
+``_cls`` values it acts on (none means every class). The core routes each event only to the
+receivers that act on its class, runs each receiver as its own job (retried alone on
+failure, never twice after success) and records an outcome per (event, receiver). A
+receiver still checks ``_cls`` itself, as the seeds do, so that calling it directly is safe.
 
 Hooks are always called with keyword arguments. An implementation may accept fewer
 arguments than the spec names, so specs can grow without breaking plugins.
+
+How hooks evolve: every spec carries the hook API version it was added in
+(``goalhub_hook_version``, and ``.. versionadded::`` in its docstring); ``HOOK_API_VERSION``
+(``goalhub.__hook_api_version__``) is the current one. Arguments are only ever added. A hook
+or an argument on its way out stays working for at least one version and is declared
+with ``deprecated=`` / ``deprecated_arguments=``: a plugin implementing it then gets a
+``GoalhubDeprecationWarning`` (pluggy's ``warn_on_impl`` / ``warn_on_impl_args``) when it is
+registered, and still runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pluggy
 
-hookspec = pluggy.HookspecMarker("goalhub")
+#: The version of the hook API this goalhub implements (every spec's version is at most this).
+HOOK_API_VERSION = "0.1"
+
+_spec_marker = pluggy.HookspecMarker("goalhub")
 hookimpl = pluggy.HookimplMarker("goalhub")
 
 
-@hookspec
+class GoalhubDeprecationWarning(DeprecationWarning):
+    """A plugin implements a hook, or asks for a hook argument, that goalhub will remove."""
+
+
+def hookspec(
+    version: str,
+    *,
+    deprecated: str | None = None,
+    deprecated_arguments: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a hook specification added in hook API ``version``.
+
+    ``deprecated`` (why, and what to use instead) makes every implementation of the hook
+    warn when it is registered; ``deprecated_arguments`` maps an argument name to the same
+    for an implementation asking for that argument. The implementation still runs.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        name = function.__name__
+        function.goalhub_hook_version = version  # type: ignore[attr-defined]
+        function.goalhub_deprecated = deprecated  # type: ignore[attr-defined]
+        function.goalhub_deprecated_arguments = dict(deprecated_arguments or {})  # type: ignore[attr-defined]
+        warn_on_impl = GoalhubDeprecationWarning(f"hook {name} is deprecated: {deprecated}") if deprecated else None
+        warn_on_impl_args = {
+            argument: GoalhubDeprecationWarning(f"argument {argument} of hook {name} is deprecated: {why}")
+            for argument, why in (deprecated_arguments or {}).items()
+        }
+        return _spec_marker(warn_on_impl=warn_on_impl, warn_on_impl_args=warn_on_impl_args or None, **options)(function)
+
+    return decorate
+
+
+@hookspec("0.1")
 def goal_created(
     goal_id: str,
     active: bool,
@@ -37,8 +82,8 @@ def goal_created(
 
     :param goal_id: the new goal's id (24 hex characters).
     :param active: whether the goal is active from creation.
-    :param _cls: the goal class, e.g. ``ExclusiveGoal``.
-    :param conditions: ``session_id`` and, for exclusive kinds, ``exclusive_to``.
+    :param _cls: the goal class, e.g. ``CheerGoal``.
+    :param conditions: ``session_id`` and the goal type's own conditions.
     :param context: ``type`` plus the type's ids.
     :param levels: ``[{"target": number}, ...]``.
     :param nbf: epoch seconds before which the goal is not active, or None.
@@ -48,7 +93,7 @@ def goal_created(
     """
 
 
-@hookspec
+@hookspec("0.1")
 def goal_added(
     goal_id: str,
     _cls: str,
@@ -58,7 +103,7 @@ def goal_added(
     streamer_id: str,
 ) -> Any:
     """A goal was added to a live session. Sent as blinker signal ``features.livestream``
-    with sender ``goal.added`` (by ``bind_show_goals_to_session`` in the seeds).
+    with sender ``goal.added``, by a plugin through ``goalhub.send_event`` (the show plugin does).
 
     :param goal_id: the goal's id.
     :param _cls: the goal class.
@@ -71,7 +116,7 @@ def goal_added(
     """
 
 
-@hookspec
+@hookspec("0.1")
 def goal_ended(
     goal_id: str,
     _cls: str,
@@ -92,11 +137,11 @@ def goal_ended(
     """
 
 
-@hookspec
+@hookspec("0.1")
 def goal_types() -> list[Any]:
     """Goal types this plugin adds to ``POST /goals?type=<name>``.
 
-    :return: a list of :class:`goalhub.goaltypes.GoalType`.
+    :return: a list of :class:`goalhub.GoalType`.
 
     .. versionadded:: 0.1
     """

@@ -5,6 +5,11 @@ query. Here every write is one ``BEGIN IMMEDIATE`` transaction (atomic across pr
 journal), documents are BSON blobs under a real primary key on ``_id``, and every ``create_index``
 is a real SQLite index over a side table of encoded keys, kept in the same transaction.
 Matching, updates and projections are mongomock's, so there is no second Mongo dialect to keep.
+
+It never fails silently: it does what pymongo does on MongoDB, or raises an error naming the
+method or the argument it does not support (``collation=``, ``array_filters=``, ``aggregate``,
+a session, a TTL index, ...). A ``hint`` is taken when it names an index whose use cannot
+change the answer (MongoDB answers the same through it); an unknown index is MongoDB's error.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128
 from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates, resolve_sort_key
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
-from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.collection import Collection as _PymongoCollection
+from pymongo.cursor import Cursor as _PymongoCursor
+from pymongo.database import Database as _PymongoDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError, InvalidOperation, OperationFailure, WriteError
+from pymongo.mongo_client import MongoClient as _PymongoClient
+from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 __all__ = ["SQLiteClient", "Database", "Collection", "Cursor"]
 
@@ -220,6 +229,68 @@ def _check_update(update: Any) -> None:
         raise ValueError("update only works with $ operators")
 
 
+def _check_replacement(replacement: Any) -> None:
+    if not isinstance(replacement, Mapping):
+        raise TypeError("replacement must be an instance of dict")
+    if any(str(k).startswith("$") for k in replacement):
+        raise ValueError("replacement can not include $ operators")
+
+
+class _BulkRecorder:
+    """What pymongo's write models add to a bulk (their ``_add_to_bulk`` protocol), as calls of
+    this store's methods: (kind, (suffix, filter, doc...), options)."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, tuple, dict]] = []
+
+    def add_insert(self, document: MutableMapping) -> None:
+        self.ops.append(("insert", (document,), {}))
+
+    def add_update(self, selector: Mapping, update: Mapping, multi: bool, upsert: bool, **options: Any) -> None:
+        _check_update(update)
+        self.ops.append(("update", ("_many" if multi else "_one", selector, update, upsert), _given(options)))
+
+    def add_replace(self, selector: Mapping, replacement: Mapping, upsert: bool, **options: Any) -> None:
+        _check_replacement(replacement)
+        self.ops.append(("replace", ("_one", selector, replacement, upsert), _given(options)))
+
+    def add_delete(self, selector: Mapping, limit: int, **options: Any) -> None:
+        self.ops.append(("delete", ("_one" if limit == 1 else "_many", selector), _given(options)))
+
+
+def _given(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a write model was given (pymongo passes every one, mostly None)."""
+    return {name: value for name, value in options.items() if not _unused(value)}
+
+
+# ---------------------------------------------------------------- what is supported
+# Options that change nothing this store returns (no time limits, no batches, no validators).
+_NO_EFFECT = frozenset({"comment", "max_time_ms", "maxTimeMS", "batch_size", "bypass_document_validation"})
+# pymongo's other options of the collection methods: refused by name when given a value.
+_PYMONGO_OPTIONS = frozenset({
+    "collation", "array_filters", "let", "session", "no_cursor_timeout", "cursor_type", "allow_partial_results",
+    "oplog_replay", "max_scan", "max", "min", "return_key", "show_record_id", "snapshot", "allow_disk_use",
+    "max_await_time_ms", "modifiers", "manipulate", "projection", "sort", "skip", "limit", "upsert", "hint",
+})
+
+
+def unsupported(what: str) -> NotImplementedError:
+    return NotImplementedError(f"goalhub's embedded store does not support {what}")
+
+
+def _unused(value: Any) -> bool:
+    """pymongo's default for an option (None, False, 0): the caller did not ask for it."""
+    return value is None or value is False or (type(value) is int and value == 0)
+
+
+def _refuse_method(owner: str, name: str) -> Any:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise unsupported(f"{owner}.{name}")
+
+    refuse.__name__ = name
+    return refuse
+
+
 # ---------------------------------------------------------------- client / database
 class SQLiteClient:
     """Like ``pymongo.MongoClient``; one SQLite file holds every database."""
@@ -274,9 +345,11 @@ class SQLiteClient:
     def __getitem__(self, name: str) -> Database:
         return self.get_database(name)
 
-    def __getattr__(self, name: str) -> Database:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if hasattr(_PymongoClient, name):  # a pymongo method this store lacks, not a database
+            return _refuse_method("MongoClient", name)
         return self.get_database(name)
 
     def get_database(self, name: str) -> Database:
@@ -309,9 +382,11 @@ class Database:
     def __getitem__(self, name: str) -> Collection:
         return self.get_collection(name)
 
-    def __getattr__(self, name: str) -> Collection:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if hasattr(_PymongoDatabase, name):  # a pymongo method this store lacks, not a collection
+            return _refuse_method("Database", name)
         return self.get_collection(name)
 
     def get_collection(self, name: str) -> Collection:
@@ -333,6 +408,8 @@ class Database:
 
     def command(self, cmd: str | Mapping, **kwargs: Any) -> dict:
         name = cmd if isinstance(cmd, str) else next(iter(cmd))
+        if given := sorted(k for k, v in kwargs.items() if k not in ("comment", "check") and not _unused(v)):
+            raise unsupported(f"{given[0]}= in command")
         if name == "ping":
             return {"ok": 1.0}
         raise OperationFailure(f"no such command: '{name}'", code=59)
@@ -363,6 +440,41 @@ class Collection:
         if create:  # writes revive a collection dropped meanwhile, possibly by another process
             conn.execute("UPDATE colls SET live = 1 WHERE cid = ? AND live = 0", (self._cid_cache,))
         return self._cid_cache
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(_PymongoCollection, name):
+            return _refuse_method("Collection", name)
+        raise AttributeError(f"'Collection' object has no attribute {name!r}")
+
+    def _options(self, method: str, options: Mapping[str, Any]) -> None:
+        """Take the options that change no answer, check a hint, and refuse everything else by name."""
+        for name, value in options.items():
+            if name in _NO_EFFECT:
+                continue
+            if name == "hint":
+                self._check_hint(method, value)
+            elif name not in _PYMONGO_OPTIONS:
+                raise TypeError(f"{method}() got an unexpected keyword argument {name!r}")
+            elif not _unused(value):
+                raise unsupported(f"{name}= in {method}")
+
+    def _check_hint(self, method: str, hint: Any) -> None:
+        """A hint changes which index answers, never the answer, unless the index is sparse or
+        partial (it then skips documents): those are refused, an unknown index is MongoDB's error."""
+        if hint is None:
+            return
+        key = None if isinstance(hint, str) else _index_key(hint)
+        if key is not None and key and key[0][0] == "$natural":
+            return
+        if hint in ("_id_",) or key == [("_id", 1)]:
+            return
+        conn = self._client._conn()
+        for ix in self._indexes(conn, self._cid(conn)):
+            if (key is None and ix.name == hint) or (key is not None and [tuple(k) for k in ix.key] == key):
+                if ix.sparse or ix.partial is not None:
+                    raise unsupported(f"hint= naming the sparse or partial index {ix.name!r} in {method}")
+                return
+        raise OperationFailure("hint provided does not correspond to an existing index", 2)
 
     def _indexes(self, conn: sqlite3.Connection, cid: int | None) -> list[_Index]:
         out = []
@@ -435,27 +547,37 @@ class Collection:
         rows = self._select(self._client._conn(), _filter(flt), sort, skip, limit)
         return [_project(doc, projection) for _, _, doc in rows]
 
-    def find(self, filter: Any = None, projection: Any = None, sort: Any = None, limit: int = 0,
-             skip: int = 0, **kwargs: Any) -> Cursor:
+    def find(self, filter: Any = None, projection: Any = None, skip: int = 0, limit: int = 0, *, sort: Any = None,
+             **options: Any) -> Cursor:
+        self._options("find", options)
         return Cursor(self, filter, projection, sort, limit, skip)
 
-    def find_one(self, filter: Any = None, projection: Any = None, sort: Any = None, **kwargs: Any) -> dict | None:
+    def find_one(self, filter: Any = None, projection: Any = None, skip: int = 0, *, sort: Any = None,
+                 **options: Any) -> dict | None:
+        options.pop("limit", None)  # like pymongo: find_one returns one document whatever the limit
+        self._options("find_one", options)
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        docs = self._find(filter, projection, sort, kwargs.get("skip", 0), 1)
+        docs = self._find(filter, projection, _index_key(sort) if sort else None, skip, 1)
         return docs[0] if docs else None
 
-    def count_documents(self, filter: Mapping, limit: int | None = None, skip: int = 0, **kwargs: Any) -> int:
+    def count_documents(self, filter: Mapping, *, limit: int | None = None, skip: int = 0, **options: Any) -> int:
+        self._options("count_documents", options)
         if not filter and not limit and not skip:
             return self.estimated_document_count()
         return len(self._select(self._client._conn(), _filter(filter), None, skip, limit))
 
-    def estimated_document_count(self, **kwargs: Any) -> int:
+    def estimated_document_count(self, **options: Any) -> int:
+        self._options("estimated_document_count", options)
         conn = self._client._conn()
         cid = self._cid(conn)
         return conn.execute("SELECT COUNT(*) FROM docs WHERE cid = ?", (cid,)).fetchone()[0]
 
-    def distinct(self, key: str, filter: Mapping | None = None, **kwargs: Any) -> list:
+    def aggregate(self, pipeline: Any, **options: Any) -> Any:
+        raise unsupported("aggregate (use find, count_documents or distinct, or a MongoDB server)")
+
+    def distinct(self, key: str, filter: Mapping | None = None, **options: Any) -> list:
+        self._options("distinct", options)
         out: dict[bytes, Any] = {}  # keyed like the index, so 1 and True stay distinct
         for doc in self._find(filter, None, None, 0, None):
             for value in iter_key_candidates(key, doc):
@@ -509,7 +631,8 @@ class Collection:
                              [(cid, ix.name, k, rid) for k in added])
         return True
 
-    def insert_one(self, document: MutableMapping, **kwargs: Any) -> InsertOneResult:
+    def insert_one(self, document: MutableMapping, **options: Any) -> InsertOneResult:
+        self._options("insert_one", options)
         if not isinstance(document, MutableMapping):
             raise TypeError("document must be an instance of dict")
         document.setdefault("_id", ObjectId())  # pymongo also sets _id on the caller's dict
@@ -519,7 +642,8 @@ class Collection:
         return InsertOneResult(document["_id"], True)
 
     def insert_many(self, documents: Iterable[MutableMapping], ordered: bool = True,
-                    **kwargs: Any) -> InsertManyResult:
+                    **options: Any) -> InsertManyResult:
+        self._options("insert_many", options)
         if not (docs := list(documents)):
             raise TypeError("documents must be a non-empty list")
         errors: list[dict] = []
@@ -567,26 +691,80 @@ class Collection:
         raw = {"n": matched + (upserted is not None), "nModified": modified, "ok": 1.0}
         return UpdateResult(raw | ({"upserted": upserted} if upserted is not None else {}), True)
 
-    def update_one(self, filter: Mapping, update: Mapping, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+    def update_one(self, filter: Mapping, update: Mapping, upsert: bool = False, *, sort: Any = None,
+                   **options: Any) -> UpdateResult:
+        self._options("update_one", options)
         _check_update(update)
-        return self._result(*self._modify(filter, update, upsert=upsert))
+        return self._result(*self._modify(filter, update, upsert=upsert, sort=sort))
 
-    def update_many(self, filter: Mapping, update: Mapping, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+    def update_many(self, filter: Mapping, update: Mapping, upsert: bool = False, **options: Any) -> UpdateResult:
+        self._options("update_many", options)
         _check_update(update)
         return self._result(*self._modify(filter, update, multi=True, upsert=upsert))
 
-    def replace_one(self, filter: Mapping, replacement: Mapping, upsert: bool = False,
-                    **kwargs: Any) -> UpdateResult:
-        if any(str(k).startswith("$") for k in replacement):
-            raise ValueError("replacement can not include $ operators")
-        return self._result(*self._modify(filter, replacement, replace=True, upsert=upsert))
+    def replace_one(self, filter: Mapping, replacement: Mapping, upsert: bool = False, *, sort: Any = None,
+                    **options: Any) -> UpdateResult:
+        self._options("replace_one", options)
+        _check_replacement(replacement)
+        return self._result(*self._modify(filter, replacement, replace=True, upsert=upsert, sort=sort))
 
     def find_one_and_update(self, filter: Mapping, update: Mapping, projection: Any = None, sort: Any = None,
                             upsert: bool = False, return_document: bool = ReturnDocument.BEFORE,
-                            **kwargs: Any) -> dict | None:
+                            **options: Any) -> dict | None:
+        self._options("find_one_and_update", options)
         _check_update(update)
         *_, before, after = self._modify(filter, update, upsert=upsert, sort=sort)
         return _project(after if return_document == ReturnDocument.AFTER else before, projection)
+
+    def find_one_and_replace(self, filter: Mapping, replacement: Mapping, projection: Any = None, sort: Any = None,
+                             upsert: bool = False, return_document: bool = ReturnDocument.BEFORE,
+                             **options: Any) -> dict | None:
+        self._options("find_one_and_replace", options)
+        _check_replacement(replacement)
+        *_, before, after = self._modify(filter, replacement, replace=True, upsert=upsert, sort=sort)
+        return _project(after if return_document == ReturnDocument.AFTER else before, projection)
+
+    def bulk_write(self, requests: Iterable[Any], ordered: bool = True, **options: Any) -> BulkWriteResult:
+        """pymongo's ``InsertOne``, ``UpdateOne``, ``UpdateMany``, ``ReplaceOne``, ``DeleteOne`` and
+        ``DeleteMany``, run in order, each atomic on its own (as on MongoDB, the batch is not).
+        Ordered: stops at the first write error; unordered: runs them all. Either way a write error
+        raises ``BulkWriteError`` with what was done."""
+        self._options("bulk_write", options)
+        ops = []
+        for request in requests:
+            if not hasattr(request, "_add_to_bulk"):
+                raise TypeError(f"{request!r} is not a valid request")
+            recorder = _BulkRecorder()
+            request._add_to_bulk(recorder)
+            ops.extend(recorder.ops)
+        if not ops:
+            raise InvalidOperation("No operations to execute")
+        for kind, args, kwargs in ops:  # refuse an unsupported option before anything is written
+            self._options(kind + (args[0] if kind != "insert" else "_one"), kwargs)
+        raw: dict[str, Any] = {"writeErrors": [], "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
+                               "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": []}
+        for index, (kind, args, kwargs) in enumerate(ops):
+            try:
+                if kind == "insert":
+                    self.insert_one(*args)
+                    raw["nInserted"] += 1
+                elif kind == "delete":
+                    raw["nRemoved"] += getattr(self, kind + args[0])(*args[1:], **kwargs).deleted_count
+                else:
+                    result = getattr(self, kind + args[0])(*args[1:], **kwargs)
+                    raw["nMatched"] += result.matched_count
+                    raw["nModified"] += result.modified_count
+                    if result.upserted_id is not None:
+                        raw["nUpserted"] += 1
+                        raw["upserted"].append({"index": index, "_id": result.upserted_id})
+            except WriteError as exc:
+                raw["writeErrors"].append({"index": index, "code": exc.code, "errmsg": str(exc),
+                                           "op": args[-1] if kind == "insert" else args[1]})
+                if ordered:
+                    break
+        if raw["writeErrors"]:
+            raise BulkWriteError(raw)
+        return BulkWriteResult(raw, True)
 
     def _delete(self, filter: Any, multi: bool, sort: Any = None) -> list[dict]:
         with self._client._write() as conn:
@@ -595,14 +773,17 @@ class Collection:
             conn.executemany("DELETE FROM docs WHERE rid = ?", [(r[0],) for r in rows])
         return [r[2] for r in rows]
 
-    def delete_one(self, filter: Mapping, **kwargs: Any) -> DeleteResult:
+    def delete_one(self, filter: Mapping, **options: Any) -> DeleteResult:
+        self._options("delete_one", options)
         return DeleteResult({"n": len(self._delete(filter, False)), "ok": 1.0}, True)
 
-    def delete_many(self, filter: Mapping, **kwargs: Any) -> DeleteResult:
+    def delete_many(self, filter: Mapping, **options: Any) -> DeleteResult:
+        self._options("delete_many", options)
         return DeleteResult({"n": len(self._delete(filter, True)), "ok": 1.0}, True)
 
     def find_one_and_delete(self, filter: Mapping, projection: Any = None, sort: Any = None,
-                            **kwargs: Any) -> dict | None:
+                            **options: Any) -> dict | None:
+        self._options("find_one_and_delete", options)
         docs = self._delete(filter, False, sort)
         return _project(docs[0], projection) if docs else None
 
@@ -613,7 +794,13 @@ class Collection:
         name = name or "_".join(f"{f}_{d}" for f, d in key)
         if key == [("_id", 1)] or name == "_id_":
             return "_id_"
-        kwargs.pop("background", None)
+        for option in ("background", "session", "comment"):  # no effect here (session: None only)
+            if option == "session" and not _unused(kwargs.get(option)):
+                raise unsupported("session= in create_index")
+            kwargs.pop(option, None)
+        if unknown := sorted(set(kwargs) - {"sparse", "partialFilterExpression"}):
+            # A TTL, collation or text index would be silently ordinary here: refuse it instead.
+            raise unsupported(f"{unknown[0]}= in create_index")
         spec = {"key": [list(k) for k in key], "unique": bool(unique), "sparse": bool(kwargs.pop("sparse", False))}
         if (partial := kwargs.pop("partialFilterExpression", None)) is not None:
             spec["partial"] = _norm(partial)
@@ -674,6 +861,29 @@ class Cursor:
     def limit(self, limit: int) -> Cursor:
         self._args[4] = limit
         return self
+
+    def hint(self, index: Any) -> Cursor:
+        self.collection._check_hint("find", index)
+        return self
+
+    def collation(self, collation: Any) -> Cursor:
+        if not _unused(collation):
+            raise unsupported("collation in find")
+        return self
+
+    def batch_size(self, batch_size: int) -> Cursor:
+        return self  # every document is read at once: batches change nothing
+
+    def max_time_ms(self, max_time_ms: int | None) -> Cursor:
+        return self  # no query is long enough here to stop
+
+    def comment(self, comment: Any) -> Cursor:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(_PymongoCursor, name):
+            return _refuse_method("Cursor", name)
+        raise AttributeError(f"'Cursor' object has no attribute {name!r}")
 
     def __iter__(self) -> Cursor:
         return self

@@ -3,8 +3,11 @@
 ``GOALHUB_MONGO_URI`` set to ``mongodb://...`` (or ``mongodb+srv://``) gives pymongo on a
 real MongoDB. Unset, it gives the embedded on-disk store (``goalhub.sqlite_store``, SQLite
 with real indexes and cross-process atomic operations) under ``GOALHUB_HOME``.
-``mongomock://`` gives an in-memory mongomock database, for fast unit tests only.
-Receivers and tasks use nothing but the pymongo API on what ``get_database()`` returns.
+``mongomock://`` gives an in-memory mongomock database, for fast unit tests only (it ignores
+some arguments, ``collation`` in ``find`` among them, where the embedded store refuses them).
+Receivers and tasks use nothing but the pymongo API on what ``get_database()`` returns; the
+embedded store either does what pymongo does on MongoDB or raises an error naming the method
+or argument it does not support (``tests/test_store_refusals.py``).
 """
 
 from __future__ import annotations

@@ -243,3 +243,50 @@ def test_collections_and_ping(db) -> None:
     assert db.goals.count_documents({}) == 0
     assert db.command("ping")["ok"] == 1.0
     assert db.get_collection("goals").name == "goals"
+
+
+def test_find_one_and_replace(db) -> None:
+    db.goals.insert_many([{"_id": 1, "n": 1, "old": True}, {"_id": 2, "n": 2, "old": True}])
+    before = db.goals.find_one_and_replace({"old": True}, {"n": 20}, sort=[("n", -1)])
+    assert before == {"_id": 2, "n": 2, "old": True}
+    assert db.goals.find_one({"_id": 2}) == {"_id": 2, "n": 20}
+    after = db.goals.find_one_and_replace({"_id": 1}, {"n": 10}, projection={"n": 1, "_id": 0},
+                                          return_document=ReturnDocument.AFTER)
+    assert after == {"n": 10}
+    assert db.goals.find_one_and_replace({"_id": 3}, {"n": 30}) is None
+    assert db.goals.count_documents({}) == 2
+    upserted = db.goals.find_one_and_replace({"_id": 3}, {"n": 30}, upsert=True, return_document=ReturnDocument.AFTER)
+    assert upserted == {"_id": 3, "n": 30}
+    with pytest.raises(ValueError):
+        db.goals.find_one_and_replace({"_id": 1}, {"$set": {"n": 0}})
+
+
+def test_bulk_write_common_operations(db) -> None:
+    if isinstance(db, mongomock.Database):
+        pytest.skip("mongomock's bulk builder predates pymongo's UpdateOne(sort=): TypeError inside mongomock")
+    db.goals.insert_many([{"_id": i, "n": i} for i in range(4)])
+    result = db.goals.bulk_write([
+        pymongo.InsertOne({"_id": 10, "n": 10}),
+        pymongo.UpdateOne({"_id": 0}, {"$inc": {"n": 100}}),
+        pymongo.UpdateMany({"n": {"$lt": 3}}, {"$set": {"small": True}}),
+        pymongo.UpdateOne({"_id": 20}, {"$set": {"n": 20}}, upsert=True),
+        pymongo.ReplaceOne({"_id": 3}, {"n": 33}),
+        pymongo.DeleteOne({"_id": 10}),
+        pymongo.DeleteMany({"small": True}),
+    ])
+    assert (result.inserted_count, result.matched_count, result.modified_count) == (1, 4, 4)
+    assert (result.upserted_count, result.deleted_count) == (1, 3)
+    assert result.upserted_ids == {3: 20}
+    assert sorted((d["_id"], d["n"]) for d in db.goals.find()) == [(0, 100), (3, 33), (20, 20)]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_bulk_write_errors(db, ordered: bool) -> None:
+    db.goals.insert_one({"_id": 1})
+    with pytest.raises(BulkWriteError) as raised:
+        db.goals.bulk_write([pymongo.InsertOne({"_id": 0}), pymongo.InsertOne({"_id": 1}), pymongo.InsertOne({"_id": 2})],
+                            ordered=ordered)
+    details = raised.value.details
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+    assert details["nInserted"] == (1 if ordered else 2)
+    assert sorted(d["_id"] for d in db.goals.find()) == ([0, 1] if ordered else [0, 1, 2])

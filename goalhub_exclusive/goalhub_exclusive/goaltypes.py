@@ -1,14 +1,13 @@
 """The API goal types ``trigger_exclusive`` and ``exclusive`` (SPEC.md, seed 000).
 
 ``prepare`` only reads: it validates the body against the store and returns the draft
-(with the claim the core takes on the trigger goal), or raises a ``goalhub.errors`` error.
+(with the claim the core takes on the trigger goal), or raises a goalhub error (``goalhub.BadRequest``, ...).
 """
 
 from __future__ import annotations
 
-from goalhub import hookimpl, validation
-from goalhub.errors import BadRequest, Unprocessable
-from goalhub.goaltypes import CreateRequest, GoalDraft, GoalType
+import goalhub
+from goalhub import BadRequest, CreateRequest, GoalDraft, GoalType, Unprocessable, hookimpl
 from goalhub_exclusive.receivers import EXCLUSIVE_TO
 
 
@@ -16,7 +15,7 @@ def prepare_trigger_exclusive(request: CreateRequest) -> GoalDraft:
     """Body ``{levels, context: {session_id, exclusive_to?}, nbf, exp}``; ``exp`` is required
     (the countdown's end). ``exclusive_to`` defaults to the new trigger goal's own id, so each
     trigger opens a pair of its own in the session's ``exclusive_goal_pairs``."""
-    body = validation.goal_body(request.body, request.now, exp_required=True)
+    body = goalhub.goal_body(request.body, request.now, exp_required=True)
     exclusive_to = body.context.get("exclusive_to")
     if exclusive_to is None:
         exclusive_to = request.goal_id
@@ -26,7 +25,7 @@ def prepare_trigger_exclusive(request: CreateRequest) -> GoalDraft:
             code="invalid_exclusive_to",
             field="context.exclusive_to",
         )
-    validation.own_active_session(request.db, body.session_id, request.user_id)
+    goalhub.own_active_session(request.db, body.session_id, request.user_id)
     return GoalDraft(
         cls="TriggerExclusiveGoal",
         # A countdown: active only once nbf has passed; activate_goal does it at nbf otherwise.
@@ -45,18 +44,18 @@ def prepare_exclusive(request: CreateRequest) -> GoalDraft:
     trigger_exclusive_goal_id}, nbf}``. An exclusive goal has no ``exp``."""
     if isinstance(request.body, dict) and request.body.get("exp") is not None:
         raise BadRequest("an exclusive goal has no exp", code="unexpected_field", field="exp")
-    body = validation.goal_body(request.body, request.now)
+    body = goalhub.goal_body(request.body, request.now)
     trigger_field = "context.trigger_exclusive_goal_id"
-    trigger_id = validation.object_id(validation.required(body.context, "trigger_exclusive_goal_id", trigger_field), trigger_field)
+    trigger_id = goalhub.object_id(goalhub.required(body.context, "trigger_exclusive_goal_id", trigger_field), trigger_field)
     session_id = body.session_id
 
-    validation.own_active_session(request.db, session_id, request.user_id)
-    trigger = validation.linked_goal(
+    goalhub.own_active_session(request.db, session_id, request.user_id)
+    trigger = goalhub.linked_goal(
         request.db, trigger_id, trigger_field, goal_class="TriggerExclusiveGoal", session_id=session_id
     )
     if trigger.get("exp") is None or trigger["exp"] >= request.now:
         raise Unprocessable("the trigger goal's countdown has not ended", code="countdown_not_ended", field=trigger_field)
-    claim = validation.binding_claim(trigger, "exclusive_goal_id", "exclusive_goal", trigger_field, request.goal_id)
+    claim = goalhub.binding_claim(trigger, "exclusive_goal_id", "exclusive_goal", trigger_field, request.goal_id)
     exclusive_to = (trigger.get("conditions") or {}).get("exclusive_to")
     if not isinstance(exclusive_to, str) or not EXCLUSIVE_TO.fullmatch(exclusive_to):
         raise Unprocessable("the trigger goal has no exclusive_to", code="trigger_without_exclusive_to", field=trigger_field)

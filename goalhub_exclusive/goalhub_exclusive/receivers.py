@@ -12,7 +12,6 @@ from typing import Any
 from bson import ObjectId
 
 import goalhub
-from goalhub.binding import bind_goal_once
 
 # ``exclusive_to`` is a key of the session's ``exclusive_goal_pairs`` map and so part of an
 # update path: no dots, no ``$``. The API allows nothing else; this guards direct fires.
@@ -29,7 +28,7 @@ def bind_exclusive_goal_to_trigger_exclusive_goal(goal_id: str, _cls: str, conte
         return None
     trigger_id = context["trigger_exclusive_goal_id"]
     # Only an unbound trigger is bound; the API claimed it for this goal when it accepted the request.
-    bind_goal_once(trigger_id, "exclusive_goal_id", goal_id, "trigger exclusive goal")
+    goalhub.bind_goal_once(trigger_id, "exclusive_goal_id", goal_id, "trigger exclusive goal")
     return {"trigger_exclusive_goal_id": trigger_id, "exclusive_goal_id": goal_id}
 
 

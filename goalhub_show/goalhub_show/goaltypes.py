@@ -1,22 +1,22 @@
 """The API goal types ``show_funding`` and ``show`` (SPEC.md, seed 003).
 
 ``prepare`` only reads: it validates the body against the store and returns the draft
-(with the claim the core takes on the funding goal), or raises a ``goalhub.errors`` error.
+(with the claim the core takes on the funding goal), or raises a goalhub error (``goalhub.BadRequest``, ...).
 """
 
 from __future__ import annotations
 
-from goalhub import hookimpl, validation
-from goalhub.goaltypes import CreateRequest, GoalDraft, GoalType
+import goalhub
+from goalhub import CreateRequest, GoalDraft, GoalType, hookimpl
 
 FUNDING_FIELD = "context.funding_goal_id"
 
 
 def prepare_show_funding(request: CreateRequest) -> GoalDraft:
     """Body ``{levels, context: {session_id}, nbf, exp}``; ``exp`` is required (the countdown's end)."""
-    body = validation.goal_body(request.body, request.now, exp_required=True)
+    body = goalhub.goal_body(request.body, request.now, exp_required=True)
     session_id = body.session_id
-    validation.own_active_session(request.db, session_id, request.user_id)
+    goalhub.own_active_session(request.db, session_id, request.user_id)
     return GoalDraft(
         cls="ShowFundingGoal",
         # A countdown: active only once nbf has passed; activate_goal does it at nbf otherwise.
@@ -34,13 +34,13 @@ def prepare_show(request: CreateRequest) -> GoalDraft:
     """Seed 003 ``create_show_goal``: body ``{levels, context: {funding_goal_id, session_id},
     nbf, exp}``. Beyond the seed, the session is the caller's and live, and the funding goal a
     ``ShowFundingGoal`` of it not yet bound to a show goal."""
-    body = validation.goal_body(request.body, request.now)
+    body = goalhub.goal_body(request.body, request.now)
     session_id = body.session_id
-    funding_id = validation.object_id(validation.required(body.context, "funding_goal_id", FUNDING_FIELD), FUNDING_FIELD)
+    funding_id = goalhub.object_id(goalhub.required(body.context, "funding_goal_id", FUNDING_FIELD), FUNDING_FIELD)
 
-    validation.own_active_session(request.db, session_id, request.user_id)
-    funding = validation.linked_goal(request.db, funding_id, FUNDING_FIELD, goal_class="ShowFundingGoal", session_id=session_id)
-    claim = validation.binding_claim(funding, "show_goal_id", "show_goal", FUNDING_FIELD, request.goal_id)
+    goalhub.own_active_session(request.db, session_id, request.user_id)
+    funding = goalhub.linked_goal(request.db, funding_id, FUNDING_FIELD, goal_class="ShowFundingGoal", session_id=session_id)
+    claim = goalhub.binding_claim(funding, "show_goal_id", "show_goal", FUNDING_FIELD, request.goal_id)
     return GoalDraft(
         cls="ShowGoal",
         active=True,

@@ -12,8 +12,6 @@ from typing import Any
 from bson import ObjectId
 
 import goalhub
-from goalhub import signals
-from goalhub.binding import BindingConflict, bind_goal_once
 
 
 @goalhub.receiver("goal.created", "ShowGoal")
@@ -23,7 +21,7 @@ def bind_show_goal_to_funding_goal(goal_id: str, _cls: str, context: dict[str, A
         return None
     funding_id = context["funding_goal_id"]
     # Only an unbound funding goal is bound; the API claimed it for this goal when it accepted the request.
-    bind_goal_once(funding_id, "show_goal_id", goal_id, "show funding goal")
+    goalhub.bind_goal_once(funding_id, "show_goal_id", goal_id, "show funding goal")
     return {"funding_goal_id": funding_id, "show_goal_id": goal_id}
 
 
@@ -42,7 +40,7 @@ def bind_show_goals_to_session(
     else:
         _set_show_goal(sessions, session_id, context["funding_goal_id"], goal_id)
     session = sessions.find_one({"_id": ObjectId(session_id)}, {"user": 1})
-    signals.livestream.send(
+    goalhub.send_event(
         "goal.added",
         goal_id=goal_id,
         _cls=_cls,
@@ -82,5 +80,5 @@ def _set_show_goal(sessions: Any, session_id: str, funding_id: str, show_id: str
         session = sessions.find_one({"_id": ObjectId(session_id)}, {"show_goal_pairs": 1})
         bound = [p.get("show_goal") for p in session.get("show_goal_pairs", []) if p.get("funding_goal") == funding_id]
         if bound and bound[0] not in (None, show_id):
-            raise BindingConflict(f"session {session_id} pairs funding goal {funding_id} with {bound[0]}, not {show_id}")
+            raise goalhub.BindingConflict(f"session {session_id} pairs funding goal {funding_id} with {bound[0]}, not {show_id}")
     raise RuntimeError(f"could not bind show goal {show_id} in session {session_id}")

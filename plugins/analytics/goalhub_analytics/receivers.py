@@ -10,8 +10,6 @@ import time
 from typing import Any
 
 import goalhub
-from goalhub.queues import enqueue_once, get_queue, job_id
-from goalhub.store import get_database
 from goalhub_analytics.tasks import KIND, event_key, track
 
 
@@ -40,9 +38,9 @@ def track_goals(
         "exp": exp,
         "at": time.time(),
     }
-    jid = job_id("track", goal_id)
-    if get_database().outbound.find_one({"_id": f"{KIND}:{event_key(event)}", "status": "sent"}, {"_id": 1}):
+    jid = goalhub.job_id("track", goal_id)
+    if goalhub.get_database().outbound.find_one({"_id": f"{KIND}:{event_key(event)}", "status": "sent"}, {"_id": 1}):
         return {"job_id": jid, "enqueued": False, "reason": "already tracked"}
-    if enqueue_once(get_queue(), track, event, job_id=jid, description=f"analytics track {_cls} {goal_id}") is None:
+    if goalhub.enqueue_once(track, event, job_id=jid, description=f"analytics track {_cls} {goal_id}") is None:
         return {"job_id": jid, "enqueued": False, "reason": "already queued"}
     return {"job_id": jid, "enqueued": True}

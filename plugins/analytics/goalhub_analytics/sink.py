@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from goalhub.outbound import HttpSink
+from goalhub import HttpSink
 from goalhub_analytics import settings
 
 

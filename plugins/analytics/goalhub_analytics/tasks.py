@@ -1,7 +1,7 @@
 """``goalhub_analytics.tasks.track``: the analytics task of seed 003 ("Trigger Task analytics.tasks.track").
 
 A top-level RQ job: it completes the event from the stored goal (the streamer, the creation
-time) and sends it once through ``goalhub.outbound.send_once`` (kind ``analytics``), so
+time) and sends it once through ``goalhub.send_once`` (kind ``analytics``), so
 running it twice records and sends one event.
 """
 
@@ -12,8 +12,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from goalhub.outbound import records, send_once
-from goalhub.store import get_database
+from goalhub import get_database, outbound_records, send_once
 from goalhub_analytics.sink import get_sink
 
 KIND = "analytics"
@@ -42,4 +41,4 @@ def track(event: dict[str, Any]) -> dict[str, Any]:
 
 def events(goal_id: str | None = None) -> list[dict[str, Any]]:
     """The analytics events recorded so far (oldest first), optionally for one goal."""
-    return [record["payload"] for record in records(KIND, goal_id)]
+    return [record["payload"] for record in outbound_records(KIND, goal_id)]

@@ -1,20 +1,20 @@
 """The API goal types ``karaoke`` and ``trigger_private``.
 
 ``prepare`` only reads: it validates the body against the store and returns the draft,
-or raises a ``goalhub.errors`` error.
+or raises a goalhub error (``goalhub.BadRequest``, ...).
 """
 
 from __future__ import annotations
 
-from goalhub import hookimpl, validation
-from goalhub.goaltypes import CreateRequest, GoalDraft, GoalType
+import goalhub
+from goalhub import CreateRequest, GoalDraft, GoalType, hookimpl
 
 
 def prepare_karaoke(request: CreateRequest) -> GoalDraft:
     """Body ``{levels, context: {session_id}, nbf, exp?}``: active from creation (the core
     schedules no activation for it); ``exp``, when given, ends it."""
-    body = validation.goal_body(request.body, request.now)
-    validation.own_active_session(request.db, body.session_id, request.user_id)
+    body = goalhub.goal_body(request.body, request.now)
+    goalhub.own_active_session(request.db, body.session_id, request.user_id)
     return GoalDraft(
         cls="KaraokeGoal",
         active=True,
@@ -29,8 +29,8 @@ def prepare_karaoke(request: CreateRequest) -> GoalDraft:
 
 def prepare_trigger_private(request: CreateRequest) -> GoalDraft:
     """Body ``{levels, context: {session_id}, nbf, exp}``; ``exp`` is required (the countdown's end)."""
-    body = validation.goal_body(request.body, request.now, exp_required=True)
-    validation.own_active_session(request.db, body.session_id, request.user_id)
+    body = goalhub.goal_body(request.body, request.now, exp_required=True)
+    goalhub.own_active_session(request.db, body.session_id, request.user_id)
     return GoalDraft(
         cls="TriggerPrivateGoal",
         # A countdown: active only once nbf has passed; activate_goal does it at nbf otherwise.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from goalhub.outbound import send_once
+from goalhub import send_once
 from goalhub_livestream import settings
 
 KIND = "pusher"

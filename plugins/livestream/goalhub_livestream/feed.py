@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from goalhub.store import get_database
+from goalhub import get_database
 
 COLLECTION = "feed"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from goalhub.outbound import HttpSink, send_once
+from goalhub import HttpSink, send_once
 from goalhub_livestream import settings
 
 KIND = "notification"

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import goalhub
-from goalhub.connection import get_redis
 from goalhub_livestream import channels, notify, settings
 from goalhub_livestream.feed import COLLECTION, feed_item_id
 
@@ -76,4 +75,4 @@ def notify_stream_authorized(
 def invalidate_cached_pusher_channel_data(session_id: str, streamer_id: str) -> dict[str, Any]:
     """Drop the cached channel data of the viewer channel, so the next authorization reads it afresh."""
     key = channels.channel_data_key(channels.stream_viewer_channel(streamer_id, session_id))
-    return {"key": key, "deleted": get_redis().delete(key)}
+    return {"key": key, "deleted": goalhub.get_redis().delete(key)}

@@ -12,7 +12,6 @@ from typing import Any
 from bson import ObjectId
 
 import goalhub
-from goalhub.outbound import records
 from goalhub_snapshot import rtc
 
 EXCLUSIVE = "ExclusiveGoal"
@@ -30,7 +29,7 @@ def session_sources(session_id: str) -> list[dict[str, str]]:
 
 def stopped_sources(goal_id: str) -> list[dict[str, str]]:
     """The sources whose snapshots were stopped for ``goal_id``, in the order they were stopped."""
-    stopped = [r for r in records(rtc.SERVICE, goal_id) if r["payload"]["action"] == rtc.STOP]
+    stopped = [r for r in goalhub.outbound_records(rtc.SERVICE, goal_id) if r["payload"]["action"] == rtc.STOP]
     return [{"room_id": r["payload"]["body"]["RoomId"], "task_id": r["payload"]["body"]["TaskId"]} for r in stopped]
 
 

@@ -6,7 +6,7 @@ generic ``Service`` and ``SignerV4``, the HMAC-SHA256 signature of the OpenAPI: 
 SignedHeaders=..., Signature=...``). The SDK ships RTC only as an example, so the two
 actions are declared here, as its example does.
 
-Every call goes through ``goalhub.outbound.send_once`` under a key naming the action, the
+Every call goes through ``goalhub.send_once`` under a key naming the action, the
 goal and the source, so a redelivered event sends nothing twice. The recorded default and
 the real client store the same payload; only the transport differs.
 """
@@ -18,7 +18,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from goalhub.outbound import send_once
+from goalhub import send_once
 from goalhub_snapshot import settings
 
 STOP = "StopSnapshot"
