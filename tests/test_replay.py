@@ -305,3 +305,56 @@ def test_backfill_cli_summary(db, inline_plugin):
     assert '"delivered": 3' in real.output and '"failed": 0' in real.output
     again = runner.invoke(main, ["backfill", "latecomer"])
     assert "delivered 0, skipped 3 already done" in again.output
+
+
+# --- the ADMIN API ---------------------------------------------------------------------------
+
+
+def test_admin_api_backfill_resume_and_receivers(db, inline_plugin, drain, monkeypatch):
+    from goalhub.api import create_app
+    from goalhub.auth import mint_token
+
+    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "1")
+    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
+    client = create_app().test_client()
+    admin = {"Authorization": f"Bearer {mint_token(str(ObjectId()), ['ADMIN'])}"}
+    streamer = {"Authorization": f"Bearer {mint_token(str(ObjectId()), ['CREATOR'])}"}
+    goals = stored_goals(db, 4)
+    late = Latecomer()
+    inline_plugin(late, "latecomer")
+
+    # Only an ADMIN; a bad request is a clear 400/404 and starts nothing.
+    assert client.post("/admin/backfill", json={"target": "latecomer"}, headers=streamer).status_code == 403
+    assert client.post("/admin/backfill", json={"target": "latecomer"}).status_code == 401
+    assert client.get("/admin/receivers", headers=streamer).status_code == 403
+    bad = [({"target": {"$ne": None}}, 400), ({"target": "latecomer", "rate": -1}, 400),
+           ({"target": "latecomer", "event": "goal.deleted"}, 400), ({"target": "nobody"}, 404),
+           ({"target": "latecomer", "since": "yesterday-ish"}, 400), ({"target": "latecomer", "x": 1}, 400)]
+    for body, status in bad:
+        answer = client.post("/admin/backfill", json=body, headers=admin)
+        assert answer.status_code == status, (body, answer.get_json())
+        assert set(answer.get_json()) == {"error"}
+    assert db.outcomes.count_documents({}) == 0
+
+    started = client.post("/admin/backfill", json={"target": "latecomer", "rate": 1000}, headers=admin)
+    assert started.status_code == 202
+    location = started.headers["Location"]
+    drain()
+    progress = client.get(location, headers=admin).get_json()
+    assert progress["state"] == "finished" and progress["delivered"] == 4 and progress["total"] == 4
+    assert sorted(late.seen) == sorted(goals)
+
+    plugin = Counting()
+    plugin.broken = True
+    inline_plugin(plugin, "counting")
+    dispatch.deliver("goal.ended", ended(goals[0]))
+    dispatch.deliver("goal.ended", ended(goals[1]))
+    drain()
+    listed = client.get("/admin/receivers", headers=admin).get_json()["receivers"]
+    tripped = {r["id"]: r["tripped"] for r in listed}
+    assert tripped["counting.fragile"]["failures"] == 1 and tripped["counting.steady"] is None
+    plugin.broken = False
+    resumed = client.post("/admin/receivers/counting.fragile/resume", headers=admin).get_json()
+    assert resumed["closed"] == ["counting.fragile"] and len(resumed["redelivered"]) == 2
+    drain()
+    assert sorted(plugin.runs["fragile"]) == sorted(goals[:2])
