@@ -32,6 +32,7 @@ BENCHMARKS = [
     ("bench_activation.py", True),
     ("bench_http.py", True),
     ("bench_store.py", False),
+    ("bench_backfill.py", True),
 ]
 
 

@@ -121,3 +121,14 @@ def dashboard_password() -> str | None:
 def api_timeout() -> int:
     """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
     return int(env("GOALHUB_API_TIMEOUT", "30"))
+
+
+def breaker_threshold() -> int:
+    """``GOALHUB_BREAKER_THRESHOLD``: a receiver that fails this many different events in a
+    row (within the window) is paused until resumed (default 5; 0 turns the breaker off)."""
+    return int(env("GOALHUB_BREAKER_THRESHOLD", "5"))
+
+
+def breaker_window() -> float:
+    """``GOALHUB_BREAKER_WINDOW``: seconds within which those failures must fall (default 300)."""
+    return float(env("GOALHUB_BREAKER_WINDOW", "300"))

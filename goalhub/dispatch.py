@@ -19,7 +19,7 @@ import functools
 import inspect
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from pymongo import ReturnDocument
 from rq import Callback, get_current_job
 from rq.job import Job
 
-from goalhub import signals
+from goalhub import breaker, signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -88,14 +88,23 @@ def outcome_id(event_key: str, receiver: Receiver) -> str:
     return f"{event_key}|{receiver.id}"
 
 
-def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
-    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued."""
+def targeted(receiver: Receiver, only: Collection[str] | None) -> bool:
+    """Whether ``receiver`` is among ``only`` (receiver ids ``plugin.receiver`` or plugin names)."""
+    return only is None or receiver.id in only or receiver.plugin in only
+
+
+def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | None = None,
+            backfill: bool = False) -> list[str]:
+    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued.
+
+    ``only`` limits the delivery to those receivers (ids or plugin names): no other receiver
+    gets a record. ``backfill`` puts the jobs on the backfill queue, which workers take last."""
     db = get_database()
-    queue = get_queue()
+    queue = get_queue("backfill" if backfill else "default")
     key = event_id(event, arguments)
     now = time.time()
     enqueued = []
-    event_receivers = receivers(event)
+    event_receivers = [r for r in receivers(event) if targeted(r, only)]
     for receiver in event_receivers:
         info = plugin_info(receiver.plugin)
         record = {
@@ -113,6 +122,11 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
             db.outcomes.update_one(
                 {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
             )
+            continue
+        if breaker.is_paused(receiver.id):
+            db.outcomes.update_one({"_id": _id}, {"$setOnInsert": {**record, "status": "paused", "paused_at": now,
+                                                                   "attempts": 0, "arguments": arguments}},
+                                   upsert=True)
             continue
         outcome = db.outcomes.find_one_and_update(
             {"_id": _id},
@@ -135,12 +149,21 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
             enqueued.append(job.id)
     # Written last: once it is there, every receiver of the event has its outcome record, so
     # a reader can tell "all outcomes final" from "not all outcomes written yet".
-    db.events.update_one(
-        {"_id": key},
-        {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
-                  "receivers": [receiver.id for receiver in event_receivers]}},
-        upsert=True,
-    )
+    if only is None:
+        db.events.update_one(
+            {"_id": key},
+            {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
+                      "receivers": [receiver.id for receiver in event_receivers]}},
+            upsert=True,
+        )
+    else:  # a backfill adds its receivers to the event's list
+        db.events.update_one(
+            {"_id": key},
+            {"$set": {"event": event, "goal_id": arguments["goal_id"]},
+             "$setOnInsert": {"delivered_at": time.time()},
+             "$addToSet": {"receivers": {"$each": [receiver.id for receiver in event_receivers]}}},
+            upsert=True,
+        )
     return enqueued
 
 
@@ -164,13 +187,18 @@ def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
     started = time.time()
+    receiver_id = outcome_key.rsplit("|", 1)[-1]
+    if breaker.is_paused(receiver_id):  # tripped: no run, and no retry after this one
+        db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": ["ok", "skipped"]}},
+                               {"$set": {"status": "paused", "paused_at": started}})
+        return {"status": "paused"}
     outcome = db.outcomes.find_one_and_update(
         {"_id": outcome_key, "status": {"$nin": ["ok", "skipped"]}},
         {"$set": {"status": "running", "started_at": started}, "$inc": {"attempts": 1}},
     )
     if outcome is None:
         return {"status": "not run", "reason": "already done or unknown outcome"}
-    receiver = find_receiver(outcome["event"], f"{outcome['plugin']}.{outcome['receiver']}")
+    receiver = find_receiver(outcome["event"], receiver_id)
     clock = time.perf_counter()
     try:
         if receiver is None:
@@ -191,7 +219,9 @@ def run_receiver(outcome_key: str) -> Any:
                 }
             },
         )
+        breaker.record_failure(receiver_id, outcome["event_id"], f"{type(exc).__name__}: {exc}")
         raise
+    breaker.record_ok(receiver_id)
     db.outcomes.update_one(
         {"_id": outcome_key},
         {

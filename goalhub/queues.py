@@ -26,17 +26,17 @@ from goalhub.connection import get_redis
 def queue_names() -> list[str]:
     """Queue names in the order a worker takes them."""
     prefix = config.queue_prefix()
-    return [f"{prefix}-lifecycle", prefix]
+    return [f"{prefix}-lifecycle", prefix, f"{prefix}-backfill"]
 
 
 def get_queue(kind: str = "default") -> Queue:
-    lifecycle, default = queue_names()
-    name = lifecycle if kind == "lifecycle" else default
+    lifecycle, default, backfill = queue_names()
+    name = {"lifecycle": lifecycle, "backfill": backfill}.get(kind, default)
     return Queue(name, connection=get_redis(), default_timeout=config.job_timeout())
 
 
 def all_queues() -> list[Queue]:
-    return [get_queue("lifecycle"), get_queue("default")]
+    return [get_queue("lifecycle"), get_queue("default"), get_queue("backfill")]
 
 
 class Scheduler(rq_scheduler.Scheduler):

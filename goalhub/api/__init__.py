@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask
 
 from goalhub import config
-from goalhub.api import dashboard, errors, goals, health, sessions
+from goalhub.api import admin, dashboard, errors, goals, health, sessions
 from goalhub.api.payload import JSONProvider
 
 __all__ = ["create_app", "serve"]
@@ -33,7 +33,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     # Werkzeug refuses longer bodies with a 413 before the view reads them.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes()
     app.config.update(settings or {})
-    for module in (goals, sessions, health):
+    for module in (goals, sessions, health, admin):
         app.register_blueprint(module.blueprint)
     dashboard.register(app)
     errors.register(app)

@@ -20,7 +20,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import documents, events, introspect, processes
+from goalhub.cli import documents, events, introspect, processes, replay
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -70,6 +70,9 @@ for _command in (
     events.outcomes,
     events.retry,
     events.outbound_command,
+    replay.backfill,
+    replay.resume,
+    replay.breakers,
     documents.token,
     documents.goals,
     documents.sessions,

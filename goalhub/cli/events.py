@@ -16,7 +16,7 @@ import click
 from bson import ObjectId
 from rq import SimpleWorker, Worker
 
-from goalhub import dispatch, outbound, validation
+from goalhub import breaker, dispatch, outbound, validation
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -222,6 +222,9 @@ def outcomes(goal_id: str | None, failed: bool, as_json: bool) -> None:
     if as_json:
         echo_json([outcome_json(o) for o in found])
         return
+    for receiver_id, state in breaker.tripped().items():
+        click.echo(click.style(f"{receiver_id} is paused (circuit breaker, {state['failures']} failed events): "
+                               f"{state['last_error']}; `goalhub resume {receiver_id}`", fg="red"), err=True)
     if not found:
         click.echo("No outcomes.")
         return

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from goalhub import dispatch
+from goalhub import breaker, dispatch
 from goalhub.cli.output import acts_on, echo_json, receiver_dict
 from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
@@ -44,6 +44,7 @@ def plugins(show_all: bool, as_json: bool) -> None:
     pm = get_plugin_manager()
     goal_types = goal_types_by_plugin()
     receivers = [r for event in EVENT_HOOKS for r in dispatch.receivers(event)]
+    tripped = breaker.tripped()
     listed = []
     for info in plugin_infos():
         if not show_all and (info.blocked or info.name in DEFAULT_PLUGINS):
@@ -57,7 +58,7 @@ def plugins(show_all: bool, as_json: bool) -> None:
                 "version": info.version,
                 "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []) if plugin else [],
                 "receivers": [
-                    {"event": r.event, "name": r.name, "acts_on": acts_on(r)}
+                    {"event": r.event, "name": r.name, "acts_on": acts_on(r), "tripped": tripped.get(r.id)}
                     for r in receivers
                     if r.plugin == info.name
                 ],
@@ -83,6 +84,9 @@ def plugins(show_all: bool, as_json: bool) -> None:
             click.echo(f"  hooks: {', '.join(entry['hooks'])}")
         for r in entry["receivers"]:
             click.echo(f"  {r['event']:<13} {r['name']}  ({r['acts_on']})")
+            if r["tripped"]:
+                click.echo("    " + click.style(f"PAUSED (circuit breaker tripped after {r['tripped']['failures']} "
+                                                f"failed events): {r['tripped']['last_error']}", fg="red"))
         types = entry["goal_types"]
         if isinstance(types, dict):
             click.echo("  " + click.style(f"goal_types failed: {types['error']}", fg="red"))

@@ -18,6 +18,7 @@ STATUS_COLOURS = {
     "retrying": "yellow",
     "skipped": "bright_black",
     "queued": "cyan",
+    "paused": "magenta",
 }
 
 

@@ -1,0 +1,97 @@
+"""``/admin``: operators' actions over HTTP (the ADMIN scope): receivers' circuit breakers,
+resuming a paused receiver, and backfilling past events to a newly installed one.
+
+- ``GET /admin/receivers``: every installed receiver and its breaker state
+- ``POST /admin/receivers/<target>/resume``: close the breaker, redeliver what it missed
+- ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?}``: 202,
+  the backfill runs as a job on the backfill queue
+- ``GET /admin/backfill/<id>``: its progress
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint
+
+from goalhub import replay
+from goalhub.api.access import ADMIN, caller
+from goalhub.api.payload import json_body
+from goalhub.auth import Principal, require_scope
+from goalhub.errors import BadRequest
+from goalhub.hookspecs import EVENT_HOOKS
+
+blueprint = Blueprint("admin", __name__)
+
+# ``plugin`` or ``plugin.receiver``: entry-point and Python names.
+TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
+BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate"}
+
+
+def admin() -> Principal:
+    principal = caller()
+    require_scope(principal, ADMIN)
+    return principal
+
+
+def _target(value: Any, field: str = "target") -> str:
+    if not isinstance(value, str) or not TARGET.fullmatch(value):
+        raise BadRequest(f"{field} must name a plugin or plugin.receiver", code="invalid_target", field=field)
+    return value
+
+
+@blueprint.get("/admin/receivers")
+def receivers() -> dict[str, Any]:
+    admin()
+    return {"receivers": replay.receiver_states()}
+
+
+@blueprint.post("/admin/receivers/<target>/resume")
+def resume(target: str) -> dict[str, Any]:
+    admin()
+    return replay.resume(_target(target))
+
+
+@blueprint.post("/admin/backfill")
+def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
+    admin()
+    body = json_body()
+    unknown = set(body) - BACKFILL_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise BadRequest(f"unknown field {name[:40]!r}", code="unknown_field", field=name[:40])
+    params: dict[str, Any] = {"target": _target(body.get("target"))}
+    event = body.get("event", "goal.created")
+    if event not in EVENT_HOOKS:
+        raise BadRequest(f"event must be one of {', '.join(EVENT_HOOKS)}", code="unknown_event", field="event")
+    params["event"] = event
+    cls = body.get("cls")
+    if cls is not None and (not isinstance(cls, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", cls)):
+        raise BadRequest("cls must be a goal class name", code="invalid_cls", field="cls")
+    params["cls"] = cls
+    for name in ("since", "until"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float | str)):
+            raise BadRequest(f"{name} must be epoch seconds or a time", code="invalid_time", field=name)
+        params[name] = replay.parse_when(value, name)
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("dry_run must be true or false", code="invalid_type", field="dry_run")
+    params["dry_run"] = dry_run
+    rate = body.get("rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 10000):
+        raise BadRequest("rate must be a number of events a second, above 0", code="invalid_rate", field="rate")
+    params["rate"] = rate
+    replay.target_receivers(params["target"], event)  # 404 now rather than a failed job later
+    backfill_id = replay.start_backfill_job(params)
+    location = f"/admin/backfill/{backfill_id}"
+    return {"backfill_id": backfill_id, "state": "queued"}, 202, {"Location": location}
+
+
+@blueprint.get("/admin/backfill/<backfill_id>")
+def backfill_progress(backfill_id: str) -> dict[str, Any]:
+    admin()
+    if not re.fullmatch(r"[0-9a-f]{24}", backfill_id):
+        raise BadRequest("backfill_id must be 24 hex characters", code="invalid_id", field="backfill_id")
+    return replay.backfill_progress(backfill_id)

@@ -1,0 +1,123 @@
+"""``goalhub backfill``, ``resume`` and ``breakers``: past events for a new receiver, and
+receivers paused by their circuit breaker (``goalhub.replay``, ``goalhub.breaker``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from goalhub import replay
+from goalhub.cli.events import wait_for_outcomes
+from goalhub.cli.output import clock, echo_json, print_outcomes, table
+from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.store import get_database
+
+
+def _bar(progress: replay.Progress) -> str:
+    width = 30
+    done = progress.seen / progress.total if progress.total else 1.0
+    rate = progress.rate()
+    eta = (progress.total - progress.seen) / rate if rate > 0 else 0.0
+    filled = int(width * done)
+    return (f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.seen}/{progress.total} "
+            f"{rate:6.1f} ev/s  ETA {eta:5.0f}s  delivered {progress.delivered}  "
+            f"already done {progress.already_done}")
+
+
+@click.command()
+@click.argument("target")
+@click.option("--event", "event", type=click.Choice(list(EVENT_HOOKS)), default="goal.created", show_default=True)
+@click.option("--cls", "goal_class", default=None, help="Only goals of this class (_cls).")
+@click.option("--since", default=None, help="From this time: epoch seconds, ISO 8601, or an age (12h, 7d).")
+@click.option("--until", default=None, help="Before this time (same forms).")
+@click.option("--dry-run", is_flag=True, help="Count what would be delivered; deliver nothing.")
+@click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="At most N events a second.")
+@click.option("--no-wait", is_flag=True, help="Return once delivered, without waiting for the outcomes.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the outcomes.")
+@click.option("--json", "as_json", is_flag=True)
+def backfill(target: str, event: str, goal_class: str | None, since: str | None, until: str | None,
+             dry_run: bool, rate: float | None, no_wait: bool, timeout: float, as_json: bool) -> None:
+    """Deliver past EVENTs to TARGET only (`plugin` or `plugin.receiver`), once each.
+
+    Already-delivered (event, receiver) pairs are skipped, so running it again, or after
+    Ctrl-C, resumes. Jobs go to the backfill queue, which workers take after live work."""
+    since_at, until_at = replay.parse_when(since, "--since"), replay.parse_when(until, "--until")
+    show = sys.stderr.isatty() and not as_json
+
+    def on_progress(progress: replay.Progress) -> None:
+        if show:
+            click.echo(_bar(progress), nl=False, err=True)
+
+    try:
+        progress = replay.backfill(target, event, goal_class=goal_class, since=since_at, until=until_at,
+                                   dry_run=dry_run, rate=rate, on_progress=on_progress)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: run the same command again to resume (done events are skipped)", err=True)
+        sys.exit(130)
+    if show:
+        click.echo(err=True)
+    summary: dict[str, Any] = progress.summary()
+    summary["failed"] = 0
+    if not dry_run and not no_wait and progress.outcomes:
+        ids = progress.outcomes
+        found, finished = wait_for_outcomes(
+            lambda: (list(get_database().outcomes.find({"_id": {"$in": ids}})), True), timeout
+        )
+        summary["failed"] = sum(1 for o in found if o["status"] in ("failed", "paused"))
+        summary["finished"] = finished
+        if not as_json and summary["failed"]:
+            print_outcomes([o for o in found if o["status"] in ("failed", "paused")])
+    if as_json:
+        echo_json(summary)
+    else:
+        verb = "would deliver" if dry_run else "delivered"
+        click.echo(f"{event} -> {target}: {summary['total']} events; {verb} {summary['delivered']}, "
+                   f"skipped {summary['already_done']} already done, {summary['not_acting']} not acted on, "
+                   f"{summary['failed']} failed  ({summary['rate']} ev/s)")
+    if summary["failed"] or summary.get("finished") is False:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--no-wait", is_flag=True, help="Return once redelivered, without waiting for the outcomes.")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def resume(target: str, no_wait: bool, timeout: float, as_json: bool) -> None:
+    """Close TARGET's circuit breaker and deliver every event it missed (paused or failed), once."""
+    result = replay.resume(target)
+    ids = result["redelivered"]
+    found: list[dict[str, Any]] = []
+    if ids and not no_wait:
+        found, result["finished"] = wait_for_outcomes(
+            lambda: (list(get_database().outcomes.find({"_id": {"$in": ids}})), True), timeout
+        )
+    result["failed"] = sum(1 for o in found if o["status"] in ("failed", "paused"))
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"{target}: closed {', '.join(result['closed']) or 'nothing (no breaker was tripped)'}; "
+                   f"redelivered {len(ids)} outcome(s)")
+        if found:
+            print_outcomes(found)
+    if result["failed"]:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+def breakers(as_json: bool) -> None:
+    """Receivers paused by their circuit breaker, with when and why."""
+    states = [s for s in replay.receiver_states() if s["tripped"]]
+    if as_json:
+        echo_json(states)
+        return
+    if not states:
+        click.echo("No receiver is paused.")
+        return
+    table(["RECEIVER", "TRIPPED", "FAILURES", "LAST ERROR"],
+          [[s["id"], clock(s["tripped"]["tripped_at"]), s["tripped"]["failures"], s["tripped"]["last_error"]]
+           for s in states], {0: lambda _: {"fg": "red"}})
+    click.echo("\n`goalhub resume RECEIVER` closes one and delivers what it missed.")
