@@ -121,3 +121,9 @@ def dashboard_password() -> str | None:
 def api_timeout() -> int:
     """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
     return int(env("GOALHUB_API_TIMEOUT", "30"))
+
+
+def strict_plugins() -> bool:
+    """``GOALHUB_STRICT_PLUGINS``: when true (``1``), a broken plugin stops the process
+    instead of being left out and reported (a plugin author's CI)."""
+    return (env("GOALHUB_STRICT_PLUGINS") or "").strip().lower() in ("1", "true", "yes", "on")

@@ -88,14 +88,15 @@ def outcome_id(event_key: str, receiver: Receiver) -> str:
     return f"{event_key}|{receiver.id}"
 
 
-def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
-    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued."""
+def deliver(event: str, arguments: dict[str, Any], *, only: Any = None) -> list[str]:
+    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued.
+    ``only`` (receiver ids or plugin names): deliver to those alone, record no other."""
     db = get_database()
     queue = get_queue()
     key = event_id(event, arguments)
     now = time.time()
     enqueued = []
-    event_receivers = receivers(event)
+    event_receivers = [r for r in receivers(event) if only is None or r.id in only or r.plugin in only]
     for receiver in event_receivers:
         info = plugin_info(receiver.plugin)
         record = {

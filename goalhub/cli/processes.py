@@ -69,6 +69,7 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
 
     from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
 
+    _report_broken_plugins()
     supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers), stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
 
@@ -81,3 +82,22 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     with embedded_redis(lambda line: supervisor.say("goalhub", line)):
         code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything")
     sys.exit(code)
+
+
+def _report_broken_plugins() -> None:
+    """A plugin that failed to load is said at start, not only in a worker's log; in strict
+    mode (GOALHUB_STRICT_PLUGINS=1) nothing starts."""
+    from goalhub import plugins
+
+    broken = plugins.problems()
+    if not broken:
+        return
+    strict = config.strict_plugins()
+    click.secho(f"goalhub: {len(broken)} plugin problem(s); "
+                + ("GOALHUB_STRICT_PLUGINS is set, nothing starts" if strict else "the other plugins run"),
+                fg="red", bold=True, err=True)
+    for problem in broken:
+        state = "loaded" if problem["loaded"] else "NOT LOADED"
+        click.secho(f"  {problem['plugin']} ({state}): {problem['reason']}", fg="red", err=True)
+    if strict:
+        sys.exit(1)
