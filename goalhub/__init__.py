@@ -28,5 +28,12 @@ from goalhub.goaltypes import Claim, CreateRequest, GoalDraft, GoalType
 from goalhub.hookspecs import hookimpl, receiver
 from goalhub.store import get_database
 
+# isort: off
+from goalhub.goaltypes import SampleRequest  # for GoalType.sample (contract-core)
+from goalhub.errors import BadRequest  # for a goal type's prepare (contract-core)
+# isort: on
+
 __all__ = ["Claim", "CreateRequest", "GoalDraft", "GoalType", "get_database", "hookimpl", "receiver"]
+__all__ += ["SampleRequest"]
+__all__ += ["BadRequest"]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +46,21 @@ def _workers_alive() -> bool:
     return Worker.count(connection=get_redis(), queue=get_queue()) > 0
 
 
+def _rq_logs_to_stderr() -> None:
+    """RQ logs to stdout unless its loggers already have a handler: give them one on stderr
+    (warnings and worse), so that stdout carries only the command's output (``--json``)."""
+    for name in ("rq.scheduler", "rq.worker", "rq.job"):
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "goalhub_stderr", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setLevel(logging.WARNING)
+            handler.goalhub_stderr = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+
+
 def _drain() -> None:
     """Run queued (and due scheduled) jobs in this process: no worker is running."""
+    _rq_logs_to_stderr()
     get_scheduler().enqueue_jobs()
     SimpleWorker(all_queues(), connection=get_redis()).work(
         # Receiver errors are reported in the outcome table, not as RQ's tracebacks.
@@ -242,7 +256,8 @@ def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool,
     """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first; a test fire's
     are marked "test"."""
     if purge_test:
-        counts = testfire.purge(get_database())
+        with _own_embedded_redis():
+            counts = testfire.purge(get_database())
         if as_json:
             echo_json(counts)
         else:
