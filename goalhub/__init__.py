@@ -6,16 +6,18 @@ under the ``goalhub`` entry-point group::
     # setup.cfg
     [options.entry_points]
     goalhub =
-        karaoke = goalhub_karaoke
+        confetti = goalhub_confetti
 
-    # goalhub_karaoke/__init__.py
+    # goalhub_confetti/__init__.py
     import goalhub
 
-    @goalhub.receiver("goal.created", "KaraokeGoal")
-    def bind_karaoke_goal_to_session(goal_id, _cls, conditions):
-        if _cls != "KaraokeGoal":
+    @goalhub.receiver("goal.created", "ConfettiGoal")
+    def record_confetti_goal(goal_id, _cls, conditions):
+        if _cls != "ConfettiGoal":
             return
-        goalhub.get_database().sessions.update_one(...)
+        goalhub.get_database().confetti_goals.update_one(...)
+
+``goalhub new-plugin NAME`` writes such a distribution, with a goal type and tests.
 
 Receivers are called with keyword arguments and may take any subset of the hook's
 arguments (see ``goalhub.hookspecs``). Each runs as its own job: it is retried alone

@@ -3,7 +3,7 @@
 ``goalhub fire`` and the ``fire`` test fixture build the goal from its goal type's ``sample``
 (``GoalType.sample``), so that real receivers find the documents they need: a live test
 session carrying every plugin's session fields, and whatever the sample adds (the funding
-goal a show goal binds to...). A class without a sample gets a plain goal with the given
+goal a goal binds to...). A class without a sample gets a plain goal with the given
 context. Every document a test fire writes carries ``test_fire: True`` (``TEST_FIRE``), its
 outcomes too, and ``purge()`` (``goalhub outcomes --purge-test``) removes them all.
 """
@@ -62,10 +62,7 @@ def goal(db: Any, goal_class: str, *, goal_id: str | None = None, session_id: st
         draft = goal_type.sample(SampleRequest(goal_id=goal_id, session_id=session_id, user_id=live["user"],
                                                db=db, now=time.time()))
     else:
-        conditions = {"session_id": session_id}
-        if context and "exclusive_to" in context:
-            conditions["exclusive_to"] = context["exclusive_to"]
-        draft = GoalDraft(cls=goal_class, active=True, conditions=conditions, levels=[{"target": 300}],
+        draft = GoalDraft(cls=goal_class, active=True, conditions={"session_id": session_id}, levels=[{"target": 300}],
                           nbf=None, exp=None, context={"session_id": session_id},
                           metadata={"user_id": live["user"]})
     document = draft.document(goal_id)
