@@ -1,6 +1,6 @@
 """The hooks a goalhub plugin can implement.
 
-A receiver is a hook implementation declared with ``@goalhub.receiver(*goal_classes)``:
+A receiver is a hook implementation declared with ``@goalhub.receiver(event, *goal_classes)``:
 the classes name the goal ``_cls`` values it acts on (none means every class). The core
 routes each event only to the receivers that act on its class, runs each receiver as
 its own job (retried alone on failure, never twice after success) and records an
