@@ -57,7 +57,7 @@ class PluginsBroken(GoalhubError):
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
-_goal_types: tuple[tuple[str, ...], dict[str, GoalType]] | None = None
+_goal_types: tuple[tuple[tuple[str, int], ...], dict[str, GoalType]] | None = None
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -225,7 +225,7 @@ def goal_types() -> dict[str, GoalType]:
     sorts first; a broken ``goal_types`` hook contributes nothing."""
     global _goal_types
     pm = loaded_plugin_manager()
-    key = tuple(sorted(name for name, _ in pm.list_name_plugin()))
+    key = tuple(sorted((name, id(plugin)) for name, plugin in pm.list_name_plugin()))
     with _lock:
         if _goal_types is None or _goal_types[0] != key:
             valid, broken = _contributions(pm)

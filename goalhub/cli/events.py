@@ -216,7 +216,8 @@ def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: st
     try:
         outcomes, finished = wait_for_outcomes(fired, timeout)
     finally:
-        testfire.mark(db, [o["_id"] for o in fired()[0]])
+        # This fire's outcomes (a stored goal's earlier ones stay as they were).
+        testfire.mark(db, [o["_id"] for o in fired()[0] if (o.get("queued_at") or o.get("at") or 0) >= started - 1])
     failed = [o for o in outcomes if o["status"] == "failed"]
     if as_json:
         echo_json(

@@ -43,7 +43,10 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
+    from goalhub import plugins
     from goalhub.worker import run_scheduler
+
+    plugins.get_plugin_manager()  # broken plugins are logged by every process at start
 
     run_scheduler(interval=interval, burst=burst)
 
