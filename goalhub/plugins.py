@@ -141,7 +141,9 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Any) -> None:
     try:
         pm.register(plugin, name=info.name)
     except pluggy.PluginValidationError as exc:
-        # pluggy validates before it changes anything: the plugin is not registered.
+        # pluggy >= 1.6 validates before it registers anything; older ones may not have.
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
         info.error = "invalid hook implementation: " + " ".join(str(exc).split())
         return
     except ValueError as exc:  # the same module registered twice, under two names
