@@ -160,7 +160,8 @@ def fire(goalhub_env: None, drain: Callable[..., None]) -> Callable[..., dict[st
     def run(event: str, cls: str, **arguments: Any) -> dict[str, dict[str, Any]]:
         db = store.get_database()
         goal = testfire.goal(db, cls, goal_id=arguments.get("goal_id"), context=arguments.get("context"))
-        sent = {**testfire.arguments(event, goal), **arguments}
+        # The context is merged into the goal's; any other argument replaces the event's.
+        sent = {**testfire.arguments(event, goal), **{k: v for k, v in arguments.items() if k != "context"}}
         EVENTS[event][0].send(event, **sent)
         drain()
         return {f"{o['plugin']}.{o['receiver']}": o for o in db.outcomes.find({"goal_id": sent["goal_id"]})}

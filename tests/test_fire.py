@@ -146,3 +146,23 @@ def test_a_signal_dispatches_without_goalhub_dispatch_imported_first(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["queued"]
+
+
+def test_the_fire_fixture_runs_real_dispatch_and_returns_the_outcomes(inline_plugin, fire):
+    import goalhub
+
+    seen = []
+
+    class Confetti:
+        @goalhub.receiver("goal.created", "ConfettiGoal")
+        def celebrate(self, goal_id, context):
+            seen.append(context)
+            return {"colour": context["colour"]}
+
+    inline_plugin(Confetti(), "confetti")
+    outcomes = fire("goal.created", "ConfettiGoal", context={"colour": "gold"})
+    assert outcomes["confetti.celebrate"]["status"] == "ok"
+    assert outcomes["confetti.celebrate"]["result"] == {"colour": "gold"}
+    assert outcomes["goalhub.lifecycle.schedule_lifecycle_tasks"]["status"] == "ok"  # undeclared: scheduled
+    assert seen[0]["colour"] == "gold" and "session_id" in seen[0]
+    assert fire("goal.created", "SparklerGoal")["confetti.celebrate"]["status"] == "skipped"
