@@ -37,7 +37,7 @@ import psutil
 import pytest
 from rq import SimpleWorker
 
-from goalhub import connection, plugins, store, testfire
+from goalhub import connection, plugins, store
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_scheduler
 
@@ -155,6 +155,7 @@ def fire(goalhub_env: None, drain: Callable[..., None]) -> Callable[..., dict[st
     with the documents it needs), ``arguments`` overriding the event's; run every job with a
     real RQ worker; return the outcome records of that goal by receiver id
     (``plugin.receiver``: ``status``, ``result``, ``error``...)."""
+    from goalhub import testfire
     from goalhub.signals import EVENTS
 
     def run(event: str, cls: str, **arguments: Any) -> dict[str, dict[str, Any]]:
