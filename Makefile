@@ -4,21 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Every plugin distribution in the tree, installed editable beside the core.
 PLUGINS := $(patsubst %/setup.cfg,%,$(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg))
+# The platform's flows outside the core: `make demo` and the seed world of the plugins' tests.
+DEMO := examples/demo
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS),$(p)/setup.cfg)
+$(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS) $(DEMO),$(p)/setup.cfg)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' $(foreach p,$(PLUGINS),-e ./$(p))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' $(foreach p,$(PLUGINS) $(DEMO),-e ./$(p))
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m goalhub.demo
+	$(BIN)/python -m goalhub_demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,16 +12,18 @@ under the ``goalhub`` entry-point group::
     # setup.cfg
     [options.entry_points]
     goalhub =
-        cheers = goalhub_cheers
+        confetti = goalhub_confetti
 
-    # goalhub_cheers/__init__.py
+    # goalhub_confetti/__init__.py
     import goalhub
 
-    @goalhub.receiver("goal.created", "CheerGoal")
-    def bind_cheer_goal_to_session(goal_id, _cls, conditions):
-        if _cls != "CheerGoal":
+    @goalhub.receiver("goal.created", "ConfettiGoal")
+    def record_confetti_goal(goal_id, _cls, conditions):
+        if _cls != "ConfettiGoal":
             return
-        goalhub.get_database().sessions.update_one(...)
+        goalhub.get_database().confetti_goals.update_one(...)
+
+``goalhub new-plugin NAME`` writes such a distribution, with a goal type and tests.
 
 ``receiver(event, *goal_classes)`` names the event first (``goal.created``, ``goal.added``
 or ``goal.ended``), then the goal classes it acts on (none: every class). Receivers are
@@ -41,7 +43,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from goalhub.errors import BadRequest, Conflict, Forbidden, GoalhubError, NotFound, Unprocessable
-from goalhub.goaltypes import Claim, CreateRequest, GoalDraft, GoalType
+from goalhub.goaltypes import TEST_FIRE, Claim, CreateRequest, GoalDraft, GoalType, SampleRequest
 from goalhub.hookspecs import HOOK_API_VERSION, hookimpl, receiver
 from goalhub.store import get_database
 
@@ -70,6 +72,8 @@ __all__ = [
     "GoalDraft",
     "CreateRequest",
     "Claim",
+    "SampleRequest",
+    "TEST_FIRE",
     # checks a goal type's ``prepare`` makes
     "GoalBody",
     "goal_body",

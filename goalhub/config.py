@@ -132,3 +132,9 @@ def breaker_threshold() -> int:
 def breaker_window() -> float:
     """``GOALHUB_BREAKER_WINDOW``: seconds within which those failures must fall (default 300)."""
     return float(env("GOALHUB_BREAKER_WINDOW", "300"))
+
+
+def strict_plugins() -> bool:
+    """``GOALHUB_STRICT_PLUGINS``: when true (``1``), a broken plugin stops the process
+    instead of being left out and reported (a plugin author's CI)."""
+    return (env("GOALHUB_STRICT_PLUGINS") or "").strip().lower() in ("1", "true", "yes", "on")

@@ -82,8 +82,8 @@ def goal_created(
 
     :param goal_id: the new goal's id (24 hex characters).
     :param active: whether the goal is active from creation.
-    :param _cls: the goal class, e.g. ``CheerGoal``.
-    :param conditions: ``session_id`` and the goal type's own conditions.
+    :param _cls: the goal class, e.g. ``ConfettiGoal``.
+    :param conditions: ``session_id`` and whatever the goal type adds.
     :param context: ``type`` plus the type's ids.
     :param levels: ``[{"target": number}, ...]``.
     :param nbf: epoch seconds before which the goal is not active, or None.
@@ -155,9 +155,9 @@ def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **ho
     """Declare a receiver of ``event`` (``goal.created``, ``goal.added``, ``goal.ended``)
     acting on ``goal_classes`` (none: every class) except the ``exclude`` ones::
 
-        @goalhub.receiver("goal.created", "KaraokeGoal")
-        def bind_karaoke_goal_to_session(goal_id, _cls, conditions):
-            if _cls != "KaraokeGoal":
+        @goalhub.receiver("goal.created", "ConfettiGoal")
+        def record_confetti_goal(goal_id, _cls, conditions):
+            if _cls != "ConfettiGoal":
                 return
             ...
 

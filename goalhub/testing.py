@@ -1,11 +1,25 @@
-"""goalhub's pytest fixtures, for the core's tests and for plugin authors' own.
+"""goalhub's pytest fixtures, for plugin authors' tests and the core's own.
 
-Use them with ``pytest_plugins = ["goalhub.testing"]`` in a root ``conftest.py``.
-A real embedded Redis for the session; a fresh home and store per test.
+An opt-in pytest plugin: installing goalhub registers it (``pytest11`` entry point
+``goalhub.testing``), but none of its fixtures is autouse, so nothing runs in a project that
+merely has goalhub installed. A test asks for what it needs:
 
-Every test runs with ``GOALHUB_LOAD_PLUGINS`` empty, so no installed plugin takes part
-unless the test asks for it (``use_plugins``); inline plugins are registered with
-``inline_plugin`` and unregistered after the test.
+- ``goalhub_env``: an isolated ``GOALHUB_HOME`` (a fresh embedded store) on the embedded Redis
+  the session shares (flushed for the test), with no installed plugin loaded;
+- ``use_plugins("confetti")``: load these installed plugins (entry-point names);
+- ``inline_plugin(obj, name)``: register a plugin object for one test;
+- ``fire(event, cls, **arguments)``: send a real signal for a sample goal of ``cls``, run every
+  receiver job with a real RQ ``SimpleWorker`` and return the outcomes by receiver id;
+- ``drain()``: run the queued (and due scheduled) jobs; ``db``: the store.
+
+For every test of a project, a ``conftest.py`` can make the environment autouse::
+
+    @pytest.fixture(autouse=True)
+    def _isolated(goalhub_env):
+        yield
+
+Without the entry point (``-p no:goalhub.testing``), ``pytest -p goalhub.testing`` or
+``pytest_plugins = ["goalhub.testing"]`` in a root ``conftest.py`` loads it.
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ from typing import Any
 
 import psutil
 import pytest
-from bson import ObjectId
 from rq import SimpleWorker
 
 from goalhub import connection, plugins, store
@@ -38,8 +51,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     connection.stop_embedded_redis(home)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Iterator[None]:
+    """An isolated goalhub for one test: its own home and store, the shared embedded Redis
+    (flushed), no installed plugin loaded; processes it leaves running fail the test."""
     home = tmp_path / "home"
     monkeypatch.setenv("GOALHUB_HOME", str(home))
     monkeypatch.setenv("GOALHUB_REDIS_URL", redis_url)
@@ -85,7 +100,7 @@ def _no_process_left_behind(grace: float = 10.0) -> None:
 
 
 @pytest.fixture
-def use_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+def use_plugins(goalhub_env: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Load only the named installed plugins (entry-point names)."""
 
     def use(*names: str) -> None:
@@ -96,7 +111,7 @@ def use_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
 
 @pytest.fixture
-def inline_plugin() -> Iterator[Callable[..., str]]:
+def inline_plugin(goalhub_env: None) -> Iterator[Callable[..., str]]:
     """Register plugin objects for one test; they are unregistered afterwards."""
     names: list[str] = []
 
@@ -114,12 +129,12 @@ def inline_plugin() -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
-def db() -> Any:
+def db(goalhub_env: None) -> Any:
     return store.get_database()
 
 
 @pytest.fixture
-def drain() -> Callable[[], None]:
+def drain(goalhub_env: None) -> Callable[[], None]:
     """Run every queued job (and due scheduled ones) in-process with a real RQ SimpleWorker."""
 
     def run(scheduled: bool = True) -> None:
@@ -133,74 +148,34 @@ def drain() -> Callable[[], None]:
     return run
 
 
-def pytest_report_header(config: Any) -> list[str]:
-    uri = os.environ.get("GOALHUB_TEST_MONGO_URI")
-    return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
+@pytest.fixture
+def fire(goalhub_env: None, drain: Callable[..., None]) -> Callable[..., dict[str, dict[str, Any]]]:
+    """``fire(event, cls, **arguments)``: send ``event`` (``goal.created``, ``goal.added``,
+    ``goal.ended``) for a new goal of ``cls`` (its goal type's sample when one is installed,
+    with the documents it needs), ``arguments`` overriding the event's; run every job with a
+    real RQ worker; return the outcome records of that goal by receiver id
+    (``plugin.receiver``: ``status``, ``result``, ``error``...)."""
+    from goalhub import testfire
+    from goalhub.signals import EVENTS
+
+    def run(event: str, cls: str, **arguments: Any) -> dict[str, dict[str, Any]]:
+        db = store.get_database()
+        goal = testfire.goal(db, cls, goal_id=arguments.get("goal_id"), context=arguments.get("context"))
+        # The context is merged into the goal's; any other argument replaces the event's.
+        sent = {**testfire.arguments(event, goal), **{k: v for k, v in arguments.items() if k != "context"}}
+        EVENTS[event][0].send(event, **sent)
+        drain()
+        return {f"{o['plugin']}.{o['receiver']}": o for o in db.outcomes.find({"goal_id": sent["goal_id"]})}
+
+    return run
 
 
-# --- goals and documents, for receiver tests ------------------------------------------------
-
-GOAL_CLASSES = ("ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal",
-                "TriggerPrivateGoal")
-# The countdowns: they end at ``exp``.
-COUNTDOWN_CLASSES = ("TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal")
-
-
-def goal_document(cls: str, session_id: str, user_id: str, *, conditions: dict[str, Any] | None = None,
-                  context: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    """A goal of ``cls`` as ``create_goal`` gets it (its id allocated), active, one level,
-    ``exp`` an hour ahead for a countdown; ``conditions``/``context`` add to the defaults."""
-    return {
-        "_id": str(ObjectId()),
-        "_cls": cls,
-        "active": True,
-        "conditions": {"session_id": session_id, **(conditions or {})},
-        "levels": [{"target": 300}],
-        "nbf": None,
-        "exp": time.time() + 3600 if cls in COUNTDOWN_CLASSES else None,
-        "context": {"type": cls, "session_id": session_id, **(context or {})},
-        "metadata": {"user_id": user_id},
-        **fields,
-    }
+# --- documents, for receiver tests ----------------------------------------------------------
 
 
 def documents(db: Any, names: tuple[str, ...] = ("goals", "sessions")) -> dict[str, dict[str, Any]]:
     """Every document of the named collections, by id: compare before and after a delivery."""
     return {name: {str(d["_id"]): d for d in db[name].find()} for name in names}
-
-
-def live_session(db: Any) -> dict[str, str]:
-    """A live session of a new streamer with an ended show funding countdown (paired, unbound)
-    and an ended exclusive trigger in it: documents a wrong receiver would touch. Returns the
-    ids: ``streamer``, ``session_id``, ``funding_id``, ``trigger_id``."""
-    now = time.time()
-    streamer = str(ObjectId())
-    session_id, funding_id, trigger_id = ObjectId(), ObjectId(), ObjectId()
-    sid = str(session_id)
-    db.sessions.insert_one(
-        {
-            "_id": session_id,
-            "user": streamer,
-            "active": True,
-            "sources": [],
-            "exclusive_goal_pairs": {"viewer-1": {"trigger_exclusive_goal": str(trigger_id)}},
-            "show_goal_pairs": [{"funding_goal": str(funding_id), "show_goal": None}],
-        }
-    )
-    base = {"active": False, "levels": [{"target": 100}], "nbf": now - 120, "exp": now - 1, "metadata": {"user_id": streamer}}
-    db.goals.insert_many(
-        [
-            {**base, "_id": funding_id, "_cls": "ShowFundingGoal", "conditions": {"session_id": sid}, "context": {"type": "show_funding", "session_id": sid}},
-            {
-                **base,
-                "_id": trigger_id,
-                "_cls": "TriggerExclusiveGoal",
-                "conditions": {"session_id": sid, "exclusive_to": "viewer-1"},
-                "context": {"type": "trigger_exclusive", "session_id": sid, "exclusive_to": "viewer-1"},
-            },
-        ]
-    )
-    return {"streamer": streamer, "session_id": sid, "funding_id": str(funding_id), "trigger_id": str(trigger_id)}
 
 
 # --- real processes, for end-to-end tests (and benchmarks) ---------------------------------

@@ -92,8 +92,9 @@ def prepare_exclusive(req: CreateRequest) -> GoalDraft:
 @goalhub.hookimpl
 def goal_types() -> list[GoalType]:
     return [
-        GoalType("trigger_exclusive", "TriggerExclusiveGoal", prepare_trigger_exclusive),
-        GoalType("exclusive", "ExclusiveGoal", prepare_exclusive),
+        GoalType("trigger_exclusive", "TriggerExclusiveGoal", prepare_trigger_exclusive,
+                 session_fields={"exclusive_goal_pairs": {}}),
+        GoalType("exclusive", "ExclusiveGoal", prepare_exclusive, session_fields={"exclusive_goal_pairs": {}}),
     ]
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 from bson import ObjectId
 from click.testing import CliRunner
+from goalhub_demo.world import PlatformGoalTypes
 
 import goalhub
 from goalhub import auth, outbound, plugins, tasks
@@ -63,6 +64,9 @@ class Receivers:
 
 @pytest.fixture
 def receivers(inline_plugin) -> Receivers:
+    # The platform's goal classes, declared by the bundled plugins' goal types (the core
+    # knows no class): their lifecycle, and the classes `--cls` accepts.
+    inline_plugin(PlatformGoalTypes(), "platform-goal-types")
     plugin = Receivers()
     inline_plugin(plugin, "test-receivers")
     return plugin
@@ -198,7 +202,12 @@ def test_fire_sends_the_real_signal_and_prints_each_receivers_outcome(receivers,
     }
     assert " ms" in result.stdout  # durations
     call = dict(receivers.calls)["bind_exclusive"]
-    assert call == {"goal_id": goal_id, "context": {"session_id": session_id, "type": "exclusive", "exclusive_to": "room-1"}}
+    assert call["goal_id"] == goal_id
+    # The goal type's sample, with --context merged in: the trigger it was created from exists.
+    context = call["context"]
+    assert context == {**context, "session_id": session_id, "type": "exclusive", "exclusive_to": "room-1"}
+    trigger = db.goals.find_one({"_id": ObjectId(context["trigger_exclusive_goal_id"])})
+    assert trigger["_cls"] == "TriggerExclusiveGoal" and trigger["test_fire"] is True
     outcome = db.outcomes.find_one({"_id": f"goal.created:{goal_id}|test-receivers.bind_exclusive"})
     assert outcome["status"] == "ok" and outcome["result"] == {"bound": goal_id}
 

@@ -10,6 +10,7 @@ import time
 import pluggy
 import pytest
 from bson import ObjectId
+from goalhub_demo.world import PlatformGoalTypes
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
@@ -92,6 +93,7 @@ def test_create_goal_stores_the_goal_and_routes_receivers_by_class(db, inline_pl
 
 
 def test_receivers_not_acting_on_the_class_are_recorded_as_skipped(db, inline_plugin, drain):
+    inline_plugin(PlatformGoalTypes(), "platform-goal-types")  # the classes' declared lifecycle
     recorder = Recorder()
     inline_plugin(recorder, "recorder")
     goal = goal_document("KaraokeGoal", context={"type": "karaoke"})
@@ -299,6 +301,7 @@ def test_receivers_are_called_with_keyword_arguments_they_ask_for(inline_plugin)
 
 
 def test_dry_run_lists_what_would_act_and_runs_nothing(inline_plugin):
+    inline_plugin(PlatformGoalTypes(), "platform-goal-types")  # the classes' declared lifecycle
     recorder = Recorder()
     inline_plugin(recorder, "recorder")
     acting = {r.name for r, acts in dispatch.dry_run("goal.created", "ShowGoal") if acts}

@@ -20,9 +20,9 @@ import api_support
 import pytest
 import requests
 from bson import ObjectId
+from goalhub_demo.demo import SEED_000_HEADERS
 
 from goalhub.auth import mint_token
-from goalhub.demo import SEED_000_HEADERS
 from goalhub.outbound import records
 from goalhub.store import get_database
 

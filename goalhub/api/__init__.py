@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask
 
-from goalhub import config
+from goalhub import config, plugins
 from goalhub.api import admin, dashboard, errors, goals, health, sessions
 from goalhub.api.payload import JSONProvider
 
@@ -27,6 +27,8 @@ __all__ = ["create_app", "serve"]
 def create_app(settings: dict[str, Any] | None = None) -> Flask:
     """A new API app. ``settings`` override Flask configuration (tests)."""
     # The default /static route stays: rq-dashboard's pages link to url_for("static").
+    # Plugins load (and broken ones are logged) when the process starts, not on a first request.
+    plugins.get_plugin_manager()
     app = Flask("goalhub.api")
     app.json_provider_class = JSONProvider
     app.json = JSONProvider(app)

@@ -16,13 +16,13 @@ from bson import ObjectId
 from flask import Blueprint, request
 from rq.job import Job
 
+from goalhub import plugins
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.idempotency import Answer, fingerprint, idempotent
 from goalhub.api.payload import json_body, plain
 from goalhub.auth import Principal
 from goalhub.errors import BadRequest, Conflict, NotFound
 from goalhub.goaltypes import Claim, CreateRequest, GoalType
-from goalhub.plugins import get_plugin_manager
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
 from goalhub.tasks import end_goal, enqueue_create_goal
@@ -38,15 +38,8 @@ OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "stat
 
 
 def installed_goal_types() -> dict[str, GoalType]:
-    """Goal types contributed by the loaded plugins, by name (the first plugin wins a clash)."""
-    types: dict[str, GoalType] = {}
-    for contributed in get_plugin_manager().hook.goal_types():
-        for goal_type in contributed or ():
-            if goal_type.name in types:
-                log.error("goal type %r is contributed twice; keeping the first", goal_type.name)
-                continue
-            types[goal_type.name] = goal_type
-    return types
+    """Goal types contributed by the loaded plugins, by name (a clash: see ``plugins.goal_types``)."""
+    return plugins.goal_types()
 
 
 def _requested_type() -> GoalType:

@@ -1,4 +1,7 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (its store and Redis answer too)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (its store and Redis answer too).
+
+A plugin that failed to load does not make the API unready (the other plugins serve), but
+``/readyz`` says ``degraded`` and lists each broken plugin with its reason."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from goalhub import plugins
 from goalhub.connection import get_redis
 from goalhub.store import get_database
 
@@ -39,4 +43,7 @@ def readyz() -> tuple[dict[str, Any], int]:
         error = {"code": "backend_unavailable", "message": f"not ready: {', '.join(down)} unreachable",
                  "field": down[0], "down": down}
         return {"error": error}, 503
+    broken = plugins.problems()
+    if broken:
+        return {"status": "degraded", "store": "ok", "redis": "ok", "plugins": broken}, 200
     return {"status": "ready", "store": "ok", "redis": "ok"}, 200

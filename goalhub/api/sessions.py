@@ -9,6 +9,7 @@ from bson import ObjectId
 from flask import Blueprint
 from rq import Queue
 
+from goalhub import plugins
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.errors import REDIS_DOWN
 from goalhub.api.idempotency import Answer, fingerprint, idempotent
@@ -65,8 +66,8 @@ def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
             "user": principal.user_id,
             "active": True,
             "sources": sources,
-            "exclusive_goal_pairs": {},
-            "show_goal_pairs": [],
+            # The fields the installed goal types keep in a session (their plugins declare them).
+            **plugins.session_fields(),
             "started_at": time.time(),
         }
         get_database().sessions.insert_one(session)

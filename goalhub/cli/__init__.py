@@ -7,7 +7,8 @@ line on stderr and a non-zero exit, never a traceback.
 
 One module per group of commands: ``processes`` (serve, worker, scheduler, up),
 ``introspect`` (plugins, hooks), ``events`` (fire, outcomes, retry, outbound),
-``documents`` (token, goals, sessions); ``output`` holds the shared formatting.
+``documents`` (token, goals, sessions), ``scaffold`` (new-plugin); ``output`` holds the
+shared formatting.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import documents, events, introspect, processes, replay
+from goalhub.cli import documents, events, introspect, processes, replay, scaffold
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -76,5 +77,6 @@ for _command in (
     documents.token,
     documents.goals,
     documents.sessions,
+    scaffold.new_plugin,
 ):
     main.add_command(_command)

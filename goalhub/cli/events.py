@@ -6,17 +6,18 @@ in-process (RQ ``SimpleWorker``), so they work on a bare install too.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-from bson import ObjectId
 from rq import SimpleWorker, Worker
 
-from goalhub import breaker, dispatch, outbound, validation
+from goalhub import breaker, config, dispatch, outbound, testfire, validation
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -29,60 +30,37 @@ from goalhub.cli.output import (
     status_style,
     table,
 )
-from goalhub.connection import get_redis
+from goalhub.connection import embedded_redis_running, get_redis, stop_embedded_redis
 from goalhub.errors import BadRequest, NotFound
+from goalhub.goaltypes import TEST_FIRE
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import plugin_info
 from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
-from goalhub.tasks import created_arguments
 
 UNFINISHED = {"queued", "running", "retrying"}
-
-
-def _event_arguments(
-    event: str, goal_class: str, goal_id: str, session_id: str, context: dict[str, Any], streamer_id: str
-) -> dict[str, Any]:
-    """The seeds' arguments of ``event`` for a test goal (or a stored goal with that id)."""
-    goal = get_database().goals.find_one({"_id": ObjectId(goal_id)})
-    if goal is not None and goal["_cls"] != goal_class:
-        raise BadRequest(f"goal {goal_id} is a {goal['_cls']}, not a {goal_class}")
-    if goal is not None:
-        base = created_arguments(goal)
-        base["context"] = {**base["context"], **context}
-    else:
-        conditions = {"session_id": session_id}
-        if "exclusive_to" in context:
-            conditions["exclusive_to"] = context["exclusive_to"]
-        base = {
-            "goal_id": goal_id,
-            "active": True,
-            "_cls": goal_class,
-            "conditions": conditions,
-            "context": {"session_id": session_id, **context},
-            "levels": [{"target": 300}],
-            "nbf": None,
-            "exp": None,
-        }
-    if event == "goal.created":
-        return base
-    common = {k: base[k] for k in ("goal_id", "_cls", "conditions", "context")}
-    if event == "goal.added":
-        return {
-            **common,
-            "session_id": base["conditions"].get("session_id", session_id),
-            "streamer_id": streamer_id,
-        }
-    return {**common, "reason": "ended"}
 
 
 def _workers_alive() -> bool:
     return Worker.count(connection=get_redis(), queue=get_queue()) > 0
 
 
+def _rq_logs_to_stderr() -> None:
+    """RQ logs to stdout unless its loggers already have a handler: give them one on stderr
+    (warnings and worse), so that stdout carries only the command's output (``--json``)."""
+    for name in ("rq.scheduler", "rq.worker", "rq.job"):
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "goalhub_stderr", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setLevel(logging.WARNING)
+            handler.goalhub_stderr = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+
+
 def _drain() -> None:
     """Run queued (and due scheduled) jobs in this process: no worker is running."""
+    _rq_logs_to_stderr()
     get_scheduler().enqueue_jobs()
     SimpleWorker(all_queues(), connection=get_redis()).work(
         # Receiver errors are reported in the outcome table, not as RQ's tracebacks.
@@ -118,16 +96,18 @@ def wait_for_outcomes(
 
 @click.command()
 @click.argument("signal_name", metavar="SIGNAL", type=click.Choice(list(EVENT_HOOKS)))
-@click.option("--cls", "goal_class", required=True, help="The goal class (_cls), e.g. ExclusiveGoal.")
+@click.option("--cls", "goal_class", required=True, help="The goal class (_cls), e.g. ConfettiGoal.")
 @click.option(
     "--goal-id", default=None, help="Goal id (default: a fresh one; a stored goal lends its fields)."
 )
-@click.option("--session-id", default=None, help="Session id (default: a fresh one).")
-@click.option("--streamer-id", default=None, help="Streamer id for goal.added (default: a fresh one).")
+@click.option("--session-id", default=None, help="Session id (default: a fresh test session).")
+@click.option("--streamer-id", default=None, help="Streamer id (default: a fresh one).")
 @click.option("--context", "context_json", default="{}", help="JSON object merged into the goal's context.")
+@click.option("--plugin", "only", multiple=True, metavar="NAME",
+              help="Deliver only to this plugin (or plugin.receiver); repeatable.")
 @click.option("--dry-run", is_flag=True, help="Run nothing; list the receivers that would act.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the outcomes.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (logs go to stderr).")
 def fire(
     signal_name: str,
     goal_class: str,
@@ -135,23 +115,29 @@ def fire(
     session_id: str | None,
     streamer_id: str | None,
     context_json: str,
+    only: tuple[str, ...],
     dry_run: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Send a test signal (goal.created, goal.added, goal.ended) and show each receiver's outcome."""
-    check_goal_class(goal_class)
-    goal_id = validation.object_id(goal_id, "--goal-id") if goal_id else str(ObjectId())
-    session_id = validation.object_id(session_id, "--session-id") if session_id else str(ObjectId())
-    streamer_id = validation.object_id(streamer_id, "--streamer-id") if streamer_id else str(ObjectId())
+    """Send a test signal (goal.created, goal.added, goal.ended) and show each receiver's outcome.
+
+    The goal is a realistic sample of its goal type (with the documents it refers to), marked
+    as a test fire's like its outcomes: `goalhub outcomes --purge-test` removes them all.
+    """
+    goal_id = validation.object_id(goal_id, "--goal-id") if goal_id else None
+    session_id = validation.object_id(session_id, "--session-id") if session_id else None
+    streamer_id = validation.object_id(streamer_id, "--streamer-id") if streamer_id else None
     try:
         context = json.loads(context_json)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"--context is not JSON: {exc}") from None
     if not isinstance(context, dict):
         raise BadRequest("--context must be a JSON object")
+    check_goal_class(goal_class)
+    chosen = _chosen_receivers(signal_name, only)
     if dry_run:
-        plan = dispatch.dry_run(signal_name, goal_class)
+        plan = [(r, acts) for r, acts in dispatch.dry_run(signal_name, goal_class) if r.id in chosen]
         if as_json:
             echo_json(
                 {
@@ -172,14 +158,66 @@ def fire(
             {0: lambda cell: {"fg": "green" if cell.strip() == "acts" else "bright_black"}},
         )
         return
-    arguments = _event_arguments(signal_name, goal_class, goal_id, session_id, context, streamer_id)
+    with _own_embedded_redis():
+        _fire(signal_name, goal_class, goal_id, session_id, streamer_id, context, only, timeout, as_json)
+
+
+def _chosen_receivers(event: str, only: tuple[str, ...]) -> set[str]:
+    """The ids of the receivers of ``event`` a fire delivers to (``--plugin``: those named)."""
+    found = dispatch.receivers(event)
+    if not only:
+        return {r.id for r in found}
+    names = {r.id for r in found} | _loaded_plugins()
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise BadRequest(f"no plugin or receiver {unknown[0]!r}; loaded: {', '.join(sorted(_loaded_plugins()))}")
+    return {r.id for r in found if r.plugin in only or r.id in only}
+
+
+def _loaded_plugins() -> set[str]:
+    from goalhub.plugins import get_plugin_manager
+
+    return {name for name, _ in get_plugin_manager().list_name_plugin()}
+
+
+@contextlib.contextmanager
+def _own_embedded_redis() -> Iterator[None]:
+    """Stop the embedded Redis afterwards if this command started it: a leftover server would
+    be reused, and never stopped, by a later `goalhub up`."""
+    home = config.home()
+    started_here = not config.redis_url() and not embedded_redis_running(home)
+    try:
+        yield
+    finally:
+        if started_here:
+            stop_embedded_redis(home)
+
+
+def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: str | None,
+          streamer_id: str | None, context: dict[str, Any], only: tuple[str, ...], timeout: float,
+          as_json: bool) -> None:
+    db = get_database()
+    get_redis().ping()  # Redis down: one line, before anything is written
+    goal = testfire.goal(db, goal_class, goal_id=goal_id, session_id=session_id, user_id=streamer_id,
+                         context=context)
+    goal_id = str(goal["_id"])
+    arguments = testfire.arguments(signal_name, goal, streamer_id=streamer_id)
     started = time.time()
-    EVENTS[signal_name][0].send(signal_name, **arguments)
+    if only:
+        dispatch.deliver(signal_name, arguments, only=only)
+    else:
+        EVENTS[signal_name][0].send(signal_name, **arguments)
+
     def fired() -> tuple[list[dict[str, Any]], bool]:
         outcomes, complete = dispatch.delivered_outcomes(goal_id)
-        return [o for o in outcomes if o["event"] == signal_name or (o.get("queued_at") or o.get("at") or 0) >= started - 1], complete
+        return [o for o in outcomes if (o.get("queued_at") or o.get("at") or 0) >= started - 1
+                or (o["event"] == signal_name and not only)], complete
 
-    outcomes, finished = wait_for_outcomes(fired, timeout)
+    try:
+        outcomes, finished = wait_for_outcomes(fired, timeout)
+    finally:
+        # This fire's outcomes (a stored goal's earlier ones stay as they were).
+        testfire.mark(db, [o["_id"] for o in fired()[0] if (o.get("queued_at") or o.get("at") or 0) >= started - 1])
     failed = [o for o in outcomes if o["status"] == "failed"]
     if as_json:
         echo_json(
@@ -187,6 +225,7 @@ def fire(
                 "event": signal_name,
                 "arguments": arguments,
                 "finished": finished,
+                "test_fire": True,
                 "outcomes": [outcome_json(o) for o in outcomes],
             }
         )
@@ -210,10 +249,24 @@ def fire(
 @click.command()
 @click.option("--goal", "goal_id", default=None, help="Only this goal's outcomes.")
 @click.option("--failed", is_flag=True, help="Only failed outcomes.")
+@click.option("--no-test", is_flag=True, help="Leave out the outcomes of test fires.")
+@click.option("--purge-test", is_flag=True,
+              help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs) and exit.")
 @click.option("--json", "as_json", is_flag=True)
-def outcomes(goal_id: str | None, failed: bool, as_json: bool) -> None:
-    """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first."""
+def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool, as_json: bool) -> None:
+    """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first; a test fire's
+    are marked "test"."""
+    if purge_test:
+        with _own_embedded_redis():
+            counts = testfire.purge(get_database())
+        if as_json:
+            echo_json(counts)
+        else:
+            click.echo("purged test fires: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+        return
     query: dict[str, Any] = {}
+    if no_test:
+        query[TEST_FIRE] = {"$ne": True}
     if goal_id:
         query["goal_id"] = validation.object_id(goal_id, "--goal")
     if failed:
@@ -229,12 +282,13 @@ def outcomes(goal_id: str | None, failed: bool, as_json: bool) -> None:
         click.echo("No outcomes.")
         return
     table(
-        ["STATUS", "OUTCOME ID", "TRIES", "DURATION", "ERROR"],
+        ["STATUS", "OUTCOME ID", "TRIES", "DURATION", "TEST", "ERROR"],
         [
-            [o["status"], o["_id"], o.get("attempts", ""), ms(o.get("duration_ms")), o.get("error") or ""]
+            [o["status"], o["_id"], o.get("attempts", ""), ms(o.get("duration_ms")),
+             "test" if o.get(TEST_FIRE) else "", o.get("error") or ""]
             for o in found
         ],
-        {0: status_style, 4: lambda _: {"fg": "red"}},
+        {0: status_style, 5: lambda _: {"fg": "red"}},
     )
 
 

@@ -1,34 +1,40 @@
-"""``goalhub plugins`` and ``goalhub hooks``: what is installed and which receivers act on what."""
+"""``goalhub plugins`` and ``goalhub hooks``: what is installed and which receivers act on what.
+
+The known goal classes are those the installed goal types create. A receiver declared for
+a class no installed goal type creates (a typo such as ``ConfettiGaol``) is warned about in
+both listings; a broken plugin is listed with its reason (``--check``: exit status 1).
+"""
 
 from __future__ import annotations
 
+import difflib
+import sys
 from typing import Any
 
 import click
 
-from goalhub import breaker, dispatch
+from goalhub import breaker, config, dispatch
 from goalhub.cli.output import acts_on, echo_json, receiver_dict
 from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.plugins import DEFAULT_PLUGINS, get_plugin_manager, plugin_info, plugin_infos
-
-# The platform's goal classes (SPEC "Domain"); plugins may name more.
-DOMAIN_CLASSES = (
-    "ExclusiveGoal",
-    "TriggerExclusiveGoal",
-    "ShowGoal",
-    "ShowFundingGoal",
-    "KaraokeGoal",
-    "TriggerPrivateGoal",
+from goalhub.plugins import (
+    DEFAULT_PLUGINS,
+    goal_classes,
+    loaded_plugin_manager,
+    plugin_info,
+    plugin_infos,
+    problems,
 )
 
 
 def goal_types_by_plugin() -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for impl in get_plugin_manager().hook.goal_types.get_hookimpls():
+    for impl in loaded_plugin_manager().hook.goal_types.get_hookimpls():
         try:
             found[impl.plugin_name] = [
-                {"name": t.name, "goal_class": t.goal_class, "description": t.description}
+                {"name": t.name, "goal_class": t.goal_class, "description": t.description,
+                 "activate_at_nbf": t.activate_at_nbf, "end_at_exp": t.end_at_exp,
+                 "session_fields": sorted(t.session_fields), "sample": t.sample is not None}
                 for t in impl.function() or []
             ]
         except Exception as exc:  # a broken hook is reported, not fatal to the listing
@@ -36,15 +42,46 @@ def goal_types_by_plugin() -> dict[str, Any]:
     return found
 
 
+def unknown_class_warnings() -> list[dict[str, Any]]:
+    """Receivers declared for a goal class that no installed goal type creates."""
+    known = set(goal_classes())
+    found = []
+    for event in EVENT_HOOKS:
+        for r in dispatch.receivers(event):
+            named = set(r.classes or ()) | set(r.excluded)
+            for name in sorted(named - known):
+                found.append({"plugin": r.plugin, "receiver": r.name, "event": event, "class": name,
+                              "warning": f"{r.id} names goal class {name!r}, which no installed goal type creates"
+                              + _did_you_mean(name, known)})
+    return found
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _echo_warnings(warnings: list[dict[str, Any]]) -> None:
+    for warning in warnings:
+        click.echo(click.style(f"warning: {warning['warning']}", fg="yellow"), err=True)
+
+
 @click.command()
 @click.option("--all", "show_all", is_flag=True, help="Also the core's built-in and blocked plugins.")
+@click.option("--check", is_flag=True, help="Exit with status 1 if a plugin is broken (for CI).")
 @click.option("--json", "as_json", is_flag=True)
-def plugins(show_all: bool, as_json: bool) -> None:
-    """Installed plugins: distribution, version, hooks, receivers, goal types, load errors."""
-    pm = get_plugin_manager()
+def plugins(show_all: bool, check: bool, as_json: bool) -> None:
+    """Installed plugins: distribution, version, hooks, receivers, goal types, load errors.
+
+    A broken plugin (import error, unknown hook, wrong hook argument, bad goal type, a goal
+    type name claimed twice) is listed with its reason; the others load and run. With
+    --check or GOALHUB_STRICT_PLUGINS=1, a broken plugin makes the exit status 1.
+    """
+    pm = loaded_plugin_manager()
     goal_types = goal_types_by_plugin()
     receivers = [r for event in EVENT_HOOKS for r in dispatch.receivers(event)]
     tripped = breaker.tripped()
+    warnings = unknown_class_warnings()
     listed = []
     for info in plugin_infos():
         if not show_all and (info.blocked or info.name in DEFAULT_PLUGINS):
@@ -65,21 +102,26 @@ def plugins(show_all: bool, as_json: bool) -> None:
                 "goal_types": goal_types.get(info.name, []),
                 "blocked": info.blocked,
                 "error": info.error,
+                "problems": list(info.warnings),
+                "warnings": [w["warning"] for w in warnings if w["plugin"] == info.name],
             }
         )
+    broken = problems()
     if as_json:
         echo_json(listed)
-        return
-    if not listed:
+    elif not listed:
         click.echo("No plugins installed." + ("" if show_all else " (--all lists built-in and blocked ones)"))
-        return
-    for entry in listed:
+    for entry in [] if as_json else listed:
         origin = f"{entry['dist']} {entry['version']}" if entry["dist"] else entry["module"]
         state = " [blocked]" if entry["blocked"] else ""
         click.echo(click.style(entry["name"], bold=True) + f"  ({origin}){state}")
         if entry["error"]:
             click.echo("  " + click.style(f"failed to load: {entry['error']}", fg="red"))
             continue
+        for problem in entry["problems"]:
+            click.echo("  " + click.style(f"problem: {problem}", fg="red"))
+        for warning in entry["warnings"]:
+            click.echo("  " + click.style(f"warning: {warning}", fg="yellow"))
         if entry["hooks"]:
             click.echo(f"  hooks: {', '.join(entry['hooks'])}")
         for r in entry["receivers"]:
@@ -93,18 +135,20 @@ def plugins(show_all: bool, as_json: bool) -> None:
         elif types:
             named = ", ".join(f"{t['name']} ({t['goal_class']})" for t in types)
             click.echo(f"  goal types: {named}")
+    if broken and (check or config.strict_plugins()):
+        for problem in broken:
+            click.echo(f"broken plugin {problem['plugin']}: {problem['reason']}", err=True)
+        sys.exit(1)
 
 
 def check_goal_class(name: str) -> str:
-    known = set(DOMAIN_CLASSES)
-    for event in EVENT_HOOKS:
-        for r in dispatch.receivers(event):
-            known |= set(r.classes or ()) | set(r.excluded)
-    for types in goal_types_by_plugin().values():
-        if isinstance(types, list):
-            known |= {t["goal_class"] for t in types}
+    """``name`` if an installed goal type creates that class; else one clear error."""
+    known = set(goal_classes())
     if name not in known:
-        raise BadRequest(f"unknown goal class {name!r}; known: {', '.join(sorted(known))}")
+        raise BadRequest(
+            f"unknown goal class {name!r}{_did_you_mean(name, known)}; installed goal types create: "
+            + (", ".join(sorted(known)) or "none (no plugin with goal types is loaded)")
+        )
     return name
 
 
@@ -132,6 +176,7 @@ def hooks(goal_class: str | None, as_json: bool) -> None:
                 {"plugin": plugin, "dist": info.dist, "version": info.version, "goal_types": provided}
             )
     listed.append({"hook": "goal_types", "event": None, "receivers": types})
+    _echo_warnings(unknown_class_warnings())
     if as_json:
         echo_json(listed)
         return

@@ -43,7 +43,10 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
+    from goalhub import plugins
     from goalhub.worker import run_scheduler
+
+    plugins.get_plugin_manager()  # broken plugins are logged by every process at start
 
     run_scheduler(interval=interval, burst=burst)
 
@@ -69,6 +72,7 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
 
     from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
 
+    _report_broken_plugins()
     supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers), stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
 
@@ -81,3 +85,22 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     with embedded_redis(lambda line: supervisor.say("goalhub", line)):
         code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything")
     sys.exit(code)
+
+
+def _report_broken_plugins() -> None:
+    """A plugin that failed to load is said at start, not only in a worker's log; in strict
+    mode (GOALHUB_STRICT_PLUGINS=1) nothing starts."""
+    from goalhub import plugins
+
+    broken = plugins.problems()
+    if not broken:
+        return
+    strict = config.strict_plugins()
+    click.secho(f"goalhub: {len(broken)} plugin problem(s); "
+                + ("GOALHUB_STRICT_PLUGINS is set, nothing starts" if strict else "the other plugins run"),
+                fg="red", bold=True, err=True)
+    for problem in broken:
+        state = "loaded" if problem["loaded"] else "NOT LOADED"
+        click.secho(f"  {problem['plugin']} ({state}): {problem['reason']}", fg="red", err=True)
+    if strict:
+        sys.exit(1)

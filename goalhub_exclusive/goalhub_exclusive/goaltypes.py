@@ -6,8 +6,19 @@
 
 from __future__ import annotations
 
+from bson import ObjectId
+
 import goalhub
-from goalhub import BadRequest, CreateRequest, GoalDraft, GoalType, Unprocessable, hookimpl
+from goalhub import (
+    TEST_FIRE,
+    BadRequest,
+    CreateRequest,
+    GoalDraft,
+    GoalType,
+    SampleRequest,
+    Unprocessable,
+    hookimpl,
+)
 from goalhub_exclusive.receivers import EXCLUSIVE_TO
 
 
@@ -77,6 +88,55 @@ def prepare_exclusive(request: CreateRequest) -> GoalDraft:
     )
 
 
+def sample_trigger_exclusive(request: SampleRequest) -> GoalDraft:
+    """A running countdown of a test session, for ``goalhub fire``."""
+    conditions = {"session_id": request.session_id, "exclusive_to": request.goal_id}
+    return GoalDraft(
+        cls="TriggerExclusiveGoal",
+        active=True,
+        conditions=conditions,
+        levels=[{"target": 300}],
+        nbf=request.now,
+        exp=request.now + 3600,
+        context={"type": "trigger_exclusive", **conditions},
+        metadata={"user_id": request.user_id},
+    )
+
+
+def sample_exclusive(request: SampleRequest) -> GoalDraft:
+    """An exclusive goal as seed 000 creates it: its trigger's countdown ended, the trigger
+    claimed for it and paired in the session (those documents are marked as a test fire's)."""
+    trigger_id = ObjectId()
+    exclusive_to = str(trigger_id)
+    conditions = {"session_id": request.session_id, "exclusive_to": exclusive_to}
+    request.db.goals.insert_one({
+        "_id": trigger_id,
+        "_cls": "TriggerExclusiveGoal",
+        "active": False,
+        "conditions": conditions,
+        "levels": [{"target": 300}],
+        "nbf": request.now - 120,
+        "exp": request.now - 1,
+        "context": {"type": "trigger_exclusive", **conditions, "exclusive_goal_id": request.goal_id},
+        "metadata": {"user_id": request.user_id},
+        TEST_FIRE: True,
+    })
+    request.db.sessions.update_one(
+        {"_id": ObjectId(request.session_id)},
+        {"$set": {f"exclusive_goal_pairs.{exclusive_to}.trigger_exclusive_goal": exclusive_to}},
+    )
+    return GoalDraft(
+        cls="ExclusiveGoal",
+        active=True,
+        conditions=conditions,
+        levels=[{"target": 300}],
+        nbf=None,
+        exp=None,
+        context={"type": "exclusive", **conditions, "trigger_exclusive_goal_id": exclusive_to},
+        metadata={"user_id": request.user_id},
+    )
+
+
 @hookimpl
 def goal_types() -> list[GoalType]:
     return [
@@ -85,11 +145,21 @@ def goal_types() -> list[GoalType]:
             goal_class="TriggerExclusiveGoal",
             prepare=prepare_trigger_exclusive,
             description="the countdown before an exclusive show (exp required)",
+            # A countdown: activated at nbf, ended at exp.
+            activate_at_nbf=True,
+            end_at_exp=True,
+            session_fields={"exclusive_goal_pairs": {}},
+            sample=sample_trigger_exclusive,
         ),
         GoalType(
             name="exclusive",
             goal_class="ExclusiveGoal",
             prepare=prepare_exclusive,
             description="the exclusive show, once its trigger's countdown has ended (seed 000)",
+            # Active from creation; activate_goal at nbf finds it active and does nothing (seed 000).
+            activate_at_nbf=True,
+            end_at_exp=True,
+            session_fields={"exclusive_goal_pairs": {}},
+            sample=sample_exclusive,
         ),
     ]

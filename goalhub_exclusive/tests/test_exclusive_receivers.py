@@ -11,10 +11,11 @@ import time
 
 import pytest
 from bson import ObjectId
+from goalhub_demo.world import GOAL_CLASSES, goal_document
 
 from goalhub import signals, tasks
 from goalhub.binding import BindingConflict
-from goalhub.testing import GOAL_CLASSES, documents, goal_document
+from goalhub.testing import documents
 from goalhub_exclusive import receivers
 
 PLUGIN_RECEIVERS = {

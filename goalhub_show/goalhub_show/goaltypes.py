@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from bson import ObjectId
+
 import goalhub
-from goalhub import CreateRequest, GoalDraft, GoalType, hookimpl
+from goalhub import TEST_FIRE, CreateRequest, GoalDraft, GoalType, SampleRequest, hookimpl
 
 FUNDING_FIELD = "context.funding_goal_id"
 
@@ -54,6 +56,52 @@ def prepare_show(request: CreateRequest) -> GoalDraft:
     )
 
 
+def sample_show_funding(request: SampleRequest) -> GoalDraft:
+    """A running funding countdown of a test session, for ``goalhub fire``."""
+    return GoalDraft(
+        cls="ShowFundingGoal",
+        active=True,
+        conditions={"session_id": request.session_id},
+        levels=[{"target": 300}],
+        nbf=request.now,
+        exp=request.now + 3600,
+        context={"type": "show_funding", "session_id": request.session_id},
+        metadata={"user_id": request.user_id},
+    )
+
+
+def sample_show(request: SampleRequest) -> GoalDraft:
+    """A show goal as seed 003 creates it: its funding countdown ended, claimed for it and
+    paired in the session (those documents are marked as a test fire's)."""
+    funding_id = ObjectId()
+    request.db.goals.insert_one({
+        "_id": funding_id,
+        "_cls": "ShowFundingGoal",
+        "active": False,
+        "conditions": {"session_id": request.session_id},
+        "levels": [{"target": 300}],
+        "nbf": request.now - 120,
+        "exp": request.now - 1,
+        "context": {"type": "show_funding", "session_id": request.session_id, "show_goal_id": request.goal_id},
+        "metadata": {"user_id": request.user_id},
+        TEST_FIRE: True,
+    })
+    request.db.sessions.update_one(
+        {"_id": ObjectId(request.session_id)},
+        {"$push": {"show_goal_pairs": {"funding_goal": str(funding_id), "show_goal": None}}},
+    )
+    return GoalDraft(
+        cls="ShowGoal",
+        active=True,
+        conditions={"session_id": request.session_id},
+        levels=[{"target": 300}],
+        nbf=None,
+        exp=None,
+        context={"type": "show", "funding_goal_id": str(funding_id), "session_id": request.session_id},
+        metadata={"user_id": request.user_id},
+    )
+
+
 @hookimpl
 def goal_types() -> list[GoalType]:
     return [
@@ -62,11 +110,21 @@ def goal_types() -> list[GoalType]:
             goal_class="ShowFundingGoal",
             prepare=prepare_show_funding,
             description="the funding countdown before a show (exp required)",
+            # A countdown: activated at nbf, ended at exp.
+            activate_at_nbf=True,
+            end_at_exp=True,
+            session_fields={"show_goal_pairs": []},
+            sample=sample_show_funding,
         ),
         GoalType(
             name="show",
             goal_class="ShowGoal",
             prepare=prepare_show,
             description="the show, bound to a funding goal of the session (seed 003)",
+            # Active from creation, never scheduled (seed 003).
+            activate_at_nbf=False,
+            end_at_exp=False,
+            session_fields={"show_goal_pairs": []},
+            sample=sample_show,
         ),
     ]

@@ -7,11 +7,12 @@ import copy
 
 import pytest
 from bson import ObjectId
+from goalhub_demo.world import GOAL_CLASSES, goal_document, live_session
 
 import goalhub
 from goalhub import signals, tasks
 from goalhub.binding import BindingConflict
-from goalhub.testing import GOAL_CLASSES, documents, goal_document, live_session
+from goalhub.testing import documents
 from goalhub_show import receivers
 
 PLUGIN_RECEIVERS = {

@@ -7,7 +7,7 @@ or raises a goalhub error (``goalhub.BadRequest``, ...).
 from __future__ import annotations
 
 import goalhub
-from goalhub import CreateRequest, GoalDraft, GoalType, hookimpl
+from goalhub import CreateRequest, GoalDraft, GoalType, SampleRequest, hookimpl
 
 
 def prepare_karaoke(request: CreateRequest) -> GoalDraft:
@@ -44,14 +44,50 @@ def prepare_trigger_private(request: CreateRequest) -> GoalDraft:
     )
 
 
+def _sample(cls: str, kind: str, request: SampleRequest, exp: float | None) -> GoalDraft:
+    return GoalDraft(
+        cls=cls,
+        active=True,
+        conditions={"session_id": request.session_id},
+        levels=[{"target": 300}],
+        nbf=request.now,
+        exp=exp,
+        context={"type": kind, "session_id": request.session_id},
+        metadata={"user_id": request.user_id},
+    )
+
+
+def sample_karaoke(request: SampleRequest) -> GoalDraft:
+    """A karaoke goal of a test session, for ``goalhub fire``."""
+    return _sample("KaraokeGoal", "karaoke", request, None)
+
+
+def sample_trigger_private(request: SampleRequest) -> GoalDraft:
+    """A running private-show countdown of a test session, for ``goalhub fire``."""
+    return _sample("TriggerPrivateGoal", "trigger_private", request, request.now + 3600)
+
+
 @hookimpl
 def goal_types() -> list[GoalType]:
     return [
-        GoalType(name="karaoke", goal_class="KaraokeGoal", prepare=prepare_karaoke, description="a karaoke goal, active from creation"),
+        GoalType(
+            name="karaoke",
+            goal_class="KaraokeGoal",
+            prepare=prepare_karaoke,
+            description="a karaoke goal, active from creation",
+            # Active from creation, never scheduled.
+            activate_at_nbf=False,
+            end_at_exp=False,
+            sample=sample_karaoke,
+        ),
         GoalType(
             name="trigger_private",
             goal_class="TriggerPrivateGoal",
             prepare=prepare_trigger_private,
             description="the countdown before a private show (exp required)",
+            # A countdown: activated at nbf, ended at exp.
+            activate_at_nbf=True,
+            end_at_exp=True,
+            sample=sample_trigger_private,
         ),
     ]

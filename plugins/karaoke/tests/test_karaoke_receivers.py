@@ -6,10 +6,11 @@ import copy
 
 import pytest
 from bson import ObjectId
+from goalhub_demo.world import GOAL_CLASSES, goal_document, live_session
 from goalhub_karaoke import receivers
 
 from goalhub import signals, tasks
-from goalhub.testing import GOAL_CLASSES, documents, goal_document, live_session
+from goalhub.testing import documents
 
 PLUGIN_RECEIVERS = {
     "bind_karaoke_goal_to_session": ({"KaraokeGoal"}, "karaoke_goal"),

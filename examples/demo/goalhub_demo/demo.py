@@ -1,4 +1,4 @@
-"""``make demo``: the seeds' two flows, end to end, on the real processes.
+"""``make demo`` (``python -m goalhub_demo``): the seeds' two flows, end to end, on the real processes.
 
 In a fresh ``GOALHUB_HOME`` (``.goalhub/demo-<time>``) on embedded defaults, it starts the
 API server, an RQ worker and the rq-scheduler (the supervisor of ``goalhub up``), mints a
