@@ -76,3 +76,5 @@ class GoalType:
     goal_class: str
     prepare: Callable[[CreateRequest], GoalDraft]
     description: str = ""
+    # JSON Schema of the request body, for the OpenAPI document (``goalhub.validation.body_schema``).
+    body_schema: dict[str, Any] | None = None

@@ -20,7 +20,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import documents, events, introspect, processes
+from goalhub.cli import configuration, documents, events, introspect, processes
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -57,6 +57,7 @@ def _redis_target() -> str:
 @click.version_option(package_name="goalhub")
 def main() -> None:
     """goalhub: the goal engine of a live-streaming platform."""
+    config.settings()  # a bad GOALHUB_* value: one line naming it, exit 1, before any work
 
 
 for _command in (
@@ -73,5 +74,6 @@ for _command in (
     documents.token,
     documents.goals,
     documents.sessions,
+    configuration.config_command,
 ):
     main.add_command(_command)

@@ -86,11 +86,17 @@ def goal_types() -> list[GoalType]:
             goal_class="TriggerExclusiveGoal",
             prepare=prepare_trigger_exclusive,
             description="the countdown before an exclusive show (exp required)",
+            body_schema=validation.body_schema(
+                {"session_id": validation.OBJECT_ID_SCHEMA,
+                 "exclusive_to": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}, exp="required"),
         ),
         GoalType(
             name="exclusive",
             goal_class="ExclusiveGoal",
             prepare=prepare_exclusive,
             description="the exclusive show, once its trigger's countdown has ended (seed 000)",
+            body_schema=validation.body_schema(
+                {"session_id": validation.OBJECT_ID_SCHEMA, "trigger_exclusive_goal_id": validation.OBJECT_ID_SCHEMA},
+                context_required=("session_id", "trigger_exclusive_goal_id"), exp="absent"),
         ),
     ]

@@ -62,11 +62,15 @@ def goal_types() -> list[GoalType]:
             goal_class="ShowFundingGoal",
             prepare=prepare_show_funding,
             description="the funding countdown before a show (exp required)",
+            body_schema=validation.body_schema({"session_id": validation.OBJECT_ID_SCHEMA}, exp="required"),
         ),
         GoalType(
             name="show",
             goal_class="ShowGoal",
             prepare=prepare_show,
             description="the show, bound to a funding goal of the session (seed 003)",
+            body_schema=validation.body_schema(
+                {"session_id": validation.OBJECT_ID_SCHEMA, "funding_goal_id": validation.OBJECT_ID_SCHEMA},
+                context_required=("session_id", "funding_goal_id")),
         ),
     ]

@@ -47,11 +47,13 @@ def prepare_trigger_private(request: CreateRequest) -> GoalDraft:
 @hookimpl
 def goal_types() -> list[GoalType]:
     return [
-        GoalType(name="karaoke", goal_class="KaraokeGoal", prepare=prepare_karaoke, description="a karaoke goal, active from creation"),
+        GoalType(name="karaoke", goal_class="KaraokeGoal", prepare=prepare_karaoke, description="a karaoke goal, active from creation",
+                 body_schema=validation.body_schema({"session_id": validation.OBJECT_ID_SCHEMA})),
         GoalType(
             name="trigger_private",
             goal_class="TriggerPrivateGoal",
             prepare=prepare_trigger_private,
             description="the countdown before a private show (exp required)",
+            body_schema=validation.body_schema({"session_id": validation.OBJECT_ID_SCHEMA}, exp="required"),
         ),
     ]
