@@ -94,7 +94,7 @@ _GOAL = """<h2>{{ goal._cls }} <code>{{ goal_id }}</code></h2>
 <th>RQ job</th></tr>
 {% for o in outcomes %}<tr><td>{{ o.event }}</td><td>{{ o.plugin }}.{{ o.receiver }}</td>
 <td class="{{ o.status }}">{{ o.status }}</td><td>{{ o.attempts or '' }}</td>
-<td>{{ '%.1f ms'|format(o.duration_ms) if o.duration_ms is not none else '' }}</td>
+<td>{{ '%.1f ms'|format(o.duration_ms) if o.duration_ms is defined and o.duration_ms is not none else '' }}</td>
 <td><code>{{ o.error or '' }}</code></td>
 <td>{% if o.job_url %}<a href="{{ o.job_url }}"><code>{{ o.job_id }}</code></a>{% else %}<span class="muted">{{ o.job_note }}</span>{% endif %}</td></tr>
 {% else %}<tr><td colspan="7" class="muted">no outcome recorded</td></tr>{% endfor %}</table>"""
