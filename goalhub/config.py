@@ -121,7 +121,8 @@ def _describe(exc: ValidationError) -> str:
     value = os.environ.get(variable, error.get("input"))
     field = Settings.model_fields.get(name)
     extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
-    shown = mask(str(value), extra["secret"]) if extra.get("secret") else str(value)
+    secret = extra.get("secret")
+    shown = mask(str(value), secret) if isinstance(secret, bool | str) and secret else str(value)
     return f"{variable}={shown!r} is not allowed: {extra.get('allowed', 'see README')} ({error['msg']})"
 
 
@@ -147,8 +148,9 @@ def effective() -> dict[str, Any]:
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if isinstance(value, Path):
             value = str(value)
-        if extra.get("secret") and value is not None:
-            value = mask(value, extra["secret"])
+        secret = extra.get("secret")
+        if isinstance(secret, bool | str) and secret and value is not None:
+            value = mask(value, secret)
         shown[PREFIX + name] = value
     raw = os.environ.get("GOALHUB_LOAD_PLUGINS")
     shown["GOALHUB_LOAD_PLUGINS"] = None if raw is None else sorted(load_plugins() or ())

@@ -64,7 +64,7 @@ def schedulers() -> list[dict[str, Any]]:
     connection = get_redis()
     found = []
     for key in connection.scan_iter(match=_key("scheduler", "*"), count=100):
-        raw = connection.hgetall(key)
+        raw: dict[bytes, bytes] = connection.hgetall(key)  # type: ignore[assignment]
         if not raw:
             continue
         beat_ = {k.decode(): v.decode() for k, v in raw.items()}
@@ -79,7 +79,9 @@ def lock_holder() -> dict[str, Any]:
     from rq_scheduler import Scheduler
 
     connection = get_redis()
-    holder, taken = connection.mget(_key("scheduler-lock-holder"), _key("scheduler-lock-taken"))
+    values: list[bytes | None] = connection.mget(  # type: ignore[assignment]
+        _key("scheduler-lock-holder"), _key("scheduler-lock-taken"))
+    holder, taken = values
     return {"holder": holder.decode() if holder else None, "taken_at": float(taken) if taken else None,
             "held_now": bool(connection.exists(Scheduler.scheduler_lock_key))}
 
@@ -114,7 +116,7 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
     done: dict[str, list[str]] = {"activate": [], "end": []}
-    work = (
+    work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
         ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),
     )

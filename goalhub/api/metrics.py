@@ -54,5 +54,5 @@ def scrape() -> Response:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics.multiprocess_dir())
-    registry.register(RedisCollector())  # type: ignore[arg-type]
+    registry.register(RedisCollector())
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -12,7 +12,7 @@ receiver outcomes. These pages do:
 Same guard as rq-dashboard (Basic or an ADMIN bearer token; actions same-origin only).
 rq-dashboard's navigation gets links to these pages, its Jobs tab opens on goalhub's
 queue instead of a ``default`` queue goalhub never uses, and ``/rq`` answers the queues
-page itself instead of redirecting (a redirect lost Basic credentials in Chromium).
+page itself instead of redirecting (the redirect lost Basic credentials in Chromium).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request
+from werkzeug.wrappers import Response as BaseResponse
 from rq.job import Job
 
 from goalhub import reconcile
@@ -144,18 +145,20 @@ def scheduled_jobs() -> list[dict[str, Any]]:
     now = time.time()
     connection = get_redis()
     scheduler = get_scheduler()
-    entries = connection.zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True)
-    jobs = []
-    goal_ids = []
+    entries: list[tuple[bytes, float]] = connection.zrange(  # type: ignore[assignment]
+        scheduler.scheduled_jobs_key, 0, -1, withscores=True)
+    jobs: list[dict[str, Any]] = []
+    goal_ids: list[str] = []
     for raw_id, due in entries:
         jid = raw_id.decode()
         kind, _, goal_id = jid.partition("-")
-        job = {"id": jid, "kind": kind if kind in KINDS else "other", "goal_id": goal_id if len(goal_id) == 24 else None,
+        target = goal_id if len(goal_id) == 24 else None
+        job: dict[str, Any] = {"id": jid, "kind": kind if kind in KINDS else "other", "goal_id": target,
                "due_epoch": due, "due": _when(due), "seconds": due - now, "relative": _relative(due - now)}
         jobs.append(job)
-        if job["goal_id"]:
-            goal_ids.append(job["goal_id"])
-    classes = {}
+        if target:
+            goal_ids.append(target)
+    classes: dict[str, Any] = {}
     if goal_ids:
         wanted = []
         for gid in goal_ids:
@@ -188,7 +191,7 @@ def scheduled() -> Response:
 
 
 @blueprint.post("/scheduled/<jid>/cancel")
-def cancel(jid: str) -> Response:
+def cancel(jid: str) -> BaseResponse:
     """Cancel a lifecycle job on purpose: the goal is unmarked, so the reconciler leaves it be."""
     scheduler = get_scheduler()
     if jid not in scheduler:
@@ -210,7 +213,7 @@ def cancel(jid: str) -> Response:
 
 
 @blueprint.get("/goals")
-def goal_lookup() -> Response:
+def goal_lookup() -> BaseResponse:
     return redirect(f"{PREFIX}/goals/{request.args.get('id', '').strip().lower()}", code=303)
 
 
@@ -260,16 +263,17 @@ def _add_nav_links(response: Response) -> Response:
     return response
 
 
-def _rq_root() -> Response:
-    # /rq without its slash: werkzeug's own redirect names an absolute URL, which loses the
-    # user:password@ of the address in Chromium; a relative one keeps the browser's credentials.
-    response = redirect("/rq/0/view/queues", code=302)
-    response.autocorrect_location_header = False
-    return response
+def _rq_root() -> Any:
+    return current_app.view_functions["rq_dashboard.queues_overview"](instance_number=0)
 
 
 def register(app: Flask) -> None:
     app.register_blueprint(blueprint)
     app.before_request(_jobs_tab_on_goalhub_queue)
     app.after_request(_add_nav_links)
-    app.add_url_rule("/rq", "goalhub_ops_rq_root", _rq_root, strict_slashes=True)
+    # /rq without its slash: werkzeug would redirect to /rq/, and Chromium drops the address's
+    # user:password@ on that redirect (a blank page behind a password prompt). rq-dashboard's
+    # own queues view answers here instead, behind the same guard.
+    # (An endpoint named in rq-dashboard's blueprint: its guard and hooks apply, and its
+    # templates' url_for(".queues_overview") resolves.)
+    app.add_url_rule("/rq", endpoint="rq_dashboard.goalhub_queues_without_slash", view_func=_rq_root)
