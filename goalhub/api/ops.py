@@ -24,8 +24,8 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request
-from werkzeug.wrappers import Response as BaseResponse
 from rq.job import Job
+from werkzeug.wrappers import Response as BaseResponse
 
 from goalhub import reconcile
 from goalhub.connection import get_redis
