@@ -57,6 +57,11 @@ def _metrics() -> dict[str, Any]:
     }
 
 
+def prepare() -> None:
+    """Load prometheus-client now (a worker, before it forks): each work-horse would import it anew."""
+    _metrics()
+
+
 def _record(name: str, labels: dict[str, str] | None, method: str, value: float = 1.0) -> None:
     try:
         metric = _metrics()[name]
