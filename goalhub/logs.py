@@ -25,7 +25,7 @@ from goalhub import config
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
-CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(role)s %(name)s: %(message)s [request_id=%(request_id)s]"
+CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(role)s %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(role)s %(process)d %(request_id)s %(job_id)s"
 
 # For work outside a request or a job (the reconciler, a CLI command): set by ``bind``.
@@ -103,10 +103,19 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class ConsoleFormatter(logging.Formatter):
+    """Human-readable lines; the request id at the end when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        return f"{line} [{request_id}]" if request_id and request_id != "-" else line
+
+
 def formatter(fmt: str | None = None) -> logging.Formatter:
     """The formatter for ``GOALHUB_LOG_FORMAT`` (or ``fmt``): JSON or console lines."""
     if (fmt or config.log_format()) == "console":
-        return logging.Formatter(CONSOLE_FORMAT)
+        return ConsoleFormatter(CONSOLE_FORMAT)
     from pythonjsonlogger.json import JsonFormatter
 
     return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
