@@ -8,7 +8,7 @@ PLUGINS := $(patsubst %/setup.cfg,%,$(wildcard goalhub_*/setup.cfg plugins/*/set
 DEMO := examples/demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint typecheck bench screenshots chromium clean
 
 $(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS) $(DEMO),$(p)/setup.cfg)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
@@ -26,10 +26,22 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Debian's chromium, headless, for the dashboard screenshots (installed once, as root).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# Screenshots of the dashboard in a real browser, into screenshots/ (see scripts/screenshots.py).
+screenshots: $(STAMP) chromium
+	$(BIN)/python scripts/screenshots.py screenshots
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -55,8 +55,10 @@ if TYPE_CHECKING:
     from goalhub.outbound import HttpSink, send_once
     from goalhub.outbound import records as outbound_records
     from goalhub.validation import (
+        OBJECT_ID_SCHEMA,
         GoalBody,
         binding_claim,
+        body_schema,
         goal_body,
         linked_goal,
         object_id,
@@ -82,6 +84,8 @@ __all__ = [
     "own_active_session",
     "linked_goal",
     "binding_claim",
+    "body_schema",
+    "OBJECT_ID_SCHEMA",
     # errors a goal type raises (the API answers with their status)
     "GoalhubError",
     "BadRequest",
@@ -109,6 +113,8 @@ __hook_api_version__ = HOOK_API_VERSION
 
 # Public name -> (module, attribute), imported on first use.
 _LAZY = {
+    "body_schema": ("goalhub.validation", "body_schema"),
+    "OBJECT_ID_SCHEMA": ("goalhub.validation", "OBJECT_ID_SCHEMA"),
     "get_redis": ("goalhub.connection", "get_redis"),
     "bind_goal_once": ("goalhub.binding", "bind_goal_once"),
     "BindingConflict": ("goalhub.binding", "BindingConflict"),

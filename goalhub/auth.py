@@ -95,7 +95,7 @@ def _parse_keys(raw: str, *, source: str) -> dict[str, str]:
             pairs = json.loads(text, object_pairs_hook=list)
         except ValueError as exc:
             # exc.msg only: the document itself holds secrets.
-            raise ValueError(f"{source} is not a valid JSON object: {exc.msg}") from None
+            raise ValueError(f"{source} is not a valid JSON object: {getattr(exc, 'msg', 'invalid')}") from None
     else:
         for part in text.split(","):
             if not part.strip():

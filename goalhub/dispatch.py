@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 import traceback
 from collections.abc import Callable, Collection
@@ -27,11 +28,14 @@ from pymongo import ReturnDocument
 from rq import Callback, get_current_job
 from rq.job import Job
 
-from goalhub import breaker, signals
+from goalhub import breaker, metrics, signals
 from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.logs import current_request_id
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
 from goalhub.store import get_database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,15 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             "plugin": receiver.plugin,
             "dist": info.dist,
             "version": info.version,
+            "request_id": current_request_id(),
         }
         _id = outcome_id(key, receiver)
         if not receiver.acts_on(arguments.get("_cls", "")):
-            db.outcomes.update_one(
+            skipped = db.outcomes.update_one(
                 {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
             )
+            if skipped.upserted_id is not None:
+                metrics.receiver_outcome(receiver.plugin, receiver.name, "skipped")
             continue
         if breaker.is_paused(receiver.id):
             db.outcomes.update_one({"_id": _id}, {"$setOnInsert": {**record, "status": "paused", "paused_at": now,
@@ -207,6 +214,10 @@ def run_receiver(outcome_key: str) -> Any:
     except Exception as exc:
         job = get_current_job()
         retrying = bool(job and job.retries_left)
+        metrics.receiver_outcome(outcome["plugin"], outcome["receiver"], "retrying" if retrying else "failed",
+                                 time.perf_counter() - clock)
+        log.warning("receiver %s.%s %s: %s", outcome["plugin"], outcome["receiver"],
+                    "retrying" if retrying else "failed", exc, extra={"outcome_id": outcome_key})
         db.outcomes.update_one(
             {"_id": outcome_key},
             {
@@ -222,6 +233,8 @@ def run_receiver(outcome_key: str) -> Any:
         breaker.record_failure(receiver_id, outcome["event_id"], f"{type(exc).__name__}: {exc}")
         raise
     breaker.record_ok(receiver_id)
+    metrics.receiver_outcome(outcome["plugin"], outcome["receiver"], "ok", time.perf_counter() - clock)
+    log.info("receiver %s.%s ok", outcome["plugin"], outcome["receiver"], extra={"outcome_id": outcome_key})
     db.outcomes.update_one(
         {"_id": outcome_key},
         {

@@ -118,6 +118,8 @@ class GoalType:
     sample: Callable[[SampleRequest], GoalDraft] | None = None
     # Field name -> initial value, copied into every new session document.
     session_fields: Mapping[str, Any] = field(default_factory=dict)
+    # JSON Schema of the request body, for the OpenAPI document (``goalhub.validation.body_schema``).
+    body_schema: dict[str, Any] | None = None
 
     @property
     def scheduled(self) -> bool:

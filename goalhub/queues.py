@@ -21,6 +21,7 @@ from rq.scheduler import RQScheduler
 
 from goalhub import config
 from goalhub.connection import get_redis
+from goalhub.logs import job_meta
 
 
 def queue_names() -> list[str]:
@@ -73,6 +74,12 @@ class Scheduler(rq_scheduler.Scheduler):
                 self._rq_scheduler.release_locks()
         return jobs
 
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        from goalhub import reconcile  # liveness for the dashboard; overdue goals while holding the lock
+
+        reconcile.beat(self)
+
     def run(self, burst: bool = False) -> None:
         self._running = True
         try:
@@ -117,4 +124,5 @@ def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, **options: An
         return None
     options.setdefault("retry", retry_policy())
     options.setdefault("failure_ttl", 7 * 24 * 3600)
+    options["meta"] = job_meta(options.get("meta"))  # the request id travels with the job
     return queue.enqueue(func, *args, job_id=job_id, **options)

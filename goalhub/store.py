@@ -36,8 +36,8 @@ def open_database(uri: str | None = None) -> Any:
     if uri and uri.startswith(("mongodb://", "mongodb+srv://")):
         import pymongo
 
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, tz_aware=False)
-        database = client.get_default_database(default=name)
+        client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, tz_aware=False)
+        database: Any = client.get_default_database(default=name)
     elif uri and uri.startswith("mongomock://"):
         import mongomock
 

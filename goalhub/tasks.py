@@ -8,6 +8,7 @@ the job of one receiver.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,14 +16,17 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from goalhub import signals
+from goalhub import metrics, signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
+from goalhub.logs import current_request_id, job_meta
 from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
 # the job waits out the rest itself. Beyond this it is rescheduled instead of waiting.
 MAX_EARLY_WAIT = 2.0
+
+log = logging.getLogger(__name__)
 
 
 def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +60,12 @@ def create_goal(goal: dict[str, Any]) -> str:
     """Write the goal (once, whatever the number of runs), then send ``goal.created``."""
     db = get_database()
     document = {**goal, "_id": ObjectId(goal["_id"]), "created_at": time.time()}
+    if current_request_id():
+        document["request_id"] = current_request_id()
     try:
         db.goals.insert_one(document)
+        metrics.goal_created(document["_cls"])
+        log.info("create_goal stored %s %s", document["_cls"], goal["_id"], extra={"goal_id": goal["_id"]})
     except DuplicateKeyError:
         # A second run (retry, redelivery): the goal is there; send again, receivers dedupe.
         document = db.goals.find_one({"_id": document["_id"]})
@@ -74,6 +82,11 @@ def activate_goal(goal_id: str) -> bool:
         {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}},
         {"$set": {"active": True, "activated_at": time.time()}},
     )
+    if result.modified_count == 1:
+        goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {"nbf": 1, "activated_at": 1}) or {}
+        if goal.get("nbf") is not None:
+            metrics.activation(goal["activated_at"] - goal["nbf"])
+        log.info("activate_goal activated %s", goal_id, extra={"goal_id": goal_id})
     return result.modified_count == 1
 
 
@@ -126,10 +139,13 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
     """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None)."""
     function = {"activate": activate_goal, "end": end_goal}[kind]
     jid = job_id(kind, goal_id)
+    # Marks the goal as scheduled: the reconciler (goalhub.reconcile) finds it if the job is lost.
+    get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {f"lifecycle.{kind}_at": at or time.time()}})
     if at is None or at <= time.time():
-        get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid)
+        get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid, meta=job_meta())
     else:
-        get_scheduler().enqueue_at(datetime.fromtimestamp(at, tz=UTC), function, goal_id, job_id=jid, **kwargs)
+        get_scheduler().enqueue_at(datetime.fromtimestamp(at, tz=UTC), function, goal_id, job_id=jid,
+                                   meta=job_meta(), **kwargs)
     return jid
 
 

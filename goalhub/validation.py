@@ -166,3 +166,30 @@ def goal_body(body: Any, now: float, *, exp_required: bool = False) -> GoalBody:
     if exp is not None and exp <= now:
         raise BadRequest("exp must be in the future", code="invalid_window", field="exp")
     return GoalBody(levels=clean_levels, context=context, session_id=session_id, nbf=nbf, exp=exp)
+
+
+def body_schema(context: dict[str, dict[str, Any]], *, context_required: tuple[str, ...] = ("session_id",),
+                nbf_required: bool = False, exp: str = "optional") -> dict[str, Any]:
+    """The JSON Schema of a goal body ``{levels, context, nbf, exp}`` for ``GoalType.body_schema``
+    (the OpenAPI document): ``context`` maps the context's keys to their schemas, ``exp`` is
+    ``"optional"``, ``"required"`` or ``"absent"``. It documents what ``goal_body`` checks."""
+    epoch = {"type": "number", "minimum": MIN_EPOCH, "maximum": MAX_EPOCH, "description": "epoch seconds"}
+    properties: dict[str, Any] = {
+        "levels": {"type": "array", "minItems": 1, "maxItems": MAX_LEVELS, "items": {
+            "type": "object", "required": ["target"],
+            "properties": {"target": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TARGET}}}},
+        "context": {"type": "object", "required": list(context_required), "properties": context},
+        "nbf": epoch if nbf_required else {"anyOf": [epoch, {"type": "null"}]},
+    }
+    required = ["levels", "context"] + (["nbf"] if nbf_required else [])
+    if exp == "required":
+        properties["exp"] = {**epoch, "description": "epoch seconds, after nbf"}
+        required.append("exp")
+    elif exp == "optional":
+        properties["exp"] = {"anyOf": [epoch, {"type": "null"}]}
+    else:
+        properties["exp"] = {"type": "null", "description": "this goal type has no exp"}
+    return {"type": "object", "required": required, "properties": properties}
+
+
+OBJECT_ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-f]{24}$"}

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask
 
 from goalhub import config, plugins
-from goalhub.api import admin, dashboard, errors, goals, health, sessions
+from goalhub.api import admin, dashboard, docs, errors, goals, health, metrics, observe, ops, sessions
 from goalhub.api.payload import JSONProvider
 
 __all__ = ["create_app", "serve"]
@@ -35,9 +35,13 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     # Werkzeug refuses longer bodies with a 413 before the view reads them.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes()
     app.config.update(settings or {})
-    for module in (goals, sessions, health, admin):
+    config.settings()  # a bad GOALHUB_* value stops here, named, before any request
+    observe.register(app)
+    for module in (goals, sessions, health, metrics, admin):
         app.register_blueprint(module.blueprint)
+    docs.register(app)
     dashboard.register(app)
+    ops.register(app)
     errors.register(app)
     return app
 

@@ -46,7 +46,7 @@ def _guard() -> None:
     url = redis_url()
     current_app.config["RQ_DASHBOARD_REDIS_URL"] = (url,)
     connection = get_redis()
-    current_app.redis_conn = connection  # type: ignore[attr-defined]  (rq-dashboard's convention)
+    current_app.redis_conn = connection  # type: ignore[attr-defined]  # rq-dashboard's convention
     connection.sadd(Queue.redis_queues_keys, *(queue.key for queue in all_queues()))
 
 

@@ -49,7 +49,7 @@ def _requested_type() -> GoalType:
         raise BadRequest("the goal type is required: ?type=<name>", code="missing_goal_type", field="type")
     if len(names) > 1:
         raise BadRequest("type and goal_type name different goal types", code="ambiguous_goal_type", field="type")
-    name = names.pop()
+    name = str(names.pop())
     types = installed_goal_types()
     if name not in types:
         installed = ", ".join(sorted(types)) or "none"

@@ -10,7 +10,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from goalhub import config
+from goalhub import config, logs, metrics
 
 
 class _Server(BaseApplication):
@@ -39,8 +39,10 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
             "worker_class": "gthread",
             "timeout": config.api_timeout(),
             "graceful_timeout": 10,
-            "accesslog": "-",
+            # One structured line per request comes from the app (goalhub.api.observe), with its id.
             "errorlog": "-",
+            "logconfig_dict": logs.dict_config("api"),
+            "child_exit": metrics.child_exit,
             "proc_name": "goalhub-api",
             # gunicorn's control socket is one fixed path per user: servers side by side would clash.
             "control_socket_disable": True,

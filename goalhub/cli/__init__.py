@@ -21,7 +21,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import documents, events, introspect, processes, replay, scaffold
+from goalhub.cli import configuration, documents, events, introspect, processes, replay, scaffold
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -58,6 +58,7 @@ def _redis_target() -> str:
 @click.version_option(package_name="goalhub")
 def main() -> None:
     """goalhub: the goal engine of a live-streaming platform."""
+    config.settings()  # a bad GOALHUB_* value: one line naming it, exit 1, before any work
 
 
 for _command in (
@@ -78,5 +79,6 @@ for _command in (
     documents.goals,
     documents.sessions,
     scaffold.new_plugin,
+    configuration.config_command,
 ):
     main.add_command(_command)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from goalhub import config
+from goalhub import config, logs, metrics
 
 
 @click.command()
@@ -19,6 +20,8 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API with a production WSGI server."""
     from goalhub import api  # imported here: only this command needs Flask and gunicorn
 
+    logs.configure("api")
+
     api.serve(host, port, workers)
 
 
@@ -30,6 +33,8 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
     """Run an RQ worker on goalhub's queues, with the plugins loaded."""
     from goalhub.worker import run_worker
 
+    logs.configure("worker")
+    metrics.prepare()
     run_worker(burst=burst, simple=simple, name=name)
 
 
@@ -38,7 +43,7 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
     "--interval",
     type=float,
     default=None,
-    help=f"Seconds between polls [default: {config.scheduler_interval()}]",
+    help=f"Seconds between polls [default: {config.Settings.model_fields['SCHEDULER_INTERVAL'].default}]",
 )
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
@@ -46,8 +51,8 @@ def scheduler(interval: float | None, burst: bool) -> None:
     from goalhub import plugins
     from goalhub.worker import run_scheduler
 
+    logs.configure("scheduler")
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
-
     run_scheduler(interval=interval, burst=burst)
 
 
@@ -73,6 +78,9 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
 
     _report_broken_plugins()
+    # Read by people at a terminal: the children log console lines unless told otherwise.
+    os.environ.setdefault("GOALHUB_LOG_FORMAT", "console")
+
     supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers), stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
 

@@ -150,6 +150,9 @@ def goal_types() -> list[GoalType]:
             end_at_exp=True,
             session_fields={"exclusive_goal_pairs": {}},
             sample=sample_trigger_exclusive,
+            body_schema=goalhub.body_schema(
+                {"session_id": goalhub.OBJECT_ID_SCHEMA,
+                 "exclusive_to": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}, exp="required"),
         ),
         GoalType(
             name="exclusive",
@@ -161,5 +164,8 @@ def goal_types() -> list[GoalType]:
             end_at_exp=True,
             session_fields={"exclusive_goal_pairs": {}},
             sample=sample_exclusive,
+            body_schema=goalhub.body_schema(
+                {"session_id": goalhub.OBJECT_ID_SCHEMA, "trigger_exclusive_goal_id": goalhub.OBJECT_ID_SCHEMA},
+                context_required=("session_id", "trigger_exclusive_goal_id"), exp="absent"),
         ),
     ]

@@ -115,6 +115,7 @@ def goal_types() -> list[GoalType]:
             end_at_exp=True,
             session_fields={"show_goal_pairs": []},
             sample=sample_show_funding,
+            body_schema=goalhub.body_schema({"session_id": goalhub.OBJECT_ID_SCHEMA}, exp="required"),
         ),
         GoalType(
             name="show",
@@ -126,5 +127,8 @@ def goal_types() -> list[GoalType]:
             end_at_exp=False,
             session_fields={"show_goal_pairs": []},
             sample=sample_show,
+            body_schema=goalhub.body_schema(
+                {"session_id": goalhub.OBJECT_ID_SCHEMA, "funding_goal_id": goalhub.OBJECT_ID_SCHEMA},
+                context_required=("session_id", "funding_goal_id")),
         ),
     ]

@@ -80,6 +80,8 @@ def goal_types() -> list[GoalType]:
             end_at_exp=False,
             sample=sample_karaoke,
         ),
+        GoalType(name="karaoke", goal_class="KaraokeGoal", prepare=prepare_karaoke, description="a karaoke goal, active from creation",
+                 body_schema=goalhub.body_schema({"session_id": goalhub.OBJECT_ID_SCHEMA})),
         GoalType(
             name="trigger_private",
             goal_class="TriggerPrivateGoal",
@@ -89,5 +91,6 @@ def goal_types() -> list[GoalType]:
             activate_at_nbf=True,
             end_at_exp=True,
             sample=sample_trigger_private,
+            body_schema=goalhub.body_schema({"session_id": goalhub.OBJECT_ID_SCHEMA}, exp="required"),
         ),
     ]

@@ -1,0 +1,282 @@
+"""The API's OpenAPI 3.1 document, derived from pydantic models and a table of operations.
+
+Why pydantic and a small generator rather than apiflask, spectree or flask-openapi3: those
+replace Flask's blueprints or wrap every view (and validate bodies their own way), while
+goalhub's bodies are validated by each goal type's ``prepare`` and its errors follow one
+error model. Here the answers' shapes are pydantic models (their JSON Schema is pydantic's),
+each route is listed once in ``OPERATIONS`` beside the view it documents, each goal type's
+body schema comes from its plugin (``GoalType.body_schema``), and a test checks that every
+route of the app is documented (``undocumented_routes``). So a new goal type appears in the
+document as soon as its plugin is installed, and a new route cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from pydantic import BaseModel, ConfigDict, Field
+
+OBJECT_ID = r"^[0-9a-fA-F]{24}$"
+
+# Routes that are not part of the API contract: operator pages and this document itself.
+NOT_DOCUMENTED = ("/rq", "/static", "/docs", "/metrics", "/openapi.json")
+
+
+# --- the answers -------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable")
+    message: str = Field(description="for people")
+    field: str | None = Field(None, description="the offending input, when there is one")
+    down: list[str] | None = Field(None, description="/readyz: the backends that are unreachable")
+
+
+class Error(BaseModel):
+    """goalhub's one error model: 400 malformed, 401, 403, 404, 409, 413, 415, 422, 429, 503."""
+
+    error: ErrorDetail
+
+
+class GoalCreated(BaseModel):
+    goal_id: str = Field(pattern=OBJECT_ID, description="the new goal's id; the goal is written moments later")
+
+
+class GoalEnding(BaseModel):
+    goal_id: str = Field(pattern=OBJECT_ID)
+    status: str = Field(description='"ending": the end is queued')
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(alias="_id", description="<event>:<goal_id>|<plugin>.<receiver>")
+    event: str
+    receiver: str
+    plugin: str
+    status: str = Field(description="skipped, queued, running, ok, retrying, failed, timed out, paused")
+
+
+class DeliveredEvent(BaseModel):
+    event: str
+    receivers: list[str]
+    delivered_at: float
+
+
+class Goal(BaseModel):
+    """A goal with every receiver outcome; while ``create_goal`` has not run yet, only
+    ``_id``, ``_cls``, ``state: creating`` and ``job_status``."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(alias="_id", pattern=OBJECT_ID)
+    cls: str | None = Field(alias="_cls")
+    active: bool | None = None
+    state: str | None = Field(None, description='"creating" until create_goal has stored the goal')
+    conditions: dict[str, Any] | None = None
+    levels: list[dict[str, Any]] | None = None
+    nbf: float | None = None
+    exp: float | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    outcomes: list[Outcome]
+    events: list[DeliveredEvent]
+
+
+class Source(BaseModel):
+    room_id: str = Field(min_length=1, max_length=128)
+    task_id: str = Field(min_length=1, max_length=128)
+
+
+class SessionBody(BaseModel):
+    """``POST /sessions``: the RTC sources of the live session (optional)."""
+
+    sources: list[Source] | None = Field(None, max_length=32)
+
+
+class Session(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(alias="_id", pattern=OBJECT_ID)
+    user: str
+    active: bool
+    sources: list[dict[str, Any]]
+    exclusive_goal_pairs: dict[str, Any]
+    show_goal_pairs: list[dict[str, Any]]
+
+
+class SessionEnded(Session):
+    ending_goals: list[str]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    store: str
+    redis: str
+
+
+# --- the operations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # OpenAPI form: /goals/{goal_id}
+    operation_id: str
+    summary: str
+    tag: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | str | None = None  # "goal_types": the installed goal types' schemas
+    body_required: bool = True
+    query: tuple[dict[str, Any], ...] = ()
+    headers: tuple[dict[str, Any], ...] = ()
+    auth: bool = True
+    aliases: tuple[str, ...] = field(default=())  # the seeds' other spelling, same operation
+
+
+IDEMPOTENCY_HEADERS = (
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "description": "the same key from the same caller gets the first answer",
+     "schema": {"type": "string", "maxLength": 255}},
+    {"name": "X-Request-Id", "in": "header", "required": False,
+     "description": "the platform's request id: the idempotency key when Idempotency-Key is absent, "
+                    "and the id that follows the goal through logs, jobs and outcome records",
+     "schema": {"type": "string", "maxLength": 255}},
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/goals", "create_goal", "Create a goal of an installed goal type", "goals",
+              {202: GoalCreated}, body="goal_types", headers=IDEMPOTENCY_HEADERS, aliases=("/goal",)),
+    Operation("get", "/goals/{goal_id}", "get_goal", "A goal and every receiver outcome", "goals",
+              {200: Goal}, aliases=("/goal/{goal_id}",)),
+    Operation("post", "/goals/{goal_id}/end", "end_goal", "End a goal (goal.ended)", "goals",
+              {202: GoalEnding}, aliases=("/goal/{goal_id}/end",)),
+    Operation("post", "/sessions", "start_session", "Start a live session", "sessions",
+              {201: Session}, body=SessionBody, body_required=False, headers=IDEMPOTENCY_HEADERS),
+    Operation("get", "/sessions/{session_id}", "get_session", "A live session", "sessions", {200: Session}),
+    Operation("post", "/sessions/{session_id}/end", "end_session", "End a session and its goals", "sessions",
+              {200: SessionEnded}),
+    Operation("get", "/healthz", "healthz", "The process answers", "health", {200: Health}, auth=False),
+    Operation("get", "/readyz", "readyz", "The store and Redis answer too", "health", {200: Ready, 503: Error},
+              auth=False),
+)
+
+
+def _flask_path(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+def undocumented_routes(app: Flask) -> list[str]:
+    """``METHOD rule`` of every app route that is neither in ``OPERATIONS`` nor an operator page."""
+    documented = {(op.method.upper(), _flask_path(p)) for op in OPERATIONS for p in (op.path, *op.aliases)}
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(NOT_DOCUMENTED):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if (method, rule.rule) not in documented:
+                missing.append(f"{method} {rule.rule}")
+    return missing
+
+
+# --- the document ------------------------------------------------------------------------
+
+
+class _Components:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel]) -> dict[str, str]:
+        if model.__name__ not in self.schemas:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+            for name, definition in schema.pop("$defs", {}).items():
+                self.schemas.setdefault(name, definition)
+            self.schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "description": "a 24-hex ObjectId",
+             "schema": {"type": "string", "pattern": OBJECT_ID}} for name in re.findall(r"\{(\w+)\}", path)]
+
+
+def _goal_type_body(goal_types: dict[str, Any], components: _Components) -> dict[str, Any]:
+    variants = []
+    for name, goal_type in sorted(goal_types.items()):
+        schema = getattr(goal_type, "body_schema", None) or {
+            "type": "object", "description": "this goal type's plugin declares no body schema"}
+        key = f"GoalBody_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
+        components.schemas[key] = {
+            "title": f"{name} ({goal_type.goal_class})",
+            "description": (goal_type.description or "") + f" Sent with ?type={name}.",
+            **schema,
+        }
+        variants.append({"$ref": f"#/components/schemas/{key}"})
+    return {"anyOf": variants} if variants else {"type": "object"}
+
+
+def _goal_type_query(goal_types: dict[str, Any]) -> list[dict[str, Any]]:
+    names = sorted(goal_types)
+    described = "; ".join(f"{n}: {goal_types[n].goal_class}" for n in names) or "none installed"
+    type_schema: dict[str, Any] = {"type": "string", "enum": names} if names else {"type": "string"}
+    return [
+        {"name": "type", "in": "query", "required": False, "schema": type_schema,
+         "description": f"the goal type (its plugin's body schema applies): {described}"},
+        {"name": "goal_type", "in": "query", "required": False, "schema": type_schema, "deprecated": True,
+         "description": "seed 003's spelling of `type`"},
+    ]
+
+
+def document(goal_types: dict[str, Any], version: str = "0") -> dict[str, Any]:
+    """The OpenAPI 3.1 document for the installed goal types (``name -> GoalType``)."""
+    components = _Components()
+    error = components.ref(Error)
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        responses: dict[str, Any] = {}
+        for status, model in op.responses.items():
+            content = {"application/json": {"schema": components.ref(model)}} if model else None
+            responses[str(status)] = {"description": (model.__doc__ or model.__name__).strip().splitlines()[0]
+                                      if model else "no content", **({"content": content} if content else {})}
+        responses["default"] = {"description": "an error, in goalhub's one error model",
+                                "content": {"application/json": {"schema": error}}}
+        operation: dict[str, Any] = {
+            "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
+            "parameters": [*_path_parameters(op.path), *op.query, *op.headers,
+                           *(_goal_type_query(goal_types) if op.body == "goal_types" else [])],
+            "responses": responses,
+        }
+        if op.body is not None:
+            schema = _goal_type_body(goal_types, components) if op.body == "goal_types" else components.ref(
+                op.body)  # type: ignore[arg-type]
+            operation["requestBody"] = {"required": op.body_required,
+                                        "content": {"application/json": {"schema": schema}}}
+        operation["security"] = [{"bearer": []}] if op.auth else []
+        paths.setdefault(op.path, {})[op.method] = operation
+        for alias in op.aliases:
+            paths.setdefault(alias, {})[op.method] = {
+                **operation, "operationId": f"{op.operation_id}_alias", "deprecated": True,
+                "summary": f"{op.summary} (the seeds' spelling of {op.path})"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "goalhub",
+            "version": version,
+            "description": "The goal engine of a live-streaming platform. Creating a goal answers 202 at once; "
+                           "the goal is written by a background job. Goal types, and their body schemas, come "
+                           "from the installed plugins.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components.schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                           "description": "HS256 with a kid from GOALHUB_JWT_KEYS; "
+                                                          "creating needs the CREATOR scope"}},
+        },
+    }

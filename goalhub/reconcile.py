@@ -1,0 +1,137 @@
+"""The scheduler's liveness, and the reconciler that loses no goal to a deleted job.
+
+Liveness: each scheduler process writes a heartbeat (``<prefix>:scheduler:<name>``: host,
+pid, last poll, whether it held rq-scheduler's lock) at most once a second while it runs,
+and names itself the lock holder (``<prefix>:scheduler-lock-holder``) when it takes the
+lock. Both expire, so a dead scheduler disappears from the dashboard within a minute.
+
+Reconciler: ``goalhub.tasks.schedule`` marks a goal with ``lifecycle.activate_at`` /
+``lifecycle.end_at`` when it schedules its activation or end. Every
+``GOALHUB_RECONCILE_INTERVAL`` seconds the scheduler holding the lock looks for marked goals
+whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are still inactive
+(activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
+the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue: the goal
+is activated or ended late, and ``goalhub_reconciled_total`` counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from bson import ObjectId
+from rq.job import Job
+
+from goalhub import config, logs, metrics
+from goalhub.connection import get_redis
+
+log = logging.getLogger(__name__)
+
+BEAT_EVERY = 1.0
+BEAT_TTL = 60
+
+
+def _key(*parts: str) -> str:
+    return ":".join((config.queue_prefix(), *parts))
+
+
+def beat(scheduler: Any, *, force: bool = False) -> None:
+    """Record that ``scheduler`` (a ``goalhub.queues.Scheduler``) polled; at most once a second."""
+    now = time.time()
+    holds_lock = bool(getattr(scheduler, "_lock_acquired", False))
+    if not force and not holds_lock and now - getattr(scheduler, "_goalhub_beat", 0.0) < BEAT_EVERY:
+        return
+    connection = scheduler.connection
+    with connection.pipeline() as pipe:
+        pipe.hset(_key("scheduler", scheduler.name), mapping={
+            "name": scheduler.name, "host": socket.gethostname(), "pid": scheduler.pid,
+            "last_poll": now, "interval": scheduler._interval,
+        })
+        pipe.expire(_key("scheduler", scheduler.name), BEAT_TTL)
+        if holds_lock:
+            pipe.set(_key("scheduler-lock-holder"), scheduler.name, ex=BEAT_TTL)
+            pipe.set(_key("scheduler-lock-taken"), now, ex=BEAT_TTL)
+        pipe.execute()
+    scheduler._goalhub_beat = now
+    if holds_lock:
+        maybe_reconcile()
+
+
+def schedulers() -> list[dict[str, Any]]:
+    """The schedulers that polled within the last minute, most recent first."""
+    connection = get_redis()
+    found = []
+    for key in connection.scan_iter(match=_key("scheduler", "*"), count=100):
+        raw: dict[bytes, bytes] = connection.hgetall(key)  # type: ignore[assignment]
+        if not raw:
+            continue
+        beat_ = {k.decode(): v.decode() for k, v in raw.items()}
+        found.append({"name": beat_.get("name", ""), "host": beat_.get("host", ""),
+                      "pid": int(beat_.get("pid", 0) or 0), "last_poll": float(beat_.get("last_poll", 0) or 0),
+                      "interval": float(beat_.get("interval", 0) or 0)})
+    return sorted(found, key=lambda b: -b["last_poll"])
+
+
+def lock_holder() -> dict[str, Any]:
+    """Who took rq-scheduler's lock last, when, and whether the lock is held right now."""
+    from rq_scheduler import Scheduler
+
+    connection = get_redis()
+    values: list[bytes | None] = connection.mget(  # type: ignore[assignment]
+        _key("scheduler-lock-holder"), _key("scheduler-lock-taken"))
+    holder, taken = values
+    return {"holder": holder.decode() if holder else None, "taken_at": float(taken) if taken else None,
+            "held_now": bool(connection.exists(Scheduler.scheduler_lock_key))}
+
+
+def maybe_reconcile() -> dict[str, list[str]] | None:
+    """Run ``reconcile`` if ``GOALHUB_RECONCILE_INTERVAL`` passed since the last run (any scheduler)."""
+    interval = config.reconcile_interval()
+    if interval <= 0:
+        return None
+    if not get_redis().set(_key("reconcile", "last"), time.time(), nx=True, px=max(int(interval * 1000), 1)):
+        return None
+    try:
+        return reconcile()
+    except Exception:
+        log.exception("the reconciler failed; it runs again in %s s", interval)
+        return None
+
+
+def _pending(job_id: str) -> bool:
+    from goalhub.queues import PENDING
+
+    job = Job.fetch_many([job_id], connection=get_redis())[0]
+    return job is not None and job.get_status(refresh=False) in PENDING
+
+
+def reconcile(now: float | None = None) -> dict[str, list[str]]:
+    """Activate or end, late, the overdue goals that have no pending lifecycle job; returns their ids."""
+    from goalhub.queues import get_queue, job_id
+    from goalhub.store import get_database
+    from goalhub.tasks import activate_goal, end_goal
+
+    db = get_database()
+    due = (now if now is not None else time.time()) - config.reconcile_grace()
+    done: dict[str, list[str]] = {"activate": [], "end": []}
+    work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
+        ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
+        ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),
+    )
+    for action, query, function, kwargs in work:
+        for goal in db.goals.find({**query, "ended_at": {"$exists": False}}, {"_id": 1, "_cls": 1}):
+            goal_id = str(goal["_id"])
+            jid = job_id(action, goal_id)
+            if _pending(jid):
+                continue
+            request_id = (db.goals.find_one({"_id": ObjectId(goal_id)}, {"request_id": 1}) or {}).get("request_id")
+            get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid,
+                                                meta=logs.job_meta({"reconciled": True} | (
+                                                    {"request_id": request_id} if request_id else {})))
+            metrics.reconciled(action)
+            done[action].append(goal_id)
+            log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",
+                        action, goal_id, goal.get("_cls"), extra={"goal_id": goal_id, "action": action})
+    return done

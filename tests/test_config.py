@@ -1,0 +1,62 @@
+"""Configuration: parsed in one place; a bad value is one line naming it; ``goalhub config``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from goalhub import config
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "goalhub", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("GOALHUB_JOB_TIMEOUT", "abc", "a whole number of seconds >= 1"),
+    ("GOALHUB_RECEIVER_BACKOFF", "1,x,3", "comma-separated whole seconds"),
+    ("GOALHUB_SCHEDULER_INTERVAL", "-1", "seconds > 0"),
+    ("GOALHUB_LOG_FORMAT", "xml", "json or console"),
+    ("GOALHUB_REDIS_URL", "localhost:6379", "a redis://, rediss:// or unix:// URL"),
+])
+def test_a_bad_value_is_one_line_naming_the_variable_the_value_and_what_is_allowed(variable, value, allowed):
+    for command in (["worker", "--burst"], ["scheduler", "--burst"], ["serve", "--port", "1"], ["config"]):
+        result = run_cli(*command, **{variable: value})
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr  # no traceback
+        assert variable in lines[0] and repr(value) in lines[0] and allowed in lines[0], lines[0]
+
+
+def test_accessors_read_the_environment_as_it_is_now(monkeypatch):
+    monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "7")
+    assert config.job_timeout() == 7
+    monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "8")
+    assert config.job_timeout() == 8
+    monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "2, 4")
+    assert config.receiver_backoff() == [2, 4]
+    monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "")  # empty is unset: the default
+    assert config.job_timeout() == 60
+    monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "0")
+    with pytest.raises(config.ConfigError, match="GOALHUB_JOB_TIMEOUT='0'"):
+        config.job_timeout()
+
+
+def test_goalhub_config_prints_the_effective_configuration_with_secrets_masked():
+    secrets = {"GOALHUB_DASHBOARD_PASSWORD": "hunter2-dashboard", "GOALHUB_JWT_KEYS": '{"k1": "jwt-secret-value"}',
+               "GOALHUB_MONGO_URI": "mongodb://app:mongo-pass@db.example:27017/goalhub"}
+    result = run_cli("config", "--json", GOALHUB_JOB_TIMEOUT="42", **secrets)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["GOALHUB_JOB_TIMEOUT"] == 42
+    assert shown["GOALHUB_DASHBOARD_PASSWORD"] == "***"
+    assert shown["GOALHUB_MONGO_URI"] == "mongodb://app:***@db.example:27017/goalhub"
+    for secret in ("hunter2-dashboard", "jwt-secret-value", "mongo-pass"):
+        assert secret not in result.stdout
+    table = run_cli("config", **secrets)
+    assert table.returncode == 0 and "GOALHUB_JOB_TIMEOUT" in table.stdout and "hunter2" not in table.stdout
