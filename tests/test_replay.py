@@ -353,8 +353,14 @@ def test_admin_api_backfill_resume_and_receivers(db, inline_plugin, drain, monke
     listed = client.get("/admin/receivers", headers=admin).get_json()["receivers"]
     tripped = {r["id"]: r["tripped"] for r in listed}
     assert tripped["counting.fragile"]["failures"] == 1 and tripped["counting.steady"] is None
+    # The operator sees it on the dashboard and in the metrics.
+    page = client.get("/rq/goalhub/", headers=admin)
+    assert page.status_code == 200 and b"counting.fragile" in page.data and b"ConnectionError" in page.data
+    scraped = client.get("/metrics", headers=admin).data.decode()
+    assert 'goalhub_receiver_tripped{receiver="counting.fragile"} 1.0' in scraped
     plugin.broken = False
     resumed = client.post("/admin/receivers/counting.fragile/resume", headers=admin).get_json()
     assert resumed["closed"] == ["counting.fragile"] and len(resumed["redelivered"]) == 2
     drain()
     assert sorted(plugin.runs["fragile"]) == sorted(goals[:2])
+    assert "goalhub_receiver_tripped{" not in client.get("/metrics", headers=admin).data.decode()

@@ -26,7 +26,7 @@ class RedisCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from goalhub import reconcile
+        from goalhub import breaker, reconcile
         from goalhub.queues import all_queues, get_scheduler
 
         depth = GaugeMetricFamily("goalhub_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
@@ -42,6 +42,12 @@ class RedisCollector:
         age = min((time.time() - beat["last_poll"] for beat in beats), default=float("inf"))
         yield GaugeMetricFamily("goalhub_scheduler_last_poll_age_seconds",
                                 "Seconds since the most recent poll of any scheduler (+Inf: none)", value=age)
+        tripped = GaugeMetricFamily("goalhub_receiver_tripped",
+                                    "1 for a receiver paused by its circuit breaker (goalhub resume closes it)",
+                                    labels=["receiver"])
+        for receiver_id in breaker.tripped():
+            tripped.add_metric([receiver_id], 1)
+        yield tripped
 
 
 @blueprint.get("/metrics")

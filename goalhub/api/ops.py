@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import reconcile
+from goalhub import breaker, reconcile
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
@@ -66,6 +66,13 @@ at exp, and no retry moves. Start one: <code>goalhub scheduler</code>.</p>{% end
 <td>{{ s.interval }} s</td></tr>{% endfor %}</table>
 <p>rq-scheduler lock: {% if lock.holder %}last taken by <b>{{ lock.holder }}</b> {{ lock.ago }}{% else %}never taken
 in the last minute{% endif %}; held right now: {{ 'yes' if lock.held_now else 'no' }}.</p>
+<h3>Receivers paused by their circuit breaker</h3>
+<table><tr><th>receiver</th><th>tripped</th><th>failed events</th><th>last error</th></tr>
+{% for t in tripped %}<tr><td class="failed">{{ t.id }}</td><td>{{ t.when }}</td><td>{{ t.failures }}</td>
+<td><code>{{ t.last_error }}</code></td></tr>
+{% else %}<tr><td colspan="4" class="muted">none: every receiver runs</td></tr>{% endfor %}</table>
+{% if tripped %}<p class="muted"><code>goalhub resume RECEIVER</code> (or <code>POST /admin/receivers/RECEIVER/resume</code>)
+closes one and delivers every event it missed.</p>{% endif %}
 <h3>A goal's receiver outcomes</h3>
 <form method="get" action="{{ prefix }}/goals"><input name="id" size="30" placeholder="goal id (24 hex)">
 <input type="submit" value="Show"></form>"""
@@ -137,7 +144,9 @@ def home() -> Response:
     lock = reconcile.lock_holder()
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
-    return _page("operations", _HOME, counts=counts, schedulers=schedulers, lock=lock, queues=queues)
+    tripped = [{"id": rid, "when": _when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]
+    return _page("operations", _HOME, counts=counts, schedulers=schedulers, lock=lock, queues=queues,
+                 tripped=tripped)
 
 
 def scheduled_jobs() -> list[dict[str, Any]]:
