@@ -101,7 +101,8 @@ def record_failure(receiver_id: str, event_id: str, error: str) -> None:
 
 def tripped() -> dict[str, dict[str, Any]]:
     """Every tripped receiver with when it tripped, how many events failed and the last error."""
-    return {k.decode(): json.loads(v) for k, v in get_redis().hgetall(OPEN).items()}
+    found: dict[Any, Any] = get_redis().hgetall(OPEN)
+    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in found.items()}
 
 
 def close(receiver_id: str) -> bool:
