@@ -12,6 +12,12 @@ merely has goalhub installed. A test asks for what it needs:
   receiver job with a real RQ ``SimpleWorker`` and return the outcomes by receiver id;
 - ``drain()``: run the queued (and due scheduled) jobs; ``db``: the store.
 
+And functions for what a plugin's tests do with the core, without importing its modules:
+``goal_types()`` (the loaded goal types by name), ``create_goal(goal)`` /
+``enqueue_create_goal(goal)`` / ``end_goal(goal_id)`` (the core's lifecycle jobs),
+``created_arguments(goal)`` (``goal.created``'s arguments, to send it again), ``queue()`` (the
+default RQ queue) and ``documents(db)``.
+
 For every test of a project, a ``conftest.py`` can make the environment autouse::
 
     @pytest.fixture(autouse=True)
@@ -31,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -40,6 +46,11 @@ from rq import SimpleWorker
 from goalhub import connection, plugins, store
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_scheduler
+
+if TYPE_CHECKING:
+    from rq import Queue
+
+    from goalhub.goaltypes import GoalType
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +179,57 @@ def fire(goalhub_env: None, drain: Callable[..., None]) -> Callable[..., dict[st
         return {f"{o['plugin']}.{o['receiver']}": o for o in db.outcomes.find({"goal_id": sent["goal_id"]})}
 
     return run
+
+
+# --- the core's goals and jobs, for a plugin's tests ---------------------------------------
+# A plugin's tests import goalhub and goalhub.testing only (tests/test_import_contract.py);
+# these run the core's own code, in this process, for what such a test needs of the core.
+
+
+def goal_types() -> dict[str, GoalType]:
+    """The goal types of the loaded plugins by name, as the API resolves them (a name two
+    plugins claim goes to the one whose name sorts first)."""
+    return plugins.goal_types()
+
+
+def create_goal(goal: dict[str, Any]) -> str:
+    """Run the core's ``create_goal`` job here for ``goal``, a goal document with its ``_id``
+    allocated (as the API drafts it): store it (once, however often it runs) and send
+    ``goal.created``, whose receiver jobs are queued (``drain()`` runs them). Returns its id."""
+    from goalhub import tasks
+
+    return tasks.create_goal(goal)
+
+
+def enqueue_create_goal(goal: dict[str, Any]) -> str:
+    """Enqueue ``create_goal`` for ``goal`` as the API does on ``POST /goals`` (once per goal
+    id); ``drain()`` runs it and then its receivers. Returns the goal id."""
+    from goalhub import tasks
+
+    return tasks.enqueue_create_goal(goal)
+
+
+def end_goal(goal_id: str, reason: str = "ended") -> bool:
+    """Run the core's ``end_goal`` job here: the goal is made inactive and ended (once) and
+    ``goal.ended`` is sent with ``reason``. Returns whether this call ended it."""
+    from goalhub import tasks
+
+    return tasks.end_goal(goal_id, reason=reason)
+
+
+def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the core sends ``goal.created`` with for a stored goal document:
+    ``goalhub.send_event("goal.created", **created_arguments(goal))`` delivers it again."""
+    from goalhub import tasks
+
+    return tasks.created_arguments(goal)
+
+
+def queue() -> Queue:
+    """goalhub's default RQ queue, the one ``goalhub.enqueue_once`` puts a plugin's jobs on."""
+    from goalhub.queues import get_queue
+
+    return get_queue()
 
 
 # --- documents, for receiver tests ----------------------------------------------------------

@@ -10,8 +10,9 @@ import time
 import pytest
 from bson import ObjectId
 
-from goalhub import errors, plugins
-from goalhub.goaltypes import CreateRequest
+import goalhub
+import goalhub.testing
+from goalhub import CreateRequest
 
 # Seed 000's request body, verbatim; the test inserts a session and a trigger goal under its ids.
 SEED_000_BODY = (
@@ -25,7 +26,7 @@ SESSION_ID, TRIGGER_ID = "681831d3292549a5d91df267", "68183380860748ad566a6aca"
 @pytest.fixture
 def goal_types(use_plugins):
     use_plugins("exclusive")
-    found = {t.name: t for batch in plugins.get_plugin_manager().hook.goal_types() for t in batch}
+    found = goalhub.testing.goal_types()
     assert {found["exclusive"].goal_class, found["trigger_exclusive"].goal_class} == {"ExclusiveGoal", "TriggerExclusiveGoal"}
     return found
 
@@ -123,7 +124,7 @@ def test_the_claim_lets_exactly_one_of_two_requests_bind_the_trigger(db, world, 
         won.append(result.modified_count)
     assert won == [1, 0]
     # once claimed by another request, prepare itself refuses
-    with pytest.raises(errors.Conflict):
+    with pytest.raises(goalhub.Conflict):
         goal_types["exclusive"].prepare(request(db, json.loads(SEED_000_BODY)))
 
 
@@ -146,36 +147,36 @@ CTX_SESSION, CTX_TRIGGER = "context.session_id", "context.trigger_exclusive_goal
 
 # (case, body changes (with "{name}" naming a world id), user, error class, code, field)
 EXCLUSIVE_REFUSALS = [
-    ("unknown session", {"context__session_id": str(ObjectId())}, None, errors.NotFound, "session_not_found", CTX_SESSION),
-    ("another streamer's session", {"context__session_id": "{other_streamers}"}, None, errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("caller is another streamer", {}, str(ObjectId()), errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("ended session", {"context__session_id": "{ended}"}, None, errors.Unprocessable, "session_ended", CTX_SESSION),
-    ("unknown trigger", {"context__trigger_exclusive_goal_id": str(ObjectId())}, None, errors.NotFound, "goal_not_found", CTX_TRIGGER),
-    ("trigger of another session", {"context__trigger_exclusive_goal_id": "{other_session}"}, None, errors.Unprocessable, "goal_of_another_session", CTX_TRIGGER),
-    ("not a trigger goal", {"context__trigger_exclusive_goal_id": "{funding}"}, None, errors.Unprocessable, "wrong_goal_class", CTX_TRIGGER),
-    ("countdown not ended", {"context__trigger_exclusive_goal_id": "{running}"}, None, errors.Unprocessable, "countdown_not_ended", CTX_TRIGGER),
-    ("countdown without exp", {"context__trigger_exclusive_goal_id": "{no_exp}"}, None, errors.Unprocessable, "countdown_not_ended", CTX_TRIGGER),
-    ("already bound", {"context__trigger_exclusive_goal_id": "{bound}"}, None, errors.Conflict, "already_bound", CTX_TRIGGER),
-    ("claimed by another request", {"context__trigger_exclusive_goal_id": "{claimed}"}, None, errors.Conflict, "already_bound", CTX_TRIGGER),
-    ("trigger without exclusive_to", {"context__trigger_exclusive_goal_id": "{no_key}"}, None, errors.Unprocessable, "trigger_without_exclusive_to", CTX_TRIGGER),
-    ("levels missing", {"levels": DELETE}, None, errors.BadRequest, "missing_field", "levels"),
-    ("levels empty", {"levels": []}, None, errors.BadRequest, "invalid_levels", "levels"),
-    ("levels not a list", {"levels": {"target": 300}}, None, errors.BadRequest, "invalid_levels", "levels"),
-    ("target zero", {"levels": [{"target": 0}]}, None, errors.BadRequest, "invalid_target", "levels.0.target"),
-    ("target negative", {"levels": [{"target": -300}]}, None, errors.BadRequest, "invalid_target", "levels.0.target"),
-    ("target a string", {"levels": [{"target": "300"}]}, None, errors.BadRequest, "invalid_number", "levels.0.target"),
-    ("target a boolean", {"levels": [{"target": True}]}, None, errors.BadRequest, "invalid_number", "levels.0.target"),
-    ("target missing", {"levels": [{}]}, None, errors.BadRequest, "missing_field", "levels.0.target"),
-    ("nbf a string", {"nbf": "1746416602"}, None, errors.BadRequest, "invalid_number", "nbf"),
-    ("nbf in milliseconds", {"nbf": 1746416602371}, None, errors.BadRequest, "invalid_timestamp", "nbf"),
-    ("exp given", {"exp": 1746420000}, None, errors.BadRequest, "unexpected_field", "exp"),
-    ("context missing", {"context": DELETE}, None, errors.BadRequest, "missing_field", "context"),
-    ("context not an object", {"context": "681831d3292549a5d91df267"}, None, errors.BadRequest, "invalid_type", "context"),
-    ("session id missing", {"context__session_id": DELETE}, None, errors.BadRequest, "missing_field", CTX_SESSION),
-    ("session id not hex", {"context__session_id": "681831d3292549a5d91df26z"}, None, errors.BadRequest, "invalid_id", CTX_SESSION),
-    ("operator in session id", {"context__session_id": {"$ne": None}}, None, errors.BadRequest, "invalid_id", CTX_SESSION),
-    ("operator in trigger id", {"context__trigger_exclusive_goal_id": {"$ne": None}}, None, errors.BadRequest, "invalid_id", CTX_TRIGGER),
-    ("trigger id a list", {"context__trigger_exclusive_goal_id": [TRIGGER_ID]}, None, errors.BadRequest, "invalid_id", CTX_TRIGGER),
+    ("unknown session", {"context__session_id": str(ObjectId())}, None, goalhub.NotFound, "session_not_found", CTX_SESSION),
+    ("another streamer's session", {"context__session_id": "{other_streamers}"}, None, goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("caller is another streamer", {}, str(ObjectId()), goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("ended session", {"context__session_id": "{ended}"}, None, goalhub.Unprocessable, "session_ended", CTX_SESSION),
+    ("unknown trigger", {"context__trigger_exclusive_goal_id": str(ObjectId())}, None, goalhub.NotFound, "goal_not_found", CTX_TRIGGER),
+    ("trigger of another session", {"context__trigger_exclusive_goal_id": "{other_session}"}, None, goalhub.Unprocessable, "goal_of_another_session", CTX_TRIGGER),
+    ("not a trigger goal", {"context__trigger_exclusive_goal_id": "{funding}"}, None, goalhub.Unprocessable, "wrong_goal_class", CTX_TRIGGER),
+    ("countdown not ended", {"context__trigger_exclusive_goal_id": "{running}"}, None, goalhub.Unprocessable, "countdown_not_ended", CTX_TRIGGER),
+    ("countdown without exp", {"context__trigger_exclusive_goal_id": "{no_exp}"}, None, goalhub.Unprocessable, "countdown_not_ended", CTX_TRIGGER),
+    ("already bound", {"context__trigger_exclusive_goal_id": "{bound}"}, None, goalhub.Conflict, "already_bound", CTX_TRIGGER),
+    ("claimed by another request", {"context__trigger_exclusive_goal_id": "{claimed}"}, None, goalhub.Conflict, "already_bound", CTX_TRIGGER),
+    ("trigger without exclusive_to", {"context__trigger_exclusive_goal_id": "{no_key}"}, None, goalhub.Unprocessable, "trigger_without_exclusive_to", CTX_TRIGGER),
+    ("levels missing", {"levels": DELETE}, None, goalhub.BadRequest, "missing_field", "levels"),
+    ("levels empty", {"levels": []}, None, goalhub.BadRequest, "invalid_levels", "levels"),
+    ("levels not a list", {"levels": {"target": 300}}, None, goalhub.BadRequest, "invalid_levels", "levels"),
+    ("target zero", {"levels": [{"target": 0}]}, None, goalhub.BadRequest, "invalid_target", "levels.0.target"),
+    ("target negative", {"levels": [{"target": -300}]}, None, goalhub.BadRequest, "invalid_target", "levels.0.target"),
+    ("target a string", {"levels": [{"target": "300"}]}, None, goalhub.BadRequest, "invalid_number", "levels.0.target"),
+    ("target a boolean", {"levels": [{"target": True}]}, None, goalhub.BadRequest, "invalid_number", "levels.0.target"),
+    ("target missing", {"levels": [{}]}, None, goalhub.BadRequest, "missing_field", "levels.0.target"),
+    ("nbf a string", {"nbf": "1746416602"}, None, goalhub.BadRequest, "invalid_number", "nbf"),
+    ("nbf in milliseconds", {"nbf": 1746416602371}, None, goalhub.BadRequest, "invalid_timestamp", "nbf"),
+    ("exp given", {"exp": 1746420000}, None, goalhub.BadRequest, "unexpected_field", "exp"),
+    ("context missing", {"context": DELETE}, None, goalhub.BadRequest, "missing_field", "context"),
+    ("context not an object", {"context": "681831d3292549a5d91df267"}, None, goalhub.BadRequest, "invalid_type", "context"),
+    ("session id missing", {"context__session_id": DELETE}, None, goalhub.BadRequest, "missing_field", CTX_SESSION),
+    ("session id not hex", {"context__session_id": "681831d3292549a5d91df26z"}, None, goalhub.BadRequest, "invalid_id", CTX_SESSION),
+    ("operator in session id", {"context__session_id": {"$ne": None}}, None, goalhub.BadRequest, "invalid_id", CTX_SESSION),
+    ("operator in trigger id", {"context__trigger_exclusive_goal_id": {"$ne": None}}, None, goalhub.BadRequest, "invalid_id", CTX_TRIGGER),
+    ("trigger id a list", {"context__trigger_exclusive_goal_id": [TRIGGER_ID]}, None, goalhub.BadRequest, "invalid_id", CTX_TRIGGER),
 ]
 
 
@@ -222,18 +223,18 @@ def test_trigger_exclusive_is_a_countdown_that_is_active_only_once_nbf_has_passe
 
 
 TRIGGER_REFUSALS = [
-    ("exp missing", {"exp": None}, errors.BadRequest, "missing_field", "exp"),
-    ("exp before nbf", {"exp": time.time() + 10, "nbf": time.time() + 20}, errors.BadRequest, "invalid_window", "exp"),
-    ("exp passed", {"exp": time.time() - 10, "nbf": None}, errors.BadRequest, "invalid_window", "exp"),
-    ("exp a string", {"exp": "later"}, errors.BadRequest, "invalid_number", "exp"),
-    ("nbf a boolean", {"nbf": True}, errors.BadRequest, "invalid_number", "nbf"),
-    ("levels target zero", {"levels": [{"target": 0}]}, errors.BadRequest, "invalid_target", "levels.0.target"),
-    ("exclusive_to with a dot", {"context": {"session_id": SESSION_ID, "exclusive_to": "a.b"}}, errors.BadRequest, "invalid_exclusive_to", "context.exclusive_to"),
-    ("exclusive_to an operator", {"context": {"session_id": SESSION_ID, "exclusive_to": {"$ne": None}}}, errors.BadRequest, "invalid_exclusive_to", "context.exclusive_to"),
-    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, errors.BadRequest, "invalid_id", CTX_SESSION),
-    ("unknown session", {"context": {"session_id": str(ObjectId())}}, errors.NotFound, "session_not_found", CTX_SESSION),
-    ("another streamer's session", {"context": {"session_id": "{other_streamers}"}}, errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("ended session", {"context": {"session_id": "{ended}"}}, errors.Unprocessable, "session_ended", CTX_SESSION),
+    ("exp missing", {"exp": None}, goalhub.BadRequest, "missing_field", "exp"),
+    ("exp before nbf", {"exp": time.time() + 10, "nbf": time.time() + 20}, goalhub.BadRequest, "invalid_window", "exp"),
+    ("exp passed", {"exp": time.time() - 10, "nbf": None}, goalhub.BadRequest, "invalid_window", "exp"),
+    ("exp a string", {"exp": "later"}, goalhub.BadRequest, "invalid_number", "exp"),
+    ("nbf a boolean", {"nbf": True}, goalhub.BadRequest, "invalid_number", "nbf"),
+    ("levels target zero", {"levels": [{"target": 0}]}, goalhub.BadRequest, "invalid_target", "levels.0.target"),
+    ("exclusive_to with a dot", {"context": {"session_id": SESSION_ID, "exclusive_to": "a.b"}}, goalhub.BadRequest, "invalid_exclusive_to", "context.exclusive_to"),
+    ("exclusive_to an operator", {"context": {"session_id": SESSION_ID, "exclusive_to": {"$ne": None}}}, goalhub.BadRequest, "invalid_exclusive_to", "context.exclusive_to"),
+    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, goalhub.BadRequest, "invalid_id", CTX_SESSION),
+    ("unknown session", {"context": {"session_id": str(ObjectId())}}, goalhub.NotFound, "session_not_found", CTX_SESSION),
+    ("another streamer's session", {"context": {"session_id": "{other_streamers}"}}, goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("ended session", {"context": {"session_id": "{ended}"}}, goalhub.Unprocessable, "session_ended", CTX_SESSION),
 ]
 
 

@@ -13,9 +13,9 @@ import pytest
 from bson import ObjectId
 from goalhub_demo.world import GOAL_CLASSES, goal_document
 
-from goalhub import signals, tasks
-from goalhub.binding import BindingConflict
-from goalhub.testing import documents
+import goalhub
+from goalhub import BindingConflict
+from goalhub.testing import create_goal, created_arguments, documents, enqueue_create_goal
 from goalhub_exclusive import receivers
 
 PLUGIN_RECEIVERS = {
@@ -103,7 +103,7 @@ def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_p
     use_plugins("exclusive")
     before = documents(db)
     goal = goal_of(cls, world)
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
 
     after = documents(db)
@@ -133,15 +133,15 @@ def test_delivering_the_same_events_twice_leaves_the_same_documents(db, world, u
     trigger = goal_of("TriggerExclusiveGoal", world)
     exclusive = goal_of("ExclusiveGoal", world)
     for goal in (trigger, exclusive):
-        tasks.create_goal(goal)
+        create_goal(goal)
         drain()
     once = documents(db)
     outcomes_once = {o["_id"]: (o["status"], o.get("attempts")) for o in db.outcomes.find()}
 
     # Redelivery through the dispatch (a create_goal retry, a second fire) ...
     for goal in (trigger, exclusive):
-        tasks.create_goal(goal)
-        signals.leaderboards.send("goal.created", **tasks.created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
+        create_goal(goal)
+        goalhub.send_event("goal.created", **created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
         drain()
     # ... and the receivers run again by hand (a worker that died before recording "ok").
     for goal in (trigger, exclusive):

@@ -8,8 +8,9 @@ import time
 import pytest
 from bson import ObjectId
 
-from goalhub import errors, plugins
-from goalhub.goaltypes import CreateRequest
+import goalhub
+import goalhub.testing
+from goalhub import CreateRequest
 
 STREAMER = "67d9847d566d0435771a730c"  # seed 003's presence channel names this streamer
 SESSION_ID = "67ceabecc82b8fd6cf63d6d6"  # ... and this session
@@ -20,7 +21,7 @@ DELETE = object()
 @pytest.fixture
 def goal_types(use_plugins):
     use_plugins("show")
-    found = {t.name: t for batch in plugins.get_plugin_manager().hook.goal_types() for t in batch}
+    found = goalhub.testing.goal_types()
     assert {found["show"].goal_class, found["show_funding"].goal_class} == {"ShowGoal", "ShowFundingGoal"}
     return found
 
@@ -114,25 +115,25 @@ def test_seed_003_show_body_is_accepted_and_drafted(db, world, goal_types):
 
 
 SHOW_REFUSALS = [
-    ("unknown session", {"context__session_id": str(ObjectId())}, None, errors.NotFound, "session_not_found", CTX_SESSION),
-    ("another streamer's session", {"context__session_id": "{other_streamers}"}, None, errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("caller is another streamer", {}, str(ObjectId()), errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("ended session", {"context__session_id": "{ended}"}, None, errors.Unprocessable, "session_ended", CTX_SESSION),
-    ("unknown funding goal", {"context__funding_goal_id": str(ObjectId())}, None, errors.NotFound, "goal_not_found", CTX_FUNDING),
-    ("funding goal of another session", {"context__funding_goal_id": "{other_session}"}, None, errors.Unprocessable, "goal_of_another_session", CTX_FUNDING),
-    ("not a funding goal", {"context__funding_goal_id": "{trigger}"}, None, errors.Unprocessable, "wrong_goal_class", CTX_FUNDING),
-    ("already bound", {"context__funding_goal_id": "{bound}"}, None, errors.Conflict, "already_bound", CTX_FUNDING),
-    ("claimed by another request", {"context__funding_goal_id": "{claimed}"}, None, errors.Conflict, "already_bound", CTX_FUNDING),
-    ("levels missing", {"levels": DELETE}, None, errors.BadRequest, "missing_field", "levels"),
-    ("target zero", {"levels": [{"target": 0}]}, None, errors.BadRequest, "invalid_target", "levels.0.target"),
-    ("target not a number", {"levels": [{"target": "500"}]}, None, errors.BadRequest, "invalid_number", "levels.0.target"),
-    ("nbf a string", {"nbf": "now"}, None, errors.BadRequest, "invalid_number", "nbf"),
-    ("exp in milliseconds", {"exp": 1746416602371}, None, errors.BadRequest, "invalid_timestamp", "exp"),
-    ("exp before nbf", {"nbf": 1746416602.371, "exp": 1746416000.0}, None, errors.BadRequest, "invalid_window", "exp"),
-    ("context missing", {"context": DELETE}, None, errors.BadRequest, "missing_field", "context"),
-    ("funding id missing", {"context__funding_goal_id": DELETE}, None, errors.BadRequest, "missing_field", CTX_FUNDING),
-    ("operator in funding id", {"context__funding_goal_id": {"$ne": None}}, None, errors.BadRequest, "invalid_id", CTX_FUNDING),
-    ("operator in session id", {"context__session_id": {"$gt": ""}}, None, errors.BadRequest, "invalid_id", CTX_SESSION),
+    ("unknown session", {"context__session_id": str(ObjectId())}, None, goalhub.NotFound, "session_not_found", CTX_SESSION),
+    ("another streamer's session", {"context__session_id": "{other_streamers}"}, None, goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("caller is another streamer", {}, str(ObjectId()), goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("ended session", {"context__session_id": "{ended}"}, None, goalhub.Unprocessable, "session_ended", CTX_SESSION),
+    ("unknown funding goal", {"context__funding_goal_id": str(ObjectId())}, None, goalhub.NotFound, "goal_not_found", CTX_FUNDING),
+    ("funding goal of another session", {"context__funding_goal_id": "{other_session}"}, None, goalhub.Unprocessable, "goal_of_another_session", CTX_FUNDING),
+    ("not a funding goal", {"context__funding_goal_id": "{trigger}"}, None, goalhub.Unprocessable, "wrong_goal_class", CTX_FUNDING),
+    ("already bound", {"context__funding_goal_id": "{bound}"}, None, goalhub.Conflict, "already_bound", CTX_FUNDING),
+    ("claimed by another request", {"context__funding_goal_id": "{claimed}"}, None, goalhub.Conflict, "already_bound", CTX_FUNDING),
+    ("levels missing", {"levels": DELETE}, None, goalhub.BadRequest, "missing_field", "levels"),
+    ("target zero", {"levels": [{"target": 0}]}, None, goalhub.BadRequest, "invalid_target", "levels.0.target"),
+    ("target not a number", {"levels": [{"target": "500"}]}, None, goalhub.BadRequest, "invalid_number", "levels.0.target"),
+    ("nbf a string", {"nbf": "now"}, None, goalhub.BadRequest, "invalid_number", "nbf"),
+    ("exp in milliseconds", {"exp": 1746416602371}, None, goalhub.BadRequest, "invalid_timestamp", "exp"),
+    ("exp before nbf", {"nbf": 1746416602.371, "exp": 1746416000.0}, None, goalhub.BadRequest, "invalid_window", "exp"),
+    ("context missing", {"context": DELETE}, None, goalhub.BadRequest, "missing_field", "context"),
+    ("funding id missing", {"context__funding_goal_id": DELETE}, None, goalhub.BadRequest, "missing_field", CTX_FUNDING),
+    ("operator in funding id", {"context__funding_goal_id": {"$ne": None}}, None, goalhub.BadRequest, "invalid_id", CTX_FUNDING),
+    ("operator in session id", {"context__session_id": {"$gt": ""}}, None, goalhub.BadRequest, "invalid_id", CTX_SESSION),
 ]
 
 
@@ -175,12 +176,12 @@ def test_show_funding_is_a_countdown_that_is_active_only_once_nbf_has_passed(db,
 
 
 FUNDING_REFUSALS = [
-    ("exp missing", {"exp": None}, errors.BadRequest, "missing_field", "exp"),
-    ("exp passed", {"nbf": None, "exp": time.time() - 5}, errors.BadRequest, "invalid_window", "exp"),
-    ("exp before nbf", {"nbf": time.time() + 100, "exp": time.time() + 50}, errors.BadRequest, "invalid_window", "exp"),
-    ("levels empty", {"levels": []}, errors.BadRequest, "invalid_levels", "levels"),
-    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, errors.BadRequest, "invalid_id", CTX_SESSION),
-    ("unknown session", {"context": {"session_id": str(ObjectId())}}, errors.NotFound, "session_not_found", CTX_SESSION),
+    ("exp missing", {"exp": None}, goalhub.BadRequest, "missing_field", "exp"),
+    ("exp passed", {"nbf": None, "exp": time.time() - 5}, goalhub.BadRequest, "invalid_window", "exp"),
+    ("exp before nbf", {"nbf": time.time() + 100, "exp": time.time() + 50}, goalhub.BadRequest, "invalid_window", "exp"),
+    ("levels empty", {"levels": []}, goalhub.BadRequest, "invalid_levels", "levels"),
+    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, goalhub.BadRequest, "invalid_id", CTX_SESSION),
+    ("unknown session", {"context": {"session_id": str(ObjectId())}}, goalhub.NotFound, "session_not_found", CTX_SESSION),
 ]
 
 
@@ -194,6 +195,6 @@ def test_show_funding_refuses_each_broken_rule_and_writes_nothing(db, world, goa
 
 
 def test_show_funding_in_another_streamers_or_an_ended_session_is_refused(db, world, goal_types):
-    for session_id, error in ((world["other_streamers"], errors.Forbidden), (world["ended"], errors.Unprocessable)):
+    for session_id, error in ((world["other_streamers"], goalhub.Forbidden), (world["ended"], goalhub.Unprocessable)):
         with pytest.raises(error):
             goal_types["show_funding"].prepare(request(db, funding_body(context={"session_id": session_id})))

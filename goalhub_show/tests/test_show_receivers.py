@@ -10,9 +10,8 @@ from bson import ObjectId
 from goalhub_demo.world import GOAL_CLASSES, goal_document, live_session
 
 import goalhub
-from goalhub import signals, tasks
-from goalhub.binding import BindingConflict
-from goalhub.testing import documents
+from goalhub import BindingConflict
+from goalhub.testing import create_goal, created_arguments, documents, enqueue_create_goal
 from goalhub_show import receivers
 
 PLUGIN_RECEIVERS = {
@@ -90,7 +89,7 @@ def added_arguments(goal: dict, world: dict) -> dict:
 def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, capture, drain):
     before = documents(db)
     goal = goal_of(cls, world)
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
 
     after = documents(db)
@@ -125,13 +124,13 @@ def test_seed_003_show_flow(db, capture, drain):
     world = {"streamer": streamer, "session_id": sid}
 
     funding = goal_of("ShowFundingGoal", world)
-    tasks.enqueue_create_goal(funding)
+    enqueue_create_goal(funding)
     drain()
     assert db.sessions.find_one({"_id": session_id})["show_goal_pairs"] == [{"funding_goal": funding["_id"], "show_goal": None}]
     assert capture.calls == [added_arguments(funding, world)]
 
     show = goal_of("ShowGoal", {**world, "funding_id": funding["_id"]})
-    tasks.enqueue_create_goal(show)
+    enqueue_create_goal(show)
     drain()
     assert db.goals.find_one({"_id": ObjectId(funding["_id"])})["context"]["show_goal_id"] == show["_id"]
     assert db.sessions.find_one({"_id": session_id})["show_goal_pairs"] == [{"funding_goal": funding["_id"], "show_goal": show["_id"]}]
@@ -153,7 +152,7 @@ def test_delivering_the_same_events_twice_leaves_the_same_documents_and_one_goal
     funding = goal_of("ShowFundingGoal", world)
     show = goal_of("ShowGoal", {**world, "funding_id": funding["_id"]})
     for goal in (funding, show):
-        tasks.create_goal(goal)
+        create_goal(goal)
         drain()
     once = documents(db)
     calls_once = copy.deepcopy(capture.calls)
@@ -163,8 +162,8 @@ def test_delivering_the_same_events_twice_leaves_the_same_documents_and_one_goal
 
     # Redelivery through the dispatch (a create_goal retry, a second fire) ...
     for goal in (funding, show):
-        tasks.create_goal(goal)
-        signals.leaderboards.send("goal.created", **tasks.created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
+        create_goal(goal)
+        goalhub.send_event("goal.created", **created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
         drain()
     # ... and the receivers run again by hand (a worker that died before recording "ok"):
     # no second pair, and goal.added reaches its receivers once.

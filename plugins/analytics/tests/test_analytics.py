@@ -19,9 +19,9 @@ from goalhub_analytics import events, receivers
 from goalhub_analytics import tasks as analytics_tasks
 from rq.job import Job
 
-from goalhub import outbound, tasks
-from goalhub.connection import get_redis
-from goalhub.queues import get_queue, job_id
+import goalhub
+from goalhub import get_redis, job_id
+from goalhub.testing import create_goal, enqueue_create_goal, queue
 
 GOAL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 
@@ -87,7 +87,7 @@ def sink(monkeypatch) -> Iterator[SinkServer]:
 def test_every_goal_class_is_tracked_once_through_the_track_task(db, drain):
     goals = {cls: goal_document(cls, nbf=1_700_000_000.5 if cls == "TriggerPrivateGoal" else None) for cls in GOAL_CLASSES}
     for goal in goals.values():
-        tasks.enqueue_create_goal(goal)
+        enqueue_create_goal(goal)
     drain()
 
     tracked = {event["_cls"]: event for event in events()}
@@ -113,15 +113,15 @@ def test_every_goal_class_is_tracked_once_through_the_track_task(db, drain):
         # the event was made by goalhub_analytics.tasks.track, on goalhub's default queue
         job = Job.fetch(job_id("track", goal["_id"]), connection=get_redis())
         assert job.func_name == "goalhub_analytics.tasks.track"
-        assert job.origin == get_queue().name and job.get_status() == "finished"
-    assert all(r["transport"] == "recorded" and r["status"] == "sent" for r in outbound.records("analytics"))
+        assert job.origin == queue().name and job.get_status() == "finished"
+    assert all(r["transport"] == "recorded" and r["status"] == "sent" for r in goalhub.outbound_records("analytics"))
 
 
 def test_the_same_event_delivered_twice_records_one_event(db, drain):
     goal = goal_document("ShowGoal")
-    tasks.create_goal(goal)
+    create_goal(goal)
     drain()
-    tasks.create_goal(goal)  # redelivery of create_goal
+    create_goal(goal)  # redelivery of create_goal
     drain()
     assert len(events(goal["_id"])) == 1
 
@@ -130,14 +130,14 @@ def test_the_same_event_delivered_twice_records_one_event(db, drain):
     assert again["enqueued"] is False
     # the track job run again: send_once finds the event sent
     assert analytics_tasks.track(dict(events(goal["_id"])[0]))["duplicate"] is True
-    assert len(events(goal["_id"])) == 1 and outbound.records("analytics")[0]["attempts"] == 1
+    assert len(events(goal["_id"])) == 1 and goalhub.outbound_records("analytics")[0]["attempts"] == 1
 
 
 def test_the_http_sink_receives_each_event_once(db, drain, sink):
     goal = goal_document("KaraokeGoal")
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
-    tasks.create_goal(goal)  # the event delivered twice
+    create_goal(goal)  # the event delivered twice
     drain()
     event = events(goal["_id"])[0]
     analytics_tasks.track(dict(event))  # the task run twice
@@ -151,7 +151,7 @@ def test_the_http_sink_receives_each_event_once(db, drain, sink):
     assert post["json"] == event and post["json"]["goal_id"] == goal["_id"] and post["json"]["_cls"] == "KaraokeGoal"
     assert post["headers"]["Idempotency-Key"] == f"analytics:goal.created:{goal['_id']}"
     assert post["headers"]["Content-Type"] == "application/json"
-    (record,) = outbound.records("analytics")
+    (record,) = goalhub.outbound_records("analytics")
     assert record["transport"] == "real" and record["status"] == "sent" and record["response"] == {"status": 202}
 
 
@@ -159,11 +159,11 @@ def test_a_failing_sink_is_retried_until_the_event_is_accepted(db, drain, sink, 
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "2")
     sink.statuses = [503]
     goal = goal_document("ExclusiveGoal")
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
 
     assert [p["json"]["goal_id"] for p in sink.posts] == [goal["_id"], goal["_id"]]
-    (record,) = outbound.records("analytics")
+    (record,) = goalhub.outbound_records("analytics")
     assert record["status"] == "sent" and record["attempts"] == 2 and record["error"] is None
 
 

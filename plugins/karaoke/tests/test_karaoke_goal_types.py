@@ -8,8 +8,9 @@ import time
 import pytest
 from bson import ObjectId
 
-from goalhub import errors, plugins
-from goalhub.goaltypes import CreateRequest
+import goalhub
+import goalhub.testing
+from goalhub import CreateRequest
 
 STREAMER = str(ObjectId())
 CTX_SESSION = "context.session_id"
@@ -18,7 +19,7 @@ CTX_SESSION = "context.session_id"
 @pytest.fixture
 def goal_types(use_plugins):
     use_plugins("karaoke")
-    found = {t.name: t for batch in plugins.get_plugin_manager().hook.goal_types() for t in batch}
+    found = goalhub.testing.goal_types()
     assert {found["karaoke"].goal_class, found["trigger_private"].goal_class} == {"KaraokeGoal", "TriggerPrivateGoal"}
     return found
 
@@ -91,17 +92,17 @@ def test_trigger_private_is_a_countdown_that_is_active_only_once_nbf_has_passed(
 
 
 REFUSALS = [
-    ("unknown session", {"context": {"session_id": str(ObjectId())}}, errors.NotFound, "session_not_found", CTX_SESSION),
-    ("another streamer's session", {"context": {"session_id": "{other_streamers}"}}, errors.Forbidden, "session_not_owned", CTX_SESSION),
-    ("ended session", {"context": {"session_id": "{ended}"}}, errors.Unprocessable, "session_ended", CTX_SESSION),
-    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, errors.BadRequest, "invalid_id", CTX_SESSION),
-    ("levels missing", {"levels": None}, errors.BadRequest, "missing_field", "levels"),
-    ("second target negative", {"levels": [{"target": 300}, {"target": -1}]}, errors.BadRequest, "invalid_target", "levels.1.target"),
-    ("target infinite", {"levels": [{"target": float("inf")}]}, errors.BadRequest, "invalid_number", "levels.0.target"),
-    ("nbf a string", {"nbf": "1746416602.371"}, errors.BadRequest, "invalid_number", "nbf"),
-    ("exp in milliseconds", {"exp": 1746416602371}, errors.BadRequest, "invalid_timestamp", "exp"),
-    ("exp before nbf", {"nbf": time.time() + 100, "exp": time.time() + 50}, errors.BadRequest, "invalid_window", "exp"),
-    ("exp passed", {"nbf": None, "exp": time.time() - 5}, errors.BadRequest, "invalid_window", "exp"),
+    ("unknown session", {"context": {"session_id": str(ObjectId())}}, goalhub.NotFound, "session_not_found", CTX_SESSION),
+    ("another streamer's session", {"context": {"session_id": "{other_streamers}"}}, goalhub.Forbidden, "session_not_owned", CTX_SESSION),
+    ("ended session", {"context": {"session_id": "{ended}"}}, goalhub.Unprocessable, "session_ended", CTX_SESSION),
+    ("operator in session id", {"context": {"session_id": {"$ne": None}}}, goalhub.BadRequest, "invalid_id", CTX_SESSION),
+    ("levels missing", {"levels": None}, goalhub.BadRequest, "missing_field", "levels"),
+    ("second target negative", {"levels": [{"target": 300}, {"target": -1}]}, goalhub.BadRequest, "invalid_target", "levels.1.target"),
+    ("target infinite", {"levels": [{"target": float("inf")}]}, goalhub.BadRequest, "invalid_number", "levels.0.target"),
+    ("nbf a string", {"nbf": "1746416602.371"}, goalhub.BadRequest, "invalid_number", "nbf"),
+    ("exp in milliseconds", {"exp": 1746416602371}, goalhub.BadRequest, "invalid_timestamp", "exp"),
+    ("exp before nbf", {"nbf": time.time() + 100, "exp": time.time() + 50}, goalhub.BadRequest, "invalid_window", "exp"),
+    ("exp passed", {"nbf": None, "exp": time.time() - 5}, goalhub.BadRequest, "invalid_window", "exp"),
 ]
 
 
@@ -119,6 +120,6 @@ def test_each_broken_rule_is_refused_and_nothing_written(db, sessions, goal_type
 
 
 def test_trigger_private_needs_exp(db, sessions, goal_types):
-    with pytest.raises(errors.BadRequest) as raised:
+    with pytest.raises(goalhub.BadRequest) as raised:
         goal_types["trigger_private"].prepare(request(db, body_for(sessions["live"], exp=None)))
     assert (raised.value.code, raised.value.field) == ("missing_field", "exp")

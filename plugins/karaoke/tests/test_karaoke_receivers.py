@@ -9,8 +9,8 @@ from bson import ObjectId
 from goalhub_demo.world import GOAL_CLASSES, goal_document, live_session
 from goalhub_karaoke import receivers
 
-from goalhub import signals, tasks
-from goalhub.testing import documents
+import goalhub
+from goalhub.testing import create_goal, created_arguments, documents, enqueue_create_goal
 
 PLUGIN_RECEIVERS = {
     "bind_karaoke_goal_to_session": ({"KaraokeGoal"}, "karaoke_goal"),
@@ -38,7 +38,7 @@ def test_each_goal_class_is_acted_on_only_by_its_receivers(cls, db, world, use_p
     use_plugins("karaoke")
     before = documents(db)
     goal = goal_of(cls, world)
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
 
     after = documents(db)
@@ -71,7 +71,7 @@ def test_delivering_the_same_events_twice_leaves_the_same_documents(db, world, u
     older, newer = goal_of("KaraokeGoal", world), goal_of("KaraokeGoal", world)
     private = goal_of("TriggerPrivateGoal", world)
     for goal in (older, newer, private):
-        tasks.create_goal(goal)
+        create_goal(goal)
         drain()
     once = documents(db)
     session = once["sessions"][world["session_id"]]
@@ -80,8 +80,8 @@ def test_delivering_the_same_events_twice_leaves_the_same_documents(db, world, u
     # Redelivered through the dispatch, and run again by hand (a worker that died before
     # recording "ok"): the older karaoke goal's event does not take the session back.
     for goal in (older, newer, private):
-        tasks.create_goal(goal)
-        signals.leaderboards.send("goal.created", **tasks.created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
+        create_goal(goal)
+        goalhub.send_event("goal.created", **created_arguments(db.goals.find_one({"_id": ObjectId(goal["_id"])})))
         drain()
     result = receivers.bind_karaoke_goal_to_session(older["_id"], "KaraokeGoal", older["conditions"])
     assert result == {"session_id": world["session_id"], "karaoke_goal": newer["_id"], "superseded": True}

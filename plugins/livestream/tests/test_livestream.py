@@ -20,8 +20,9 @@ import pytest
 from bson import ObjectId
 from goalhub_livestream import channel_data_key, feed, receivers, stream_viewer_channel
 
-from goalhub import outbound, signals, tasks
-from goalhub.connection import get_redis
+import goalhub
+from goalhub import get_redis
+from goalhub.testing import enqueue_create_goal
 
 GOAL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 RECEIVERS = [
@@ -52,7 +53,7 @@ def goal_added(cls: str, session_id: str | None = None, streamer_id: str | None 
 
 
 def fire(event: dict[str, Any]) -> None:
-    signals.livestream.send("goal.added", **event)
+    goalhub.send_event("goal.added", **event)
 
 
 def call_receivers_directly(event: dict[str, Any]) -> None:
@@ -145,10 +146,10 @@ def test_goal_added_of_every_class_gets_a_feed_item_a_notification_and_a_pusher_
             "session_id": session_id, "goal_id": event["goal_id"], "streamer_id": streamer_id, "context": event["context"]
         }
         assert isinstance(item["at"], float)
-        (notification,) = outbound.records("notification", event["goal_id"])
+        (notification,) = goalhub.outbound_records("notification", event["goal_id"])
         assert notification["payload"]["audience"] == {"session_id": session_id, "role": "viewer"}
         assert notification["payload"]["_cls"] == cls and notification["status"] == "sent"
-        (pushed,) = outbound.records("pusher", event["goal_id"])
+        (pushed,) = goalhub.outbound_records("pusher", event["goal_id"])
         assert pushed["payload"]["channel"] == channel and pushed["payload"]["event"] == "stream-authorized"
         assert pushed["payload"]["data"]["goal_id"] == event["goal_id"] and pushed["transport"] == "recorded"
         statuses = {name: o["status"] for name, o in outcomes(db, event["goal_id"]).items()}
@@ -158,7 +159,7 @@ def test_goal_added_of_every_class_gets_a_feed_item_a_notification_and_a_pusher_
 def test_goal_created_of_every_class_leaves_the_livestream_untouched(db, drain):
     session_id = str(ObjectId())
     for cls in GOAL_CLASSES:
-        tasks.enqueue_create_goal(
+        enqueue_create_goal(
             {
                 "_id": str(ObjectId()), "_cls": cls, "active": True, "conditions": {"session_id": session_id},
                 "levels": [{"target": 300}], "nbf": None, "exp": None, "context": {"type": cls.lower()},
@@ -168,7 +169,7 @@ def test_goal_created_of_every_class_leaves_the_livestream_untouched(db, drain):
     drain()
     assert db.goals.count_documents({}) == len(GOAL_CLASSES)
     assert feed(session_id) == [] and db.feed.count_documents({}) == 0
-    assert outbound.records() == []
+    assert goalhub.outbound_records() == []
     assert db.outcomes.count_documents({"plugin": "livestream"}) == 0
 
 
@@ -185,8 +186,8 @@ def test_the_same_event_delivered_twice_gives_one_feed_item_one_notification_one
     call_receivers_directly(event)
 
     assert db.feed.count_documents({}) == 1 and db.feed.find_one({}) == first_item
-    assert [r["kind"] for r in outbound.records()] == ["notification", "pusher"]
-    assert all(r["attempts"] == 1 for r in outbound.records())
+    assert [r["kind"] for r in goalhub.outbound_records()] == ["notification", "pusher"]
+    assert all(r["attempts"] == 1 for r in goalhub.outbound_records())
     assert all(o["attempts"] == 1 for o in outcomes(db, event["goal_id"]).values())
 
 
@@ -232,7 +233,7 @@ def test_the_real_pusher_library_triggers_stream_authorized_once(db, drain, push
     assert hmac.compare_digest(signature, expected)
     assert signature != hmac.new(b"another-secret", string_to_sign.encode(), hashlib.sha256).hexdigest()
 
-    (record,) = outbound.records("pusher")
+    (record,) = goalhub.outbound_records("pusher")
     assert record["transport"] == "real" and record["status"] == "sent"
     assert record["payload"] == {"channel": channel, "event": "stream-authorized", "data": json.loads(body["data"])}
 
@@ -247,7 +248,7 @@ def test_a_pusher_error_fails_the_receiver_alone_and_the_retry_sends(db, drain, 
     assert results["notify_stream_authorized"]["status"] == "ok" and results["notify_stream_authorized"]["attempts"] == 2
     assert all(results[name]["attempts"] == 1 for name in RECEIVERS if name != "notify_stream_authorized")
     assert len(pusher_server.posts) == 2
-    (record,) = outbound.records("pusher")
+    (record,) = goalhub.outbound_records("pusher")
     assert record["status"] == "sent" and record["attempts"] == 2
 
 
@@ -267,7 +268,7 @@ def test_the_notification_sink_receives_one_notification(db, drain, notify_serve
     assert post["headers"]["Idempotency-Key"] == f"notification:goal.added:{event['goal_id']}:{event['session_id']}"
     notification = json.loads(post["body"])
     assert notification["type"] == "goal.added" and notification["audience"] == {"session_id": event["session_id"], "role": "viewer"}
-    (record,) = outbound.records("notification")
+    (record,) = goalhub.outbound_records("notification")
     assert record["transport"] == "real" and record["payload"] == notification
 
 

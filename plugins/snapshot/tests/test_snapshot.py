@@ -21,7 +21,8 @@ import pytest
 from bson import ObjectId
 from goalhub_snapshot import receivers, rtc
 
-from goalhub import outbound, tasks
+import goalhub
+from goalhub.testing import create_goal, end_goal, enqueue_create_goal
 
 GOAL_CLASSES = ["ExclusiveGoal", "TriggerExclusiveGoal", "ShowGoal", "ShowFundingGoal", "KaraokeGoal", "TriggerPrivateGoal"]
 SOURCES = [{"room_id": "room-1", "task_id": "snap-1"}, {"room_id": "room-2", "task_id": "snap-2"}]
@@ -60,7 +61,7 @@ def goal_document(cls: str, session_id: str) -> dict[str, Any]:
 def rtc_calls(goal_id: str) -> list[tuple[str, str, str]]:
     return [
         (r["payload"]["action"], r["payload"]["body"]["RoomId"], r["payload"]["body"]["TaskId"])
-        for r in outbound.records("rtc", goal_id)
+        for r in goalhub.outbound_records("rtc", goal_id)
     ]
 
 
@@ -181,12 +182,12 @@ def test_every_goal_class_only_exclusive_goals_stop_and_restart_snapshots(db, dr
     session_id = make_session(db)
     goals = {cls: goal_document(cls, session_id) for cls in GOAL_CLASSES}
     for goal in goals.values():
-        tasks.enqueue_create_goal(goal)
+        enqueue_create_goal(goal)
     drain()
 
     exclusive_id = goals["ExclusiveGoal"]["_id"]
     assert rtc_calls(exclusive_id) == [("StopSnapshot", "room-1", "snap-1"), ("StopSnapshot", "room-2", "snap-2")]
-    assert all(r["status"] == "sent" and r["transport"] == "recorded" for r in outbound.records("rtc"))
+    assert all(r["status"] == "sent" and r["transport"] == "recorded" for r in goalhub.outbound_records("rtc"))
     for cls, goal in goals.items():
         status = outcome(db, "goal.created", goal["_id"], "snapshot_rtc_sources")["status"]
         assert status == ("ok" if cls == "ExclusiveGoal" else "skipped"), cls
@@ -194,7 +195,7 @@ def test_every_goal_class_only_exclusive_goals_stop_and_restart_snapshots(db, dr
             assert rtc_calls(goal["_id"]) == []
 
     for goal in goals.values():
-        tasks.end_goal(goal["_id"])
+        end_goal(goal["_id"])
     drain()
 
     assert rtc_calls(exclusive_id) == [
@@ -206,12 +207,12 @@ def test_every_goal_class_only_exclusive_goals_stop_and_restart_snapshots(db, dr
     for cls, goal in goals.items():
         status = outcome(db, "goal.ended", goal["_id"], "resume_snapshot_rtc_sources")["status"]
         assert status == ("ok" if cls == "ExclusiveGoal" else "skipped"), cls
-    assert len(outbound.records("rtc")) == 4
+    assert len(goalhub.outbound_records("rtc")) == 4
 
 
 def test_the_outcome_result_lists_each_call(db, drain):
     goal = goal_document("ExclusiveGoal", make_session(db))
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
     result = outcome(db, "goal.created", goal["_id"], "snapshot_rtc_sources")["result"]
     assert result["calls"] == [
@@ -225,29 +226,29 @@ def test_the_outcome_result_lists_each_call(db, drain):
 
 def test_the_same_events_delivered_twice_make_one_call_per_source(db, drain):
     goal = goal_document("ExclusiveGoal", make_session(db))
-    tasks.create_goal(goal)
+    create_goal(goal)
     drain()
-    tasks.create_goal(goal)  # redelivery of create_goal
+    create_goal(goal)  # redelivery of create_goal
     drain()
     # the receiver itself run again (as after a lost outcome record)
     again = receivers.snapshot_rtc_sources(goal["_id"], "ExclusiveGoal", goal["conditions"])
     assert [call["duplicate"] for call in again["calls"]] == [True, True]
-    tasks.end_goal(goal["_id"])
+    end_goal(goal["_id"])
     drain()
-    tasks.end_goal(goal["_id"])
+    end_goal(goal["_id"])
     drain()
     receivers.resume_snapshot_rtc_sources(goal["_id"], "ExclusiveGoal", "ended")
 
-    records = outbound.records("rtc", goal["_id"])
+    records = goalhub.outbound_records("rtc", goal["_id"])
     assert [r["payload"]["action"] for r in records] == ["StopSnapshot"] * 2 + ["StartSnapshot"] * 2
     assert all(r["attempts"] == 1 for r in records)
 
 
 def test_a_session_ending_the_goal_restarts_no_snapshot(db, drain):
     goal = goal_document("ExclusiveGoal", make_session(db))
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
-    tasks.end_goal(goal["_id"], reason="session_ended")
+    end_goal(goal["_id"], reason="session_ended")
     drain()
     assert [action for action, _, _ in rtc_calls(goal["_id"])] == ["StopSnapshot", "StopSnapshot"]
     ended = outcome(db, "goal.ended", goal["_id"], "resume_snapshot_rtc_sources")
@@ -257,7 +258,7 @@ def test_a_session_ending_the_goal_restarts_no_snapshot(db, drain):
 def test_an_exclusive_goal_without_its_session_fails_visibly(db, drain, monkeypatch):
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "1")
     goal = goal_document("ExclusiveGoal", str(ObjectId()))
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
     failed = outcome(db, "goal.created", goal["_id"], "snapshot_rtc_sources")
     assert failed["status"] == "failed" and "LookupError" in failed["error"]
@@ -269,9 +270,9 @@ def test_an_exclusive_goal_without_its_session_fails_visibly(db, drain, monkeypa
 
 def test_the_real_client_sends_signed_stop_and_start_snapshot_calls(db, drain, rtc_server):
     goal = goal_document("ExclusiveGoal", make_session(db))
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
-    tasks.create_goal(goal)  # delivered twice: still one call per source
+    create_goal(goal)  # delivered twice: still one call per source
     drain()
 
     assert len(rtc_server.requests) == 2
@@ -281,11 +282,11 @@ def test_the_real_client_sends_signed_stop_and_start_snapshot_calls(db, drain, r
         assert json.loads(request["body"]) == {"AppId": "app-661e", "RoomId": source["room_id"], "TaskId": source["task_id"]}
         assert_signed(request)
 
-    records = outbound.records("rtc", goal["_id"])
+    records = goalhub.outbound_records("rtc", goal["_id"])
     assert all(r["transport"] == "real" and r["status"] == "sent" for r in records)
     assert records[0]["response"]["Result"] == "ok"
 
-    tasks.end_goal(goal["_id"])
+    end_goal(goal["_id"])
     drain()
     starts = rtc_server.requests[2:]
     assert [r["query"]["Action"] for r in starts] == ["StartSnapshot", "StartSnapshot"]
@@ -297,16 +298,16 @@ def test_the_real_client_sends_signed_stop_and_start_snapshot_calls(db, drain, r
 def test_the_recorded_default_and_the_real_client_store_the_same_payload(db, drain, rtc_server, monkeypatch):
     session_id = make_session(db)
     real_goal = goal_document("ExclusiveGoal", session_id)
-    tasks.enqueue_create_goal(real_goal)
+    enqueue_create_goal(real_goal)
     drain()
     monkeypatch.delenv("GOALHUB_RTC_ACCESS_KEY")
     monkeypatch.delenv("GOALHUB_RTC_SECRET_KEY")
     recorded_goal = goal_document("ExclusiveGoal", session_id)
-    tasks.enqueue_create_goal(recorded_goal)
+    enqueue_create_goal(recorded_goal)
     drain()
 
-    real = outbound.records("rtc", real_goal["_id"])
-    recorded = outbound.records("rtc", recorded_goal["_id"])
+    real = goalhub.outbound_records("rtc", real_goal["_id"])
+    recorded = goalhub.outbound_records("rtc", recorded_goal["_id"])
     assert [r["transport"] for r in real + recorded] == ["real", "real", "recorded", "recorded"]
     assert [r["payload"] for r in real] == [r["payload"] for r in recorded]
     assert len(rtc_server.requests) == 2
@@ -316,13 +317,13 @@ def test_an_rtc_error_is_retried_and_the_call_then_made(db, drain, rtc_server, m
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "2")
     rtc_server.errors.append({"Code": "InternalError", "Message": "try again"})
     goal = goal_document("ExclusiveGoal", make_session(db, SOURCES[:1]))
-    tasks.enqueue_create_goal(goal)
+    enqueue_create_goal(goal)
     drain()
 
     done = outcome(db, "goal.created", goal["_id"], "snapshot_rtc_sources")
     assert done["status"] == "ok" and done["attempts"] == 2
     assert [r["query"]["Action"] for r in rtc_server.requests] == ["StopSnapshot", "StopSnapshot"]
-    (record,) = outbound.records("rtc", goal["_id"])
+    (record,) = goalhub.outbound_records("rtc", goal["_id"])
     assert record["status"] == "sent" and record["attempts"] == 2
 
 
