@@ -8,13 +8,13 @@ import time
 
 import pytest
 from bson import ObjectId
+from goalhub_demo.world import goal_document
 from rq.job import Job
 
 from goalhub import reconcile, tasks
 from goalhub.api import create_app
 from goalhub.connection import get_redis
 from goalhub.queues import get_scheduler
-from goalhub.testing import goal_document
 
 USER, PASSWORD = "ops", "a long dashboard password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}

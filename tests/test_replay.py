@@ -328,7 +328,9 @@ def test_admin_api_backfill_resume_and_receivers(db, inline_plugin, drain, monke
     assert client.post("/admin/backfill", json={"target": "latecomer"}).status_code == 401
     assert client.get("/admin/receivers", headers=streamer).status_code == 403
     bad = [({"target": {"$ne": None}}, 400), ({"target": "latecomer", "rate": -1}, 400),
-           ({"target": "latecomer", "event": "goal.deleted"}, 400), ({"target": "nobody"}, 404),
+           ({"target": "latecomer", "event": "goal.deleted"}, 400), ({"target": "latecomer", "event": {}}, 400),
+           ({"target": "latecomer", "cls": ["x"]}, 400), ({"target": "latecomer", "dry_run": "yes"}, 400),
+           ({"target": "nobody"}, 404),
            ({"target": "latecomer", "since": "yesterday-ish"}, 400), ({"target": "latecomer", "x": 1}, 400)]
     for body, status in bad:
         answer = client.post("/admin/backfill", json=body, headers=admin)

@@ -63,7 +63,7 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise BadRequest(f"unknown field {name[:40]!r}", code="unknown_field", field=name[:40])
     params: dict[str, Any] = {"target": _target(body.get("target"))}
     event = body.get("event", "goal.created")
-    if event not in EVENT_HOOKS:
+    if not isinstance(event, str) or event not in EVENT_HOOKS:
         raise BadRequest(f"event must be one of {', '.join(EVENT_HOOKS)}", code="unknown_event", field="event")
     params["event"] = event
     cls = body.get("cls")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,8 +101,7 @@ class Session(BaseModel):
     user: str
     active: bool
     sources: list[dict[str, Any]]
-    exclusive_goal_pairs: dict[str, Any]
-    show_goal_pairs: list[dict[str, Any]]
+    # Plugins add their own session fields (GoalType.session_fields): extra="allow".
 
 
 class SessionEnded(Session):
@@ -117,6 +116,63 @@ class Ready(BaseModel):
     status: str
     store: str
     redis: str
+
+
+class BreakerState(BaseModel):
+    tripped_at: float
+    failures: int
+    last_error: str
+
+
+class ReceiverState(BaseModel):
+    id: str
+    event: str
+    plugin: str
+    receiver: str
+    tripped: BreakerState | None
+
+
+class Receivers(BaseModel):
+    """Every installed receiver and its circuit breaker"""
+
+    receivers: list[ReceiverState]
+
+
+class Resumed(BaseModel):
+    """The breakers closed and the outcomes delivered again"""
+
+    target: str
+    closed: list[str]
+    receivers: list[str]
+    redelivered: list[str]
+
+
+class BackfillBody(BaseModel):
+    """``POST /admin/backfill``: past events to deliver to one plugin or receiver."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
+    event: Literal["goal.created", "goal.added", "goal.ended"] = "goal.created"
+    cls: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    since: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
+    until: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
+    dry_run: bool = False
+    rate: float | None = Field(None, gt=0, le=10000, description="at most this many events a second")
+
+
+class BackfillStarted(BaseModel):
+    """The backfill is queued; its progress is at the Location"""
+
+    backfill_id: str = Field(pattern=OBJECT_ID)
+    state: str
+
+
+class BackfillProgress(BaseModel):
+    """How far a backfill got"""
+
+    model_config = ConfigDict(extra="allow")
+    backfill_id: str = Field(pattern=OBJECT_ID)
+    state: Literal["queued", "running", "finished", "failed"]
 
 
 # --- the operations ----------------------------------------------------------------------
@@ -160,6 +216,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/sessions/{session_id}", "get_session", "A live session", "sessions", {200: Session}),
     Operation("post", "/sessions/{session_id}/end", "end_session", "End a session and its goals", "sessions",
               {200: SessionEnded}),
+    Operation("get", "/admin/receivers", "list_receivers", "Receivers and their circuit breakers (ADMIN)", "admin",
+              {200: Receivers}),
+    Operation("post", "/admin/receivers/{target}/resume", "resume_receiver",
+              "Close a receiver's breaker and deliver what it missed (ADMIN)", "admin", {200: Resumed}),
+    Operation("post", "/admin/backfill", "start_backfill", "Backfill past events to one plugin or receiver (ADMIN)",
+              "admin", {202: BackfillStarted}, body=BackfillBody),
+    Operation("get", "/admin/backfill/{backfill_id}", "backfill_progress", "A backfill's progress (ADMIN)", "admin",
+              {200: BackfillProgress}),
     Operation("get", "/healthz", "healthz", "The process answers", "health", {200: Health}, auth=False),
     Operation("get", "/readyz", "readyz", "The store and Redis answer too", "health", {200: Ready, 503: Error},
               auth=False),
