@@ -121,3 +121,30 @@ def dashboard_password() -> str | None:
 def api_timeout() -> int:
     """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
     return int(env("GOALHUB_API_TIMEOUT", "30"))
+
+
+def receiver_budget() -> float:
+    """``GOALHUB_RECEIVER_BUDGET``: seconds one run of a receiver may take before it is stopped,
+    recorded ``timed out`` and retried alone (default 5)."""
+    return float(env("GOALHUB_RECEIVER_BUDGET", "5"))
+
+
+def disabled_receivers() -> set[str]:
+    """``GOALHUB_DISABLED_RECEIVERS``: comma-separated receiver ids (``plugin.receiver``) that are
+    not delivered to: no run, no outcome record, as if not installed."""
+    raw = env("GOALHUB_DISABLED_RECEIVERS", "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def receiver_setting(setting: str, receiver_id: str) -> str | None:
+    """``GOALHUB_RECEIVER_<SETTING>__<RECEIVER>``: one receiver's ``BUDGET``, ``RETRIES`` or
+    ``BACKOFF``, overriding its declaration and the global variable. ``<RECEIVER>`` is the
+    receiver id upper-cased with every other character than letters and digits as ``_``:
+    ``GOALHUB_RECEIVER_BUDGET__ANALYTICS_TRACK_GOALS=10`` for ``analytics.track_goals``."""
+    return env(receiver_variable(setting, receiver_id))
+
+
+def receiver_variable(setting: str, receiver_id: str) -> str:
+    """The name of the variable ``receiver_setting`` reads."""
+    key = "".join(ch if ch.isalnum() else "_" for ch in receiver_id).upper()
+    return f"GOALHUB_RECEIVER_{setting.upper()}__{key}"

@@ -106,7 +106,16 @@ def goal_types() -> list[Any]:
 EVENT_HOOKS = {"goal.created": "goal_created", "goal.added": "goal_added", "goal.ended": "goal_ended"}
 
 
-def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **hookimpl_options: Any) -> Any:
+def receiver(
+    event: str,
+    *goal_classes: str,
+    exclude: tuple[str, ...] = (),
+    isolated: bool = False,
+    budget: float | None = None,
+    retries: int | None = None,
+    backoff: list[int] | tuple[int, ...] | None = None,
+    **hookimpl_options: Any,
+) -> Any:
     """Declare a receiver of ``event`` (``goal.created``, ``goal.added``, ``goal.ended``)
     acting on ``goal_classes`` (none: every class) except the ``exclude`` ones::
 
@@ -118,6 +127,18 @@ def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **ho
 
     The function's name is the receiver's name; it is registered as an implementation
     of the event's hook (pluggy ``specname``), so one plugin can hold many receivers.
+
+    :param isolated: always run as its own RQ job instead of inline in the job that sent
+        the event. Use it for slow or external work (an HTTP call that may take seconds, a
+        long computation): it then holds up neither the event's other receivers nor the goal.
+    :param budget: seconds one run may take before it is stopped and recorded ``timed out``
+        (default ``GOALHUB_RECEIVER_BUDGET``).
+    :param retries: how many times a failed run is retried (default ``GOALHUB_RECEIVER_RETRIES``).
+    :param backoff: seconds before each retry, the last repeating (default
+        ``GOALHUB_RECEIVER_BACKOFF``).
+
+    The operator's per-receiver environment variables override ``budget``, ``retries`` and
+    ``backoff`` (see ``goalhub hooks``).
     """
     if event not in EVENT_HOOKS:
         raise ValueError(f"unknown event {event!r}; one of {sorted(EVENT_HOOKS)}")
@@ -125,6 +146,12 @@ def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **ho
     def decorate(function: Any) -> Any:
         function.goalhub_classes = frozenset(goal_classes) or None
         function.goalhub_excluded = frozenset(exclude)
+        function.goalhub_options = {
+            name: value
+            for name, value in (("isolated", isolated), ("budget", budget), ("retries", retries),
+                                ("backoff", tuple(backoff) if backoff is not None else None))
+            if value not in (None, False)
+        }
         return hookimpl(specname=EVENT_HOOKS[event], **hookimpl_options)(function)
 
     return decorate

@@ -1,9 +1,11 @@
 """RQ jobs: top-level functions, each safe to run twice.
 
 ``create_goal`` stores a goal under the id the API allocated before enqueuing it, then
-sends ``goal.created``. ``activate_goal`` and ``end_goal`` are the lifecycle jobs that
-rq-scheduler runs at ``nbf`` and ``exp``. ``run_receiver`` (in ``goalhub.dispatch``) is
-the job of one receiver.
+sends ``goal.created``, whose receivers run inline in the same job (``goalhub.dispatch``):
+in the common path a goal costs this one job. ``activate_goal`` and ``end_goal`` are the
+lifecycle jobs that rq-scheduler runs at ``nbf`` and ``exp``; one that is due already when
+it is scheduled from inside a job runs there and then. ``run_receiver`` (in
+``goalhub.dispatch``) is the job of one receiver: a retry, or an isolated receiver.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
+from rq import get_current_job
 
 from goalhub import signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
@@ -123,10 +126,15 @@ def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> 
 
 
 def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
-    """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None)."""
+    """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None).
+
+    Due already and called inside an RQ job (the lifecycle receiver, inline in ``create_goal``),
+    it runs here, in this job: never before ``at``, and without a job of its own."""
     function = {"activate": activate_goal, "end": end_goal}[kind]
     jid = job_id(kind, goal_id)
-    if at is None or at <= time.time():
+    if (at is None or at <= time.time()) and get_current_job() is not None:
+        function(goal_id, **kwargs)
+    elif at is None or at <= time.time():
         get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid)
     else:
         get_scheduler().enqueue_at(datetime.fromtimestamp(at, tz=UTC), function, goal_id, job_id=jid, **kwargs)
