@@ -26,12 +26,15 @@ _cache: dict[str, tuple[int, redis.Redis]] = {}
 
 
 def get_redis() -> redis.Redis:
-    """The process's Redis connection for the configured server (started if embedded)."""
-    key = config.redis_url() or str(config.home())
+    """The process's Redis client for the configured server (started if embedded). A forked child
+    (an RQ work-horse) keeps it: redis-py's pool opens the child's own connections after a fork."""
+    # The raw settings, not the resolved home: this runs on every queue access.
+    key = config.redis_url() or os.environ.get("GOALHUB_HOME") or os.getcwd()
     cached = _cache.get(key)
-    if cached and cached[0] == os.getpid():
+    if cached:
         return cached[1]
-    connection = redis.Redis.from_url(redis_url())
+    # lib_version given: redis-py would otherwise read its package metadata for every new connection.
+    connection = redis.Redis.from_url(redis_url(), lib_version=redis.__version__)
     _cache[key] = (os.getpid(), connection)
     return connection
 
