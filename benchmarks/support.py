@@ -34,8 +34,16 @@ REAL_PLUGINS = ("exclusive", "show", "karaoke", "snapshot", "analytics", "livest
 STREAMER = "6800a9073e0c346531958b03"  # the sub of seed 000's token
 
 
-def noop() -> None:
-    """The floor's RQ job: does nothing (workers import it as ``support.noop``)."""
+def send_events(batch: list[dict[str, Any]], event: str = "goal.created") -> float:
+    """An RQ job (bench_dispatch): send ``event`` for each arguments of ``batch`` from inside the
+    job, so that its receivers run inline; returns microseconds per event."""
+    from goalhub.signals import EVENTS
+
+    signal = EVENTS[event][0]
+    start = time.perf_counter()
+    for arguments in batch:
+        signal.send(event, **arguments)
+    return (time.perf_counter() - start) / len(batch) * 1e6
 
 
 def log(message: str) -> None:

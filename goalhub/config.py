@@ -6,6 +6,7 @@ that sets a variable sees it take effect. Every variable is documented in README
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -144,6 +145,7 @@ def receiver_setting(setting: str, receiver_id: str) -> str | None:
     return env(receiver_variable(setting, receiver_id))
 
 
+@functools.cache
 def receiver_variable(setting: str, receiver_id: str) -> str:
     """The name of the variable ``receiver_setting`` reads."""
     key = "".join(ch if ch.isalnum() else "_" for ch in receiver_id).upper()

@@ -24,6 +24,13 @@ from goalhub import config
 
 _cache: dict[str, tuple[int, redis.Redis]] = {}
 
+try:  # the version given: redis-py would otherwise read its package metadata for every new connection
+    from redis.driver_info import DriverInfo
+
+    _DRIVER = {"driver_info": DriverInfo(lib_version=redis.__version__)}
+except ImportError:  # redis-py before 7
+    _DRIVER = {}
+
 
 def get_redis() -> redis.Redis:
     """The process's Redis client for the configured server (started if embedded). A forked child
@@ -33,8 +40,7 @@ def get_redis() -> redis.Redis:
     cached = _cache.get(key)
     if cached:
         return cached[1]
-    # lib_version given: redis-py would otherwise read its package metadata for every new connection.
-    connection = redis.Redis.from_url(redis_url(), lib_version=redis.__version__)
+    connection = redis.Redis.from_url(redis_url(), **_DRIVER)
     _cache[key] = (os.getpid(), connection)
     return connection
 
