@@ -187,7 +187,21 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int) -> dict[
         "jobs_per_s": len(ran) / (last_job - start),
         "jobs_per_goal": len(ran) / goals,
         "post_per_s": goals / posted_in,
+        "create_ms": create_job_ms(ran),
     }
+
+
+def create_job_ms(ids: set[str]) -> float:
+    """The median run time of the ``create_goal`` jobs among ``ids`` (RQ's started -> ended), in ms:
+    the worker's own cost of a goal with its inline receivers, without the HTTP side."""
+    import statistics
+
+    from rq.job import Job
+
+    from goalhub.connection import get_redis
+
+    jobs = [j for j in Job.fetch_many(sorted(i for i in ids if i.startswith("create-")), connection=get_redis()) if j]
+    return statistics.median((j.ended_at - j.started_at).total_seconds() * 1000 for j in jobs if j.ended_at)
 
 
 def latency_run(db: Any, client: Client, rate: float, seconds: float, receivers: int, least: int) -> dict[str, Any]:
