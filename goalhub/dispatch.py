@@ -53,7 +53,6 @@ from goalhub.store import get_database
 DONE = ("ok", "skipped")
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
-FAILURE_TTL = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ def retry_policy() -> Retry | None:
     return Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None
 
 
+# Failed jobs are kept a week, for ``goalhub retry`` and the dashboard.
+FAILURE_TTL = 7 * 24 * 3600
+
 # Job states in which a job will still run: enqueuing it again would only run it twice.
 PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
@@ -120,7 +123,7 @@ def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float 
     if existing is not None and existing.get_status(refresh=False) in PENDING:
         return None
     options.setdefault("retry", retry_policy())
-    options.setdefault("failure_ttl", 7 * 24 * 3600)
+    options.setdefault("failure_ttl", FAILURE_TTL)
     if delay > 0:
         return queue.enqueue_in(timedelta(seconds=delay), func, *args, job_id=job_id, **options)
     return queue.enqueue(func, *args, job_id=job_id, **options)

@@ -20,7 +20,7 @@ from rq import get_current_job
 
 from goalhub import signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
-from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
+from goalhub.queues import FAILURE_TTL, enqueue_once, get_queue, get_scheduler, job_id, retry_policy
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -42,16 +42,18 @@ def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def enqueue_create_goal(goal: dict[str, Any]) -> str:
-    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated."""
+def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
+    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated.
+    ``fresh``: the id was allocated just now (the API), so no job of that id can be pending
+    and the check for one (a Redis round trip) is skipped."""
     goal_id = str(goal["_id"])
-    enqueue_once(
-        get_queue(),
-        create_goal,
-        {**goal, "_id": goal_id},
-        job_id=job_id("create", goal_id),
-        description=f"create_goal {goal['_cls']} {goal_id}",
-    )
+    options: dict[str, Any] = {"job_id": job_id("create", goal_id),
+                               "description": f"create_goal {goal['_cls']} {goal_id}"}
+    if fresh:
+        get_queue().enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
+                            **options)
+    else:
+        enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, **options)
     return goal_id
 
 

@@ -37,15 +37,24 @@ OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "stat
                   "error", "result", "duration_ms", "queued_at", "started_at", "finished_at")
 
 
+# The plugin manager the goal types were asked of, and its answer: asked once, not per request.
+_types_cache: list[Any] = [None, None]
+
+
 def installed_goal_types() -> dict[str, GoalType]:
     """Goal types contributed by the loaded plugins, by name (the first plugin wins a clash)."""
+    pm = get_plugin_manager()
+    impls = tuple(impl.function for impl in pm.hook.goal_types.get_hookimpls())
+    if _types_cache[0] == (pm, impls):
+        return _types_cache[1]
     types: dict[str, GoalType] = {}
-    for contributed in get_plugin_manager().hook.goal_types():
+    for contributed in pm.hook.goal_types():
         for goal_type in contributed or ():
             if goal_type.name in types:
                 log.error("goal type %r is contributed twice; keeping the first", goal_type.name)
                 continue
             types[goal_type.name] = goal_type
+    _types_cache[:] = [(pm, impls), types]
     return types
 
 
@@ -87,7 +96,7 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
         for claim in draft.claims:
             _make_claim(db, claim, goal_id)
             made.append(claim)
-        enqueue_create_goal(draft.document(goal_id))
+        enqueue_create_goal(draft.document(goal_id), fresh=True)
     except BaseException:
         _release_claims(db, made, goal_id)
         raise
