@@ -19,10 +19,10 @@ to the store before the clock starts. Then, per worker count:
   goals/s from the first POST to the last receiver outcome; jobs/s over every RQ job the goals
   caused (create_goal, and any receiver job, activation or analytics task), counted in RQ's
   finished and failed registries; goals/s per worker against the floor's jobs/s;
-- latency at a light load: 10 goals/s for ~10 s, evenly paced; p50/p95 from each POST to that
-  goal's last receiver outcome. Where 10 goals/s is more than the workers sustain (then latency
-  only measures a growing backlog), the load is half the measured throughput instead, and the
-  table says so.
+- latency at half the measured throughput, for ~10 s, evenly paced; p50/p95 from each POST to
+  that goal's last receiver outcome;
+- then all of it again with one non-forking worker (``run_worker(simple=True)``: RQ's
+  SimpleWorker), for comparison (goalhub does not make it the default: see README).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def main() -> None:
     options = support.arguments(__doc__)
     repeats = 3
     floor_jobs, goals, seconds, least = (100, 20, 5.0, 10) if options.quick else (150, 40, 10.0, 20)
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[Any, dict[str, Any]] = {}
     with support.temporary_home(load_plugins=support.REAL_PLUGINS) as home:
         try:
             import goalhub.api  # noqa: F401
@@ -251,21 +251,23 @@ def main() -> None:
         api, base = support.start_api(home, workers=2, threads=4)
         client = Client(base, token)
         with support.children(api, support.start_scheduler(home)):
-            for count in (1, 2):
-                with support.children(*support.start_workers(count, home, tag=f"{count}-")):
+            for count, simple in ((1, False), (2, False), (1, True)):
+                key: Any = f"{count} simple" if simple else count
+                with support.children(*support.start_workers(count, home, tag=f"{key}-".replace(" ", "-"),
+                                                              simple=simple)):
                     throughput_run(db, client, 2, n_receivers)  # warm-up: first imports, first connections
                     floor = [floor_run(floor_jobs) for _ in range(repeats)]
-                    support.log(f"e2e: {count} worker(s): floor {Spread.of(floor).fmt()} jobs/s")
+                    support.log(f"e2e: {key} worker(s): floor {Spread.of(floor).fmt()} jobs/s")
                     runs = [throughput_run(db, client, goals, n_receivers) for _ in range(repeats)]
-                    support.log(f"e2e: {count} worker(s): {Spread.of(r['goals_per_s'] for r in runs).fmt(2)} goals/s")
+                    support.log(f"e2e: {key} worker(s): {Spread.of(r['goals_per_s'] for r in runs).fmt(2)} goals/s")
                     light = 0.5 * Spread.of(r["goals_per_s"] for r in runs).median
                     latency = latency_run(db, client, light, seconds, n_receivers, least)
-                    support.log(f"e2e: {count} worker(s): latency p50 {latency['p50']:.0f} ms p95 {latency['p95']:.0f} ms")
-                    results[count] = {"floor": Spread.of(floor), "runs": runs, "latency": latency}
+                    support.log(f"e2e: {key} worker(s): latency p50 {latency['p50']:.0f} ms p95 {latency['p95']:.0f} ms")
+                    results[key] = {"floor": Spread.of(floor), "runs": runs, "latency": latency}
         _report(results, Spread.of(plain), repeats, floor_jobs, goals, n_receivers, options.json)
 
 
-def _report(results: dict[int, dict[str, Any]], plain: Spread, repeats: int, floor_jobs: int, goals: int,
+def _report(results: dict[Any, dict[str, Any]], plain: Spread, repeats: int, floor_jobs: int, goals: int,
             n_receivers: int, json_path: Path | None) -> None:
     print(f"## End to end: exclusive goals, POST (202) -> last receiver outcome "
           f"({repeats} repeats: {floor_jobs} no-op jobs for the floor, {goals} goals per throughput run)\n")
@@ -275,19 +277,21 @@ def _report(results: dict[int, dict[str, Any]], plain: Spread, repeats: int, flo
     headlines.append(Headline("e2e", "floor: no-op jobs/s, 1 goalhub worker (goalhub.worker.noop)", f"{single:.0f} jobs/s",
                               f"plain rq worker --burst {plain.median:.0f} jobs/s (time.time)",
                               f"{single / plain.median:.2f}x: {'within' if honest else 'NOT within'} 2x"))
-    for count, r in results.items():
+    for key, r in results.items():
+        count = int(str(key).split()[0])
         goals_s = Spread.of(x["goals_per_s"] for x in r["runs"])
         jobs_s = Spread.of(x["jobs_per_s"] for x in r["runs"])
         per_goal = Spread.of(x["jobs_per_goal"] for x in r["runs"])
         floor = r["floor"]
         per_worker = (goals_s.median / count) / (floor.median / count)
-        rows.append([count, goals_s.fmt(2), jobs_s.fmt(1), floor.fmt(1), f"{jobs_s.median / floor.median:.2f}",
+        rows.append([key, goals_s.fmt(2), jobs_s.fmt(1), floor.fmt(1), f"{jobs_s.median / floor.median:.2f}",
                      f"{per_goal.median:.1f}", f"{per_worker:.3f}"])
-        headlines.append(Headline("e2e", f"goals/s per worker vs no-op jobs/s per worker, {count} forking worker(s)",
+        kind = "non-forking SimpleWorker" if "simple" in str(key) else "forking worker(s)"
+        headlines.append(Headline("e2e", f"goals/s per worker vs no-op jobs/s per worker, {count} {kind}",
                                   f"{goals_s.median:.2f} goals/s ({goals_s.median / count:.2f} per worker)",
                                   f"floor {floor.median:.0f} no-op jobs/s ({floor.median / count:.0f} per worker)",
                                   f"{per_worker:.2f} (goal >= 0.4; was 0.04)"))
-        headlines.append(Headline("e2e", f"RQ jobs per exclusive goal, {count} worker(s)", f"{per_goal.median:.1f}",
+        headlines.append(Headline("e2e", f"RQ jobs per exclusive goal, {count} {kind}", f"{per_goal.median:.1f}",
                                   "was 8", f"goal <= 2: {'meets' if per_goal.median <= 2 else 'misses'}"))
     print(support.table(
         ["workers", "goals/s", "goalhub jobs/s", "floor: no-op jobs/s", "jobs/s vs floor", "jobs per goal",
@@ -297,11 +301,11 @@ def _report(results: dict[int, dict[str, Any]], plain: Spread, repeats: int, flo
     print(f"Plain `rq worker --burst` on the same Redis (forking, `time.time` jobs): {plain.fmt(1)} jobs/s; "
           f"goalhub's floor with 1 worker is {single / plain.median:.2f}x of it.\n")
     lat_rows = []
-    for count, r in results.items():
+    for key, r in results.items():
         lat = r["latency"]
-        lat_rows.append([count, f"{lat['rate']:.1f} goals/s x {lat['count']} (half the throughput)", f"{lat['p50']:,.0f}",
+        lat_rows.append([key, f"{lat['rate']:.1f} goals/s x {lat['count']} (half the throughput)", f"{lat['p50']:,.0f}",
                          f"{lat['p95']:,.0f}", f"{lat['max']:,.0f}"])
-        headlines.append(Headline("e2e", f"latency POST -> last outcome at {lat['rate']:.1f} goals/s (half), {count} worker(s)",
+        headlines.append(Headline("e2e", f"latency POST -> last outcome at {lat['rate']:.1f} goals/s (half), {key} worker(s)",
                                   f"p50 {lat['p50']:,.0f} ms / p95 {lat['p95']:,.0f} ms", "was p95 370 ms",
                                   f"goal p95 <= 100 ms: {'meets' if lat['p95'] <= 100 else 'misses'}"))
     print(support.table(["workers", "load", "p50 ms", "p95 ms", "max ms"], lat_rows,

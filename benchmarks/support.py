@@ -172,8 +172,9 @@ def children(*started: ChildProcess) -> Iterator[list[ChildProcess]]:
             child.stop()
 
 
-def start_workers(count: int, home: Path, tag: str = "w") -> list[ChildProcess]:
-    """``count`` real forking RQ workers (``goalhub.worker.run_worker``); waits until each has registered."""
+def start_workers(count: int, home: Path, tag: str = "w", simple: bool = False) -> list[ChildProcess]:
+    """``count`` real RQ workers (``goalhub.worker.run_worker``), forking unless ``simple``; waits until
+    each has registered."""
     from rq import Worker
 
     from goalhub.connection import get_redis
@@ -181,7 +182,7 @@ def start_workers(count: int, home: Path, tag: str = "w") -> list[ChildProcess]:
     before = {w.name for w in Worker.all(connection=get_redis())}
     started = [
         start_child(f"worker-{tag}{i}", f"from goalhub.worker import run_worker; run_worker(name='bench-{tag}{i}-{time.time_ns()}', "
-                                  "logging_level='WARNING')", home)
+                                  f"logging_level='WARNING', simple={simple})", home)
         for i in range(count)
     ]
     wait_for(lambda: len({w.name for w in Worker.all(connection=get_redis())} - before) >= count,

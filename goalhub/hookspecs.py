@@ -2,9 +2,10 @@
 
 A receiver is a hook implementation declared with ``@goalhub.receiver(*goal_classes)``:
 the classes name the goal ``_cls`` values it acts on (none means every class). The core
-routes each event only to the receivers that act on its class, runs each receiver as
-its own job (retried alone on failure, never twice after success) and records an
-outcome per (event, receiver). A receiver still checks ``_cls`` itself, as the seeds do,
+routes each event only to the receivers that act on its class, runs each one inline in the
+job that sent the event within its own time budget (as its own job when it failed, ran over
+its budget or is declared ``isolated``: retried alone, never twice after success) and records
+an outcome per (event, receiver). A receiver still checks ``_cls`` itself, as the seeds do,
 so that calling it directly is safe.
 
 Hooks are always called with keyword arguments. An implementation may accept fewer
