@@ -8,8 +8,8 @@ same hookimpls on a bare ``pluggy.PluginManager``, and as receivers of a bare bl
 goalhub's cost is measured in this process, on a temporary embedded Redis and embedded store,
 the way a worker runs it: inside one RQ job (an in-process ``SimpleWorker``), ``signals.
 leaderboards.send("goal.created", ...)`` -> ``goalhub.dispatch.deliver``: routing, the outcome
-records in one batch, the events record, and per receiver a claim, the call inside its time
-budget and the recorded ``ok``. The receivers are no-ops, so all of it is goalhub's own cost.
+records in one batch, the events record, and per receiver the call inside its time budget and
+the recorded ``ok``. The receivers are no-ops, so all of it is goalhub's own cost.
 
 Figures are medians over repeats with [min - max], in microseconds.
 """
@@ -147,7 +147,7 @@ def main() -> None:
     print(support.table(
         ["N", "pluggy", "blinker", "goalhub inline", "ratio vs pluggy", "ratio vs blinker"],
         rows, title="Per receiver, microseconds (medians): goalhub = event / N (routing, batch records, "
-                    "events record, claim, budget, call, ok)",
+                    "events record, budget, call, ok)",
     ))
     print(f"Marginal cost of one more acting receiver (slope from N={first} to N={last}): {marginal:,.0f} µs: "
           "a claim (one store update), the budget's timer, the call and the ``ok`` (one store update). "

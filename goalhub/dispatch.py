@@ -8,7 +8,9 @@ receivers:
 - **Inline**, in the common path: when the event is sent inside an RQ job (``create_goal``,
   ``end_goal``, a receiver sending ``goal.added``), its acting receivers run in that same
   work-horse, one after another, each with its own outcome record, its own ``try`` and its
-  own time budget (``goalhub.budget``). One that raises or runs over its budget is recorded
+  own time budget (``goalhub.budget``). Their records are written ``running`` (taken by this
+  work-horse, first attempt) in the batch, so each costs one more write: its outcome. One
+  that raises or runs over its budget is recorded
   (``retrying`` / ``timed out``) and gets a job of its own: the retry path below. The others
   are final at once.
 - **As jobs**: a receiver declared ``isolated=True``, a retry, an event sent outside a job
@@ -190,12 +192,18 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     now = time.time()
     base = {"event": event, "event_id": key, "goal_id": arguments["goal_id"], "_cls": arguments.get("_cls"),
             "request_id": logs.current_request_id()}
+    inline = not backfill and _inline_here()
     documents, acting = [], []
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
                   "dist": receiver.dist, "version": receiver.version}
         if receiver.acts_on(goal_class):
-            record.update(status="queued", attempts=0, queued_at=now, arguments=arguments)
+            # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
+            # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
+            # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job.
+            taken = inline and not receiver.isolated
+            record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now,
+                          arguments=arguments)
             acting.append(receiver)
         else:
             record.update(status="skipped", at=now)
@@ -214,7 +222,6 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
         update["$addToSet"] = {"receivers": {"$each": ids}}
     db.events.update_one({"_id": key}, update, upsert=True)
 
-    inline = not backfill and _inline_here()
     enqueued = []
     for receiver in acting:
         _id = outcome_id(key, receiver)
@@ -252,10 +259,6 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
     if breaker.is_paused(receiver.id):
         _record_paused(db, receiver, outcome_key)
         return None
-    db.outcomes.update_one(
-        {"_id": outcome_key, "status": "queued"},
-        {"$set": {"status": "running", "started_at": time.time()}, "$inc": {"attempts": 1}},
-    )
     retries = receiver.retries
     failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries)
     if failure is None or retries <= 0:
@@ -269,6 +272,7 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
 def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
              retries_left: int) -> tuple[BaseException | None, Any]:
     """One run of a claimed receiver within its budget, recorded: (its exception or None, its result)."""
+    started = time.time()
     clock = time.perf_counter()
     try:
         with budget.limit(receiver.budget, receiver.id):
@@ -280,8 +284,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         fields = redaction.failure_fields(exc)
         db.outcomes.update_one(
             {"_id": outcome_key},
-            {"$set": {"status": status, **fields, "timed_out": timed_out, "duration_ms": seconds * 1000,
-                      "finished_at": time.time()}},
+            {"$set": {"status": status, **fields, "timed_out": timed_out, "started_at": started,
+                      "duration_ms": seconds * 1000, "finished_at": time.time()}},
         )
         breaker.record_failure(receiver.id, outcome_key.split("|", 1)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
@@ -290,8 +294,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     plain = _plain(result)
     db.outcomes.update_one(
         {"_id": outcome_key},
-        {"$set": {"status": "ok", "result": plain, "error": None, "duration_ms": seconds * 1000,
-                  "finished_at": time.time()}},
+        {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
+                  "duration_ms": seconds * 1000, "finished_at": time.time()}},
     )
     breaker.record_ok(receiver.id)
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
