@@ -150,9 +150,9 @@ def main() -> None:
                     "events record, budget, call, ok)",
     ))
     print(f"Marginal cost of one more acting receiver (slope from N={first} to N={last}): {marginal:,.0f} µs: "
-          "a claim (one store update), the budget's timer, the call and the ``ok`` (one store update). "
-          "The embedded store's update costs ~150 µs on this machine; the fixed part per event is the batch "
-          "insert of the outcome records and the events record.\n")
+          "its share of the batch insert of the outcome records (written running: taken by this work-horse), "
+          "the budget's timer, the call and its outcome (one store update, about 150 µs of it on the embedded "
+          "store). The fixed part per event is the batch insert and the events record.\n")
     support.write_headlines(options.json, headlines)
 
 
