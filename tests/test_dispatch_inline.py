@@ -303,3 +303,32 @@ def test_deliver_only_to_some_receivers_and_backfill_as_jobs_on_the_backfill_que
     assert sorted(counting.runs) == ["first", "second"]
     receivers = db.events.find_one({"_id": f"goal.created:{arguments['goal_id']}"})["receivers"]
     assert sorted(receivers) == ["counting.first", "counting.second"]
+
+
+def test_goalhub_hooks_shows_each_receivers_settings_and_where_they_come_from(inline_plugin, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from goalhub.cli import main
+
+    class Declared:
+        @goalhub.receiver("goal.created", isolated=True, retries=1)
+        def external(self, goal_id):
+            pass
+
+    inline_plugin(Declared(), "declared")
+    monkeypatch.setenv("GOALHUB_RECEIVER_BUDGET__DECLARED_EXTERNAL", "12")
+    monkeypatch.setenv("GOALHUB_DISABLED_RECEIVERS", "declared.external")
+    result = CliRunner().invoke(main, ["hooks", "--json"])
+    assert result.exit_code == 0, result.output
+    [created] = [entry for entry in json.loads(result.stdout) if entry["event"] == "goal.created"]
+    [external] = [r for r in created["receivers"] if r["name"] == "external"]
+    assert external["settings"] == {
+        "isolated": True, "disabled": True,
+        "budget": {"value": 12.0, "from": "env GOALHUB_RECEIVER_BUDGET__DECLARED_EXTERNAL"},
+        "retries": {"value": 1, "from": "declared"},
+        "backoff": {"value": [0], "from": "default"},
+    }
+    text = CliRunner().invoke(main, ["hooks"]).output
+    assert "DISABLED (GOALHUB_DISABLED_RECEIVERS), isolated job; budget 12.0 (env " in text
