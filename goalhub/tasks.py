@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
 
-from goalhub import signals
+from goalhub import metrics, signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
 from goalhub.queues import FAILURE_TTL, enqueue_once, get_queue, get_scheduler, job_id, retry_policy
 from goalhub.store import get_database
@@ -63,6 +63,7 @@ def create_goal(goal: dict[str, Any]) -> str:
     document = {**goal, "_id": ObjectId(goal["_id"]), "created_at": time.time()}
     try:
         db.goals.insert_one(document)
+        metrics.goal_created((document.get("context") or {}).get("type") or document["_cls"])
     except DuplicateKeyError:
         # A second run (retry, redelivery): the goal is there; send again, receivers dedupe.
         document = db.goals.find_one({"_id": document["_id"]})
@@ -73,12 +74,16 @@ def create_goal(goal: dict[str, Any]) -> str:
 def activate_goal(goal_id: str) -> bool:
     """Seed 000: update ``{_id, active: False}`` to ``active: True``; an active goal is left alone."""
     db = get_database()
-    if not _not_before(db, "activate", goal_id, "nbf"):
+    goal = _not_before(db, "activate", goal_id, "nbf")
+    if goal is None:
         return False
+    activated_at = time.time()
     result = db.goals.update_one(
         {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}},
-        {"$set": {"active": True, "activated_at": time.time()}},
+        {"$set": {"active": True, "activated_at": activated_at}},
     )
+    if result.modified_count == 1:
+        metrics.activation(activated_at - (goal.get("nbf") or activated_at))
     return result.modified_count == 1
 
 
@@ -90,7 +95,7 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     """
     db = get_database()
     _id = ObjectId(goal_id)
-    if reason == "expired" and not _not_before(db, "end", goal_id, "exp", reason=reason):
+    if reason == "expired" and _not_before(db, "end", goal_id, "exp", reason=reason) is None:
         return False
     result = db.goals.update_one(
         {"_id": _id, "ended_at": {"$exists": False}},
@@ -113,18 +118,19 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     return result.modified_count == 1
 
 
-def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> bool:
-    """Wait until the goal's ``field`` time; False if the goal is gone or the job was rescheduled."""
+def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> dict[str, Any] | None:
+    """Wait until the goal's ``field`` time; returns ``{field}`` of the goal, or None if the goal is
+    gone or the job was rescheduled."""
     goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {field: 1})
     if goal is None:
-        return False
+        return None
     early = (goal.get(field) or 0) - time.time()
     if early > MAX_EARLY_WAIT:
         schedule(kind, goal_id, goal[field], **kwargs)
-        return False
+        return None
     if early > 0:
         time.sleep(early)
-    return True
+    return goal
 
 
 def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
