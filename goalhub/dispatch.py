@@ -376,10 +376,15 @@ def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value:
     abandoned-job handling), stopped by the job timeout. Left ``running``, such an outcome
     would never show as failed nor be retried by hand."""
     status = "retrying" if job.retries_left else "failed"
+    if not isinstance(exc_value, BaseException):
+        exc_value = RuntimeError(f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}")
+    try:  # failure_fields reads the exception being handled
+        raise exc_value
+    except BaseException as exc:
+        fields = redaction.failure_fields(exc)
     get_database().outcomes.update_one(
         {"_id": job.args[0], "status": "running"},
-        {"$set": {"status": status, "error": redaction.redact(f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}"),
-                  "finished_at": time.time()}},
+        {"$set": {"status": status, **fields, "finished_at": time.time()}},
     )
 
 
