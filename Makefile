@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS) $(DEMO),$(p)/setup.cfg
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' $(foreach p,$(PLUGINS) $(DEMO),-e ./$(p))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]' $(foreach p,$(PLUGINS) $(DEMO),-e ./$(p))
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,8 +34,16 @@ REAL_PLUGINS = ("exclusive", "show", "karaoke", "snapshot", "analytics", "livest
 STREAMER = "6800a9073e0c346531958b03"  # the sub of seed 000's token
 
 
-def noop() -> None:
-    """The floor's RQ job: does nothing (workers import it as ``support.noop``)."""
+def send_events(batch: list[dict[str, Any]], event: str = "goal.created") -> float:
+    """An RQ job (bench_dispatch): send ``event`` for each arguments of ``batch`` from inside the
+    job, so that its receivers run inline; returns microseconds per event."""
+    from goalhub.signals import EVENTS
+
+    signal = EVENTS[event][0]
+    start = time.perf_counter()
+    for arguments in batch:
+        signal.send(event, **arguments)
+    return (time.perf_counter() - start) / len(batch) * 1e6
 
 
 def log(message: str) -> None:
@@ -164,8 +172,9 @@ def children(*started: ChildProcess) -> Iterator[list[ChildProcess]]:
             child.stop()
 
 
-def start_workers(count: int, home: Path, tag: str = "w") -> list[ChildProcess]:
-    """``count`` real forking RQ workers (``goalhub.worker.run_worker``); waits until each has registered."""
+def start_workers(count: int, home: Path, tag: str = "w", simple: bool = False) -> list[ChildProcess]:
+    """``count`` real RQ workers (``goalhub.worker.run_worker``), forking unless ``simple``; waits until
+    each has registered."""
     from rq import Worker
 
     from goalhub.connection import get_redis
@@ -173,7 +182,7 @@ def start_workers(count: int, home: Path, tag: str = "w") -> list[ChildProcess]:
     before = {w.name for w in Worker.all(connection=get_redis())}
     started = [
         start_child(f"worker-{tag}{i}", f"from goalhub.worker import run_worker; run_worker(name='bench-{tag}{i}-{time.time_ns()}', "
-                                  "logging_level='WARNING')", home)
+                                  f"logging_level='WARNING', simple={simple})", home)
         for i in range(count)
     ]
     wait_for(lambda: len({w.name for w in Worker.all(connection=get_redis())} - before) >= count,

@@ -11,6 +11,7 @@ is documented in README.md; ``goalhub config`` prints the effective values, secr
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -79,12 +80,15 @@ class Settings(BaseSettings):
     RECONCILE_GRACE: float = Field(5.0, ge=0, json_schema_extra=_allowed(
         "seconds >= 0 a due lifecycle job is given before the reconciler steps in"))
 
+    RECEIVER_BUDGET: float = Field(5.0, gt=0, json_schema_extra=_allowed("seconds > 0 one receiver run may take"))
+    DISABLED_RECEIVERS: Annotated[list[str], NoDecode] = Field(
+        [], json_schema_extra=_allowed("comma-separated receiver ids (plugin.receiver)"))
     BREAKER_THRESHOLD: int = Field(5, ge=0, json_schema_extra=_allowed(
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
     BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
     STRICT_PLUGINS: bool = Field(False, json_schema_extra=_allowed("1/true/yes/on or 0/false/no/off"))
 
-    @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "PLUGINS", mode="before")
+    @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -313,3 +317,30 @@ def strict_plugins() -> bool:
     """``GOALHUB_STRICT_PLUGINS``: when true (``1``), a broken plugin stops the process
     instead of being left out and reported (a plugin author's CI)."""
     return settings().STRICT_PLUGINS
+
+
+def receiver_budget() -> float:
+    """``GOALHUB_RECEIVER_BUDGET``: seconds one run of a receiver may take before it is stopped,
+    recorded ``timed out`` and retried alone (default 5)."""
+    return settings().RECEIVER_BUDGET
+
+
+def disabled_receivers() -> set[str]:
+    """``GOALHUB_DISABLED_RECEIVERS``: comma-separated receiver ids (``plugin.receiver``) that are
+    not delivered to: no run, no outcome record, as if not installed."""
+    return set(settings().DISABLED_RECEIVERS)
+
+
+def receiver_setting(setting: str, receiver_id: str) -> str | None:
+    """``GOALHUB_RECEIVER_<SETTING>__<RECEIVER>``: one receiver's ``BUDGET``, ``RETRIES`` or
+    ``BACKOFF``, overriding its declaration and the global variable. ``<RECEIVER>`` is the
+    receiver id upper-cased with every other character than letters and digits as ``_``:
+    ``GOALHUB_RECEIVER_BUDGET__ANALYTICS_TRACK_GOALS=10`` for ``analytics.track_goals``."""
+    return env(receiver_variable(setting, receiver_id))
+
+
+@functools.cache
+def receiver_variable(setting: str, receiver_id: str) -> str:
+    """The name of the variable ``receiver_setting`` reads."""
+    key = "".join(ch if ch.isalnum() else "_" for ch in receiver_id).upper()
+    return f"GOALHUB_RECEIVER_{setting.upper()}__{key}"

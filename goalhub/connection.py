@@ -24,14 +24,23 @@ from goalhub import config
 
 _cache: dict[str, tuple[int, redis.Redis]] = {}
 
+try:  # the version given: redis-py would otherwise read its package metadata for every new connection
+    from redis.driver_info import DriverInfo
+
+    _DRIVER = {"driver_info": DriverInfo(lib_version=redis.__version__)}
+except ImportError:  # redis-py before 7
+    _DRIVER = {}
+
 
 def get_redis() -> redis.Redis:
-    """The process's Redis connection for the configured server (started if embedded)."""
-    key = config.redis_url() or str(config.home())
+    """The process's Redis client for the configured server (started if embedded). A forked child
+    (an RQ work-horse) keeps it: redis-py's pool opens the child's own connections after a fork."""
+    # The raw settings, not the resolved home: this runs on every queue access.
+    key = config.redis_url() or os.environ.get("GOALHUB_HOME") or os.getcwd()
     cached = _cache.get(key)
-    if cached and cached[0] == os.getpid():
+    if cached:
         return cached[1]
-    connection = redis.Redis.from_url(redis_url())
+    connection = redis.Redis.from_url(redis_url(), **_DRIVER)
     _cache[key] = (os.getpid(), connection)
     return connection
 

@@ -1,41 +1,60 @@
-"""From a signal to receiver jobs, and from a receiver job to its recorded outcome.
+"""From a signal to its receivers' runs, each with its recorded outcome.
 
 The core is the one receiver connected to goalhub's signals. For each event it writes an
-outcome record per plugin receiver (``skipped`` when the receiver does not act on the
-goal's class, ``queued`` otherwise) and enqueues one RQ job per acting receiver. So a
-receiver that raises never stops the others; it is retried alone with backoff (RQ's
-``Retry``); after its last try it stays ``failed`` (in RQ's failed registry too) until
-``retry_outcome``; and once ``ok`` it is never run again, however often its event is
-delivered (redelivery, retries of the task that sent it, a second ``fire``).
+outcome record per plugin receiver in one batch (``skipped`` when the receiver does not act
+on the goal's class, ``queued`` otherwise), then an ``events`` record, then runs the acting
+receivers:
 
-Outcome ids are ``<event>:<goal_id>|<plugin>.<receiver>``; the receiver job's id derives
-from it, so delivering one event twice names the same jobs. After the outcome records, an
-``events`` document ``<event>:<goal_id>`` lists the receivers the event was delivered to.
+- **Inline**, in the common path: when the event is sent inside an RQ job (``create_goal``,
+  ``end_goal``, a receiver sending ``goal.added``), its acting receivers run in that same
+  work-horse, one after another, each with its own outcome record, its own ``try`` and its
+  own time budget (``goalhub.budget``). Their records are written ``running`` (taken by this
+  work-horse, first attempt) in the batch, so each costs one more write: its outcome. One
+  that raises or runs over its budget is recorded
+  (``retrying`` / ``timed out``) and gets a job of its own: the retry path below. The others
+  are final at once.
+- **As jobs**: a receiver declared ``isolated=True``, a retry, an event sent outside a job
+  (``goalhub fire``, a test calling a task directly), and a backfill (``backfill=True``, on the
+  ``<prefix>-backfill`` queue) run as one ``run_receiver`` RQ job per (event, receiver),
+  retried alone with the receiver's backoff; after its last try a receiver stays ``failed``
+  (in RQ's failed registry too) until ``retry_outcome``.
+
+Either way a receiver that is ``ok`` is never run again, however often its event is
+delivered (redelivery, a rerun of the job that sent it, a second ``fire``): a fresh outcome
+record is run by the delivery that inserted it, an existing one only by a job that claims it
+while it is not ``ok``. ``breaker.is_paused`` is asked right before each run.
+
+Outcome ids are ``<event>:<goal_id>|<plugin>.<receiver>``; a receiver job's id derives from
+it, so delivering one event twice names the same jobs. The ``events`` document
+``<event>:<goal_id>`` lists the receivers the event was delivered to; it is written after the
+outcome records, so a reader that finds it knows every outcome record is written.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
+import threading
 import time
-import traceback
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ReturnDocument
-from rq import Callback, get_current_job
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from rq import Callback, Retry, get_current_job
 from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, metrics, signals
+from goalhub import breaker, budget, config, logs, metrics, redaction, signals
 from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.logs import current_request_id
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
 from goalhub.store import get_database
 
-log = logging.getLogger(__name__)
+# A receiver in one of these is never run again by a delivery or a job.
+DONE = ("ok", "skipped")
+# Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
+UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,9 @@ class Receiver:
     excluded: frozenset[str]
     function: Callable[..., Any]
     argnames: tuple[str, ...]
+    dist: str | None = None
+    version: str | None = None
+    declared: tuple[tuple[str, Any], ...] = ()
 
     @property
     def id(self) -> str:
@@ -59,25 +81,80 @@ class Receiver:
         # Keyword arguments only, and only those the receiver asks for.
         return self.function(**{name: arguments[name] for name in self.argnames if name in arguments})
 
+    # Settings: the operator's per-receiver variable, else the declaration, else the global
+    # variable. Read when asked, so a changed environment takes effect without a reload.
+
+    @property
+    def isolated(self) -> bool:
+        return bool(dict(self.declared).get("isolated", False))
+
+    @property
+    def budget(self) -> float:
+        return float(self._setting("budget", config.receiver_budget))
+
+    @property
+    def retries(self) -> int:
+        return int(self._setting("retries", config.receiver_retries))
+
+    @property
+    def backoff(self) -> tuple[int, ...]:
+        value = self._setting("backoff", config.receiver_backoff)
+        if isinstance(value, str):
+            value = [int(part) for part in value.split(",") if part.strip()]
+        return tuple(value) or (0,)
+
+    def _setting(self, name: str, default: Callable[[], Any]) -> Any:
+        raw = config.receiver_setting(name, self.id)
+        if raw is not None:
+            return raw
+        declared = dict(self.declared).get(name)
+        return declared if declared is not None else default()
+
+    def settings(self) -> dict[str, Any]:
+        """Its effective settings and where each comes from (for ``goalhub hooks``)."""
+        shown: dict[str, Any] = {"isolated": self.isolated}
+        for name in ("budget", "retries", "backoff"):
+            variable = config.receiver_variable(name, self.id)
+            source = ("env " + variable if config.receiver_setting(name, self.id) is not None
+                      else "declared" if dict(self.declared).get(name) is not None else "default")
+            shown[name] = {"value": list(getattr(self, name)) if name == "backoff" else getattr(self, name),
+                           "from": source}
+        shown["disabled"] = self.id in config.disabled_receivers()
+        return shown
+
+
+# (event, the hook's implementations) -> its receivers: built once, not per event.
+_receivers_cache: dict[tuple[Any, ...], list[Receiver]] = {}
+
 
 def receivers(event: str) -> list[Receiver]:
     """The receivers of ``event`` in pluggy's call order (last registered first)."""
-    hook = getattr(get_plugin_manager().hook, EVENT_HOOKS[event])
-    found = []
-    for impl in reversed(hook.get_hookimpls()):
-        function = impl.function
-        found.append(
-            Receiver(
-                event=event,
-                name=function.__name__,
-                plugin=impl.plugin_name,
-                classes=getattr(function, "goalhub_classes", None),
-                excluded=getattr(function, "goalhub_excluded", frozenset()),
-                function=function,
-                argnames=tuple(inspect.signature(function).parameters),
-            )
-        )
+    impls = getattr(get_plugin_manager().hook, EVENT_HOOKS[event]).get_hookimpls()
+    key = (event, *((impl.plugin_name, impl.function) for impl in impls))
+    found = _receivers_cache.get(key)
+    if found is None:
+        found = [_receiver(event, impl) for impl in reversed(impls)]
+        if len(_receivers_cache) > 256:  # plugins registered and unregistered over and over (tests)
+            _receivers_cache.clear()
+        _receivers_cache[key] = found
     return found
+
+
+def _receiver(event: str, impl: Any) -> Receiver:
+    function = impl.function
+    info = plugin_info(impl.plugin_name)
+    return Receiver(
+        event=event,
+        name=function.__name__,
+        plugin=impl.plugin_name,
+        classes=getattr(function, "goalhub_classes", None),
+        excluded=getattr(function, "goalhub_excluded", frozenset()),
+        function=function,
+        argnames=tuple(inspect.signature(function).parameters),
+        dist=info.dist,
+        version=info.version,
+        declared=tuple(sorted(getattr(function, "goalhub_options", {}).items())),
+    )
 
 
 def find_receiver(event: str, receiver_id: str) -> Receiver | None:
@@ -93,85 +170,160 @@ def outcome_id(event_key: str, receiver: Receiver) -> str:
 
 
 def targeted(receiver: Receiver, only: Collection[str] | None) -> bool:
-    """Whether ``receiver`` is among ``only`` (receiver ids ``plugin.receiver`` or plugin names)."""
+    """Whether ``receiver`` is among ``only`` (receiver ids ``plugin.receiver`` or plugin names; None: all)."""
     return only is None or receiver.id in only or receiver.plugin in only
+
+
+def _inline_here() -> bool:
+    """Whether receivers may run inline: inside an RQ job, on the thread that can take signals."""
+    return get_current_job() is not None and threading.current_thread() is threading.main_thread()
 
 
 def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | None = None,
             backfill: bool = False) -> list[str]:
-    """Record and enqueue the receivers of one event; returns the ids of the jobs enqueued.
-
-    ``only`` limits the delivery to those receivers (ids or plugin names): no other receiver
-    gets a record. ``backfill`` puts the jobs on the backfill queue, which workers take last."""
+    """Record the receivers of one event and run the acting ones (inline, or as jobs: see the
+    module's docstring). ``only``: receiver ids or plugin names to deliver to; no record is
+    written for any other receiver. ``backfill``: the acting receivers run as jobs on the
+    backfill queue, never inline. Returns the ids of the jobs enqueued."""
     db = get_database()
-    queue = get_queue("backfill" if backfill else "default")
     key = event_id(event, arguments)
+    goal_class = arguments.get("_cls", "")
+    disabled = config.disabled_receivers()
+    chosen = [r for r in receivers(event) if r.id not in disabled and targeted(r, only)]
     now = time.time()
+    base = {"event": event, "event_id": key, "goal_id": arguments["goal_id"], "_cls": arguments.get("_cls"),
+            "request_id": logs.current_request_id()}
+    inline = not backfill and _inline_here()
+    documents, acting = [], []
+    for receiver in chosen:
+        record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
+                  "dist": receiver.dist, "version": receiver.version}
+        if receiver.acts_on(goal_class):
+            # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
+            # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
+            # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job.
+            taken = inline and not receiver.isolated
+            record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now,
+                          arguments=arguments)
+            acting.append(receiver)
+        else:
+            record.update(status="skipped", at=now)
+        documents.append(record)
+    existing = _insert_new(db, documents)
+    for record in documents:
+        if record["status"] == "skipped" and record["_id"] not in existing:
+            metrics.receiver_outcome(record["plugin"], record["receiver"], "skipped", 0.0)
+    # Written after the outcome records: once it is there, every receiver of the event has its
+    # record, so a reader can tell "all outcomes final" from "not all outcomes written yet".
+    ids = [receiver.id for receiver in chosen]
+    fields = {"event": event, "goal_id": arguments["goal_id"], "delivered_at": now}
+    try:  # the common case, a first delivery: an insert is the cheaper write
+        db.events.insert_one({"_id": key, **fields, "receivers": ids})
+    except DuplicateKeyError:
+        if only is None:
+            db.events.update_one({"_id": key}, {"$set": {**fields, "receivers": ids}})
+        else:
+            db.events.update_one({"_id": key}, {"$set": fields, "$addToSet": {"receivers": {"$each": ids}}})
+
     enqueued = []
-    event_receivers = [r for r in receivers(event) if targeted(r, only)]
-    for receiver in event_receivers:
-        info = plugin_info(receiver.plugin)
-        record = {
-            "event": event,
-            "event_id": key,
-            "goal_id": arguments["goal_id"],
-            "_cls": arguments.get("_cls"),
-            "receiver": receiver.name,
-            "plugin": receiver.plugin,
-            "dist": info.dist,
-            "version": info.version,
-            "request_id": current_request_id(),
-        }
+    for receiver in acting:
         _id = outcome_id(key, receiver)
-        if not receiver.acts_on(arguments.get("_cls", "")):
-            skipped = db.outcomes.update_one(
-                {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
-            )
-            if skipped.upserted_id is not None:
-                metrics.receiver_outcome(receiver.plugin, receiver.name, "skipped")
+        status = existing.get(_id)
+        if status in DONE:
             continue
-        if breaker.is_paused(receiver.id):
-            db.outcomes.update_one({"_id": _id}, {"$setOnInsert": {**record, "status": "paused", "paused_at": now,
-                                                                   "attempts": 0, "arguments": arguments}},
-                                   upsert=True)
-            continue
-        outcome = db.outcomes.find_one_and_update(
-            {"_id": _id},
-            {"$setOnInsert": {**record, "status": "queued", "attempts": 0, "queued_at": now, "arguments": arguments}},
-            projection={"status": 1},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        if outcome["status"] in ("ok", "skipped"):
-            continue
-        job = enqueue_once(
-            queue,
-            run_receiver,
-            _id,
-            job_id=job_id("receiver", _id),
-            on_failure=Callback(on_receiver_job_failure),
-            description=f"{receiver.id} <- {key}",
-        )
+        if status is None and inline and not receiver.isolated:
+            job = _run_inline(db, receiver, _id, arguments)
+        else:
+            # Isolated, outside a job, a backfill, or delivered before and not done: its own job
+            # (none if one is pending already).
+            job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
         if job is not None:
             enqueued.append(job.id)
-    # Written last: once it is there, every receiver of the event has its outcome record, so
-    # a reader can tell "all outcomes final" from "not all outcomes written yet".
-    if only is None:
-        db.events.update_one(
-            {"_id": key},
-            {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
-                      "receivers": [receiver.id for receiver in event_receivers]}},
-            upsert=True,
-        )
-    else:  # a backfill adds its receivers to the event's list
-        db.events.update_one(
-            {"_id": key},
-            {"$set": {"event": event, "goal_id": arguments["goal_id"]},
-             "$setOnInsert": {"delivered_at": time.time()},
-             "$addToSet": {"receivers": {"$each": [receiver.id for receiver in event_receivers]}}},
-            upsert=True,
-        )
     return enqueued
+
+
+def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:
+    """Insert the outcome records in one batch; returns {id: status} of those that existed."""
+    if not documents:
+        return {}
+    try:
+        db.outcomes.insert_many(documents, ordered=False)
+        return {}
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != 11000 for error in errors):
+            raise
+        duplicates = [documents[error["index"]]["_id"] for error in errors]
+    return {o["_id"]: o["status"] for o in db.outcomes.find({"_id": {"$in": duplicates}}, {"status": 1})}
+
+
+def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any]) -> Job | None:
+    """Run a receiver whose outcome record this delivery just wrote; a job only if it failed."""
+    if breaker.is_paused(receiver.id):
+        _record_paused(db, receiver, outcome_key)
+        return None
+    retries = receiver.retries
+    failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries)
+    if failure is None or retries <= 0:
+        return None
+    # Today's retry path, alone: its own job after the first backoff, the rest of its retries on it.
+    backoff = receiver.backoff
+    return _enqueue_receiver(receiver, outcome_key, outcome_key.split("|", 1)[0], retries=retries - 1,
+                             backoff=backoff[1:] or backoff[-1:], delay=backoff[0])
+
+
+def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
+             retries_left: int) -> tuple[BaseException | None, Any]:
+    """One run of a claimed receiver within its budget, recorded: (its exception or None, its result)."""
+    started = time.time()
+    clock = time.perf_counter()
+    try:
+        with budget.limit(receiver.budget, receiver.id):
+            result = receiver.call(arguments)
+    except Exception as exc:
+        seconds = time.perf_counter() - clock
+        timed_out = isinstance(exc, JobTimeoutException)
+        status = "failed" if retries_left <= 0 else "timed out" if timed_out else "retrying"
+        fields = redaction.failure_fields(exc)
+        db.outcomes.update_one(
+            {"_id": outcome_key},
+            {"$set": {"status": status, **fields, "timed_out": timed_out, "started_at": started,
+                      "duration_ms": seconds * 1000, "finished_at": time.time()}},
+        )
+        breaker.record_failure(receiver.id, outcome_key.split("|", 1)[0], fields["error"])
+        metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
+        return exc, None
+    seconds = time.perf_counter() - clock
+    plain = _plain(result)
+    db.outcomes.update_one(
+        {"_id": outcome_key},
+        {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
+                  "duration_ms": seconds * 1000, "finished_at": time.time()}},
+    )
+    breaker.record_ok(receiver.id)
+    metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
+    return None, plain
+
+
+def _record_paused(db: Any, receiver: Receiver, outcome_key: str) -> None:
+    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"status": "paused", "paused_at": time.time()}})
+    metrics.receiver_outcome(receiver.plugin, receiver.name, "paused", 0.0)
+
+
+def _enqueue_receiver(receiver: Receiver, outcome_key: str, event_key: str, *, queue: str = "default",
+                      retries: int | None = None, backoff: tuple[int, ...] | None = None,
+                      delay: float = 0) -> Job | None:
+    """The receiver's own ``run_receiver`` job, with its retries and backoff (after ``delay``)."""
+    retries = receiver.retries if retries is None else retries
+    backoff = receiver.backoff if backoff is None else backoff
+    return enqueue_once(
+        get_queue(queue), run_receiver, outcome_key,
+        job_id=job_id("receiver", outcome_key),
+        retry=Retry(max=retries, interval=list(backoff)) if retries > 0 else None,
+        on_failure=Callback(on_receiver_job_failure),
+        description=f"{receiver.id} <- {event_key}",
+        delay=delay,
+    )
 
 
 def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
@@ -193,61 +345,32 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
-    started = time.time()
-    receiver_id = outcome_key.rsplit("|", 1)[-1]
-    if breaker.is_paused(receiver_id):  # tripped: no run, and no retry after this one
-        db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": ["ok", "skipped"]}},
-                               {"$set": {"status": "paused", "paused_at": started}})
-        return {"status": "paused"}
+    # The guard: a receiver that is ok (or skipped) is never run again, whatever job runs.
     outcome = db.outcomes.find_one_and_update(
-        {"_id": outcome_key, "status": {"$nin": ["ok", "skipped"]}},
-        {"$set": {"status": "running", "started_at": started}, "$inc": {"attempts": 1}},
+        {"_id": outcome_key, "status": {"$nin": list(DONE)}},
+        {"$set": {"status": "running", "started_at": time.time()}, "$inc": {"attempts": 1}},
     )
     if outcome is None:
         return {"status": "not run", "reason": "already done or unknown outcome"}
+    receiver_id = f"{outcome['plugin']}.{outcome['receiver']}"
     receiver = find_receiver(outcome["event"], receiver_id)
-    clock = time.perf_counter()
-    try:
-        if receiver is None:
-            raise LookupError(f"receiver {outcome['plugin']}.{outcome['receiver']} is not installed")
-        result = receiver.call(outcome["arguments"])
-    except Exception as exc:
-        job = get_current_job()
-        retrying = bool(job and job.retries_left)
-        metrics.receiver_outcome(outcome["plugin"], outcome["receiver"], "retrying" if retrying else "failed",
-                                 time.perf_counter() - clock)
-        log.warning("receiver %s.%s %s: %s", outcome["plugin"], outcome["receiver"],
-                    "retrying" if retrying else "failed", exc, extra={"outcome_id": outcome_key})
-        db.outcomes.update_one(
-            {"_id": outcome_key},
-            {
-                "$set": {
-                    "status": "retrying" if retrying else "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(limit=8),
-                    "duration_ms": (time.perf_counter() - clock) * 1000,
-                    "finished_at": time.time(),
-                }
-            },
-        )
-        breaker.record_failure(receiver_id, outcome["event_id"], f"{type(exc).__name__}: {exc}")
-        raise
-    breaker.record_ok(receiver_id)
-    metrics.receiver_outcome(outcome["plugin"], outcome["receiver"], "ok", time.perf_counter() - clock)
-    log.info("receiver %s.%s ok", outcome["plugin"], outcome["receiver"], extra={"outcome_id": outcome_key})
-    db.outcomes.update_one(
-        {"_id": outcome_key},
-        {
-            "$set": {
-                "status": "ok",
-                "result": _plain(result),
-                "error": None,
-                "duration_ms": (time.perf_counter() - clock) * 1000,
-                "finished_at": time.time(),
-            }
-        },
-    )
-    return _plain(result)
+    job = get_current_job()
+    retries_left = (job.retries_left or 0) if job else 0
+    if receiver is None:
+        try:
+            raise LookupError(f"receiver {receiver_id} is not installed")
+        except LookupError as exc:
+            db.outcomes.update_one({"_id": outcome_key}, {"$set": {
+                "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
+                "finished_at": time.time()}})
+            raise
+    if breaker.is_paused(receiver.id):
+        _record_paused(db, receiver, outcome_key)
+        return {"status": "paused"}
+    failure, result = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
+    if failure is not None:
+        raise failure
+    return result
 
 
 def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
@@ -255,15 +378,16 @@ def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value:
     failure; this catches the failures it could not record: its work-horse killed (RQ's
     abandoned-job handling), stopped by the job timeout. Left ``running``, such an outcome
     would never show as failed nor be retried by hand."""
+    status = "retrying" if job.retries_left else "failed"
+    if not isinstance(exc_value, BaseException):
+        exc_value = RuntimeError(f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}")
+    try:  # failure_fields reads the exception being handled
+        raise exc_value
+    except BaseException as exc:
+        fields = redaction.failure_fields(exc)
     get_database().outcomes.update_one(
         {"_id": job.args[0], "status": "running"},
-        {
-            "$set": {
-                "status": "retrying" if job.retries_left else "failed",
-                "error": f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}",
-                "finished_at": time.time(),
-            }
-        },
+        {"$set": {"status": status, **fields, "finished_at": time.time()}},
     )
 
 

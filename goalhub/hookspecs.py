@@ -3,9 +3,11 @@
 A receiver is a hook implementation declared with ``@goalhub.receiver(event, *goal_classes)``:
 ``event`` is ``goal.created``, ``goal.added`` or ``goal.ended``, and the classes name the goal
 ``_cls`` values it acts on (none means every class). The core routes each event only to the
-receivers that act on its class, runs each receiver as its own job (retried alone on
-failure, never twice after success) and records an outcome per (event, receiver). A
-receiver still checks ``_cls`` itself, as the seeds do, so that calling it directly is safe.
+receivers that act on its class, runs each one inline in the job that sent the event within
+its own time budget (as its own job when it failed, ran over its budget or is declared
+``isolated``: retried alone, never twice after success) and records an outcome per (event,
+receiver). A receiver still checks ``_cls`` itself, as the seeds do, so that calling it
+directly is safe.
 
 Hooks are always called with keyword arguments. An implementation may accept fewer
 arguments than the spec names, so specs can grow without breaking plugins.
@@ -151,7 +153,16 @@ def goal_types() -> list[Any]:
 EVENT_HOOKS = {"goal.created": "goal_created", "goal.added": "goal_added", "goal.ended": "goal_ended"}
 
 
-def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **hookimpl_options: Any) -> Any:
+def receiver(
+    event: str,
+    *goal_classes: str,
+    exclude: tuple[str, ...] = (),
+    isolated: bool = False,
+    budget: float | None = None,
+    retries: int | None = None,
+    backoff: list[int] | tuple[int, ...] | None = None,
+    **hookimpl_options: Any,
+) -> Any:
     """Declare a receiver of ``event`` (``goal.created``, ``goal.added``, ``goal.ended``)
     acting on ``goal_classes`` (none: every class) except the ``exclude`` ones::
 
@@ -163,6 +174,18 @@ def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **ho
 
     The function's name is the receiver's name; it is registered as an implementation
     of the event's hook (pluggy ``specname``), so one plugin can hold many receivers.
+
+    :param isolated: always run as its own RQ job instead of inline in the job that sent
+        the event. Use it for slow or external work (an HTTP call that may take seconds, a
+        long computation): it then holds up neither the event's other receivers nor the goal.
+    :param budget: seconds one run may take before it is stopped and recorded ``timed out``
+        (default ``GOALHUB_RECEIVER_BUDGET``).
+    :param retries: how many times a failed run is retried (default ``GOALHUB_RECEIVER_RETRIES``).
+    :param backoff: seconds before each retry, the last repeating (default
+        ``GOALHUB_RECEIVER_BACKOFF``).
+
+    The operator's per-receiver environment variables override ``budget``, ``retries`` and
+    ``backoff`` (see ``goalhub hooks``).
     """
     if event not in EVENT_HOOKS:
         raise ValueError(f"unknown event {event!r}; one of {sorted(EVENT_HOOKS)}")
@@ -170,6 +193,12 @@ def receiver(event: str, *goal_classes: str, exclude: tuple[str, ...] = (), **ho
     def decorate(function: Any) -> Any:
         function.goalhub_classes = frozenset(goal_classes) or None
         function.goalhub_excluded = frozenset(exclude)
+        function.goalhub_options = {
+            name: value
+            for name, value in (("isolated", isolated), ("budget", budget), ("retries", retries),
+                                ("backoff", tuple(backoff) if backoff is not None else None))
+            if value not in (None, False)
+        }
         return hookimpl(specname=EVENT_HOOKS[event], **hookimpl_options)(function)
 
     return decorate

@@ -1,8 +1,10 @@
 """RQ queues, the rq-scheduler, and the names goalhub gives its jobs.
 
-Two queues: ``<prefix>-lifecycle`` for ``activate_goal``/``end_goal`` (time-critical, so a
-worker takes them before anything else) and ``<prefix>`` for ``create_goal`` and the
-receiver jobs. Job ids are derived from what the job does, so that enqueuing the same
+Three queues, in the order a worker takes them: ``<prefix>-lifecycle`` for
+``activate_goal``/``end_goal`` (time-critical, so a worker takes them before anything else),
+``<prefix>`` for ``create_goal`` and the receiver jobs, and ``<prefix>-backfill`` for past
+events delivered to a newly installed or resumed receiver (taken last: it never crowds out
+live goals). Job ids are derived from what the job does, so that enqueuing the same
 work twice names the same job.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rq_scheduler
@@ -31,6 +33,7 @@ def queue_names() -> list[str]:
 
 
 def get_queue(kind: str = "default") -> Queue:
+    """``lifecycle``, ``default`` or ``backfill``."""
     lifecycle, default, backfill = queue_names()
     name = {"lifecycle": lifecycle, "backfill": backfill}.get(kind, default)
     return Queue(name, connection=get_redis(), default_timeout=config.job_timeout())
@@ -112,17 +115,23 @@ def retry_policy() -> Retry | None:
     return Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None
 
 
+# Failed jobs are kept a week, for ``goalhub retry`` and the dashboard.
+FAILURE_TTL = 7 * 24 * 3600
+
 # Job states in which a job will still run: enqueuing it again would only run it twice.
 PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 
-def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, **options: Any) -> Job | None:
-    """Enqueue ``func(*args)`` as ``job_id`` with goalhub's retry policy, unless a job of that id
-    is still pending (then None). Failed jobs are kept a week for ``goalhub retry`` and the dashboard."""
+def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float = 0, **options: Any) -> Job | None:
+    """Enqueue ``func(*args)`` as ``job_id`` with goalhub's retry policy (after ``delay`` seconds:
+    RQ's scheduled registry, moved by the scheduler process), unless a job of that id is still
+    pending (then None). Failed jobs are kept a week for ``goalhub retry`` and the dashboard."""
     existing = Job.fetch_many([job_id], connection=queue.connection)[0]
     if existing is not None and existing.get_status(refresh=False) in PENDING:
         return None
     options.setdefault("retry", retry_policy())
-    options.setdefault("failure_ttl", 7 * 24 * 3600)
+    options.setdefault("failure_ttl", FAILURE_TTL)
     options["meta"] = job_meta(options.get("meta"))  # the request id travels with the job
+    if delay > 0:
+        return queue.enqueue_in(timedelta(seconds=delay), func, *args, job_id=job_id, **options)
     return queue.enqueue(func, *args, job_id=job_id, **options)

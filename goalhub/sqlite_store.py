@@ -14,6 +14,7 @@ change the answer (MongoDB answers the same through it); an unknown index is Mon
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import itertools
 import math
@@ -204,6 +205,8 @@ def _scratch() -> mongomock.Collection:
 
 def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
     """Run the update on one document through mongomock; doc None means: build the upsert."""
+    if doc is not None and not replace and (fast := _apply_simple(doc, update)) is not None:
+        return fast
     scratch = _scratch()
     scratch.drop()
     try:
@@ -213,6 +216,31 @@ def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
         return scratch.find_one()
     finally:
         scratch.drop()
+
+
+def _apply_simple(doc: dict, update: Mapping) -> dict | None:
+    """The common update without mongomock: ``$set``/``$inc``/``$unset`` of top-level fields of an
+    existing document (goalhub's outcome and outbound bookkeeping). None: anything else, left to
+    mongomock (dotted paths, ``_id``, a non-number ``$inc``...), so semantics and errors stay its."""
+    if not update.keys() <= {"$set", "$inc", "$unset"}:
+        return None
+    new = dict(doc)
+    for operator, fields in update.items():
+        if not isinstance(fields, Mapping):
+            return None
+        for name, value in fields.items():
+            if not isinstance(name, str) or "." in name or name.startswith("$") or name == "_id" or not name:
+                return None
+            if operator == "$set":
+                new[name] = copy.deepcopy(value)
+            elif operator == "$unset":
+                new.pop(name, None)
+            else:
+                current = new.get(name, 0)
+                if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, current)):
+                    return None
+                new[name] = current + value
+    return new
 
 
 def _project(doc: dict | None, projection: Any) -> dict | None:

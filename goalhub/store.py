@@ -26,7 +26,7 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "outbound": [("kind", {}), ("goal_id", {})],
 }
 
-_cache: dict[str, tuple[int, Any]] = {}
+_cache: dict[str, tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)
 
 
 def open_database(uri: str | None = None) -> Any:
@@ -55,13 +55,16 @@ def open_database(uri: str | None = None) -> Any:
 
 
 def get_database() -> Any:
-    """The process's database, opened once per process (RQ forks: a child opens its own)."""
-    key = f"{config.mongo_uri() or ''}|{config.home()}"
+    """The process's database, opened once per process. A forked child (an RQ work-horse) keeps
+    its parent's embedded store, which opens its own SQLite connection after a fork, so a job
+    does not open the store and ensure its indexes again; a MongoDB client is opened anew."""
+    # The raw settings, not the resolved home: this runs on every store access.
+    key = f"{config.mongo_uri() or ''}|{os.environ.get('GOALHUB_HOME') or os.getcwd()}"
     cached = _cache.get(key)
-    if cached and cached[0] == os.getpid():
+    if cached and (cached[0] == os.getpid() or cached[2]):
         return cached[1]
     database = open_database()
-    _cache[key] = (os.getpid(), database)
+    _cache[key] = (os.getpid(), database, not config.mongo_uri())
     return database
 
 

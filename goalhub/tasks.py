@@ -1,9 +1,11 @@
 """RQ jobs: top-level functions, each safe to run twice.
 
 ``create_goal`` stores a goal under the id the API allocated before enqueuing it, then
-sends ``goal.created``. ``activate_goal`` and ``end_goal`` are the lifecycle jobs that
-rq-scheduler runs at ``nbf`` and ``exp``. ``run_receiver`` (in ``goalhub.dispatch``) is
-the job of one receiver.
+sends ``goal.created``, whose receivers run inline in the same job (``goalhub.dispatch``):
+in the common path a goal costs this one job. ``activate_goal`` and ``end_goal`` are the
+lifecycle jobs that rq-scheduler runs at ``nbf`` and ``exp``; one that is due already when
+it is scheduled from inside a job runs there and then. ``run_receiver`` (in
+``goalhub.dispatch``) is the job of one receiver: a retry, or an isolated receiver.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
+from rq import get_current_job
 
 from goalhub import metrics, signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
 from goalhub.logs import current_request_id, job_meta
-from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
+from goalhub.queues import FAILURE_TTL, enqueue_once, get_queue, get_scheduler, job_id, retry_policy
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -43,16 +46,18 @@ def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def enqueue_create_goal(goal: dict[str, Any]) -> str:
-    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated."""
+def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
+    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated.
+    ``fresh``: the id was allocated just now (the API), so no job of that id can be pending
+    and the check for one (a Redis round trip) is skipped."""
     goal_id = str(goal["_id"])
-    enqueue_once(
-        get_queue(),
-        create_goal,
-        {**goal, "_id": goal_id},
-        job_id=job_id("create", goal_id),
-        description=f"create_goal {goal['_cls']} {goal_id}",
-    )
+    options: dict[str, Any] = {"job_id": job_id("create", goal_id),
+                               "description": f"create_goal {goal['_cls']} {goal_id}"}
+    if fresh:
+        get_queue().enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
+                            **options)
+    else:
+        enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, **options)
     return goal_id
 
 
@@ -76,16 +81,16 @@ def create_goal(goal: dict[str, Any]) -> str:
 def activate_goal(goal_id: str) -> bool:
     """Seed 000: update ``{_id, active: False}`` to ``active: True``; an active goal is left alone."""
     db = get_database()
-    if not _not_before(db, "activate", goal_id, "nbf"):
+    goal = _not_before(db, "activate", goal_id, "nbf")
+    if goal is None:
         return False
+    activated_at = time.time()
     result = db.goals.update_one(
         {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}},
-        {"$set": {"active": True, "activated_at": time.time()}},
+        {"$set": {"active": True, "activated_at": activated_at}},
     )
     if result.modified_count == 1:
-        goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {"nbf": 1, "activated_at": 1}) or {}
-        if goal.get("nbf") is not None:
-            metrics.activation(goal["activated_at"] - goal["nbf"])
+        metrics.activation(activated_at - (goal.get("nbf") or activated_at))
         log.info("activate_goal activated %s", goal_id, extra={"goal_id": goal_id})
     return result.modified_count == 1
 
@@ -98,7 +103,7 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     """
     db = get_database()
     _id = ObjectId(goal_id)
-    if reason == "expired" and not _not_before(db, "end", goal_id, "exp", reason=reason):
+    if reason == "expired" and _not_before(db, "end", goal_id, "exp", reason=reason) is None:
         return False
     result = db.goals.update_one(
         {"_id": _id, "ended_at": {"$exists": False}},
@@ -121,24 +126,31 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     return result.modified_count == 1
 
 
-def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> bool:
-    """Wait until the goal's ``field`` time; False if the goal is gone or the job was rescheduled."""
+def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> dict[str, Any] | None:
+    """Wait until the goal's ``field`` time; returns ``{field}`` of the goal, or None if the goal is
+    gone or the job was rescheduled."""
     goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {field: 1})
     if goal is None:
-        return False
+        return None
     early = (goal.get(field) or 0) - time.time()
     if early > MAX_EARLY_WAIT:
         schedule(kind, goal_id, goal[field], **kwargs)
-        return False
+        return None
     if early > 0:
         time.sleep(early)
-    return True
+    return goal
 
 
 def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
-    """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None)."""
+    """Run ``activate_goal`` or ``end_goal`` for ``goal_id`` at epoch ``at`` (now if past or None).
+
+    Due already and called inside an RQ job (the lifecycle receiver, inline in ``create_goal``),
+    it runs here, in this job: never before ``at``, and without a job of its own."""
     function = {"activate": activate_goal, "end": end_goal}[kind]
     jid = job_id(kind, goal_id)
+    if (at is None or at <= time.time()) and get_current_job() is not None:
+        function(goal_id, **kwargs)
+        return jid
     # Marks the goal as scheduled: the reconciler (goalhub.reconcile) finds it if the job is lost.
     get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {f"lifecycle.{kind}_at": at or time.time()}})
     if at is None or at <= time.time():

@@ -1,6 +1,10 @@
 """The long-running processes: RQ workers and the rq-scheduler.
 
-Both load the plugins before they start, so a forking worker's work-horses inherit them.
+Both load the plugins before they start. A worker also prepares, once, what every job would
+otherwise redo in each forked work-horse (``prepare_worker``): the plugins and the receivers
+of each event, the goal types, the store (indexes ensured) and the modules receivers import
+lazily. ``noop`` is a job that does nothing, already imported by every worker: the floor of
+what one job costs on it.
 """
 
 from __future__ import annotations
@@ -93,6 +97,25 @@ class RecoveringSimpleWorker(SimpleWorker):
         super().clean_registries()
 
 
+def noop() -> None:
+    """A job that does nothing (benchmarks' floor: a function the worker imported before forking)."""
+
+
+def prepare_worker() -> None:
+    """Everything a job would otherwise load in each forked work-horse, loaded once before forking."""
+    import requests  # noqa: F401  (outbound calls import it lazily: once here, not per horse)
+
+    from goalhub import dispatch, tasks  # noqa: F401  (connects the core to its signals)
+    from goalhub.hookspecs import EVENT_HOOKS
+    from goalhub.store import get_database
+
+    get_plugin_manager()
+    for event in EVENT_HOOKS:
+        dispatch.receivers(event)
+    get_plugin_manager().hook.goal_types()
+    get_database()  # the store opened and its indexes ensured; a horse reuses it (goalhub.store)
+
+
 def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = None, logging_level: str = "INFO") -> bool:
     """Work on goalhub's queues (lifecycle first). ``simple`` runs jobs in-process, without forking.
 
@@ -100,9 +123,7 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
     their backoff) is moved by the scheduler process (``run_scheduler``). Jobs of workers
     that died are recovered at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds.
     """
-    import goalhub.dispatch  # noqa: F401  (connects the core to its signals before forking)
-
-    get_plugin_manager()
+    prepare_worker()
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
     while True:
         worker = worker_class(all_queues(), connection=get_redis(), name=name,

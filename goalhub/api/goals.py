@@ -37,6 +37,10 @@ OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "stat
                   "error", "result", "duration_ms", "queued_at", "started_at", "finished_at")
 
 
+# The plugin manager the goal types were asked of, and its answer: asked once, not per request.
+_types_cache: list[Any] = [None, None]
+
+
 def installed_goal_types() -> dict[str, GoalType]:
     """Goal types contributed by the loaded plugins, by name (a clash: see ``plugins.goal_types``)."""
     return plugins.goal_types()
@@ -80,7 +84,7 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
         for claim in draft.claims:
             _make_claim(db, claim, goal_id)
             made.append(claim)
-        enqueue_create_goal(draft.document(goal_id))
+        enqueue_create_goal(draft.document(goal_id), fresh=True)
     except BaseException:
         _release_claims(db, made, goal_id)
         raise

@@ -39,7 +39,7 @@ from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
 
-UNFINISHED = {"queued", "running", "retrying"}
+UNFINISHED = dispatch.UNFINISHED
 
 
 def _workers_alive() -> bool:
@@ -82,7 +82,7 @@ def wait_for_outcomes(
     while True:
         outcomes, complete = fetch()
         for o in outcomes:
-            if o["status"] == "retrying" and o["_id"] not in told:
+            if o["status"] in ("retrying", "timed out") and o["_id"] not in told:
                 told.add(o["_id"])  # say why the wait is long: the receiver's retry backoff
                 click.echo(f"{o['plugin']}.{o['receiver']} failed ({o.get('error')}); retrying", err=True)
         if complete and not any(o["status"] in UNFINISHED for o in outcomes):

@@ -197,4 +197,8 @@ def hooks(goal_class: str | None, as_json: bool) -> None:
             else:
                 origin = f"{r['dist'] or '-'} {r['version'] or ''}".rstrip()
                 click.echo(f"  {number}. {r['plugin']}.{r['name']}  acts on: {r['acts_on']}  [{origin}]")
+                s = r["settings"]
+                click.echo(f"     {'DISABLED (GOALHUB_DISABLED_RECEIVERS), ' if s['disabled'] else ''}"
+                           f"{'isolated job' if s['isolated'] else 'inline'}; "
+                           + "; ".join(f"{k} {s[k]['value']} ({s[k]['from']})" for k in ("budget", "retries", "backoff")))
         click.echo()

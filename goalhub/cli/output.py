@@ -16,6 +16,7 @@ STATUS_COLOURS = {
     "ok": "green",
     "failed": "red",
     "retrying": "yellow",
+    "timed out": "yellow",
     "skipped": "bright_black",
     "queued": "cyan",
     "paused": "magenta",
@@ -78,6 +79,7 @@ def receiver_dict(receiver: dispatch.Receiver) -> dict[str, Any]:
         "classes": sorted(receiver.classes) if receiver.classes is not None else None,
         "excluded": sorted(receiver.excluded),
         "acts_on": acts_on(receiver),
+        "settings": receiver.settings(),
     }
 
 

@@ -22,8 +22,11 @@ def faults(tmp_path, use_plugins):
         server = outbound
 
         def worker(self, name: str, **extra: str):
+            # The held receivers wait for the test at the gate: no budget of a few seconds stops them.
+            budgets = {"GOALHUB_RECEIVER_BUDGET__FAULT_PLUGIN_HELD_RECEIVER": "60",
+                       "GOALHUB_RECEIVER_BUDGET__FAULT_PLUGIN_ISOLATED_RECEIVER": "60"}
             environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(fault_dir),
-                                      **outbound.environment(), **extra)
+                                      **outbound.environment(), **{**budgets, **extra})
             process = support.start(name, support.WORKER, environment, tmp_path)
             processes.append(process)
             return process

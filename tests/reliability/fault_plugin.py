@@ -12,7 +12,13 @@ one module serves every test. All bookkeeping goes to the store, where the test 
   receiver connected here runs inside the task), after a ``create-<pid>`` marker.
 - ``GOALHUB_TEST_FLAKY=<classes>``: ``flaky_receiver`` raises a store error on its first
   ``GOALHUB_TEST_FLAKY_FAILURES`` runs (while ``repaired`` does not exist), then writes.
-- ``GOALHUB_TEST_HANG=<classes>``: ``hanging_receiver`` never returns (a job timeout stops it).
+- ``GOALHUB_TEST_HANG=<classes>``: ``hanging_receiver`` never returns (its time budget or a job
+  timeout stops it).
+- ``GOALHUB_TEST_PRIOR=<classes>``: ``prior_receiver`` counts its run and applies its effect once;
+  pluggy calls it before ``held_receiver`` (later names first), so a kill while the held one
+  waits falls between two inline receivers.
+- ``GOALHUB_TEST_ISOLATED=<classes>``: ``isolated_receiver`` (``isolated=True``: its own job)
+  counts its run, writes an ``isolated-<pid>`` marker, waits for the gate, applies its effect once.
 - ``GOALHUB_TEST_COUNT_ACTIVATIONS=1``: every run of ``goalhub.tasks.activate_goal`` is
   counted (collection ``activation_runs``); RQ resolves the job's function by name at run
   time, so the wrapper installed here is what the work-horse runs.
@@ -66,6 +72,33 @@ def held_receiver(goal_id: str, _cls: str) -> dict[str, Any] | None:
         goal_id=goal_id,
     )
     return {"duplicate": record["duplicate"]}
+
+
+@goalhub.receiver("goal.created")
+def prior_receiver(goal_id: str, _cls: str) -> dict[str, Any] | None:
+    if _cls not in _classes("GOALHUB_TEST_PRIOR"):
+        return None
+    _count("prior_runs", goal_id)
+    db = get_database()
+    record = send_once("test-prior", goal_id, {"goal_id": goal_id},
+                       lambda: db.prior_effects.update_one({"_id": goal_id}, {"$inc": {"applied": 1}}, upsert=True)
+                       and None, goal_id=goal_id)
+    return {"pid": os.getpid(), "duplicate": record["duplicate"]}
+
+
+# Acts only on the classes named (read at import: the declaration routes), so no other test's goal
+# gets an extra job.
+@goalhub.receiver("goal.created", *sorted(_classes("GOALHUB_TEST_ISOLATED")) or ("NoSuchTestGoal",), isolated=True)
+def isolated_receiver(goal_id: str, _cls: str) -> dict[str, Any] | None:
+    if _cls not in _classes("GOALHUB_TEST_ISOLATED"):
+        return None
+    _count("isolated_runs", goal_id)
+    _wait_at_gate("isolated")
+    db = get_database()
+    record = send_once("test-isolated", goal_id, {"goal_id": goal_id},
+                       lambda: db.isolated_effects.update_one({"_id": goal_id}, {"$inc": {"applied": 1}}, upsert=True)
+                       and None, goal_id=goal_id)
+    return {"pid": os.getpid(), "duplicate": record["duplicate"]}
 
 
 @goalhub.receiver("goal.created")

@@ -29,7 +29,8 @@ PLUGINS = ("exclusive", "show", "karaoke", "snapshot", "analytics", "livestream"
 STREAMER = "6800a9073e0c346531958b03"  # the sub of seed 000's token
 OTHER = "67d9847d566d0435771a730c"
 FINAL = {"ok", "skipped"}
-WORKER = "from goalhub.worker import run_worker; run_worker()"
+# GOALHUB_TEST_SIMPLE_WORKER=1 runs the suite on non-forking workers (``goalhub worker --simple``).
+WORKER = f"from goalhub.worker import run_worker; run_worker(simple={os.environ.get('GOALHUB_TEST_SIMPLE_WORKER') == '1'})"
 SCHEDULER = "from goalhub.worker import run_scheduler; run_scheduler()"
 
 wait_for = api_support.wait_for

@@ -87,7 +87,7 @@ GOAL_ADDED = {
 }
 SIGNAL_NAMES = {"goal.created": "features.leaderboards", "goal.added": "features.livestream",
                 "goal.ended": "features.leaderboards"}  # fmt: skip
-UNFINISHED = {"queued", "running", "retrying"}
+UNFINISHED = {"queued", "running", "retrying", "timed out"}
 COLOURS = {"http": "cyan", "signal": "magenta", "ok": "green", "skipped": "bright_black", "failed": "red",
            "rtc": "yellow", "analytics": "yellow", "feed": "yellow", "notify": "yellow", "pusher": "yellow", "lifecycle": "blue",
            "check": "green", "missing": "red"}  # fmt: skip
