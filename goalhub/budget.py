@@ -44,7 +44,8 @@ def limit(seconds: float | None, what: str = "receiver") -> Iterator[None]:
         return
     outer_handler = signal.getsignal(signal.SIGALRM)
     outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
-    allowed, exception = float(seconds), ReceiverTimeout(f"{what} ran over its budget of {seconds:g} s")
+    allowed = float(seconds)
+    exception: JobTimeoutException = ReceiverTimeout(f"{what} ran over its budget of {seconds:g} s")
     if outer_left and outer_left - MARGIN < allowed:
         allowed = max(outer_left - MARGIN, MINIMUM)
         exception = JobTimeoutException(f"{what} stopped {MARGIN:g} s before the job's timeout, "
