@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -52,6 +53,8 @@ from goalhub.queues import enqueue_once, get_queue, job_id
 from goalhub.store import get_database
 
 # A receiver in one of these is never run again by a delivery or a job.
+log = logging.getLogger(__name__)
+
 DONE = ("ok", "skipped")
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
@@ -290,6 +293,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
             {"$set": {"status": status, **fields, "timed_out": timed_out, "started_at": started,
                       "duration_ms": seconds * 1000, "finished_at": time.time()}},
         )
+        log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
+                    extra={"outcome_id": outcome_key})
         breaker.record_failure(receiver.id, outcome_key.split("|", 1)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
         return exc, None
@@ -302,6 +307,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     )
     breaker.record_ok(receiver.id)
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
+    log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
     return None, plain
 
 
@@ -345,6 +351,13 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
+    paused_id = outcome_key.rsplit("|", 1)[-1]
+    if breaker.is_paused(paused_id):  # tripped: not run, not counted as an attempt, no retry after this
+        if db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
+                                  {"$set": {"status": "paused", "paused_at": time.time()}}).modified_count:
+            plugin, _, name = paused_id.partition(".")
+            metrics.receiver_outcome(plugin, name, "paused", 0.0)
+        return {"status": "paused"}
     # The guard: a receiver that is ok (or skipped) is never run again, whatever job runs.
     outcome = db.outcomes.find_one_and_update(
         {"_id": outcome_key, "status": {"$nin": list(DONE)}},
@@ -364,9 +377,6 @@ def run_receiver(outcome_key: str) -> Any:
                 "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
                 "finished_at": time.time()}})
             raise
-    if breaker.is_paused(receiver.id):
-        _record_paused(db, receiver, outcome_key)
-        return {"status": "paused"}
     failure, result = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
     if failure is not None:
         raise failure

@@ -55,7 +55,7 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
                                "description": f"create_goal {goal['_cls']} {goal_id}"}
     if fresh:
         get_queue().enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
-                            **options)
+                            meta=job_meta(), **options)
     else:
         enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, **options)
     return goal_id
