@@ -212,8 +212,8 @@ def _check_goal_types(pm: pluggy.PluginManager) -> None:
         if len(claimed_by) < 2:
             continue
         winner = claimed_by[0]
-        for plugin in claimed_by:
-            others = ", ".join(p for p in claimed_by if p != plugin)
+        for plugin in sorted(set(claimed_by), key=claimed_by.index):
+            others = ", ".join(p for p in claimed_by if p != plugin) or "itself, twice"
             verdict = "it keeps it (first by plugin name)" if plugin == winner else f"{winner} keeps it (first by plugin name)"
             _info(plugin).warnings.append(f"goal type {type_name!r} is also claimed by {others}; {verdict}")
 

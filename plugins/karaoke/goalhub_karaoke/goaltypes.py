@@ -79,9 +79,8 @@ def goal_types() -> list[GoalType]:
             activate_at_nbf=False,
             end_at_exp=False,
             sample=sample_karaoke,
+            body_schema=goalhub.body_schema({"session_id": goalhub.OBJECT_ID_SCHEMA}),
         ),
-        GoalType(name="karaoke", goal_class="KaraokeGoal", prepare=prepare_karaoke, description="a karaoke goal, active from creation",
-                 body_schema=goalhub.body_schema({"session_id": goalhub.OBJECT_ID_SCHEMA})),
         GoalType(
             name="trigger_private",
             goal_class="TriggerPrivateGoal",
