@@ -18,7 +18,11 @@ def env(name: str, default: str | None = None) -> str | None:
 def home() -> Path:
     """``GOALHUB_HOME``: where the embedded store, embedded Redis and dev keys live."""
     path = Path(env("GOALHUB_HOME", "./.goalhub")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    # 0700: the store, the Redis AOF and the dev keys are for this user only.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        path.chmod(0o700)
     return path
 
 
@@ -121,3 +125,53 @@ def dashboard_password() -> str | None:
 def api_timeout() -> int:
     """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
     return int(env("GOALHUB_API_TIMEOUT", "30"))
+
+
+# --- hardening (issue 12): abuse limits, retention, the supervisor -----------------------
+
+
+def rate_limit_goals() -> str:
+    """``GOALHUB_RATE_LIMIT_GOALS``: goal creations per user, ``N/second|minute|hour|day`` (or
+    ``N/<seconds>s``); ``off`` disables. Tokens with the ADMIN scope are never limited."""
+    return env("GOALHUB_RATE_LIMIT_GOALS", "120/minute")
+
+
+def rate_limit_sessions() -> str:
+    """``GOALHUB_RATE_LIMIT_SESSIONS``: session starts per user, same format; ``off`` disables."""
+    return env("GOALHUB_RATE_LIMIT_SESSIONS", "30/minute")
+
+
+def max_open_goals_per_session() -> int:
+    """``GOALHUB_MAX_OPEN_GOALS``: goals a session may have that have not ended (0: no cap)."""
+    return int(env("GOALHUB_MAX_OPEN_GOALS", "100"))
+
+
+def dashboard_login_limit() -> str:
+    """``GOALHUB_DASHBOARD_LOGIN_LIMIT``: failed dashboard logins per client address before it
+    is refused (429) for the rest of the window; same format as the rate limits."""
+    return env("GOALHUB_DASHBOARD_LOGIN_LIMIT", "10/300s")
+
+
+def retention_seconds(collection: str) -> int:
+    """``GOALHUB_RETENTION_<COLLECTION>``: seconds goalhub keeps a record of ``collection``
+    (``requests``: idempotency records, 1 day; ``outcomes``, ``events``, ``outbound``: 30 days);
+    0 keeps them for ever."""
+    defaults = {"requests": 86400, "outcomes": 30 * 86400, "events": 30 * 86400, "outbound": 30 * 86400}
+    return int(env(f"GOALHUB_RETENTION_{collection.upper()}", str(defaults[collection])))
+
+
+def purge_interval() -> float:
+    """``GOALHUB_PURGE_INTERVAL``: seconds between two purges of expired records by the
+    scheduler process on the embedded store (MongoDB expires them itself, by TTL index)."""
+    return float(env("GOALHUB_PURGE_INTERVAL", "600"))
+
+
+def restart_limit() -> int:
+    """``GOALHUB_RESTART_LIMIT``: crashes of one child within ``GOALHUB_RESTART_WINDOW`` seconds
+    after which ``goalhub up`` stops everything instead of restarting it again."""
+    return int(env("GOALHUB_RESTART_LIMIT", "5"))
+
+
+def restart_window() -> float:
+    """``GOALHUB_RESTART_WINDOW``: seconds over which ``goalhub up`` counts a child's crashes."""
+    return float(env("GOALHUB_RESTART_WINDOW", "60"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from pymongo import ReturnDocument
 from rq import Callback, get_current_job
 from rq.job import Job
 
-from goalhub import signals
+from goalhub import redaction, retention, signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -111,12 +110,13 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
         _id = outcome_id(key, receiver)
         if not receiver.acts_on(arguments.get("_cls", "")):
             db.outcomes.update_one(
-                {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now}}, upsert=True
+                {"_id": _id}, {"$setOnInsert": {**record, "status": "skipped", "at": now, **retention.stamp()}}, upsert=True
             )
             continue
         outcome = db.outcomes.find_one_and_update(
             {"_id": _id},
-            {"$setOnInsert": {**record, "status": "queued", "attempts": 0, "queued_at": now, "arguments": arguments}},
+            {"$setOnInsert": {**record, "status": "queued", "attempts": 0, "queued_at": now, "arguments": arguments,
+                              **retention.stamp()}},
             projection={"status": 1},
             upsert=True,
             return_document=ReturnDocument.AFTER,
@@ -138,7 +138,7 @@ def deliver(event: str, arguments: dict[str, Any]) -> list[str]:
     db.events.update_one(
         {"_id": key},
         {"$set": {"event": event, "goal_id": arguments["goal_id"], "delivered_at": time.time(),
-                  "receivers": [receiver.id for receiver in event_receivers]}},
+                  "receivers": [receiver.id for receiver in event_receivers]}, "$setOnInsert": retention.stamp()},
         upsert=True,
     )
     return enqueued
@@ -184,8 +184,7 @@ def run_receiver(outcome_key: str) -> Any:
             {
                 "$set": {
                     "status": "retrying" if retrying else "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(limit=8),
+                    **redaction.failure_fields(exc),
                     "duration_ms": (time.perf_counter() - clock) * 1000,
                     "finished_at": time.time(),
                 }
@@ -204,7 +203,9 @@ def run_receiver(outcome_key: str) -> Any:
             }
         },
     )
-    return _plain(result)
+    # The RQ job result (shown by the dashboard) is a fixed summary: a receiver's return value
+    # may carry user-supplied text; the detailed result stays in the outcome record.
+    return {"status": "ok", "outcome": outcome_key}
 
 
 def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
@@ -217,7 +218,7 @@ def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value:
         {
             "$set": {
                 "status": "retrying" if job.retries_left else "failed",
-                "error": f"{getattr(exc_type, '__name__', exc_type)}: {exc_value}",
+                **redaction.failure_fields_from(exc_type, exc_value),
                 "finished_at": time.time(),
             }
         },

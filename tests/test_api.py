@@ -416,7 +416,8 @@ def test_a_failing_goal_type_is_a_json_500_without_details(client, world, db, in
 
 def test_sessions_start_read_and_end_their_goals(client, world, db, drain):
     auth = {"Authorization": f"Bearer {world.token}"}
-    response = client.post("/sessions", json={"sources": [{"room_id": "r1", "task_id": "t1"}]}, headers=auth)
+    platform = {"Authorization": f"Bearer {mint_token(STREAMER, ['CREATOR', 'PLATFORM'])}"}
+    response = client.post("/sessions", json={"sources": [{"room_id": "r1", "task_id": "t1"}]}, headers=platform)
     assert response.status_code == 201
     session = response.get_json()
     assert response.headers["Location"] == f"/sessions/{session['_id']}"

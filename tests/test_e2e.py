@@ -59,7 +59,7 @@ def stack(tmp_path, use_plugins):
     try:
         server, base = api_support.start_api(env, tmp_path, workers=2, threads=4)
         processes.append(server)
-        token = mint_token(STREAMER, ["PAID", "HUMAN", "CREATOR"])
+        token = mint_token(STREAMER, ["PAID", "HUMAN", "CREATOR", "PLATFORM"])
         yield SimpleNamespace(base=base, token=token, auth={"Authorization": f"Bearer {token}"})
     finally:
         for process in processes:

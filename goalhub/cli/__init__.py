@@ -20,7 +20,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import documents, events, introspect, processes
+from goalhub.cli import documents, events, introspect, processes, purge
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -73,5 +73,6 @@ for _command in (
     documents.token,
     documents.goals,
     documents.sessions,
+    purge.purge,
 ):
     main.add_command(_command)

@@ -36,6 +36,7 @@ from goalhub.plugins import plugin_info
 from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
+from goalhub.supervisor import embedded_redis
 from goalhub.tasks import created_arguments
 
 UNFINISHED = {"queued", "running", "retrying"}
@@ -140,6 +141,7 @@ def fire(
     as_json: bool,
 ) -> None:
     """Send a test signal (goal.created, goal.added, goal.ended) and show each receiver's outcome."""
+    click.get_current_context().with_resource(embedded_redis())  # an embedded Redis it starts, it stops
     check_goal_class(goal_class)
     goal_id = validation.object_id(goal_id, "--goal-id") if goal_id else str(ObjectId())
     session_id = validation.object_id(session_id, "--session-id") if session_id else str(ObjectId())
