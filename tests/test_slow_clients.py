@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import api_support
 import pytest
 import requests
 
-import api_support
 from goalhub.auth import mint_token
 
 pytestmark = pytest.mark.e2e
