@@ -37,6 +37,13 @@ def get_redis() -> redis.Redis:
     return connection
 
 
+def disconnect() -> None:
+    """Close this process's cached connections (starting nothing)."""
+    for pid, client in _cache.values():
+        if pid == os.getpid():
+            client.connection_pool.disconnect()
+
+
 def redis_url() -> str:
     """A URL for the configured Redis; for the embedded one, its unix socket (started if needed)."""
     url = config.redis_url()
@@ -119,6 +126,11 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _ping(socket_path):
             return socket_path
+        # A server that is shutting down (writing its AOF) answers no PING but has not exited:
+        # a second one started now would load a half-written file. Wait for it to go.
+        _wait_for_exit(_pidfile_pid(home), timeout)
+        if _ping(socket_path):
+            return socket_path
         conf = home / "redis.conf"
         conf.write_text(
             "\n".join(
@@ -177,6 +189,30 @@ def kill_redis_server(pid: int, timeout: float = 5.0) -> bool:
         return True
     except psutil.Error:
         return False
+
+
+def _pidfile_pid(home: Path) -> int | None:
+    try:
+        return int((home / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_for_exit(pid: int | None, timeout: float) -> None:
+    import psutil
+
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        process = psutil.Process(pid)
+        if "redis-server" not in process.name():
+            return
+        # A zombie has exited (its parent, maybe a supervisor, has not reaped it yet).
+        while process.is_running() and process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except psutil.Error:
+        pass
 
 
 def stop_embedded_redis(home: Path | None = None) -> bool:

@@ -7,8 +7,8 @@ descendant by pid, and why the supervisor becomes a child subreaper on Linux: a 
 orphaned by a worker that died is re-parented to the supervisor rather than escaping it.
 
 Healing: a child that exits on its own (a worker killed with ``kill -9``, an API process
-that crashed) is started again after a backoff of 1, 2, 4 ... 30 s, and the restart is
-logged. A child that crashes ``GOALHUB_RESTART_LIMIT`` times (5) within
+that crashed) is started again after a backoff of 1, 2, 4 ... 30 s (back to 1 s once it had
+run ``STABLE_AFTER`` seconds), and the restart is logged. A child that crashes ``GOALHUB_RESTART_LIMIT`` times (5) within
 ``GOALHUB_RESTART_WINDOW`` seconds (60) is crashing in a loop: then everything stops, with
 a non-zero exit code. The embedded Redis is watched the same way (``EmbeddedRedis``):
 started again when it stops answering, and every redis-server that served this run,
@@ -39,6 +39,8 @@ import redis
 
 from goalhub import config, connection
 
+# A child that ran this long before it exited was healthy: its next restart waits 1 s again.
+STABLE_AFTER = 10.0
 COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_yellow")
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -54,6 +56,8 @@ class Child:
     crashes: list[float] = field(default_factory=list)  # monotonic times of its unplanned exits
     restart_at: float | None = None
     restarts: int = 0
+    started_at: float = 0.0
+    quick_exits: int = 0  # consecutive runs shorter than STABLE_AFTER: the backoff's exponent
 
 
 def goalhub_command(*args: str) -> list[str]:
@@ -141,6 +145,7 @@ class Supervisor:
             target=self._pump, args=(child,), name=f"pump-{child.name}", daemon=True
         )
         child.reader.start()
+        child.started_at = time.monotonic()
         verb = "restarted" if child.restarts else "started"
         self.say("goalhub", f"{verb} {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
 
@@ -160,7 +165,8 @@ class Supervisor:
                     self.say("goalhub", f"{child.name} exited with code {child.process.returncode}, its "
                              f"{len(child.crashes)}th crash within {window:g} s; stopping everything", "red")
                     return child
-                delay = min(2 ** (len(child.crashes) - 1), 30)
+                child.quick_exits = 0 if now - child.started_at >= STABLE_AFTER else child.quick_exits + 1
+                delay = min(2 ** max(child.quick_exits - 1, 0), 30)
                 child.restart_at = now + delay
                 self.say("goalhub", f"{child.name} exited with code {child.process.returncode}; restarting it "
                          f"in {delay:g} s (crash {len(child.crashes)} of {limit} allowed in {window:g} s)", "red")
@@ -226,16 +232,17 @@ class Supervisor:
                 found.update((p.pid, p) for p in root.children(recursive=True))
         with contextlib.suppress(psutil.Error):
             for orphan in psutil.Process().children():
-                if orphan.pid not in self._own_before:
+                if orphan.pid not in self._own_before and not _is_redis_server(orphan):
                     found.setdefault(orphan.pid, orphan)
                     found.update((p.pid, p) for p in orphan.children(recursive=True))
         return list(found.values())
 
     def _reap_orphans(self) -> None:
         """Collect the exit status of orphans re-parented here, so no zombie is left behind."""
+        ours = {c.process.pid for c in self.children if c.process is not None}  # Popen reaps those
         with contextlib.suppress(psutil.Error):
             for orphan in psutil.Process().children():
-                if orphan.pid not in self._own_before:
+                if orphan.pid not in self._own_before and orphan.pid not in ours:
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(orphan.pid, os.WNOHANG)
 
@@ -277,10 +284,12 @@ class Supervisor:
                 if self.heal() is not None:
                     code = 1
                     break
-                if watch is not None and time.monotonic() - watched >= 1:
+                if time.monotonic() - watched >= 1:
                     watched = time.monotonic()
+                    self._reap_orphans()  # an embedded Redis that exited, re-parented here
                     try:
-                        watch()
+                        if watch is not None:
+                            watch()
                     except Exception as exc:  # noqa: BLE001  (reported; the next check tries again)
                         self.say("goalhub", f"embedded Redis check failed: {exc}", "red")
                 if not announced and ready is not None and ready():
@@ -307,11 +316,13 @@ class EmbeddedRedis:
         self.say = say
         self.owned = False
         self.pids: set[int] = set()
+        self.initial: int | None = None
 
     def start(self) -> Path:
         self.owned = not connection.embedded_redis_running(self.home)
         socket_path = connection.ensure_embedded_redis(self.home)
         self._remember()
+        self.initial = None if self.owned else connection.embedded_redis_pid(self.home)
         self.say(f"embedded Redis {'started' if self.owned else 'already running'} at {socket_path}")
         return socket_path
 
@@ -331,12 +342,15 @@ class EmbeddedRedis:
         self.say(f"embedded Redis was not answering; started it again (pid {connection.embedded_redis_pid(self.home)})")
 
     def stop(self) -> None:
-        if not self.owned:
-            return
         self._remember()
-        connection.get_redis().connection_pool.disconnect()  # this process's own connections
-        connection.stop_embedded_redis(self.home)
-        for pid in sorted(self.pids):
+        # Ours: the one this run started, and any that replaced it, whoever started them.
+        ours = sorted(self.pids - {self.initial})
+        if not ours:
+            return
+        connection.disconnect()  # this process's own connections
+        if connection.embedded_redis_pid(self.home) in ours:
+            connection.stop_embedded_redis(self.home)
+        for pid in ours:
             if connection.kill_redis_server(pid):
                 self.say(f"embedded Redis pid {pid} did not stop when asked; killed it")
         self.say("embedded Redis stopped")
@@ -375,6 +389,14 @@ def _become_subreaper() -> None:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _is_redis_server(process: psutil.Process) -> bool:
+    # An embedded Redis re-parented here is stopped by EmbeddedRedis (SHUTDOWN SAVE), not killed.
+    try:
+        return process.name() == "redis-server"
+    except psutil.Error:
+        return False
 
 
 def _alive(process: psutil.Process) -> bool:
