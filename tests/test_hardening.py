@@ -343,11 +343,17 @@ def test_session_starts_are_rate_limited_per_user_but_not_for_admin(client, monk
         assert client.post("/sessions", json={}, headers=bearer(STREAMER, "CREATOR", "ADMIN")).status_code == 201
 
 
-def test_goal_creation_is_rate_limited_per_user(client, db, monkeypatch):
+def test_goal_creation_is_rate_limited_per_user(client, db, inline_plugin, monkeypatch):
+    import api_support
+
+    inline_plugin(api_support, "test-goal-types")
     monkeypatch.setenv("GOALHUB_RATE_LIMIT_GOALS", "1/hour")
-    first = client.post("/goals?type=nope", json={}, headers=bearer())
-    assert first.status_code == 400  # counted, then refused for its own reason
-    limited = client.post("/goals?type=nope", json={}, headers=bearer())
+    sid = session(db)
+    body = {"levels": [{"target": 60}], "context": {"session_id": sid}, "nbf": time.time(), "exp": time.time() + 60}
+    refused = client.post("/goals?type=nope", json={}, headers=bearer())
+    assert refused.status_code == 400  # a refused request is not counted (it writes nothing)
+    assert client.post("/goals?type=trigger_exclusive", json=body, headers=bearer()).status_code == 202
+    limited = client.post("/goals?type=trigger_exclusive", json=body, headers=bearer())
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 60
 
 

@@ -1,9 +1,10 @@
 """Abuse limits: per-user rate limits, failed-login throttling, open goals per session.
 
-Rate limits are fixed windows counted in goalhub's Redis (one ``INCR`` per request, the key
-expiring with its window), so every API process and machine shares them. A request over the
-limit is a 429 with ``Retry-After`` (seconds until the window ends). ADMIN tokens are never
-limited. Settings: ``GOALHUB_RATE_LIMIT_GOALS``, ``GOALHUB_RATE_LIMIT_SESSIONS``,
+Rate limits are fixed windows counted in goalhub's Redis (one ``INCR`` per accepted request,
+the key expiring with its window), so every API process and machine shares them. A request
+over the limit is a 429 with ``Retry-After`` (seconds until the window ends). Only requests
+that succeed are counted: a refused request writes nothing, not even a counter (concurrent
+requests may overshoot a limit by as many as run at once). ADMIN tokens are never limited. Settings: ``GOALHUB_RATE_LIMIT_GOALS``, ``GOALHUB_RATE_LIMIT_SESSIONS``,
 ``GOALHUB_DASHBOARD_LOGIN_LIMIT``, ``GOALHUB_MAX_OPEN_GOALS`` (README).
 """
 
@@ -13,6 +14,8 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
+
+from flask import Response, after_this_request
 
 from goalhub import config
 from goalhub.api.access import ADMIN
@@ -59,24 +62,39 @@ def _key(kind: str, who: str, rate: Rate, now: float) -> tuple[str, int]:
     return f"{config.queue_prefix()}:limit:{kind}:{digest}:{window}", rate.seconds - int(now % rate.seconds)
 
 
-def hit(kind: str, who: str, rate: Rate | None) -> None:
-    """Count one request of ``who`` against ``rate``; 429 (TooManyRequests) beyond it."""
+def check(kind: str, who: str, rate: Rate | None) -> None:
+    """429 (TooManyRequests) if ``who`` used up ``rate`` for ``kind`` in this window (reads only)."""
     if rate is None:
         return
     key, remaining = _key(kind, who, rate, time.time())
-    pipe = get_redis().pipeline()
-    pipe.incr(key)
-    pipe.expire(key, rate.seconds + 1)
-    count = pipe.execute()[0]
-    if count > rate.count:
+    if int(get_redis().get(key) or 0) >= rate.count:
         raise TooManyRequests(f"too many {kind} requests: at most {rate}", remaining)
 
 
+def count(kind: str, who: str, rate: Rate | None) -> None:
+    """Count one accepted request of ``who`` against ``rate``."""
+    if rate is None:
+        return
+    key, _ = _key(kind, who, rate, time.time())
+    pipe = get_redis().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, rate.seconds + 1)
+    pipe.execute()
+
+
 def limit_user(kind: str, principal: Principal, setting: str) -> None:
-    """Per-user rate limit ``setting`` (a rate string) for ``kind``; ADMIN is exempt."""
+    """Per-user rate limit ``setting`` (a rate string) for ``kind``: checked now, counted once the
+    request succeeded. ADMIN is exempt."""
     if principal.has_scope(ADMIN):
         return
-    hit(kind, principal.user_id, parse(setting))
+    rate = parse(setting)
+    check(kind, principal.user_id, rate)
+
+    @after_this_request
+    def counted(response: Response) -> Response:
+        if response.status_code < 400:
+            count(kind, principal.user_id, rate)
+        return response
 
 
 def login_blocked(who: str) -> None:
