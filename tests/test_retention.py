@@ -111,18 +111,24 @@ def test_the_scheduler_process_purges_the_embedded_store_by_itself(db, tmp_path)
 
 
 def test_mongomock_expires_records_by_their_ttl_index(monkeypatch, inline_plugin, drain):
+    import mongomock
+
     monkeypatch.setenv("GOALHUB_MONGO_URI", "mongomock://")
-    for name in retention.COLLECTIONS:
-        monkeypatch.setenv(f"GOALHUB_RETENTION_{name.upper()}", "1")
+    monkeypatch.setenv("GOALHUB_RETENTION_REQUESTS", "60")
     store.reset()
     db = store.get_database()
     indexes = db.outbound.index_information()
-    assert indexes[retention.INDEX]["expireAfterSeconds"] == 1
+    assert indexes[retention.INDEX]["expireAfterSeconds"] == 30 * 86400
+    assert db.requests.index_information()[retention.INDEX]["expireAfterSeconds"] == 60
     inline_plugin(Quiet(), "quiet")
     write_one_of_each(db)
     drain()
     assert all(db[name].count_documents({}) >= 1 for name in retention.COLLECTIONS)
-    time.sleep(2.1)
+    # mongomock's TTL monitor compares with mongomock.utcnow(), as MongoDB's with its clock.
+    real_now = mongomock.utcnow
+    monkeypatch.setattr(mongomock, "utcnow", lambda: real_now() + timedelta(seconds=61))
+    assert db.requests.count_documents({}) == 0 and db.outcomes.count_documents({}) >= 1
+    monkeypatch.setattr(mongomock, "utcnow", lambda: real_now() + timedelta(days=31))
     assert {name: db[name].count_documents({}) for name in retention.COLLECTIONS} == dict.fromkeys(
         retention.COLLECTIONS, 0)
     assert db.sessions.count_documents({}) == 1
