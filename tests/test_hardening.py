@@ -389,3 +389,23 @@ def test_queue_job_descriptions_carry_no_user_text():
                                "context": {"room": XSS}, "metadata": {"user_id": STREAMER}})
     job = Queue(queue_names()[1], connection=get_queue().connection).jobs[-1]
     assert "<img" not in job.description
+
+
+# --- found by the chaos soak: a job taken by a worker that died before its horse started it ----
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(db):
+    from rq import Worker
+
+    from goalhub.worker import recover_abandoned_jobs
+
+    queue = get_queue()
+    job = queue.enqueue(time.sleep, 0, job_id="taken-then-orphaned")
+    taker = Worker([queue], connection=queue.connection, name="died-before-forking")
+    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
+    assert taken.id == job.id and queue.count == 0
+    taker.prepare_execution(taken)  # in the started registry; the horse never ran: still "queued"
+    assert job.id in queue.started_job_registry and taken.get_status() == "queued"
+    queue.connection.delete(taker.key)  # the worker died (kill -9): its registration is gone
+    assert recover_abandoned_jobs([queue]) == [job.id]
+    assert queue.get_job_ids() == [job.id] and job.id not in queue.started_job_registry
