@@ -4,7 +4,7 @@ and what it does to live goals meanwhile.
     python benchmarks/bench_backfill.py [--quick] [--json PATH]
 
 A temporary GOALHUB_HOME (embedded Redis and store); 1,000 goals written to the store (not
-timed); one real forking worker, the rq-scheduler and the API (gunicorn) with the test goal
+timed); one real forking worker, the rq-scheduler and the API (waitress) with the test goal
 types and ``backfill_plugin`` (a no-op receiver of goal.created). Then:
 
 - baseline: live goals POSTed at 2/s for 10 s with no backfill running; latency from each

@@ -4,7 +4,7 @@ receiver's outcome, against real forking RQ workers draining no-op jobs (the flo
     python benchmarks/bench_e2e.py [--quick] [--json PATH]
 
 A temporary GOALHUB_HOME with its own embedded Redis and embedded store; the real API server
-(``goalhub.api.serve``: gunicorn, 2 processes x 4 threads) on 127.0.0.1, the rq-scheduler, the
+(``goalhub.api.serve``: waitress, 2 processes x 4 threads) on 127.0.0.1, the rq-scheduler, the
 real installed plugins (exclusive, show, karaoke, snapshot, analytics, livestream), and 1 then
 2 real forking workers (``goalhub.worker.run_worker``). Each exclusive goal needs an active
 session of the caller and a TriggerExclusiveGoal whose countdown has ended: both are written
@@ -316,7 +316,7 @@ def _report(results: dict[Any, dict[str, Any]], plain: Spread, repeats: int, flo
                         title="Latency from POST to the goal's last receiver outcome at half the throughput"))
     print(f"goal.created has {n_receivers} receivers with the real plugins; an ExclusiveGoal runs 5 of them, inline "
           "in its create_goal job. Jobs per goal counts every RQ job a goal caused (create_goal, the analytics "
-          "task, any receiver retry). The API server (gunicorn), the scheduler, the workers and this client share "
+          "task, any receiver retry). The API server (waitress), the scheduler, the workers and this client share "
           "the machine's cores.\n")
     support.write_headlines(json_path, headlines)
     return honest

@@ -3,12 +3,12 @@
     python benchmarks/bench_http.py [--quick] [--json PATH]
 
 A temporary GOALHUB_HOME with its own embedded Redis and embedded store, the karaoke plugin,
-and the real API server (``goalhub.api.serve``: gunicorn, 2 processes x 4 threads) on
+and the real API server (``goalhub.api.serve``: waitress, 2 processes x 4 threads) on
 127.0.0.1. A bounded load from 127.0.0.1 only: 4 client threads, each with its own keep-alive
 ``http.client`` connection, send requests back to back for a few seconds per run (never more
 than 10 s); runs alternate between the two routes:
 
-- ``GET /healthz``: the HTTP floor (gunicorn + Flask + the error model, no store, no Redis);
+- ``GET /healthz``: the HTTP floor (waitress + Flask + the error model, no store, no Redis);
 - ``POST /goals?type=karaoke`` with a bearer token: auth, body checks, the session read from
   the store, ``create_goal`` enqueued on Redis, ``202``. No claim; no worker runs (the jobs
   only queue up), so this is the API's own cost.
@@ -90,7 +90,7 @@ def main() -> None:
                              "nbf": round(time.time(), 3)},
                     {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, 202),
             }
-            for route in routes.values():  # warm-up: every gunicorn worker's first requests
+            for route in routes.values():  # warm-up: every API process's first requests
                 load(base, *route[:4], 0.5, route[4])
             results = {name: {"rates": [], "latencies": [], "errors": 0} for name in routes}
             for run in range(runs):
@@ -105,7 +105,7 @@ def main() -> None:
 
     floor = Spread.of(results["GET /healthz"]["rates"])
     print(f"## HTTP: {THREADS} client threads on 127.0.0.1, keep-alive, {runs} runs of {seconds:.0f} s per route; "
-          "server: gunicorn 2 processes x 4 threads\n")
+          "server: waitress 2 processes x 4 threads\n")
     rows, headlines = [], []
     for name, r in results.items():
         rate = Spread.of(r["rates"])

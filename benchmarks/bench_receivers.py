@@ -4,7 +4,7 @@ no-op ``goal.created`` receivers installed as plugins, and the drop per added re
     python benchmarks/bench_receivers.py [--quick] [--json PATH]
 
 A temporary GOALHUB_HOME with its own embedded Redis and store, the real plugins, the API server
-(gunicorn) and one forking worker, as in bench_e2e. For each K the extra receivers are a plugin
+(waitress) and one forking worker, as in bench_e2e. For each K the extra receivers are a plugin
 module written to a temporary directory and loaded by goalhub's plugin loader
 (``GOALHUB_PLUGINS``) in the API and the worker, which are restarted for each K. Goals/s from
 the first POST to the last outcome of every receiver (the extras included), and, less exposed

@@ -195,9 +195,9 @@ def start_scheduler(home: Path) -> ChildProcess:
 
 
 def start_api(home: Path, workers: int = 2, threads: int = 4) -> tuple[ChildProcess, str]:
-    """``goalhub.api.serve`` (gunicorn) on 127.0.0.1 and a free port; returns it and its base URL."""
+    """``goalhub.api.serve`` (waitress) on 127.0.0.1 and a free port; returns it and its base URL."""
     server, base = testing.start_api(child_env(), home, workers=workers, threads=threads, cwd=ROOT)
-    # gunicorn answers once one worker is up; give the others a moment to boot too.
+    # the API answers once one process is up; give the others a moment to boot too.
     time.sleep(1.0)
     return server, base
 

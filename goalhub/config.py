@@ -37,6 +37,10 @@ def _allowed(text: str, secret: bool | str = False) -> Any:
     return {"allowed": text, "secret": secret}
 
 
+RATE = r"(?i)^\s*(off|0|\d+\s*/\s*(\d+\s*s|(second|minute|hour|day)s?))\s*$"
+RATE_TEXT = "N/second, N/minute, N/hour, N/day, N/<seconds>s, or off"
+
+
 class Settings(BaseSettings):
     """The core's variables (``GOALHUB_<NAME>``); plugins read their own."""
 
@@ -83,6 +87,17 @@ class Settings(BaseSettings):
     RECEIVER_BUDGET: float = Field(5.0, gt=0, json_schema_extra=_allowed("seconds > 0 one receiver run may take"))
     DISABLED_RECEIVERS: Annotated[list[str], NoDecode] = Field(
         [], json_schema_extra=_allowed("comma-separated receiver ids (plugin.receiver)"))
+    RATE_LIMIT_GOALS: str = Field("120/minute", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
+    RATE_LIMIT_SESSIONS: str = Field("30/minute", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
+    DASHBOARD_LOGIN_LIMIT: str = Field("10/300s", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
+    MAX_OPEN_GOALS: int = Field(100, ge=0, json_schema_extra=_allowed("a whole number >= 0 (0: no cap)"))
+    RETENTION_REQUESTS: int = Field(86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
+    RETENTION_OUTCOMES: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
+    RETENTION_EVENTS: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
+    RETENTION_OUTBOUND: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
+    PURGE_INTERVAL: float = Field(600.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
+    RESTART_LIMIT: int = Field(5, ge=1, json_schema_extra=_allowed("a whole number >= 1"))
+    RESTART_WINDOW: float = Field(60.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
     BREAKER_THRESHOLD: int = Field(5, ge=0, json_schema_extra=_allowed(
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
     BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
@@ -169,7 +184,11 @@ def effective() -> dict[str, Any]:
 def home() -> Path:
     """``GOALHUB_HOME``: where the embedded store, embedded Redis and dev keys live."""
     path = settings().HOME.resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    # 0700: the store, the Redis AOF and the dev keys are for this user only.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        path.chmod(0o700)
     return path
 
 
@@ -268,7 +287,7 @@ def dashboard_password() -> str | None:
 
 
 def api_timeout() -> int:
-    """``GOALHUB_API_TIMEOUT``: seconds a gunicorn worker may spend on one request."""
+    """``GOALHUB_API_TIMEOUT``: seconds one request may take."""
     return settings().API_TIMEOUT
 
 
@@ -278,7 +297,7 @@ def log_format() -> str:
 
 
 def log_level() -> str:
-    """``GOALHUB_LOG_LEVEL``: the level of goalhub's, RQ's and gunicorn's logs."""
+    """``GOALHUB_LOG_LEVEL``: the level of goalhub's, RQ's and waitress's logs."""
     return settings().LOG_LEVEL
 
 
@@ -344,3 +363,52 @@ def receiver_variable(setting: str, receiver_id: str) -> str:
     """The name of the variable ``receiver_setting`` reads."""
     key = "".join(ch if ch.isalnum() else "_" for ch in receiver_id).upper()
     return f"GOALHUB_RECEIVER_{setting.upper()}__{key}"
+
+
+# --- hardening (issue 12): abuse limits, retention, the supervisor -----------------------
+
+
+def rate_limit_goals() -> str:
+    """``GOALHUB_RATE_LIMIT_GOALS``: goal creations per user, ``N/second|minute|hour|day`` (or
+    ``N/<seconds>s``); ``off`` disables. Tokens with the ADMIN scope are never limited."""
+    return settings().RATE_LIMIT_GOALS
+
+
+def rate_limit_sessions() -> str:
+    """``GOALHUB_RATE_LIMIT_SESSIONS``: session starts per user, same format; ``off`` disables."""
+    return settings().RATE_LIMIT_SESSIONS
+
+
+def max_open_goals_per_session() -> int:
+    """``GOALHUB_MAX_OPEN_GOALS``: goals a session may have that have not ended (0: no cap)."""
+    return settings().MAX_OPEN_GOALS
+
+
+def dashboard_login_limit() -> str:
+    """``GOALHUB_DASHBOARD_LOGIN_LIMIT``: failed dashboard logins per client address before it
+    is refused (429) for the rest of the window; same format as the rate limits."""
+    return settings().DASHBOARD_LOGIN_LIMIT
+
+
+def retention_seconds(collection: str) -> int:
+    """``GOALHUB_RETENTION_<COLLECTION>``: seconds goalhub keeps a record of ``collection``
+    (``requests``: idempotency records, 1 day; ``outcomes``, ``events``, ``outbound``: 30 days);
+    0 keeps them for ever."""
+    return int(getattr(settings(), f"RETENTION_{collection.upper()}"))
+
+
+def purge_interval() -> float:
+    """``GOALHUB_PURGE_INTERVAL``: seconds between two purges of expired records by the
+    scheduler process on the embedded store (MongoDB expires them itself, by TTL index)."""
+    return settings().PURGE_INTERVAL
+
+
+def restart_limit() -> int:
+    """``GOALHUB_RESTART_LIMIT``: crashes of one child within ``GOALHUB_RESTART_WINDOW`` seconds
+    after which ``goalhub up`` stops everything instead of restarting it again."""
+    return settings().RESTART_LIMIT
+
+
+def restart_window() -> float:
+    """``GOALHUB_RESTART_WINDOW``: seconds over which ``goalhub up`` counts a child's crashes."""
+    return settings().RESTART_WINDOW

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -45,6 +46,13 @@ def get_redis() -> redis.Redis:
     return connection
 
 
+def disconnect() -> None:
+    """Close this process's cached connections (starting nothing)."""
+    for pid, client in _cache.values():
+        if pid == os.getpid():
+            client.connection_pool.disconnect()
+
+
 def redis_url() -> str:
     """A URL for the configured Redis; for the embedded one, its unix socket (started if needed)."""
     url = config.redis_url()
@@ -55,16 +63,54 @@ def redis_url() -> str:
 
 def _socket_path(home: Path) -> Path:
     path = home / "redis.sock"
-    # A unix socket path must fit in 107 bytes; long test directories get a short alias.
+    # A unix socket path must fit in 107 bytes; long homes get a short alias, in a directory
+    # only this user can enter (never a predictable name in a world-writable /tmp).
     if len(str(path)) > 100:
         digest = hashlib.sha1(str(home).encode()).hexdigest()[:16]
-        path = Path("/tmp") / f"goalhub-{digest}.sock"
+        path = private_runtime_dir() / f"{digest}.sock"
     return path
+
+
+class UnsafeSocketDirectory(RuntimeError):
+    """The directory of the embedded Redis socket could be reached or replaced by another user."""
+
+
+def private_runtime_dir() -> Path:
+    """A 0700 directory owned by this user for short socket paths: ``$XDG_RUNTIME_DIR/goalhub``
+    when that is set (systemd's per-user tmpfs), else ``/tmp/goalhub-<uid>``. Created if missing;
+    refused (UnsafeSocketDirectory) if it is a symlink, owned by someone else or open to others."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "goalhub" if runtime and len(runtime) < 40 else Path("/tmp") / f"goalhub-{os.getuid()}"
+    try:
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    check_private_dir(base)
+    return base
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise UnsafeSocketDirectory unless ``path`` is a real directory, ours, mode 0700 (no group/other bits)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeSocketDirectory(f"{path} is not a plain directory")
+    if info.st_uid != os.getuid():
+        raise UnsafeSocketDirectory(f"{path} belongs to uid {info.st_uid}, not to this user ({os.getuid()})")
+    if info.st_mode & 0o077:
+        raise UnsafeSocketDirectory(f"{path} is open to other users (mode {stat.S_IMODE(info.st_mode):o})")
+
+
+def _check_socket_owner(socket_path: Path) -> None:
+    # Whoever owns the socket runs code in workers (job payloads are pickled): ours, or refuse.
+    info = os.lstat(socket_path)
+    if info.st_uid != os.getuid() or not stat.S_ISSOCK(info.st_mode):
+        raise UnsafeSocketDirectory(f"{socket_path} is not a socket owned by this user")
 
 
 def _ping(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
+    _check_socket_owner(socket_path)
     try:
         return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -87,6 +133,11 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
     # A file lock, so that processes starting together start one server between them.
     with open(home / "redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if _ping(socket_path):
+            return socket_path
+        # A server that is shutting down (writing its AOF) answers no PING but has not exited:
+        # a second one started now would load a half-written file. Wait for it to go.
+        _wait_for_exit(_pidfile_pid(home), timeout)
         if _ping(socket_path):
             return socket_path
         conf = home / "redis.conf"
@@ -117,21 +168,84 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
     return socket_path
 
 
+def embedded_redis_pid(home: Path | None = None) -> int | None:
+    """The pid of the redis-server answering under ``home``, if one answers."""
+    socket_path = _socket_path(home or config.home())
+    if not _ping(socket_path):
+        return None
+    try:
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+
+
+def kill_redis_server(pid: int, timeout: float = 5.0) -> bool:
+    """Make sure the redis-server ``pid`` is gone: SIGTERM, then SIGKILL (a server whose home
+    was deleted cannot write its AOF and ignores SIGTERM). False if it was gone already."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if "redis-server" not in process.name() or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+        return True
+    except psutil.Error:
+        return False
+
+
+def _pidfile_pid(home: Path) -> int | None:
+    try:
+        return int((home / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_for_exit(pid: int | None, timeout: float) -> None:
+    import psutil
+
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        process = psutil.Process(pid)
+        if "redis-server" not in process.name():
+            return
+        # A zombie has exited (its parent, maybe a supervisor, has not reaped it yet).
+        while process.is_running() and process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except psutil.Error:
+        pass
+
+
 def stop_embedded_redis(home: Path | None = None) -> bool:
     """Stop the embedded Redis under ``home`` (saving its data); False if none was running."""
     home = home or config.home()
     socket_path = _socket_path(home)
     if not _ping(socket_path):
         return False
-    try:
-        # No retries: the server closes the connection as it exits, and redis-py's default
-        # retries (with backoff) would spend seconds reconnecting to a socket that is gone.
-        client = redis.Redis(unix_socket_path=str(socket_path), retry=Retry(NoBackoff(), 0))
-        client.shutdown(save=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits
+    pid = embedded_redis_pid(home)
+    # No retries: the server closes the connection as it exits, and redis-py's default
+    # retries (with backoff) would spend seconds reconnecting to a socket that is gone.
+    client = redis.Redis(unix_socket_path=str(socket_path), retry=Retry(NoBackoff(), 0))
+    for save in (True, False):
+        try:
+            # A server that cannot save (its home was deleted) refuses SHUTDOWN SAVE: then NOSAVE.
+            client.shutdown(save=save, nosave=not save)
+        except redis.ConnectionError:
+            break  # the server closes the connection as it exits
+        except redis.ResponseError:
+            continue
     deadline = time.monotonic() + 10
     while _ping(socket_path) and time.monotonic() < deadline:
         time.sleep(0.02)
+    if pid and _ping(socket_path):
+        kill_redis_server(pid)
     _cache.clear()
     return True

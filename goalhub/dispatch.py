@@ -46,7 +46,7 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, logs, metrics, redaction, signals
+from goalhub import breaker, budget, config, logs, metrics, redaction, retention, signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -197,10 +197,11 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     base = {"event": event, "event_id": key, "goal_id": arguments["goal_id"], "_cls": arguments.get("_cls"),
             "request_id": logs.current_request_id()}
     inline = not backfill and _inline_here()
+    stamp = retention.stamp()  # ``stored_at``: when the record expires (goalhub.retention)
     documents, acting = [], []
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
-                  "dist": receiver.dist, "version": receiver.version}
+                  "dist": receiver.dist, "version": receiver.version, **stamp}
         if receiver.acts_on(goal_class):
             # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
@@ -221,7 +222,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     ids = [receiver.id for receiver in chosen]
     fields = {"event": event, "goal_id": arguments["goal_id"], "delivered_at": now}
     try:  # the common case, a first delivery: an insert is the cheaper write
-        db.events.insert_one({"_id": key, **fields, "receivers": ids})
+        db.events.insert_one({"_id": key, **fields, "receivers": ids, **stamp})
     except DuplicateKeyError:
         if only is None:
             db.events.update_one({"_id": key}, {"$set": {**fields, "receivers": ids}})
@@ -377,10 +378,12 @@ def run_receiver(outcome_key: str) -> Any:
                 "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
                 "finished_at": time.time()}})
             raise
-    failure, result = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
+    failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
     if failure is not None:
         raise failure
-    return result
+    # The RQ job result (shown by the dashboard) is a fixed summary: a receiver's return value
+    # may carry user-supplied text; the detailed result stays in the outcome record.
+    return {"status": "ok", "outcome": outcome_key}
 
 
 def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:

@@ -7,7 +7,7 @@ dispatch writes it on every outcome record. Every log line a goalhub process wri
 carries it, so ``grep <request-id>`` over the API's and workers' logs and the outcome
 records follows one goal from its request to each receiver's outcome.
 
-Logs are JSON, one object a line (python-json-logger), from every process: API (gunicorn
+Logs are JSON, one object a line (python-json-logger), from every process: API (waitress
 too), workers and their work-horses, scheduler. ``GOALHUB_LOG_FORMAT=console`` gives
 human-readable lines instead; ``goalhub up`` uses it unless told otherwise.
 """
@@ -123,8 +123,8 @@ def formatter(fmt: str | None = None) -> logging.Formatter:
 
 
 def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for a goalhub process (gunicorn's ``logconfig_dict`` too):
-    one stderr handler on the root logger; gunicorn's and RQ's loggers propagate to it."""
+    """A ``logging.config.dictConfig`` for a goalhub process:
+    one stderr handler on the root logger; waitress's and RQ's loggers propagate to it."""
     global _role
     _role = role
     level = level or config.log_level()
@@ -138,8 +138,8 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             name: {"level": level, "handlers": [], "propagate": True}
-            for name in ("gunicorn.error", "rq.worker", "rq.scheduler", "rq_scheduler.scheduler", "goalhub")
-        } | {"gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False}},
+            for name in ("waitress", "rq.worker", "rq.scheduler", "rq_scheduler.scheduler", "goalhub")
+        },
     }
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics, in prometheus-client's multiprocess mode.
 
-Every goalhub process (gunicorn workers, RQ workers and their forked work-horses, the
+Every goalhub process (the API processes, RQ workers and their forked work-horses, the
 scheduler) writes its samples to files under one directory, ``PROMETHEUS_MULTIPROC_DIR``:
 ``GOALHUB_METRICS_DIR``, else ``<GOALHUB_HOME>/metrics``, chosen when the process first
 records a sample and inherited by what it starts. ``/metrics`` (``goalhub.api.metrics``)
@@ -98,11 +98,11 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
     _record("http_duration", {"route": route}, "observe", seconds)
 
 
-def child_exit(server: Any, worker: Any) -> None:
-    """gunicorn's ``child_exit`` hook: a dead worker's live gauges are dropped (counters stay)."""
+def process_dead(pid: int) -> None:
+    """An API process exited: its live gauges are dropped (counters stay)."""
     try:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid, multiprocess_dir())
+        multiprocess.mark_process_dead(pid, multiprocess_dir())
     except Exception:
-        log.exception("could not mark gunicorn worker %s dead for metrics", worker.pid)
+        log.exception("could not mark API process %s dead for metrics", pid)

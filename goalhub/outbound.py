@@ -18,6 +18,8 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from goalhub import retention
+from goalhub.redaction import redact
 from goalhub.store import get_database
 
 
@@ -46,6 +48,7 @@ def send_once(
         "status": "pending",
         "attempts": 0,
         "created_at": time.time(),
+        **retention.stamp(),
     }
     try:
         db.outbound.insert_one(record)
@@ -59,7 +62,7 @@ def send_once(
             response = send()
         except Exception as exc:
             db.outbound.update_one(
-                {"_id": _id}, {"$set": {"error": f"{type(exc).__name__}: {exc}"}, "$inc": {"attempts": 1}}
+                {"_id": _id}, {"$set": {"error": redact(f"{type(exc).__name__}: {exc}")}, "$inc": {"attempts": 1}}
             )
             raise
     db.outbound.update_one(

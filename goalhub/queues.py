@@ -21,7 +21,7 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 
-from goalhub import config
+from goalhub import config, retention
 from goalhub.connection import get_redis
 from goalhub.logs import job_meta
 
@@ -65,6 +65,8 @@ class Scheduler(rq_scheduler.Scheduler):
         built-in scheduler, which lives in a process forked by a worker and outlives it when
         the worker is killed; this process is the one place that schedules."""
         jobs = super().enqueue_jobs()
+        if getattr(self, "_running", False):
+            retention.purge_when_due()  # the embedded store's expiry (goalhub.retention)
         if not hasattr(self, "_rq_scheduler"):
             self._rq_scheduler = RQScheduler(all_queues(), connection=self.connection)
         self._rq_scheduler.acquire_locks()  # per queue, so two schedulers never move a retry twice

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from goalhub import config
+from goalhub import config, retention
 
 # Indexes every backend gets; plugins declare their own through ``ensure_index``.
 INDEXES: dict[str, list[tuple[str, dict]]] = {
@@ -51,6 +51,7 @@ def open_database(uri: str | None = None) -> Any:
     for collection, indexes in INDEXES.items():
         for keys, options in indexes:
             database[collection].create_index(keys, **options)
+    retention.ensure_indexes(database)  # stored_at: TTL indexes, or the embedded store's purge
     return database
 
 

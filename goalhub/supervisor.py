@@ -1,14 +1,21 @@
 """Run goalhub's processes together (``goalhub up``, ``make demo``) and stop them all.
 
 Each child runs in its own process group, so a signal meant for it also reaches what it
-forked (gunicorn workers, the rq worker's scheduler). RQ's work-horses put themselves in
+forked (the API processes, the rq worker's scheduler). RQ's work-horses put themselves in
 a group of their own (``os.setpgrp``), which is why stopping also kills every remaining
 descendant by pid, and why the supervisor becomes a child subreaper on Linux: a horse
 orphaned by a worker that died is re-parented to the supervisor rather than escaping it.
 
-Stopping: SIGTERM to every child's group, a grace period, then SIGKILL to whatever is
-left. A child that exits on its own while the others run stops everything, with a
-non-zero exit code.
+Healing: a child that exits on its own (a worker killed with ``kill -9``, an API process
+that crashed) is started again after a backoff of 1, 2, 4 ... 30 s (back to 1 s once it had
+run ``STABLE_AFTER`` seconds), and the restart is logged. A child that crashes ``GOALHUB_RESTART_LIMIT`` times (5) within
+``GOALHUB_RESTART_WINDOW`` seconds (60) is crashing in a loop: then everything stops, with
+a non-zero exit code. The embedded Redis is watched the same way (``EmbeddedRedis``):
+started again when it stops answering, and every redis-server that served this run,
+whoever started it, is stopped at the end.
+
+Stopping: on Ctrl-C, SIGTERM or SIGHUP, SIGTERM to every child's group, a grace period,
+then SIGKILL to whatever is left.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -31,6 +39,8 @@ import redis
 
 from goalhub import config, connection
 
+# A child that ran this long before it exited was healthy: its next restart waits 1 s again.
+STABLE_AFTER = 10.0
 COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_yellow")
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -43,6 +53,11 @@ class Child:
     reader: threading.Thread | None = None
     colour: str = "cyan"
     lines: list[str] = field(default_factory=list)
+    crashes: list[float] = field(default_factory=list)  # monotonic times of its unplanned exits
+    restart_at: float | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    quick_exits: int = 0  # consecutive runs shorter than STABLE_AFTER: the backoff's exponent
 
 
 def goalhub_command(*args: str) -> list[str]:
@@ -115,19 +130,53 @@ class Supervisor:
         self._own_before = {p.pid for p in psutil.Process().children()}
         _become_subreaper()
         for child in self.children:
-            child.process = subprocess.Popen(
-                child.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: signals reach what it forks
-            )
-            child.reader = threading.Thread(
-                target=self._pump, args=(child,), name=f"pump-{child.name}", daemon=True
-            )
-            child.reader.start()
-            self.say("goalhub", f"started {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: signals reach what it forks
+        )
+        child.reader = threading.Thread(
+            target=self._pump, args=(child,), name=f"pump-{child.name}", daemon=True
+        )
+        child.reader.start()
+        child.started_at = time.monotonic()
+        verb = "restarted" if child.restarts else "started"
+        self.say("goalhub", f"{verb} {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
+
+    def heal(self, now: float | None = None) -> Child | None:
+        """Schedule a restart, with backoff, for each child that exited; start those that are due.
+        Returns a child that crashed in a loop (then the caller stops everything), else None."""
+        now = time.monotonic() if now is None else now
+        limit, window = config.restart_limit(), config.restart_window()
+        for child in self.children:
+            if child.process is None:
+                continue
+            if child.restart_at is None and child.process.poll() is not None:
+                child.crashes = [t for t in child.crashes if now - t < window] + [now]
+                # Kill what the dead child left in its process group (a work-horse, the API.s processes).
+                _signal_group(child.process.pid, signal.SIGKILL)
+                if len(child.crashes) >= limit:
+                    self.say("goalhub", f"{child.name} exited with code {child.process.returncode}, its "
+                             f"{len(child.crashes)}th crash within {window:g} s; stopping everything", "red")
+                    return child
+                child.quick_exits = 0 if now - child.started_at >= STABLE_AFTER else child.quick_exits + 1
+                delay = min(2 ** max(child.quick_exits - 1, 0), 30)
+                child.restart_at = now + delay
+                self.say("goalhub", f"{child.name} exited with code {child.process.returncode}; restarting it "
+                         f"in {delay:g} s (crash {len(child.crashes)} of {limit} allowed in {window:g} s)", "red")
+            elif child.restart_at is not None and now >= child.restart_at and not self._stopping.is_set():
+                if child.reader is not None:
+                    child.reader.join(timeout=1)
+                child.restart_at = None
+                child.restarts += 1
+                self._spawn(child)
+        return None
 
     def exited(self) -> Child | None:
         """The first child that has exited, if any."""
@@ -183,16 +232,17 @@ class Supervisor:
                 found.update((p.pid, p) for p in root.children(recursive=True))
         with contextlib.suppress(psutil.Error):
             for orphan in psutil.Process().children():
-                if orphan.pid not in self._own_before:
+                if orphan.pid not in self._own_before and not _is_redis_server(orphan):
                     found.setdefault(orphan.pid, orphan)
                     found.update((p.pid, p) for p in orphan.children(recursive=True))
         return list(found.values())
 
     def _reap_orphans(self) -> None:
         """Collect the exit status of orphans re-parented here, so no zombie is left behind."""
+        ours = {c.process.pid for c in self.children if c.process is not None}  # Popen reaps those
         with contextlib.suppress(psutil.Error):
             for orphan in psutil.Process().children():
-                if orphan.pid not in self._own_before:
+                if orphan.pid not in self._own_before and orphan.pid not in ours:
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(orphan.pid, os.WNOHANG)
 
@@ -203,10 +253,16 @@ class Supervisor:
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
-    def run(self, ready: Callable[[], bool] | None = None, ready_message: str = "") -> int:
-        """Start, wait for SIGINT/SIGTERM/SIGHUP or a child's exit, stop everything.
+    def run(
+        self,
+        ready: Callable[[], bool] | None = None,
+        ready_message: str = "",
+        watch: Callable[[], None] | None = None,
+    ) -> int:
+        """Start, restart children that exit, until SIGINT/SIGTERM/SIGHUP or a crash loop; stop
+        everything. ``watch`` is called about once a second (the embedded Redis's check).
 
-        Returns 0 after a signal, 1 when a child exited on its own.
+        Returns 0 after a signal, 1 after a crash loop.
         """
         wake = threading.Event()
         received: list[int] = []
@@ -223,17 +279,19 @@ class Supervisor:
         try:
             self.start()
             announced = ready is None
+            watched = time.monotonic()
             while not wake.wait(0.1):
-                child = self.exited()
-                if child is not None:
-                    assert child.process is not None
-                    self.say(
-                        "goalhub",
-                        f"{child.name} exited with code {child.process.returncode}; stopping everything",
-                        "red",
-                    )
+                if self.heal() is not None:
                     code = 1
                     break
+                if time.monotonic() - watched >= 1:
+                    watched = time.monotonic()
+                    self._reap_orphans()  # an embedded Redis that exited, re-parented here
+                    try:
+                        if watch is not None:
+                            watch()
+                    except Exception as exc:  # noqa: BLE001  (reported; the next check tries again)
+                        self.say("goalhub", f"embedded Redis check failed: {exc}", "red")
                 if not announced and ready is not None and ready():
                     self.say("goalhub", ready_message or "ready", "bright_white")
                     announced = True
@@ -247,31 +305,70 @@ class Supervisor:
         return code
 
 
-@contextlib.contextmanager
-def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[None]:
-    """Run the embedded Redis (when ``GOALHUB_REDIS_URL`` is unset) for the duration.
+class EmbeddedRedis:
+    """The embedded Redis of one run of ``up`` or ``fire``: started if it was not running,
+    watched (``watch``: started again when it stops answering, by whoever restarts it first)
+    and, if this run started it, stopped at the end, every redis-server that served the
+    run included, whether this process, a worker or the watch restarted it."""
 
-    It is stopped afterwards only if this started it and no other client still uses it:
-    an embedded Redis is shared by every goalhub process using the same home.
-    """
+    def __init__(self, home: Path, say: Callable[[str], None]) -> None:
+        self.home = home
+        self.say = say
+        self.owned = False
+        self.pids: set[int] = set()
+        self.initial: int | None = None
+
+    def start(self) -> Path:
+        self.owned = not connection.embedded_redis_running(self.home)
+        socket_path = connection.ensure_embedded_redis(self.home)
+        self._remember()
+        self.initial = None if self.owned else connection.embedded_redis_pid(self.home)
+        self.say(f"embedded Redis {'started' if self.owned else 'already running'} at {socket_path}")
+        return socket_path
+
+    def _remember(self) -> None:
+        pid = connection.embedded_redis_pid(self.home)
+        if pid:
+            self.pids.add(pid)
+
+    def watch(self) -> None:
+        if connection.embedded_redis_running(self.home):
+            self._remember()
+            return
+        if not self.owned:
+            return  # someone else's server: theirs to restart
+        connection.ensure_embedded_redis(self.home)
+        self._remember()
+        self.say(f"embedded Redis was not answering; started it again (pid {connection.embedded_redis_pid(self.home)})")
+
+    def stop(self) -> None:
+        self._remember()
+        # Ours: the one this run started, and any that replaced it, whoever started them.
+        ours = sorted(self.pids - {self.initial})
+        if not ours:
+            return
+        connection.disconnect()  # this process's own connections
+        if connection.embedded_redis_pid(self.home) in ours:
+            connection.stop_embedded_redis(self.home)
+        for pid in ours:
+            if connection.kill_redis_server(pid):
+                self.say(f"embedded Redis pid {pid} did not stop when asked; killed it")
+        self.say("embedded Redis stopped")
+
+
+@contextlib.contextmanager
+def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[EmbeddedRedis | None]:
+    """Run the embedded Redis (when ``GOALHUB_REDIS_URL`` is unset) for the duration; yields
+    its ``EmbeddedRedis`` (None with a real Redis). What this run started, it stops."""
     if config.redis_url():
-        yield
+        yield None
         return
-    home = config.home()
-    was_running = connection.embedded_redis_running(home)
-    socket_path = connection.ensure_embedded_redis(home)
-    say(f"embedded Redis {'already running' if was_running else 'started'} at {socket_path}")
+    embedded = EmbeddedRedis(config.home(), say)
+    embedded.start()
     try:
-        yield
+        yield embedded
     finally:
-        if not was_running:
-            connection.get_redis().connection_pool.disconnect()  # this process's own connections
-            others = _other_redis_clients(str(socket_path))
-            if others:
-                say(f"embedded Redis left running: {others} other client(s) still use it")
-            else:
-                connection.stop_embedded_redis(home)
-                say("embedded Redis stopped")
+        embedded.stop()
 
 
 def _other_redis_clients(socket_path: str) -> int:
@@ -292,6 +389,14 @@ def _become_subreaper() -> None:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _is_redis_server(process: psutil.Process) -> bool:
+    # An embedded Redis re-parented here is stopped by EmbeddedRedis (SHUTDOWN SAVE), not killed.
+    try:
+        return process.name() == "redis-server"
+    except psutil.Error:
+        return False
 
 
 def _alive(process: psutil.Process) -> bool:

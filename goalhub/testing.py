@@ -275,7 +275,7 @@ class ChildProcess:
 
 def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int = 8,
               cwd: Path | None = None) -> tuple[ChildProcess, str]:
-    """``goalhub.api.serve`` (gunicorn) on 127.0.0.1 and a free port, once ``/healthz`` answers;
+    """``goalhub.api.serve`` (waitress) on 127.0.0.1 and a free port, once ``/healthz`` answers;
     returns the process and its base URL."""
     import requests
 

@@ -17,6 +17,7 @@ import psutil
 import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
+from rq.job import Job, JobStatus
 
 from goalhub import config
 from goalhub.connection import get_redis
@@ -72,12 +73,23 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
                     abandoned[f"{job_id}:{execution_id}"] = 0
                     recovered.append(job_id)
             if abandoned:
+                unstarted = _unstarted([key.split(":", 1)[0] for key in abandoned], connection)
                 connection.zadd(registry.key, abandoned, xx=True)
                 registry.cleanup(timestamp=0)
+                for job in unstarted:
+                    # Taken by a worker that died before its work-horse marked the job started:
+                    # RQ's cleanup skips (and so drops) it, as if it had finished. Queue it again.
+                    connection.lrem(queue.intermediate_queue_key, 0, job.id)
+                    queue.enqueue_job(job)
                 log.warning("recovered jobs abandoned by dead workers on %s: %s", queue.name, sorted(abandoned))
         finally:
             connection.delete(lock)
     return recovered
+
+
+def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:
+    return [job for job in Job.fetch_many(job_ids, connection=connection)
+            if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED]
 
 
 class RecoveringWorker(Worker):

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/screenshots.py [OUT_DIR]      # or: make screenshots
 
-Starts a real stack in a fresh home (gunicorn API, a forking RQ worker, the scheduler, the
+Starts a real stack in a fresh home (the waitress API, a forking RQ worker, the scheduler, the
 embedded Redis and store, the bundled plugins plus ``screenshot_plugin``, whose receiver
 always fails), drives it over HTTP (a live session, countdowns with activations and ends a
 few minutes ahead, a karaoke goal whose failing receiver leaves a failed job), and takes:

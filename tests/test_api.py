@@ -416,7 +416,8 @@ def test_a_failing_goal_type_is_a_json_500_without_details(client, world, db, in
 
 def test_sessions_start_read_and_end_their_goals(client, world, db, drain):
     auth = {"Authorization": f"Bearer {world.token}"}
-    response = client.post("/sessions", json={"sources": [{"room_id": "r1", "task_id": "t1"}]}, headers=auth)
+    platform = {"Authorization": f"Bearer {mint_token(STREAMER, ['CREATOR', 'PLATFORM'])}"}
+    response = client.post("/sessions", json={"sources": [{"room_id": "r1", "task_id": "t1"}]}, headers=platform)
     assert response.status_code == 201
     session = response.get_json()
     assert response.headers["Location"] == f"/sessions/{session['_id']}"
@@ -538,7 +539,7 @@ def test_get_goal_reads_the_goal_and_its_outcomes(client, world, db, drain):
 
 @pytest.fixture
 def api_server(tmp_path, world):
-    """gunicorn with 2 worker processes x 8 threads, the inline goal types loaded by module name."""
+    """The API server with 2 processes x 8 threads, the inline goal types loaded by module name."""
     env = api_support.process_env(GOALHUB_PLUGINS="api_support", GOALHUB_TEST_PREPARE_DELAY="0.3")
     server, base = api_support.start_api(env, tmp_path, workers=2, threads=8)
     yield base

@@ -1,5 +1,5 @@
 """The seeds' flows end to end, the way a client and an operator see them: HTTP requests to
-a real gunicorn server started by the test, real forking RQ worker and rq-scheduler
+a real HTTP server (waitress) started by the test, real forking RQ worker and rq-scheduler
 processes, the embedded store and the real installed plugins; out come the documents, the
 receiver outcomes and the outbound records.
 
@@ -59,7 +59,7 @@ def stack(tmp_path, use_plugins):
     try:
         server, base = api_support.start_api(env, tmp_path, workers=2, threads=4)
         processes.append(server)
-        token = mint_token(STREAMER, ["PAID", "HUMAN", "CREATOR"])
+        token = mint_token(STREAMER, ["PAID", "HUMAN", "CREATOR", "PLATFORM"])
         yield SimpleNamespace(base=base, token=token, auth={"Authorization": f"Bearer {token}"})
     finally:
         for process in processes:

@@ -1,4 +1,4 @@
-"""Watching goalhub run, with real processes (gunicorn API, a forking RQ worker, the scheduler,
+"""Watching goalhub run, with real processes (the waitress API, a forking RQ worker, the scheduler,
 each started through the ``goalhub`` CLI): the Prometheus scrape after a seed flow, one
 request id followed from the API log to the job log and the outcome records, and a deleted
 activation job that does not lose its goal."""

@@ -1,4 +1,4 @@
-"""Receivers over time through the real stack: goals created over HTTP (gunicorn), a real
+"""Receivers over time through the real stack: goals created over HTTP (waitress), a real
 forking RQ worker and the rq-scheduler process, a plugin installed with pip after the goals
 exist, and the real ``goalhub`` command.
 

@@ -25,8 +25,9 @@ from goalhub.testing import free_port
 pytestmark = pytest.mark.e2e
 
 
-def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "GOALHUB_HOME": str(home)}
+def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None,
+             env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "GOALHUB_HOME": str(home), **(env or {})}
     env.pop("GOALHUB_REDIS_URL", None)
     if redis_url:
         env["GOALHUB_REDIS_URL"] = redis_url
@@ -100,26 +101,123 @@ def test_ctrl_c_stops_every_process_including_a_busy_work_horse_and_the_embedded
     assert not psutil.pid_exists(redis_pid) or gone(psutil.Process(redis_pid))
 
 
-def test_a_child_that_dies_stops_everything_and_up_exits_non_zero(tmp_path, redis_url):
+def test_a_child_that_crashes_in_a_loop_stops_everything_and_up_exits_non_zero(tmp_path, redis_url):
     home, port = tmp_path / "up-home", free_port()
     home.mkdir()
-    up = start_up(home, port, redis_url=redis_url)
+    up = start_up(home, port, redis_url=redis_url, env={"GOALHUB_RESTART_LIMIT": "2"})
     try:
         wait_healthy(up, port)
         processes = tree(up.pid)
-        scheduler = next(p for p in processes if p.cmdline()[2:4] == ["goalhub", "scheduler"])
-        scheduler.kill()
+        for _ in range(2):
+            scheduler = wait_for_child(up, "scheduler")
+            processes.append(scheduler)
+            scheduler.kill()
+            wait_for(lambda scheduler=scheduler: gone(scheduler))
         output, _ = up.communicate(timeout=60)
     finally:
         if up.poll() is None:
             up.kill()
     assert up.returncode == 1, output
-    assert "scheduler exited with code -9; stopping everything" in output
+    assert "scheduler exited with code -9; restarting it in 1 s (crash 1 of 2 allowed in 60 s)" in output
+    assert "scheduler exited with code -9, its 2th crash within 60 s; stopping everything" in output
     left = [p for p in processes if not gone(p)]
     assert left == [], [p.cmdline() for p in left]
     # A Redis given by URL is not ours to start or stop.
     assert "embedded Redis" not in output
     assert redis.Redis.from_url(redis_url).ping()
+
+
+def wait_for_child(up: subprocess.Popen, command: str, exclude: set[int] = frozenset()) -> psutil.Process:
+    """The running ``goalhub <command>`` child of ``up`` (not one of ``exclude``)."""
+    found: list[psutil.Process] = []
+
+    def find() -> bool:
+        found.clear()
+        for p in psutil.Process(up.pid).children():
+            try:
+                if p.pid not in exclude and not gone(p) and p.cmdline()[2:4] == ["goalhub", command]:
+                    found.append(p)
+            except psutil.Error:
+                pass  # a child that just died
+        return bool(found)
+
+    wait_for(find, timeout=60)
+    return found[0]
+
+
+PLUGINS = "exclusive,show,karaoke,snapshot,analytics,livestream"
+STREAMER = "6800a9073e0c346531958b03"
+
+
+def goal_round_trip(base: str, token: str) -> None:
+    """A session and a countdown goal over HTTP: created, dispatched (its receivers ok) and
+    activated at its nbf by the scheduler and a worker."""
+    auth = {"Authorization": f"Bearer {token}"}
+    session = requests.post(f"{base}/sessions", json={}, headers=auth, timeout=10)
+    assert session.status_code == 201, session.text
+    now = time.time()
+    body = {"levels": [{"target": 60}], "context": {"session_id": session.json()["_id"]},
+            "nbf": round(now + 1, 3), "exp": round(now + 3600, 3)}
+    created = requests.post(f"{base}/goals?type=trigger_exclusive", json=body, headers=auth, timeout=10)
+    assert created.status_code == 202, created.text
+    goal_id = created.json()["goal_id"]
+    seen: dict = {}
+
+    def settled() -> bool:
+        response = requests.get(f"{base}/goals/{goal_id}", headers=auth, timeout=10)
+        if response.status_code != 200 or "active" not in response.json():
+            return False
+        seen.update(response.json())
+        statuses = {o["status"] for o in seen["outcomes"]}
+        return seen["active"] is True and bool(statuses) and statuses <= {"ok", "skipped"}
+
+    wait_for(settled, timeout=60)
+    assert seen["activated_at"] >= body["nbf"]
+
+
+def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_started(tmp_path, monkeypatch):
+    from goalhub.auth import mint_token
+
+    monkeypatch.setenv("GOALHUB_JWT_KEYS", "k1:a-test-signing-key-of-enough-length-1234567890")
+    home, port = tmp_path / "up-home", free_port()
+    home.mkdir()
+    up = start_up(home, port, env={"GOALHUB_LOAD_PLUGINS": PLUGINS, "GOALHUB_HOME": str(home)})
+    base = f"http://127.0.0.1:{port}"
+    redis_pids: set[int] = set()
+    killed: list[psutil.Process] = []
+    try:
+        wait_healthy(up, port)
+        token = mint_token(STREAMER, ["CREATOR"])
+        goal_round_trip(base, token)
+        for command in ("worker", "scheduler", "serve"):
+            child = wait_for_child(up, command)
+            child.kill()
+            killed.append(child)
+            wait_for(lambda child=child: gone(child))
+            wait_for_child(up, command, exclude={child.pid})
+            wait_healthy(up, port)
+            goal_round_trip(base, token)
+        redis_pid = connection.embedded_redis_pid(home)
+        redis_pids.add(redis_pid)
+        os.kill(redis_pid, signal.SIGKILL)
+        wait_for(lambda: connection.embedded_redis_pid(home) not in (None, redis_pid), timeout=30)
+        redis_pids.add(connection.embedded_redis_pid(home))
+        wait_healthy(up, port)
+        goal_round_trip(base, token)
+        processes = tree(up.pid)
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    for command in ("worker-1", "scheduler", "api"):
+        assert f"{command} exited with code -9; restarting it in 1 s" in output, output
+        assert f"restarted {command} (pid" in output
+    assert "embedded Redis was not answering; started it again" in output or "embedded Redis stopped" in output
+    assert "embedded Redis stopped" in output
+    left = [p for p in processes + killed if not gone(p)]
+    assert left == [], [p.cmdline() for p in left]
+    for pid in redis_pids:
+        assert not psutil.pid_exists(pid) or gone(psutil.Process(pid)), pid
 
 
 def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):

@@ -8,7 +8,7 @@
 - ``access`` (who is calling), ``payload`` (strict JSON in, documents out),
   ``idempotency`` (``x-request-id``/``Idempotency-Key``), ``errors`` (the one error model)
 
-``serve()`` runs it under gunicorn, the production WSGI server; ``goalhub serve`` calls it.
+``serve()`` runs it under waitress, pre-forked (``goalhub.api.server``); ``goalhub serve`` calls it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4) -> None:
-    """Serve the API with gunicorn (``workers`` processes of ``threads`` threads each); blocks."""
+    """Serve the API with waitress (``workers`` processes of ``threads`` threads each); blocks."""
     from goalhub.api.server import run
 
     run(host=host, port=port, workers=workers, threads=threads)

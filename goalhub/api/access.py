@@ -9,6 +9,8 @@ from goalhub.errors import Forbidden
 
 CREATOR = "CREATOR"
 ADMIN = "ADMIN"
+# The platform's own service scope: only it asserts which RTC rooms a session streams from.
+PLATFORM = "PLATFORM"
 
 
 def caller() -> Principal:

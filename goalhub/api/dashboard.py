@@ -5,28 +5,50 @@ every request to its blueprint, static files included, passes ``_guard`` first: 
 Basic with ``GOALHUB_DASHBOARD_USER``/``GOALHUB_DASHBOARD_PASSWORD`` (refused when they
 are unset), or a bearer token with the ADMIN scope. The dashboard reads goalhub's Redis,
 and goalhub's queues are listed even before their first job.
+
+Hardening (issue 12): rq-dashboard's pages insert job data with ``innerHTML`` (underscore
+templates' ``<%= %>``), so a job description, result or exception text carrying markup would
+run in an admin's browser, same-origin with every dashboard action. Three layers stop it:
+every string in the dashboard's JSON is HTML-escaped (and secrets redacted) before it leaves;
+the pages are sent with a Content-Security-Policy that runs only the dashboard's own scripts
+(a per-response nonce on its inline script, no inline event handlers, nothing from elsewhere)
+and ``X-Content-Type-Options: nosniff``; and goalhub puts no user-supplied text in job
+results or descriptions in the first place. Failed Basic logins are throttled per client
+address (``GOALHUB_DASHBOARD_LOGIN_LIMIT``). Unknown jobs and empty queues are clean 404s
+and no-ops, not 500s.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import html
+import json
+import re
+import secrets
+from typing import Any
 from urllib.parse import urlsplit
 
 import rq_dashboard
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, jsonify, request
 from rq import Queue
 
 from goalhub import config
+from goalhub.api import limits
 from goalhub.api.access import ADMIN
 from goalhub.auth import bearer_principal, require_scope
 from goalhub.connection import get_redis, redis_url
-from goalhub.errors import Forbidden, Unauthorized
+from goalhub.errors import Forbidden, NotFound, Unauthorized
 from goalhub.queues import all_queues
+from goalhub.redaction import redact
 
 URL_PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"
 # rq-dashboard routes that change state even on GET.
 _CHANGING_GETS = {f"{BLUEPRINT}.requeue_all"}
+# rq-dashboard's routes that name one job.
+_JOB_ROUTES = {f"{BLUEPRINT}.{name}" for name in ("job_view", "job_info", "delete_job_view", "requeue_job_view")}
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)(?=[\s>])")
 
 
 def register(app: Flask) -> None:
@@ -34,6 +56,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     app.before_request(_guard)
     app.after_request(_basic_challenge)
+    app.after_request(_harden)
 
 
 def _guard() -> None:
@@ -48,6 +71,19 @@ def _guard() -> None:
     connection = get_redis()
     current_app.redis_conn = connection  # type: ignore[attr-defined]  # rq-dashboard's convention
     connection.sadd(Queue.redis_queues_keys, *(queue.key for queue in all_queues()))
+    return _missing(connection)
+
+
+def _missing(connection: Any) -> Response | None:
+    """Answer what rq-dashboard would turn into a 500: an unknown job (404), compacting a queue
+    that has no list in Redis (nothing to compact: OK)."""
+    args = request.view_args or {}
+    if request.endpoint in _JOB_ROUTES and not connection.exists(f"rq:job:{args.get('job_id', '')}"):
+        raise NotFound("no such job", code="job_not_found", field="job_id")
+    if request.endpoint == f"{BLUEPRINT}.compact_queue":
+        if not connection.exists(Queue(args.get("queue_name", ""), connection=connection).key):
+            return jsonify(status="OK")
+    return None
 
 
 def _authenticate() -> None:
@@ -62,6 +98,8 @@ def _authenticate() -> None:
     if not user or not password:
         raise Forbidden("dashboard passwords are not configured (GOALHUB_DASHBOARD_USER/PASSWORD)",
                         code="dashboard_disabled")
+    client = request.remote_addr or "unknown"
+    limits.login_blocked(client)  # 429 once this address failed too often
     given = request.authorization
     given_user = (given.username or "") if given else ""
     given_password = (given.password or "") if given else ""
@@ -69,6 +107,7 @@ def _authenticate() -> None:
     user_ok = hmac.compare_digest(given_user.encode(), user.encode())
     password_ok = hmac.compare_digest(given_password.encode(), password.encode())
     if not (user_ok and password_ok):
+        limits.login_failed(client)
         raise Unauthorized("wrong dashboard user or password", code="dashboard_credentials")
 
 
@@ -87,3 +126,48 @@ def _basic_challenge(response: Response) -> Response:
     if request.path.startswith(URL_PREFIX) and response.status_code == 401:
         response.headers.add("WWW-Authenticate", 'Basic realm="goalhub RQ dashboard", charset="UTF-8"')
     return response
+
+
+def _harden(response: Response) -> Response:
+    """Headers on every ``/rq`` answer; HTML-escaped, redacted JSON; a nonce on the inline script."""
+    if not request.path.startswith(URL_PREFIX):
+        return response
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.blueprint != BLUEPRINT or response.direct_passthrough:
+        return response
+    if response.mimetype == "application/json" and response.status_code == 200:
+        response.set_data(json.dumps(_escaped(response.get_json()), separators=(",", ":")))
+    nonce = base64.b64encode(secrets.token_bytes(16)).decode()
+    if response.mimetype == "text/html":
+        response.set_data(_INLINE_SCRIPT.sub(f'<script nonce="{nonce}"'.encode(), response.get_data()))
+    response.headers["Content-Security-Policy"] = content_security_policy(nonce)
+    return response
+
+
+def content_security_policy(nonce: str) -> str:
+    # 'unsafe-eval': rq-dashboard's underscore templates compile with new Function(); the
+    # nonce admits its one inline script; inline event handlers (onerror=...) never run.
+    return "; ".join([
+        "default-src 'self'",
+        f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ])
+
+
+def _escaped(value: Any) -> Any:
+    """Every string HTML-escaped (rq-dashboard inserts them as markup) and redacted."""
+    if isinstance(value, str):
+        return html.escape(redact(value), quote=True)
+    if isinstance(value, dict):
+        return {key: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value

@@ -38,6 +38,9 @@ _HTTP_CODES = {
 def error_response(error: GoalhubError) -> Response:
     response = jsonify(error.to_dict())
     response.status_code = error.status
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     if isinstance(error, Unauthorized):
         # RFC 6750 §3: no error attribute when the request carried no credentials.
         challenge = 'Bearer realm="goalhub"'

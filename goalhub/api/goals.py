@@ -16,12 +16,13 @@ from bson import ObjectId
 from flask import Blueprint, request
 from rq.job import Job
 
-from goalhub import plugins
+from goalhub import config, plugins
+from goalhub.api import limits
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.idempotency import Answer, fingerprint, idempotent
 from goalhub.api.payload import json_body, plain
 from goalhub.auth import Principal
-from goalhub.errors import BadRequest, Conflict, NotFound
+from goalhub.errors import BadRequest, Conflict, NotFound, Unprocessable
 from goalhub.goaltypes import Claim, CreateRequest, GoalType
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
@@ -32,9 +33,14 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("goals", __name__)
 
-# Outcome fields a client sees; tracebacks and stored arguments stay with the operator.
+# Outcome fields a client sees: a failure's class and code (goalhub.redaction); its text
+# (``error``), tracebacks and stored arguments stay with the operator.
 OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "status", "attempts",
-                  "error", "result", "duration_ms", "queued_at", "started_at", "finished_at")
+                  "error_class", "error_code", "result", "duration_ms", "queued_at", "started_at", "finished_at")
+
+
+# How long an end request's claim holds before another request may end the goal again.
+END_CLAIM_SECONDS = 120
 
 
 # The plugin manager the goal types were asked of, and its answer: asked once, not per request.
@@ -66,6 +72,7 @@ def _requested_type() -> GoalType:
 @blueprint.post("/goal")
 def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
+    limits.limit_user("goal", principal, config.rate_limit_goals())
     body = json_body()
     goal_type = _requested_type()
     digest = fingerprint("create_goal", goal_type.name, body)
@@ -79,6 +86,7 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
     draft = goal_type.prepare(
         CreateRequest(goal_id=goal_id, user_id=principal.user_id, body=body, db=db, now=time.time())
     )
+    _check_open_goals(db, draft.conditions.get("session_id"))
     made: list[Claim] = []
     try:
         for claim in draft.claims:
@@ -89,6 +97,17 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
         _release_claims(db, made, goal_id)
         raise
     return Answer({"goal_id": goal_id}, 202, {"Location": f"/goals/{goal_id}"})
+
+
+def _check_open_goals(db: Any, session_id: str | None) -> None:
+    """A session holds at most GOALHUB_MAX_OPEN_GOALS goals that have not ended (422 beyond)."""
+    cap = config.max_open_goals_per_session()
+    if not cap or not session_id:
+        return
+    if db.goals.count_documents({"conditions.session_id": session_id, "ended_at": {"$exists": False}},
+                                limit=cap) >= cap:
+        raise Unprocessable(f"the session already has {cap} open goals; end some first",
+                            code="too_many_open_goals", field="context.session_id")
 
 
 def _make_claim(db: Any, claim: Claim, goal_id: str) -> None:
@@ -161,8 +180,25 @@ def end(goal_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     if "ended_at" in goal:
         raise Conflict("the goal has already ended", code="goal_ended", field="goal_id")
     gid = str(goal["_id"])
-    # On the lifecycle queue, like every end: the worker sends goal.ended to the receivers.
-    get_queue("lifecycle").enqueue_call(
-        end_goal, args=(gid,), kwargs={"reason": "ended"}, job_id=job_id("end-request", gid)
+    db = get_database()
+    # One atomic claim: of concurrent ends, one request queues the end and the others get 409.
+    # A claim whose end never ran (its job lost with Redis) may be taken again after a while.
+    requested_at = time.time()
+    claimed = db.goals.update_one(
+        {"_id": goal["_id"], "ended_at": {"$exists": False},
+         "$or": [{"end_requested_at": {"$exists": False}},
+                 {"end_requested_at": {"$lt": requested_at - END_CLAIM_SECONDS}}]},
+        {"$set": {"end_requested_at": requested_at}},
     )
+    if claimed.modified_count != 1:
+        raise Conflict("the goal is already ending", code="goal_ending", field="goal_id")
+    try:
+        # On the lifecycle queue, like every end: the worker sends goal.ended to the receivers.
+        get_queue("lifecycle").enqueue_call(
+            end_goal, args=(gid,), kwargs={"reason": "ended"}, job_id=job_id("end-request", gid)
+        )
+    except BaseException:
+        db.goals.update_one({"_id": goal["_id"], "end_requested_at": requested_at},
+                            {"$unset": {"end_requested_at": ""}})
+        raise
     return {"goal_id": gid, "status": "ending"}, 202, {"Location": f"/goals/{gid}"}

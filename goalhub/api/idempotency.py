@@ -21,7 +21,7 @@ from typing import Any
 from flask import request
 from pymongo.errors import DuplicateKeyError
 
-from goalhub import config
+from goalhub import config, retention
 from goalhub.errors import BadRequest, Conflict, Unprocessable
 from goalhub.store import get_database
 
@@ -68,7 +68,7 @@ def idempotent(user_id: str, digest: str, work: Callable[[], Answer]) -> Answer:
         try:
             db.requests.insert_one(
                 {"_id": record_id, "user_id": user_id, "key": key, "fingerprint": digest,
-                 "state": "pending", "created_at": now}
+                 "state": "pending", "created_at": now, **retention.stamp()}
             )
             break
         except DuplicateKeyError:

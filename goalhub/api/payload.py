@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from flask import request
+from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
 
-from goalhub.errors import BadRequest, GoalhubError
+from goalhub.errors import BadRequest, GoalhubError, PayloadTooLarge
 
 # Deeper than any goal body; refuses pathological nesting before it costs anything.
 MAX_DEPTH = 16
@@ -68,9 +68,33 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def body_bytes() -> bytes:
+    """The raw request body, at most MAX_CONTENT_LENGTH bytes: a longer one is a 413, whether it
+    says its length (werkzeug checks ``Content-Length``) or is sent chunked (werkzeug would stop
+    reading at the limit and hand over a silently truncated body)."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None or request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=True)
+    cached = getattr(request, "_goalhub_body", None)
+    if cached is not None:
+        return cached
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise PayloadTooLarge("the request body is too large")
+    request._goalhub_body = body = b"".join(chunks)  # type: ignore[attr-defined]
+    return body
+
+
 def json_body(*, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object. ``optional``: an empty body is ``{}``."""
-    raw = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
+    raw = body_bytes()
     if optional and not raw.strip():
         return {}
     if request.mimetype != "application/json":

@@ -1,53 +1,166 @@
-"""gunicorn, embedded: the production WSGI server behind ``goalhub serve``.
+"""waitress, pre-forked: the production WSGI server behind ``goalhub serve``.
 
-Each worker process builds its own app after the fork (no ``preload_app``), so store
-and Redis connections are never shared between processes.
+Why waitress rather than gunicorn's ``gthread``: gunicorn hands a connection to a thread as
+soon as its first byte arrives, and the thread then blocks reading the headers. Ten clients
+sending one header line every few seconds held every thread, and ``/healthz`` went silent
+for as long as they cared to hang on. waitress reads and parses requests in one
+non-blocking I/O loop (its channels buffer the request line, headers and body) and gives a
+request to a worker thread only once it is complete, so a slow client costs a file
+descriptor, never a thread. ``gevent``/``eventlet`` workers would do it too, but they
+monkey-patch sockets, threads and ``time`` under redis-py, RQ and SQLite: not worth the risk.
+
+Processes: the parent binds the listening socket and forks ``workers`` children that each
+build their own app after the fork (store and Redis connections are never shared) and
+serve the same socket with ``threads`` threads. A child that dies is replaced (with a
+short backoff); SIGTERM/SIGINT stop them all. In production a buffering proxy (nginx,
+an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
 from typing import Any
-
-from gunicorn.app.base import BaseApplication
 
 from goalhub import config, logs, metrics
 
+log = logging.getLogger("goalhub.api.server")
 
-class _Server(BaseApplication):
-    def __init__(self, options: dict[str, Any]):
-        self.options = options
-        super().__init__()
+# A client may keep this many connections open per process (each costs a file descriptor,
+# not a thread); idle ones are closed after CHANNEL_TIMEOUT seconds.
+CONNECTION_LIMIT = 512
+CHANNEL_TIMEOUT = 30
+MAX_HEADER_BYTES = 64 * 1024
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
 
-    def load(self) -> Any:
-        from goalhub.api import create_app
+def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
 
-        return create_app()
+
+def waitress_options(threads: int) -> dict[str, Any]:
+    return {
+        "threads": threads,
+        "connection_limit": CONNECTION_LIMIT,
+        "channel_timeout": CHANNEL_TIMEOUT,
+        "max_request_header_size": MAX_HEADER_BYTES,
+        # waitress refuses far bigger bodies itself (plain text 413) before buffering them; the
+        # API's own limit (a JSON 413, chunked bodies included) is goalhub.api.payload's.
+        "max_request_body_size": 16 * config.max_body_bytes(),
+        "asyncore_use_poll": True,  # select() breaks beyond 1024 descriptors
+        "ident": "goalhub",
+        "expose_tracebacks": False,
+    }
+
+
+def serve_socket(sock: socket.socket, threads: int) -> None:
+    """Serve the API on an already-listening socket in this process; blocks until SIGTERM/SIGINT."""
+    import waitress
+
+    from goalhub.api import create_app
+
+    app = create_app()
+    server = waitress.create_server(app, sockets=[sock], **waitress_options(threads))
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)  # waitress's loop closes the server on SystemExit
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with contextlib.suppress(SystemExit):
+        server.run()
 
 
 def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
-    _Server(
-        {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread",
-            "timeout": config.api_timeout(),
-            "graceful_timeout": 10,
-            # One structured line per request comes from the app (goalhub.api.observe), with its id.
-            "errorlog": "-",
-            "logconfig_dict": logs.dict_config("api"),
-            "child_exit": metrics.child_exit,
-            "proc_name": "goalhub-api",
-            # gunicorn's control socket is one fixed path per user: servers side by side would clash.
-            "control_socket_disable": True,
-            # Limits on the request line and headers; the body limit is MAX_CONTENT_LENGTH.
-            "limit_request_line": 8190,
-            "limit_request_fields": 100,
-        }
-    ).run()
+    logs.configure("api")
+    sock = listen(host, port)
+    log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
+    if workers == 1:
+        serve_socket(sock, threads)
+        return
+    _Prefork(sock, workers, threads).run()
+
+
+class _Prefork:
+    """The parent of the serving processes: forks them, replaces one that dies, stops them all."""
+
+    def __init__(self, sock: socket.socket, workers: int, threads: int) -> None:
+        self.sock = sock
+        self.workers = workers
+        self.threads = threads
+        self.children: dict[int, float] = {}  # pid -> started (monotonic)
+        self.stopping = False
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                serve_socket(self.sock, self.threads)
+            except BaseException:  # noqa: BLE001  (a child reports and exits; the parent replaces it)
+                log.exception("API process failed")
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.children[pid] = time.monotonic()
+        log.info("API process %d started", pid)
+
+    def run(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        for _ in range(self.workers):
+            self.spawn()
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = 0, 0
+            if pid and pid in self.children:
+                lived = time.monotonic() - self.children.pop(pid)
+                metrics.process_dead(pid)
+                if self.stopping:
+                    break
+                backoff = 0.5 if lived > 30 else min(backoff * 2, 10)
+                log.warning("API process %d exited (status %d) after %.1f s; replacing it in %.1f s",
+                            pid, status, lived, backoff)
+                time.sleep(backoff)
+                if not self.stopping:
+                    self.spawn()
+                continue
+            time.sleep(0.1)
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self.children and time.monotonic() < deadline:
+            for pid in list(self.children):
+                with contextlib.suppress(ChildProcessError):
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self.children.pop(pid, None)
+            time.sleep(0.05)
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.sock.close()

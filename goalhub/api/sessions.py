@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -9,12 +10,14 @@ from bson import ObjectId
 from flask import Blueprint
 from rq import Queue
 
-from goalhub import plugins
-from goalhub.api.access import caller, check_owner, check_reader, creator
+from goalhub import config, plugins
+from goalhub.api import limits
+from goalhub.api.access import PLATFORM, caller, check_owner, check_reader, creator
 from goalhub.api.errors import REDIS_DOWN
 from goalhub.api.idempotency import Answer, fingerprint, idempotent
 from goalhub.api.payload import json_body, plain
-from goalhub.errors import BadRequest, Conflict, NotFound
+from goalhub.auth import Principal
+from goalhub.errors import BadRequest, Conflict, Forbidden, NotFound
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
 from goalhub.tasks import end_goal
@@ -26,8 +29,13 @@ MAX_SOURCES = 32
 MAX_SOURCE_ID = 128
 
 
+# The alphabet of BytePlus RTC room and task ids. Anything else (markup, quotes, spaces)
+# is refused at the door: these ids travel to RTC calls, job records and the dashboard.
+SOURCE_ID = re.compile(rf"[A-Za-z0-9_@.-]{{1,{MAX_SOURCE_ID}}}")
+
+
 def _sources(value: Any) -> list[dict[str, str]]:
-    """``[{room_id, task_id}]``: RTC sources, plain non-empty strings only."""
+    """``[{room_id, task_id}]``: RTC sources, ids in RTC's own alphabet (``SOURCE_ID``)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -46,19 +54,30 @@ def _sources(value: Any) -> list[dict[str, str]]:
                 raise BadRequest(f"{where} is required", code="missing_field", field=where)
             if not isinstance(item, str):
                 raise BadRequest(f"{where} must be a string", code="invalid_type", field=where)
-            if not item or len(item) > MAX_SOURCE_ID or not item.isprintable():
-                raise BadRequest(f"{where} must be 1 to {MAX_SOURCE_ID} printable characters",
+            if not SOURCE_ID.fullmatch(item):
+                raise BadRequest(f"{where} must be 1 to {MAX_SOURCE_ID} of A-Z a-z 0-9 _ - . @",
                                  code="invalid_source_id", field=where)
             entry[key] = item
         clean.append(entry)
     return clean
 
 
+def _may_set_sources(principal: Principal) -> None:
+    """Only the platform asserts RTC sources: goalhub calls RTC for them with the platform's keys,
+    so a streamer naming a room would pause snapshots in rooms that are not theirs."""
+    if not principal.has_scope(PLATFORM):
+        raise Forbidden("only the platform (a token with the PLATFORM scope) may set RTC sources",
+                        code="sources_need_platform", field="sources")
+
+
 @blueprint.post("/sessions")
 def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
+    limits.limit_user("session", principal, config.rate_limit_sessions())
     body = json_body(optional=True)
     sources = _sources(body.get("sources"))
+    if sources:
+        _may_set_sources(principal)
 
     def work() -> Answer:
         session = {
@@ -92,6 +111,20 @@ def get_session(session_id: str) -> dict[str, Any]:
     session = _find(session_id)
     check_reader(principal, session.get("user"), "session")
     return plain(session)
+
+
+@blueprint.put("/sessions/<session_id>/sources")
+def set_sources(session_id: str) -> dict[str, Any]:
+    """The platform sets (replaces) a live session's RTC sources."""
+    principal = caller()
+    sources = _sources(json_body().get("sources"))
+    _may_set_sources(principal)
+    session = _find(session_id)
+    result = get_database().sessions.update_one({"_id": session["_id"], "active": True},
+                                                {"$set": {"sources": sources}})
+    if result.matched_count != 1:
+        raise Conflict("the session has already ended", code="session_ended", field="session_id")
+    return plain(get_database().sessions.find_one({"_id": session["_id"]}))
 
 
 @blueprint.post("/sessions/<session_id>/end")

@@ -21,7 +21,7 @@ import click
 import redis
 
 from goalhub import config
-from goalhub.cli import configuration, documents, events, introspect, processes, replay, scaffold
+from goalhub.cli import configuration, documents, events, introspect, processes, purge, replay, scaffold
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -80,5 +80,6 @@ for _command in (
     documents.sessions,
     scaffold.new_plugin,
     configuration.config_command,
+    purge.purge,
 ):
     main.add_command(_command)

@@ -6,18 +6,17 @@ in-process (RQ ``SimpleWorker``), so they work on a bare install too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import click
 from rq import SimpleWorker, Worker
 
-from goalhub import breaker, config, dispatch, outbound, testfire, validation
+from goalhub import breaker, dispatch, outbound, testfire, validation
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -30,7 +29,7 @@ from goalhub.cli.output import (
     status_style,
     table,
 )
-from goalhub.connection import embedded_redis_running, get_redis, stop_embedded_redis
+from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.goaltypes import TEST_FIRE
 from goalhub.hookspecs import EVENT_HOOKS
@@ -38,6 +37,7 @@ from goalhub.plugins import plugin_info
 from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
+from goalhub.supervisor import embedded_redis
 
 UNFINISHED = dispatch.UNFINISHED
 
@@ -158,7 +158,7 @@ def fire(
             {0: lambda cell: {"fg": "green" if cell.strip() == "acts" else "bright_black"}},
         )
         return
-    with _own_embedded_redis():
+    with embedded_redis():
         _fire(signal_name, goal_class, goal_id, session_id, streamer_id, context, only, timeout, as_json)
 
 
@@ -178,19 +178,6 @@ def _loaded_plugins() -> set[str]:
     from goalhub.plugins import get_plugin_manager
 
     return {name for name, _ in get_plugin_manager().list_name_plugin()}
-
-
-@contextlib.contextmanager
-def _own_embedded_redis() -> Iterator[None]:
-    """Stop the embedded Redis afterwards if this command started it: a leftover server would
-    be reused, and never stopped, by a later `goalhub up`."""
-    home = config.home()
-    started_here = not config.redis_url() and not embedded_redis_running(home)
-    try:
-        yield
-    finally:
-        if started_here:
-            stop_embedded_redis(home)
 
 
 def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: str | None,
@@ -257,7 +244,7 @@ def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool,
     """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first; a test fire's
     are marked "test"."""
     if purge_test:
-        with _own_embedded_redis():
+        with embedded_redis():
             counts = testfire.purge(get_database())
         if as_json:
             echo_json(counts)

@@ -18,7 +18,7 @@ from goalhub import config, logs, metrics
 )
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API with a production WSGI server."""
-    from goalhub import api  # imported here: only this command needs Flask and gunicorn
+    from goalhub import api  # imported here: only this command needs Flask and waitress
 
     logs.configure("api")
 
@@ -71,7 +71,9 @@ def scheduler(interval: float | None, burst: bool) -> None:
 def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float) -> None:
     """Run everything: embedded Redis (unless GOALHUB_REDIS_URL), API, workers, scheduler.
 
-    Ctrl-C or SIGTERM stops every process it started.
+    A process that crashes is restarted with backoff (1, 2, 4 ... 30 s); one that crashes
+    GOALHUB_RESTART_LIMIT times in GOALHUB_RESTART_WINDOW s stops everything. Ctrl-C or
+    SIGTERM stops every process it started.
     """
     import requests
 
@@ -90,8 +92,9 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
         except requests.RequestException:
             return False
 
-    with embedded_redis(lambda line: supervisor.say("goalhub", line)):
-        code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything")
+    with embedded_redis(lambda line: supervisor.say("goalhub", line)) as redis_server:
+        code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything",
+                              watch=redis_server.watch if redis_server else None)
     sys.exit(code)
 
 

@@ -182,6 +182,9 @@ def test_a_valid_token_of_streamer_a_cannot_touch_streamer_b(api, db):
 def test_the_dashboard_and_admin_surfaces_refuse_unauthenticated_callers(api, db, monkeypatch, capsys):
     monkeypatch.setenv("GOALHUB_DASHBOARD_USER", "ops")
     monkeypatch.setenv("GOALHUB_DASHBOARD_PASSWORD", "a long dashboard password")
+    # Every route is tried with a wrong password: the failed-login throttle (tested on its own
+    # in test_hardening.py) would answer 429 after the first ten.
+    monkeypatch.setenv("GOALHUB_DASHBOARD_LOGIN_LIMIT", "off")
     app = api.client.application
     creator = mint_token(support.STREAMER)  # a valid token, without ADMIN
     wrong = "Basic " + base64.b64encode(b"ops:guess").decode()

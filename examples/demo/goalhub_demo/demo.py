@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     say = Timeline()
     click.echo(click.style("goalhub demo", bold=True) + f": home {home}")
     streamer_id = str(ObjectId())
-    token = mint_token(streamer_id, ["CREATOR"], ttl=600)  # also creates the dev key the API will use
+    # PLATFORM: in the demo the platform opens the session, with its RTC sources, for the streamer.
+    token = mint_token(streamer_id, ["CREATOR", "PLATFORM"], ttl=600)  # also creates the dev key the API will use
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,8 @@ STOP = "StopSnapshot"
 START = "StartSnapshot"
 ACTIONS = (STOP, START)
 SERVICE = "rtc"
+# BytePlus RTC's alphabet for room and task ids.
+RTC_ID = re.compile(r"[A-Za-z0-9_@.-]{1,128}")
 
 
 class RtcError(RuntimeError):
@@ -35,6 +38,10 @@ def build_request(action: str, room_id: str, task_id: str) -> dict[str, Any]:
     """The payload of one snapshot call: action, version and JSON body (no credentials)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown RTC action {action!r}; one of {ACTIONS}")
+    for name, value in (("room id", room_id), ("task id", task_id)):
+        # The API admits only RTC's alphabet; a stored id outside it is refused, never echoed.
+        if not isinstance(value, str) or not RTC_ID.fullmatch(value):
+            raise ValueError(f"the {name} is not in RTC's alphabet (A-Z a-z 0-9 _ - . @, 1 to 128)")
     body: dict[str, Any] = {"AppId": settings.rtc_app_id(), "RoomId": room_id, "TaskId": task_id}
     if action == START:
         body = {**settings.start_snapshot_config(), **body}

@@ -1,0 +1,122 @@
+"""How long goalhub keeps what it writes, and what deletes it after.
+
+| collection | what | kept (default) | setting |
+|---|---|---|---|
+| ``requests`` | idempotency records (replayed answers) | 1 day | ``GOALHUB_RETENTION_REQUESTS`` |
+| ``outcomes`` | receiver outcomes, with the event's arguments | 30 days | ``GOALHUB_RETENTION_OUTCOMES`` |
+| ``events`` | which receivers an event went to | 30 days | ``GOALHUB_RETENTION_EVENTS`` |
+| ``outbound`` | outbound calls (RTC, Pusher, ...) and their answers | 30 days | ``GOALHUB_RETENTION_OUTBOUND`` |
+| ``goals``, ``sessions`` | the platform's data | until the platform deletes them | |
+
+Each record carries ``stored_at`` (a UTC datetime, from ``stamp()``). On MongoDB a TTL index
+on it (``expireAfterSeconds``) lets the server delete expired records itself; mongomock
+honours the same index. The embedded store has no TTL monitor: ``purge()`` deletes expired
+records, run by the scheduler process every ``GOALHUB_PURGE_INTERVAL`` seconds and by
+``goalhub purge``. Records written before ``stored_at`` existed are judged by their epoch
+timestamps. An outcome that expires takes its "already ok" memory with it: an event
+delivered again after that runs its receivers again (outbound calls keep their own record
+as long).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+from goalhub import config
+
+log = logging.getLogger(__name__)
+
+FIELD = "stored_at"
+INDEX = "stored_at_ttl"
+# Each collection, and the epoch fields that date its records written without ``stored_at``.
+COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "requests": ("created_at",),
+    "outcomes": ("queued_at", "at"),
+    "events": ("delivered_at",),
+    "outbound": ("created_at",),
+}
+
+_last_purge: dict[str, float] = {}
+
+
+def stamp() -> dict[str, datetime]:
+    """The field every expiring record is written with: ``{"stored_at": <now, naive UTC>}``
+    (naive: pymongo reads datetimes back naive, and mongomock compares with naive UTC)."""
+    return {FIELD: datetime.now(UTC).replace(tzinfo=None)}
+
+
+def _embedded(db: Any) -> bool:
+    return type(db).__module__ == "goalhub.sqlite_store"
+
+
+def ensure_indexes(db: Any) -> None:
+    """TTL indexes on ``stored_at`` (MongoDB, mongomock); a plain index on the embedded store,
+    whose expiry is ``purge``. A changed lifetime is applied to an existing index (collMod)."""
+    for name in COLLECTIONS:
+        ttl = config.retention_seconds(name)
+        collection = db[name]
+        if _embedded(db) or ttl <= 0:
+            collection.create_index(FIELD, name=f"{FIELD}_1")
+            continue
+        try:
+            collection.create_index(FIELD, name=INDEX, expireAfterSeconds=ttl)
+        except OperationFailure:
+            try:
+                db.command("collMod", name, index={"name": INDEX, "expireAfterSeconds": ttl})
+            except (OperationFailure, NotImplementedError, TypeError):
+                collection.drop_index(INDEX)
+                collection.create_index(FIELD, name=INDEX, expireAfterSeconds=ttl)
+
+
+def purge(db: Any | None = None, now: float | None = None, dry_run: bool = False) -> dict[str, int]:
+    """Delete every record past its lifetime; returns how many per collection (would be, if dry)."""
+    from goalhub.store import get_database
+
+    db = db if db is not None else get_database()
+    now = time.time() if now is None else now
+    counts = {}
+    for name, epoch_fields in COLLECTIONS.items():
+        ttl = config.retention_seconds(name)
+        if ttl <= 0:
+            counts[name] = 0
+            continue
+        cutoff = datetime.fromtimestamp(now - ttl, UTC).replace(tzinfo=None)
+        legacy = [{FIELD: {"$exists": False}, field: {"$lt": now - ttl}} for field in epoch_fields]
+        query = {"$or": [{FIELD: {"$lt": cutoff}}, *legacy]}
+        collection = db[name]
+        counts[name] = collection.count_documents(query) if dry_run else collection.delete_many(query).deleted_count
+    return counts
+
+
+def purge_when_due(interval: float | None = None) -> dict[str, int] | None:
+    """``purge`` on the embedded store if the last one in this process is ``interval`` seconds
+    old (the scheduler calls it on every poll); MongoDB expires records by itself."""
+    from goalhub.store import get_database
+
+    interval = config.purge_interval() if interval is None else interval
+    now = time.monotonic()
+    if now - _last_purge.get("at", -interval) < interval:
+        return None
+    _last_purge["at"] = now
+    db = get_database()
+    if not _embedded(db):
+        return None
+    try:
+        counts = purge(db)
+    except Exception:  # noqa: BLE001  (a failed purge is retried at the next interval; the scheduler goes on)
+        log.exception("purging expired records failed")
+        return None
+    if any(counts.values()):
+        log.info("purged expired records: %s", counts)
+    return counts
+
+
+def expires_in(name: str) -> timedelta | None:
+    """The configured lifetime of ``name``'s records (None: kept for ever)."""
+    ttl = config.retention_seconds(name)
+    return timedelta(seconds=ttl) if ttl > 0 else None
