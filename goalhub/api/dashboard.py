@@ -59,7 +59,7 @@ def register(app: Flask) -> None:
     app.after_request(_harden)
 
 
-def _guard() -> None:
+def _guard() -> Response | None:
     # App-level hooks run before the blueprint's own (which picks the Redis connection).
     if request.blueprint != BLUEPRINT:
         return
