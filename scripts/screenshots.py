@@ -83,7 +83,7 @@ def main(out_dir: str = "screenshots") -> int:
     try:
         server, base = start_api(env, work)
         processes.append(server)
-        auth = {"Authorization": f"Bearer {mint_token('6800a9073e0c346531958b03', ['CREATOR'])}"}
+        auth = {"Authorization": f"Bearer {mint_token('6800a9073e0c346531958b03', ['CREATOR', 'PLATFORM'])}"}
         session = requests.post(f"{base}/sessions", json={"sources": [{"room_id": "room-1", "task_id": "task-1"}]},
                                 headers=auth, timeout=10).json()["_id"]
         now = time.time()

@@ -44,7 +44,7 @@ def stack(tmp_path, use_plugins, monkeypatch):
     try:
         server, base = api_support.start_api(env, tmp_path, workers=2, threads=4)
         processes.append(server)
-        token = mint_token(STREAMER, ["CREATOR"])
+        token = mint_token(STREAMER, ["CREATOR", "PLATFORM"])  # the platform opens sessions with RTC sources
         yield SimpleNamespace(base=base, auth={"Authorization": f"Bearer {token}"},
                               logs={p.name: p.log_path for p in processes})
     finally:

@@ -62,7 +62,7 @@ def register(app: Flask) -> None:
 def _guard() -> Response | None:
     # App-level hooks run before the blueprint's own (which picks the Redis connection).
     if request.blueprint != BLUEPRINT:
-        return
+        return None
     _authenticate()
     if request.method not in ("GET", "HEAD") or request.endpoint in _CHANGING_GETS:
         _same_origin()

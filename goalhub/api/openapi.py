@@ -85,14 +85,20 @@ class Goal(BaseModel):
 
 
 class Source(BaseModel):
-    room_id: str = Field(min_length=1, max_length=128)
-    task_id: str = Field(min_length=1, max_length=128)
+    room_id: str = Field(pattern=r"^[A-Za-z0-9_@.-]{1,128}$")
+    task_id: str = Field(pattern=r"^[A-Za-z0-9_@.-]{1,128}$")
 
 
 class SessionBody(BaseModel):
     """``POST /sessions``: the RTC sources of the live session (optional)."""
 
     sources: list[Source] | None = Field(None, max_length=32)
+
+
+class SourcesBody(BaseModel):
+    """``PUT /sessions/<id>/sources``: the session's RTC sources, set by the platform."""
+
+    sources: list[Source] = Field(max_length=32)
 
 
 class Session(BaseModel):
@@ -214,6 +220,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/sessions", "start_session", "Start a live session", "sessions",
               {201: Session}, body=SessionBody, body_required=False, headers=IDEMPOTENCY_HEADERS),
     Operation("get", "/sessions/{session_id}", "get_session", "A live session", "sessions", {200: Session}),
+    Operation("put", "/sessions/{session_id}/sources", "set_sources",
+              "Set a live session's RTC sources (a PLATFORM token only)", "sessions", {200: Session},
+              body=SourcesBody),
     Operation("post", "/sessions/{session_id}/end", "end_session", "End a session and its goals", "sessions",
               {200: SessionEnded}),
     Operation("get", "/admin/receivers", "list_receivers", "Receivers and their circuit breakers (ADMIN)", "admin",
