@@ -15,6 +15,7 @@ A missing scope is a ``Forbidden`` (403) with code ``scope_missing``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -83,6 +84,12 @@ def signing_keys() -> dict[str, str]:
     raw = config.jwt_keys()
     if raw is None:
         return _dev_keys()
+    return _configured_keys(raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _configured_keys(raw: str) -> dict[str, str]:
+    # Parsed once per value (every request verifies a token), still read on every call.
     return _parse_keys(raw, source="GOALHUB_JWT_KEYS")
 
 
@@ -126,13 +133,23 @@ def _looks_asymmetric(secret: str) -> bool:
     return "-----BEGIN" in secret or secret.startswith(("ssh-", "ecdsa-sha2-"))
 
 
+# path -> (the file's mtime and size, its keys): the file is read again only when it changes.
+_dev_cache: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
+
+
 def _dev_keys() -> dict[str, str]:
     path = config.home() / DEV_KEYS_FILE
     if not path.exists():
         _create_dev_keys(path)
-    if os.name == "posix" and path.stat().st_mode & 0o077:
+    stat = path.stat()
+    cached = _dev_cache.get(str(path))
+    if cached and cached[0] == (stat.st_mtime_ns, stat.st_size):
+        return cached[1]
+    if os.name == "posix" and stat.st_mode & 0o077:
         log.warning("%s is readable by other users; it should be mode 0600", path)
-    return _parse_keys(path.read_text(encoding="utf-8"), source=str(path))
+    keys = _parse_keys(path.read_text(encoding="utf-8"), source=str(path))
+    _dev_cache[str(path)] = ((stat.st_mtime_ns, stat.st_size), keys)
+    return keys
 
 
 def _create_dev_keys(path: Path) -> None:

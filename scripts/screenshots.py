@@ -36,13 +36,13 @@ USER, PASSWORD = "ops", "screenshots-password"
 
 
 def chromium() -> str | None:
+    """Debian's chromium, installed by the project's one installer when missing (as root)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+    if found:
         return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=300)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, timeout=600)
-    return shutil.which("chromium")
+    subprocess.run(["sh", str(HERE / "ensure-chromium.sh")], check=False, timeout=900,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def shoot(browser: str, url: str, path: Path, profile: Path) -> None:

@@ -135,5 +135,10 @@ def test_a_failed_receiver_is_retried_after_its_backoff_by_the_scheduler_process
     )
     outcome = wait_for(lambda: db.outcomes.find_one({"goal_id": goal_id, "receiver": "fail_once", "status": "ok"}))
     assert outcome["attempts"] == 2 and outcome["result"] == 2
-    # The worker forked no scheduler of its own.
-    assert all("run_worker" not in " ".join(child.cmdline()) for child in psutil.Process(processes["worker"].pid).children())
+    # The worker forked no scheduler of its own: no child of it lives on. (A work-horse, its
+    # fork too, may still be exiting for a moment after its job; a scheduler would stay.)
+    def no_forked_process_left() -> bool:
+        return all("run_worker" not in " ".join(child.cmdline())
+                   for child in psutil.Process(processes["worker"].pid).children())
+
+    assert wait_for(no_forked_process_left, timeout=10)
