@@ -15,10 +15,8 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import api_support
 import pytest
 import requests
+from reliability.support import OutboundServer
 
 from goalhub.auth import mint_token
 from goalhub.store import get_database
@@ -38,36 +37,15 @@ WORKER = "from goalhub.worker import run_worker; run_worker()"
 SCHEDULER = "from goalhub.worker import run_scheduler; run_scheduler()"
 
 
-class TallyService:
-    """The HTTP service the ``tally`` plugin calls: keeps every request and what it answered."""
+class TallyService(OutboundServer):
+    """The HTTP service the ``tally`` plugin calls (the reliability tests' counting server)."""
 
-    def __init__(self) -> None:
-        self.failing = False
-        self.calls: list[tuple[str, int]] = []
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                status = 500 if service.failing else 200
-                service.calls.append((body["goal_id"], status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tally"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def calls(self) -> list[tuple[str, int]]:
+        return [(json.loads(call["body"])["goal_id"], call["status"]) for call in self.requests]
 
     def accepted(self) -> Counter:
         return Counter(goal for goal, status in self.calls if status == 200)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -77,7 +55,7 @@ def stack(tmp_path, monkeypatch):
     service = TallyService()
     site = tmp_path / "site"
     env = api_support.process_env(GOALHUB_PLUGINS="api_support", GOALHUB_LOAD_PLUGINS="",
-                                  GOALHUB_TALLY_URL=service.url, GOALHUB_RECEIVER_BACKOFF="0",
+                                  GOALHUB_TALLY_URL=f"{service.url}/tally", GOALHUB_RECEIVER_BACKOFF="0",
                                   GOALHUB_BREAKER_THRESHOLD="3", GOALHUB_RECEIVER_RETRIES="2")
     processes: dict[str, api_support.ChildProcess] = {}
     state = SimpleNamespace(env=env, service=service, processes=processes, tmp=tmp_path)
@@ -153,7 +131,7 @@ def test_backfill_a_plugin_installed_after_the_goals(stack):
     until, since = ("--until", str(between)), ("--since", str(between))
     dry = stack.cli("backfill", "tally", "--event", "goal.created", *until, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout)["delivered"] == 20 and stack.service.calls == []
+    assert json.loads(dry.stdout)["delivered"] == 20 and stack.service.requests == []
 
     done = stack.cli("backfill", "tally", "--event", "goal.created", *until, "--json")
     assert done.returncode == 0, done.stderr + done.stdout

@@ -123,22 +123,26 @@ def show_goal(world: SimpleNamespace) -> dict[str, Any]:
 
 class OutboundServer:
     """One local HTTP server standing in for BytePlus RTC, Pusher, the notification service and
-    the analytics sink: every request is kept, so a call made twice is seen twice."""
+    the analytics sink: every request is kept, so a call made twice is seen twice. ``failing``
+    makes it answer 500, as a service that is down (each call keeps the status it got)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.failing = False
         lock = threading.Lock()
         calls = self.requests
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode(errors="replace")
+                status = 500 if server.failing else 200
                 with lock:
-                    calls.append({"path": self.path, "body": body,
+                    calls.append({"path": self.path, "body": body, "status": status,
                                   "key": self.headers.get("Idempotency-Key")})
                 payload = json.dumps({"ResponseMetadata": {"RequestId": "test"}, "Result": {"Message": "success"}})
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
