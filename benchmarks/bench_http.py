@@ -119,6 +119,9 @@ def main() -> None:
     print(f"{queued} create_goal jobs were enqueued by the POSTs (no worker ran). The client threads share the "
           "machine's cores (and one GIL) with the server, so the floor is a floor of this client too.\n")
     support.write_headlines(options.json, headlines)
+    failed = {name: r["errors"] for name, r in results.items() if r["errors"]}
+    if failed:  # a rate of refused requests measures nothing
+        raise SystemExit(f"requests answered with an unexpected status: {failed}")
 
 
 if __name__ == "__main__":

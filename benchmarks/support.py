@@ -132,6 +132,9 @@ def temporary_home(load_plugins: Sequence[str] = (), disabled: Sequence[str] = (
     for name in [n for n in os.environ if n.startswith("GOALHUB_")]:
         del os.environ[name]
     os.environ["GOALHUB_HOME"] = str(home)
+    # The abuse limits (per-user rates, open goals per session) are off: one benchmark client
+    # creates thousands of goals for one streamer, which they exist to refuse.
+    os.environ.update(GOALHUB_RATE_LIMIT_GOALS="off", GOALHUB_RATE_LIMIT_SESSIONS="off", GOALHUB_MAX_OPEN_GOALS="0")
     os.environ["GOALHUB_LOAD_PLUGINS"] = ",".join(load_plugins)
     if disabled:
         os.environ["GOALHUB_DISABLED_PLUGINS"] = ",".join(disabled)

@@ -7,15 +7,27 @@ records a sample and inherited by what it starts. ``/metrics`` (``goalhub.api.me
 adds them up at each scrape, with the gauges read from Redis then (queue depth, scheduled
 jobs, the scheduler's last poll).
 
+prometheus-client writes one file per process and kind (``counter_<pid>.db``...), and a
+forking worker runs every job in a new process: left alone, the directory would gain files
+with every job and each scrape would read them all. ``compact`` (each worker runs it at its
+registry maintenance) folds the counter and histogram files of processes that are gone into
+one ``<kind>_archive.db`` per kind; a scrape and a compaction never overlap (a file lock).
+
 Recording never raises: a metric that cannot be written is logged, the work goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import logging
 import os
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
+
+import psutil
 
 from goalhub import config
 
@@ -106,3 +118,55 @@ def process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid, multiprocess_dir())
     except Exception:
         log.exception("could not mark API process %s dead for metrics", pid)
+
+
+@contextlib.contextmanager
+def _locked(shared: bool) -> Iterator[None]:
+    path = os.path.join(multiprocess_dir(), ".compaction.lock")  # not *.db: the collector skips it
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def reading() -> contextlib.AbstractContextManager[None]:
+    """Hold while a scrape reads the files: no compaction moves samples meanwhile."""
+    return _locked(shared=True)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def compact() -> int:
+    """Fold the counter and histogram files of processes that are gone (finished work-horses,
+    stopped processes) into ``counter_archive.db`` and ``histogram_archive.db``: the totals a
+    scrape adds up stay the same, the files do not pile up. Returns how many were folded."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    directory = multiprocess_dir()
+    folded = 0
+    with _locked(shared=False):
+        for kind in ("counter", "histogram"):
+            dead = [path for path in glob.glob(os.path.join(directory, f"{kind}_*.db"))
+                    if (ident := os.path.basename(path)[len(kind) + 1:-3]).isdigit() and _gone(int(ident))]
+            if not dead:
+                continue
+            archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+            try:
+                for path in dead:
+                    for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(path):
+                        current, _ = archive.read_value(key)
+                        archive.write_value(key, current + value, timestamp)
+                    os.remove(path)
+                    folded += 1
+            finally:
+                archive.close()
+    return folded

@@ -19,7 +19,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 
-from goalhub import config
+from goalhub import config, metrics
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, get_scheduler
@@ -98,6 +98,7 @@ class RecoveringWorker(Worker):
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
+        metrics.compact()  # the metric files of this machine's finished work-horses
         super().clean_registries()
 
 
@@ -126,6 +127,11 @@ def prepare_worker() -> None:
         dispatch.receivers(event)
     get_plugin_manager().hook.goal_types()
     get_database()  # the store opened and its indexes ensured; a horse reuses it (goalhub.store)
+    metrics.prepare()  # prometheus-client imported once, not in every horse (about 20 ms each)
+    import goalhub
+
+    for name in goalhub.__all__:  # the public names a plugin uses, imported lazily: once, here
+        getattr(goalhub, name)
 
 
 def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = None, logging_level: str = "INFO") -> bool:

@@ -61,4 +61,6 @@ def scrape() -> Response:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics.multiprocess_dir())
     registry.register(RedisCollector())
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    with metrics.reading():
+        body = generate_latest(registry)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

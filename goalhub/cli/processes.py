@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from goalhub import config, logs, metrics
+from goalhub import config, logs
 
 
 @click.command()
@@ -34,7 +34,6 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
     from goalhub.worker import run_worker
 
     logs.configure("worker")
-    metrics.prepare()
     run_worker(burst=burst, simple=simple, name=name)
 
 
