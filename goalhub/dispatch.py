@@ -398,10 +398,13 @@ def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value:
         raise exc_value
     except BaseException as exc:
         fields = redaction.failure_fields(exc)
-    get_database().outcomes.update_one(
+    recorded = get_database().outcomes.update_one(
         {"_id": job.args[0], "status": "running"},
         {"$set": {"status": status, **fields, "finished_at": time.time()}},
     )
+    if recorded.modified_count:  # a failed run the receiver could not count itself
+        event_key, _, receiver_id = job.args[0].rpartition("|")
+        breaker.record_failure(receiver_id, event_key, str(fields.get("error")))
 
 
 def retry_outcome(outcome_key: str) -> str:

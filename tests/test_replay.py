@@ -366,3 +366,20 @@ def test_admin_api_backfill_resume_and_receivers(db, inline_plugin, drain, monke
     drain()
     assert sorted(plugin.runs["fragile"]) == sorted(goals[:2])
     assert "goalhub_receiver_tripped{" not in client.get("/metrics", headers=admin).data.decode()
+
+
+def test_a_run_killed_before_it_could_record_counts_towards_the_breaker(db, monkeypatch):
+    """A work-horse killed mid-run (or cut by RQ's timeout) cannot record its own failure: RQ's
+    failure callback does, and the breaker counts it like a raise."""
+    from goalhub.queues import get_queue
+
+    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "1")
+    key = f"goal.ended:{ObjectId()}|counting.fragile"
+    db.outcomes.insert_one({"_id": key, "status": "running", "plugin": "counting", "receiver": "fragile"})
+    job = get_queue().enqueue(dispatch.run_receiver, key)
+    dispatch.on_receiver_job_failure(job, job.connection, SystemExit, SystemExit("work-horse killed"), None)
+    assert db.outcomes.find_one({"_id": key})["status"] == "failed"
+    assert breaker.tripped()["counting.fragile"]["failures"] == 1
+    # A failure the receiver recorded itself is not counted twice by the callback.
+    dispatch.on_receiver_job_failure(job, job.connection, SystemExit, SystemExit("again"), None)
+    assert breaker.tripped()["counting.fragile"]["failures"] == 1
