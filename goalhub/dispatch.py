@@ -292,7 +292,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         db.outcomes.update_one(
             {"_id": outcome_key},
             {"$set": {"status": status, **fields, "timed_out": timed_out, "started_at": started,
-                      "duration_ms": seconds * 1000, "finished_at": time.time()}},
+                      "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id()}},
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
@@ -304,12 +304,18 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     db.outcomes.update_one(
         {"_id": outcome_key},
         {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
-                  "duration_ms": seconds * 1000, "finished_at": time.time()}},
+                  "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id()}},
     )
     breaker.record_ok(receiver.id)
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
     log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
     return None, plain
+
+
+def _job_id() -> str | None:
+    """The RQ job that ran the receiver: the one that sent the event (inline), or its own."""
+    job = get_current_job()
+    return job.id if job is not None else None
 
 
 def _record_paused(db: Any, receiver: Receiver, outcome_key: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import goalhub
 
 
-@goalhub.receiver("goal.created", "KaraokeGoal")
+# isolated: its own RQ job, which fails (an inline receiver fails inside its goal's job).
+@goalhub.receiver("goal.created", "KaraokeGoal", isolated=True)
 def push_to_rtc_overlay(goal_id: str) -> None:
     raise ConnectionError("RTC overlay service unreachable (screenshot demo)")

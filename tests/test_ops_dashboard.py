@@ -104,6 +104,10 @@ def test_a_goals_outcomes_link_each_receiver_to_its_rq_job(client, db, drain, in
         def always_fails(self, goal_id):
             raise RuntimeError("the RTC service said no")
 
+        @goalhub.receiver("goal.created")
+        def always_works(self, goal_id):
+            return "fine"
+
     inline_plugin(Failing(), name="failing")
     goal = goal_document("KaraokeGoal", str(ObjectId()), str(ObjectId()))
     tasks.enqueue_create_goal(goal)
@@ -112,6 +116,10 @@ def test_a_goals_outcomes_link_each_receiver_to_its_rq_job(client, db, drain, in
     assert "failing.always_fails" in page and "RuntimeError: the RTC service said no" in page
     outcome_job = "receiver-"  # the job ids derive from the outcome ids
     assert f'href="/rq/0/view/job/{outcome_job}' in page and 'class="failed"' in page
+    # A receiver that ran inline links to the job that ran it: the goal's create_goal job.
+    assert db.outcomes.find_one({"goal_id": goal["_id"], "receiver": "always_works"})["job_id"] == \
+        f"create-{goal['_id']}"
+    assert f'href="/rq/0/view/job/create-{goal["_id"]}"' in page
     assert client.get("/rq/goalhub/goals/not-an-id", headers=AUTH).status_code == 404
 
 

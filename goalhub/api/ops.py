@@ -238,7 +238,10 @@ def goal_page(goal_id: str) -> Response:
     goal["nbf_text"], goal["exp_text"] = _when(goal.get("nbf")), _when(goal.get("exp"))
     outcomes = sorted(get_database().outcomes.find({"goal_id": goal_id}),
                       key=lambda o: (o.get("event", ""), o.get("plugin", ""), o.get("receiver", "")))
-    jobs = Job.fetch_many([job_id("receiver", o["_id"]) for o in outcomes], connection=get_redis())
+    # The job that ran each receiver (recorded with its outcome: the event's own job when it ran
+    # inline); a receiver not run yet has its own job waiting (``receiver-...``).
+    ran_in = [o.get("job_id") or job_id("receiver", o["_id"]) for o in outcomes]
+    jobs = Job.fetch_many(ran_in, connection=get_redis())
     for outcome, job in zip(outcomes, jobs, strict=True):
         if outcome.get("status") == "skipped":
             outcome["job_note"] = "no job (skipped)"
