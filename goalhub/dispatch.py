@@ -172,6 +172,12 @@ def outcome_id(event_key: str, receiver: Receiver) -> str:
     return f"{event_key}|{receiver.id}"
 
 
+def outcome_parts(outcome_key: str) -> tuple[str, str]:
+    """(event id, receiver id) of an outcome id (``outcome_id``'s inverse)."""
+    event_key, _, receiver_id = outcome_key.rpartition("|")
+    return event_key, receiver_id
+
+
 def targeted(receiver: Receiver, only: Collection[str] | None) -> bool:
     """Whether ``receiver`` is among ``only`` (receiver ids ``plugin.receiver`` or plugin names; None: all)."""
     return only is None or receiver.id in only or receiver.plugin in only
@@ -264,7 +270,7 @@ def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:
 def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any]) -> Job | None:
     """Run a receiver whose outcome record this delivery just wrote; a job only if it failed."""
     if breaker.is_paused(receiver.id):
-        _record_paused(db, receiver, outcome_key)
+        _record_paused(db, outcome_key)
         return None
     retries = receiver.retries
     failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries)
@@ -272,7 +278,7 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
         return None
     # Today's retry path, alone: its own job after the first backoff, the rest of its retries on it.
     backoff = receiver.backoff
-    return _enqueue_receiver(receiver, outcome_key, outcome_key.split("|", 1)[0], retries=retries - 1,
+    return _enqueue_receiver(receiver, outcome_key, outcome_parts(outcome_key)[0], retries=retries - 1,
                              backoff=backoff[1:] or backoff[-1:], delay=backoff[0])
 
 
@@ -296,7 +302,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
-        breaker.record_failure(receiver.id, outcome_key.split("|", 1)[0], fields["error"])
+        breaker.record_failure(receiver.id, outcome_parts(outcome_key)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
         return exc, None
     seconds = time.perf_counter() - clock
@@ -318,9 +324,13 @@ def _job_id() -> str | None:
     return job.id if job is not None else None
 
 
-def _record_paused(db: Any, receiver: Receiver, outcome_key: str) -> None:
-    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"status": "paused", "paused_at": time.time()}})
-    metrics.receiver_outcome(receiver.plugin, receiver.name, "paused", 0.0)
+def _record_paused(db: Any, outcome_key: str) -> None:
+    """Its receiver is tripped: the outcome is ``paused`` (unless done), not run, not an attempt."""
+    if db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
+                              {"$set": {"status": "paused", "paused_at": time.time()}}).modified_count:
+        # A receiver's name has no dot; a plugin's (``goalhub.lifecycle``) may.
+        plugin, _, name = outcome_parts(outcome_key)[1].rpartition(".")
+        metrics.receiver_outcome(plugin, name, "paused", 0.0)
 
 
 def _enqueue_receiver(receiver: Receiver, outcome_key: str, event_key: str, *, queue: str = "default",
@@ -358,12 +368,8 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
-    paused_id = outcome_key.rsplit("|", 1)[-1]
-    if breaker.is_paused(paused_id):  # tripped: not run, not counted as an attempt, no retry after this
-        if db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
-                                  {"$set": {"status": "paused", "paused_at": time.time()}}).modified_count:
-            plugin, _, name = paused_id.partition(".")
-            metrics.receiver_outcome(plugin, name, "paused", 0.0)
+    if breaker.is_paused(outcome_parts(outcome_key)[1]):  # tripped: no run, and no retry after this
+        _record_paused(db, outcome_key)
         return {"status": "paused"}
     # The guard: a receiver that is ok (or skipped) is never run again, whatever job runs.
     outcome = db.outcomes.find_one_and_update(
@@ -409,22 +415,26 @@ def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value:
         {"$set": {"status": status, **fields, "finished_at": time.time()}},
     )
     if recorded.modified_count:  # a failed run the receiver could not count itself
-        event_key, _, receiver_id = job.args[0].rpartition("|")
+        event_key, receiver_id = outcome_parts(job.args[0])
         breaker.record_failure(receiver_id, event_key, str(fields.get("error")))
 
 
-def retry_outcome(outcome_key: str) -> str:
-    """Run a failed receiver again (by hand: ``goalhub retry``); returns the job id."""
+def retry_outcome(outcome_key: str, *, statuses: Collection[str] = ("failed",), kind: str = "retry",
+                  queue: str = "default") -> str:
+    """Run a receiver again whose outcome is in ``statuses``: a failed one by hand (``goalhub
+    retry``), or a paused or failed one when its breaker is closed (``kind="resume"``, on the
+    backfill queue). Returns the job id; ``LookupError`` when the outcome is in none of them."""
     db = get_database()
     outcome = db.outcomes.find_one_and_update(
-        {"_id": outcome_key, "status": "failed"}, {"$set": {"status": "queued", "queued_at": time.time()}}
+        {"_id": outcome_key, "status": {"$in": list(statuses)}},
+        {"$set": {"status": "queued", "queued_at": time.time()}},
     )
     if outcome is None:
-        raise LookupError(f"no failed outcome {outcome_key!r}")
-    jid = job_id("retry", f"{outcome_key}|{outcome.get('attempts', 0)}")
-    get_queue().enqueue(
+        raise LookupError(f"no {' or '.join(statuses)} outcome {outcome_key!r}")
+    jid = job_id(kind, f"{outcome_key}|{outcome.get('attempts', 0)}")
+    get_queue(queue).enqueue(
         run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
-        description=f"retry {outcome_key}",
+        description=f"{kind} {outcome_key}",
     )
     return jid
 

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from rq import Callback
 
 from goalhub import breaker, dispatch
 from goalhub.connection import get_redis
@@ -189,17 +188,10 @@ def backfill(target: str, event: str, *, goal_class: str | None = None, since: f
 def redeliver(outcome_key: str) -> str | None:
     """Run a ``paused`` or ``failed`` outcome's receiver again, on the backfill queue; the job
     id, or None when the outcome is in neither state (already redelivered, or ok)."""
-    outcome = get_database().outcomes.find_one_and_update(
-        {"_id": outcome_key, "status": {"$in": ["paused", "failed"]}},
-        {"$set": {"status": "queued", "queued_at": time.time()}},
-    )
-    if outcome is None:
+    try:
+        return dispatch.retry_outcome(outcome_key, statuses=("paused", "failed"), kind="resume", queue="backfill")
+    except LookupError:
         return None
-    jid = job_id("resume", f"{outcome_key}|{outcome.get('attempts', 0)}")
-    get_queue("backfill").enqueue(dispatch.run_receiver, outcome_key, job_id=jid,
-                                  on_failure=Callback(dispatch.on_receiver_job_failure),
-                                  description="resume a paused receiver")
-    return jid
 
 
 def resume(target: str) -> dict[str, Any]:
