@@ -24,8 +24,11 @@ from goalhub.hookspecs import EVENT_HOOKS
 
 blueprint = Blueprint("admin", __name__)
 
+# What a backfill request may name; the OpenAPI document (goalhub.api.openapi) says the same.
 # ``plugin`` or ``plugin.receiver``: entry-point and Python names.
 TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
+GOAL_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+MAX_RATE = 10000
 BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate"}
 
 
@@ -67,7 +70,7 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise BadRequest(f"event must be one of {', '.join(EVENT_HOOKS)}", code="unknown_event", field="event")
     params["event"] = event
     cls = body.get("cls")
-    if cls is not None and (not isinstance(cls, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", cls)):
+    if cls is not None and (not isinstance(cls, str) or not GOAL_CLASS.fullmatch(cls)):
         raise BadRequest("cls must be a goal class name", code="invalid_cls", field="cls")
     params["cls"] = cls
     for name in ("since", "until"):
@@ -80,7 +83,7 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise BadRequest("dry_run must be true or false", code="invalid_type", field="dry_run")
     params["dry_run"] = dry_run
     rate = body.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 10000):
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE):
         raise BadRequest("rate must be a number of events a second, above 0", code="invalid_rate", field="rate")
     params["rate"] = rate
     replay.target_receivers(params["target"], event)  # 404 now rather than a failed job later

@@ -19,6 +19,8 @@ from typing import Any, Literal
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
 
+from goalhub.api import admin, sessions
+
 OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
 # Routes that are not part of the API contract: operator pages and this document itself.
@@ -85,8 +87,8 @@ class Goal(BaseModel):
 
 
 class Source(BaseModel):
-    room_id: str = Field(pattern=r"^[A-Za-z0-9_@.-]{1,128}$")
-    task_id: str = Field(pattern=r"^[A-Za-z0-9_@.-]{1,128}$")
+    room_id: str = Field(pattern=f"^{sessions.SOURCE_ID.pattern}$")
+    task_id: str = Field(pattern=f"^{sessions.SOURCE_ID.pattern}$")
 
 
 class SessionBody(BaseModel):
@@ -157,13 +159,13 @@ class BackfillBody(BaseModel):
     """``POST /admin/backfill``: past events to deliver to one plugin or receiver."""
 
     model_config = ConfigDict(extra="forbid")
-    target: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
+    target: str = Field(pattern=f"^{admin.TARGET.pattern}$")
     event: Literal["goal.created", "goal.added", "goal.ended"] = "goal.created"
-    cls: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    cls: str | None = Field(None, pattern=f"^{admin.GOAL_CLASS.pattern}$")
     since: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
     until: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
     dry_run: bool = False
-    rate: float | None = Field(None, gt=0, le=10000, description="at most this many events a second")
+    rate: float | None = Field(None, gt=0, le=admin.MAX_RATE, description="at most this many events a second")
 
 
 class BackfillStarted(BaseModel):
