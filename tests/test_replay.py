@@ -73,15 +73,27 @@ def fresh_breaker():
     breaker.forget()
 
 
+@pytest.fixture
+def counting(inline_plugin, monkeypatch):
+    """``counting(threshold, retries, broken=True)``: the Counting plugin registered, with the
+    breaker's threshold and the receivers' retries set; returns the plugin."""
+
+    def make(threshold: int, retries: int, *, broken: bool = True) -> Counting:
+        monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", str(threshold))
+        monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", str(retries))
+        plugin = Counting()
+        plugin.broken = broken
+        inline_plugin(plugin, "counting")
+        return plugin
+
+    return make
+
+
 # --- circuit breaker ------------------------------------------------------------------------
 
 
-def test_a_failing_receiver_trips_after_k_events_and_its_retries_stop(db, inline_plugin, drain, monkeypatch):
-    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "3")
-    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "2")
-    plugin = Counting()
-    plugin.broken = True
-    inline_plugin(plugin, "counting")
+def test_a_failing_receiver_trips_after_k_events_and_its_retries_stop(db, counting, drain):
+    plugin = counting(3, 2)
     goals = [str(ObjectId()) for _ in range(6)]
     for goal_id in goals:
         dispatch.deliver("goal.ended", ended(goal_id))
@@ -121,11 +133,8 @@ def test_a_failing_receiver_trips_after_k_events_and_its_retries_stop(db, inline
     assert len(plugin.runs["fragile"]) == 7 and len(plugin.runs["steady"]) == 7
 
 
-def test_a_success_ends_the_streak(db, inline_plugin, drain, monkeypatch):
-    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "2")
-    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
-    plugin = Counting()
-    inline_plugin(plugin, "counting")
+def test_a_success_ends_the_streak(db, counting, drain):
+    plugin = counting(2, 0, broken=False)
     for broken in (True, False, True, False, True):
         plugin.broken = broken
         dispatch.deliver("goal.ended", ended(str(ObjectId())))
@@ -135,12 +144,8 @@ def test_a_success_ends_the_streak(db, inline_plugin, drain, monkeypatch):
     assert statuses(db, "fragile") == ["failed"] * 3 + ["ok"] * 2
 
 
-def test_the_breaker_counts_events_not_retries(db, inline_plugin, drain, monkeypatch):
-    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "2")
-    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "4")
-    plugin = Counting()
-    plugin.broken = True
-    inline_plugin(plugin, "counting")
+def test_the_breaker_counts_events_not_retries(db, counting, drain):
+    counting(2, 4)
     dispatch.deliver("goal.ended", ended(str(ObjectId())))
     drain()
     assert not breaker.is_paused("counting.fragile")
@@ -148,12 +153,8 @@ def test_the_breaker_counts_events_not_retries(db, inline_plugin, drain, monkeyp
     assert db.outcomes.find_one({"receiver": "fragile"})["attempts"] == 5
 
 
-def test_breakers_show_in_the_cli(db, inline_plugin, drain, monkeypatch):
-    monkeypatch.setenv("GOALHUB_BREAKER_THRESHOLD", "1")
-    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
-    plugin = Counting()
-    plugin.broken = True
-    inline_plugin(plugin, "counting")
+def test_breakers_show_in_the_cli(db, counting, drain):
+    counting(1, 0)
     dispatch.deliver("goal.ended", ended(str(ObjectId())))
     drain()
     runner = CliRunner()
