@@ -94,6 +94,11 @@ def wait_for_outcomes(
         time.sleep(0.05 if local else 0.1)
 
 
+def wait_for_outcome_ids(ids: list[str], timeout: float) -> tuple[list[dict[str, Any]], bool]:
+    """``wait_for_outcomes`` of the outcome records with these ids (all written already)."""
+    return wait_for_outcomes(lambda: (list(get_database().outcomes.find({"_id": {"$in": ids}})), True), timeout)
+
+
 @click.command()
 @click.argument("signal_name", metavar="SIGNAL", type=click.Choice(list(EVENT_HOOKS)))
 @click.option("--cls", "goal_class", required=True, help="The goal class (_cls), e.g. ConfettiGoal.")
@@ -306,7 +311,7 @@ def retry(
         click.echo(f"retrying {outcome_id}", err=True)
     if no_wait:
         return
-    found, finished = wait_for_outcomes(lambda: (list(db.outcomes.find({"_id": {"$in": ids}})), True), timeout)
+    found, finished = wait_for_outcome_ids(ids, timeout)
     print_outcomes(found)
     if not finished:
         raise click.ClickException(

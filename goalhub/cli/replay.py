@@ -9,10 +9,9 @@ from typing import Any
 import click
 
 from goalhub import replay
-from goalhub.cli.events import wait_for_outcomes
+from goalhub.cli.events import wait_for_outcome_ids
 from goalhub.cli.output import clock, echo_json, print_outcomes, table
 from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.store import get_database
 
 
 def _bar(progress: replay.Progress) -> str:
@@ -61,10 +60,7 @@ def backfill(target: str, event: str, goal_class: str | None, since: str | None,
     summary: dict[str, Any] = progress.summary()
     summary["failed"] = 0
     if not dry_run and not no_wait and progress.outcomes:
-        ids = progress.outcomes
-        found, finished = wait_for_outcomes(
-            lambda: (list(get_database().outcomes.find({"_id": {"$in": ids}})), True), timeout
-        )
+        found, finished = wait_for_outcome_ids(progress.outcomes, timeout)
         summary["failed"] = sum(1 for o in found if o["status"] in ("failed", "paused"))
         summary["finished"] = finished
         if not as_json and summary["failed"]:
@@ -91,9 +87,7 @@ def resume(target: str, no_wait: bool, timeout: float, as_json: bool) -> None:
     ids = result["redelivered"]
     found: list[dict[str, Any]] = []
     if ids and not no_wait:
-        found, result["finished"] = wait_for_outcomes(
-            lambda: (list(get_database().outcomes.find({"_id": {"$in": ids}})), True), timeout
-        )
+        found, result["finished"] = wait_for_outcome_ids(ids, timeout)
     result["failed"] = sum(1 for o in found if o["status"] in ("failed", "paused"))
     if as_json:
         echo_json(result)
