@@ -139,9 +139,11 @@ _dev_cache: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
 
 def _dev_keys() -> dict[str, str]:
     path = config.home() / DEV_KEYS_FILE
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         _create_dev_keys(path)
-    stat = path.stat()
+        stat = path.stat()
     cached = _dev_cache.get(str(path))
     if cached and cached[0] == (stat.st_mtime_ns, stat.st_size):
         return cached[1]
@@ -177,12 +179,30 @@ def _create_dev_keys(path: Path) -> None:
 
 
 def verify_token(token: str) -> Principal:
-    """The ``Principal`` of a valid bearer token; ``Unauthorized`` for anything else."""
+    """The ``Principal`` of a valid bearer token; ``Unauthorized`` for anything else.
+
+    A client sends the same token with every request while it lasts, so a verdict is kept
+    (per process, the last ``VERIFIED_TOKENS`` tokens that passed): keyed by the token and
+    everything else it depends on (the key set, audience, issuer, leeway), so a rotated key
+    or a new audience verifies again. Only time changes a kept verdict: a token valid once
+    stays past its ``nbf`` and ``iat``, and its ``exp`` is checked on every use."""
     if not isinstance(token, str) or not token.strip():
         raise Unauthorized("a bearer token is required", code="token_missing")
     if len(token) > _MAX_TOKEN_LENGTH:
         raise Unauthorized("the bearer token is too long", code="token_malformed")
+    leeway = config.jwt_leeway()
+    principal = _verified(token, tuple(signing_keys().items()), config.jwt_audience(), config.jwt_issuer(), leeway)
+    # PyJWT's own test (api_jwt._validate_exp), as at the first verification.
+    if principal.claims["exp"] <= time.time() - leeway:
+        raise Unauthorized("the bearer token has expired", code="token_expired")
+    return principal
 
+
+VERIFIED_TOKENS = 1024
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKENS)  # keeps what returns; a refusal raises, is never kept
+def _verified(token: str, keys: tuple[tuple[str, str], ...], audience: str, issuer: str, leeway: int) -> Principal:
     try:
         header = jwt.get_unverified_header(token)
     except (jwt.PyJWTError, ValueError, RecursionError):
@@ -195,12 +215,12 @@ def verify_token(token: str) -> Principal:
     if not isinstance(kid, str) or not kid:
         raise Unauthorized("the bearer token has no key id (kid)", code="token_kid_missing")
     # Exactly the named key: trying every key would let one leaked key sign as any kid.
-    secret = signing_keys().get(kid)
+    secret = dict(keys).get(kid)
     if secret is None:
         raise Unauthorized("the bearer token's key id (kid) is not known", code="token_kid_unknown")
 
     _check_signature_and_shape(token, secret)
-    claims = _check_claims(token, secret)
+    claims = _check_claims(token, secret, audience, issuer, leeway)
 
     sub = claims["sub"]
     if not isinstance(sub, str) or not _OBJECT_ID.fullmatch(sub):
@@ -241,15 +261,15 @@ def _check_signature_and_shape(token: str, secret: str) -> None:
             raise Unauthorized(f"the bearer token's {name} must be a number", code="token_claims")
 
 
-def _check_claims(token: str, secret: str) -> dict[str, Any]:
+def _check_claims(token: str, secret: str, audience: str, issuer: str, leeway: int) -> dict[str, Any]:
     try:
         return jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            audience=config.jwt_audience(),
-            issuer=config.jwt_issuer(),
-            leeway=config.jwt_leeway(),
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
             options={"require": ["exp", "sub"]},
         )
     except jwt.ExpiredSignatureError:

@@ -36,7 +36,16 @@ def get_queue(kind: str = "default") -> Queue:
     """``lifecycle``, ``default`` or ``backfill``."""
     lifecycle, default, backfill = queue_names()
     name = {"lifecycle": lifecycle, "backfill": backfill}.get(kind, default)
-    return Queue(name, connection=get_redis(), default_timeout=config.job_timeout())
+    connection, timeout = get_redis(), config.job_timeout()
+    key = (name, id(connection), timeout)
+    queue = _queues.get(key)
+    if queue is None or queue.connection is not connection:
+        queue = _queues[key] = Queue(name, connection=connection, default_timeout=timeout)
+    return queue
+
+
+# (name, client, timeout) -> its Queue: made once per process, not on every enqueue.
+_queues: dict[tuple[str, int, int], Queue] = {}
 
 
 def all_queues() -> list[Queue]:

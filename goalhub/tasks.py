@@ -54,8 +54,11 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
     options: dict[str, Any] = {"job_id": job_id("create", goal_id),
                                "description": f"create_goal {goal['_cls']} {goal_id}"}
     if fresh:
-        get_queue().enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
-                            meta=job_meta(), **options)
+        queue = get_queue()
+        with queue.connection.pipeline() as pipe:  # one round trip: RQ alone makes two
+            queue.enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
+                          meta=job_meta(), pipeline=pipe, **options)
+            pipe.execute()
     else:
         enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, **options)
     return goal_id

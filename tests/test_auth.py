@@ -189,6 +189,46 @@ def test_issuer_and_audience_come_from_configuration(keys, monkeypatch):
     assert verify_token(token).user_id == SEED_USER
 
 
+# --- kept verdicts (auth._verified) ---------------------------------------------------
+
+
+def test_a_kept_verdict_still_expires_on_time(keys, monkeypatch):
+    now = time.time()
+    token = hs256(seed_header(), seed_claims(exp=int(now) + 60), keys[SEED_KID])
+    assert verify_token(token).user_id == SEED_USER
+    hits = auth._verified.cache_info().hits
+    assert verify_token(token).user_id == SEED_USER
+    assert auth._verified.cache_info().hits == hits + 1  # the second use was not verified again
+    monkeypatch.setattr(auth.time, "time", lambda: now + 61)
+    refused(token, "token_expired")
+    monkeypatch.setenv("GOALHUB_JWT_LEEWAY", "30")  # the leeway of the kept verdict's own check
+    assert verify_token(token).user_id == SEED_USER
+
+
+def test_a_kept_verdict_follows_the_key_set_and_the_audience(keys, monkeypatch):
+    token = hs256(seed_header(), seed_claims(), keys[SEED_KID])
+    assert verify_token(token).user_id == SEED_USER
+    # The kid's key was rotated out: the token is verified again, and refused.
+    monkeypatch.setenv("GOALHUB_JWT_KEYS", json.dumps({OTHER_KID: keys[OTHER_KID]}))
+    refused(token, "token_kid_unknown")
+    # Its key is back but under a new secret: the old signature no longer holds.
+    monkeypatch.setenv("GOALHUB_JWT_KEYS", json.dumps({SEED_KID: keys[OTHER_KID]}))
+    refused(token, "token_signature")
+    monkeypatch.setenv("GOALHUB_JWT_KEYS", json.dumps(keys))
+    assert verify_token(token).user_id == SEED_USER
+    monkeypatch.setenv("GOALHUB_JWT_AUDIENCE", "goalhub.example")
+    refused(token, "token_audience")
+
+
+def test_a_refusal_is_never_kept(keys):
+    now = int(time.time())
+    token = hs256(seed_header(), seed_claims(nbf=now + 600), keys[SEED_KID])
+    refused(token, "token_not_yet_valid")
+    size = auth._verified.cache_info().currsize
+    refused(token, "token_not_yet_valid")
+    assert auth._verified.cache_info().currsize == size
+
+
 # --- attacks and broken tokens --------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from rq.job import Job
 from goalhub import config, plugins
 from goalhub.api import limits
 from goalhub.api.access import caller, check_owner, check_reader, creator
-from goalhub.api.idempotency import Answer, fingerprint, idempotent
+from goalhub.api.idempotency import Answer, idempotent
 from goalhub.api.payload import json_body, plain
 from goalhub.auth import Principal
 from goalhub.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -75,8 +75,8 @@ def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
     limits.limit_user("goal", principal, config.rate_limit_goals())
     body = json_body()
     goal_type = _requested_type()
-    digest = fingerprint("create_goal", goal_type.name, body)
-    answer = idempotent(principal.user_id, digest, lambda: _create(principal, goal_type, body))
+    answer = idempotent(principal.user_id, ("create_goal", goal_type.name, body),
+                        lambda: _create(principal, goal_type, body))
     return answer.body, answer.status, answer.headers
 
 

@@ -56,11 +56,13 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def idempotent(user_id: str, digest: str, work: Callable[[], Answer]) -> Answer:
-    """Run ``work`` once per (caller, key); replay its answer for the same key."""
+def idempotent(user_id: str, asked: tuple[Any, ...], work: Callable[[], Answer]) -> Answer:
+    """Run ``work`` once per (caller, key); replay its answer for the same key. ``asked``: what
+    the request asks for (its ``fingerprint`` is taken only when the request carries a key)."""
     key = request_key()
     if key is None:
         return work()
+    digest = fingerprint(*asked)
     db = get_database()
     record_id = f"{user_id}:{key}"
     for _ in range(3):

@@ -14,7 +14,7 @@ from goalhub import config, plugins
 from goalhub.api import limits
 from goalhub.api.access import PLATFORM, caller, check_owner, check_reader, creator
 from goalhub.api.errors import REDIS_DOWN
-from goalhub.api.idempotency import Answer, fingerprint, idempotent
+from goalhub.api.idempotency import Answer, idempotent
 from goalhub.api.payload import json_body, plain
 from goalhub.auth import Principal
 from goalhub.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -93,7 +93,7 @@ def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
         sid = str(session["_id"])
         return Answer(plain(session), 201, {"Location": f"/sessions/{sid}"})
 
-    answer = idempotent(principal.user_id, fingerprint("start_session", sources), work)
+    answer = idempotent(principal.user_id, ("start_session", sources), work)
     return answer.body, answer.status, answer.headers
 
 
