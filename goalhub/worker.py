@@ -94,12 +94,23 @@ def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:
 
 class RecoveringWorker(Worker):
     """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
-    (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds)."""
+    (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric
+    samples of its work-horses itself (``goalhub.metrics``: handed over on a shared page)."""
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
-        metrics.compact()  # the metric files of this machine's finished work-horses
+        metrics.compact()  # the metric files of this machine's finished processes
         super().clean_registries()
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        metrics.handoff_start()
+        super().fork_work_horse(job, queue)
+
+    def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
+        try:
+            super().monitor_work_horse(job, queue, execution)
+        finally:
+            metrics.handoff_collect()  # the horse has exited, whichever way
 
 
 class RecoveringSimpleWorker(SimpleWorker):
