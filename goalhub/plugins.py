@@ -57,7 +57,7 @@ class PluginsBroken(GoalhubError):
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
-_goal_types: tuple[tuple[tuple[str, int], ...], dict[str, GoalType]] | None = None
+_goal_types: tuple[tuple[tuple[str, int], ...], dict[str, GoalType], dict[str, GoalType]] | None = None
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -225,6 +225,10 @@ def _info(name: str) -> PluginInfo:
 def goal_types() -> dict[str, GoalType]:
     """The installed goal types by name. A name claimed twice goes to the plugin whose name
     sorts first; a broken ``goal_types`` hook contributes nothing."""
+    return _types_and_classes()[0]
+
+
+def _types_and_classes() -> tuple[dict[str, GoalType], dict[str, GoalType]]:
     global _goal_types
     pm = loaded_plugin_manager()
     key = tuple(sorted((name, id(plugin)) for name, plugin in pm.list_name_plugin()))
@@ -236,16 +240,17 @@ def goal_types() -> dict[str, GoalType]:
             types: dict[str, GoalType] = {}
             for _, goal_type in valid:
                 types.setdefault(goal_type.name, goal_type)
-            _goal_types = (key, types)
-        return _goal_types[1]
+            classes: dict[str, GoalType] = {}
+            for goal_type in types.values():
+                classes.setdefault(goal_type.goal_class, goal_type)
+            _goal_types = (key, types, classes)
+        return _goal_types[1], _goal_types[2]
 
 
 def goal_classes() -> dict[str, GoalType]:
-    """The goal classes the installed goal types create, each with its (first) goal type."""
-    classes: dict[str, GoalType] = {}
-    for goal_type in goal_types().values():
-        classes.setdefault(goal_type.goal_class, goal_type)
-    return classes
+    """The goal classes the installed goal types create, each with its (first) goal type
+    (worked out with ``goal_types``, once per set of plugins: dispatch asks for every receiver)."""
+    return _types_and_classes()[1]
 
 
 def session_fields() -> dict[str, Any]:

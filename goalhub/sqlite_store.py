@@ -94,8 +94,18 @@ def _esc(part: bytes) -> bytes:
     return part.replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId})
+
+
 def _norm(value: Any) -> Any:
     """Compare like BSON does: aware datetimes become naive UTC, everything is cut to milliseconds."""
+    kind = type(value)
+    if kind in _PLAIN:  # most values: no isinstance() walk through the ABCs
+        return value
+    if kind is dict:
+        return {k: _norm(v) for k, v in value.items()}
+    if kind is list:
+        return [_norm(v) for v in value]
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
@@ -219,33 +229,85 @@ def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
 
 
 def _apply_simple(doc: dict, update: Mapping) -> dict | None:
-    """The common update without mongomock: ``$set``/``$inc``/``$unset`` of top-level fields of an
-    existing document (goalhub's outcome and outbound bookkeeping). None: anything else, left to
-    mongomock (dotted paths, ``_id``, a non-number ``$inc``...), so semantics and errors stay its."""
+    """The common update without mongomock: ``$set``/``$inc``/``$unset`` of fields of an existing
+    document (goalhub's outcome and outbound bookkeeping, and the plugins' bindings), dotted paths
+    through embedded documents included. None: anything else, left to mongomock (a path through an
+    array or a non-document, ``_id``, two paths that overlap, a non-number ``$inc``...), so
+    semantics and errors stay its."""
     if not update.keys() <= {"$set", "$inc", "$unset"}:
         return None
-    new = dict(doc)
-    for operator, fields in update.items():
+    paths: list[tuple[str, ...]] = []
+    for fields in update.values():
         if not isinstance(fields, Mapping):
             return None
-        for name, value in fields.items():
-            if not isinstance(name, str) or "." in name or name.startswith("$") or name == "_id" or not name:
+        for name in fields:
+            if not isinstance(name, str) or not name:
                 return None
+            parts = tuple(name.split("."))
+            if parts[0] == "_id" or any(not p or p.startswith("$") or p.isdigit() for p in parts):
+                return None
+            paths.append(parts)
+    if len(paths) > 1:
+        ordered = sorted(paths)
+        if any(b[:len(a)] == a for a, b in zip(ordered, ordered[1:], strict=False)):
+            return None  # one path inside another: Mongo's conflict error, mongomock's to raise
+    new = dict(doc)
+    for operator, fields in update.items():
+        for name, value in fields.items():
+            *parents, leaf = name.split(".")
+            target: dict | None = new
+            for part in parents:  # copy the embedded documents on the way: ``doc`` stays as it was
+                child = target.get(part)
+                if child is None and part not in target and operator != "$unset":
+                    child = {}
+                elif not isinstance(child, dict):
+                    if operator == "$unset" and part not in target:
+                        target = None  # nothing there to unset
+                        break
+                    return None
+                target[part] = child = dict(child)
+                target = child
+            if target is None:
+                continue
             if operator == "$set":
-                new[name] = copy.deepcopy(value)
+                target[leaf] = copy.deepcopy(value)
             elif operator == "$unset":
-                new.pop(name, None)
+                target.pop(leaf, None)
             else:
-                current = new.get(name, 0)
+                current = target.get(leaf, 0)
                 if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, current)):
                     return None
-                new[name] = current + value
+                target[leaf] = current + value
     return new
+
+
+def _project_simple(doc: dict, projection: Any) -> dict | None:
+    """An inclusion projection of top-level fields without mongomock (None: anything else)."""
+    names = projection.items() if isinstance(projection, Mapping) else (
+        [(name, 1) for name in projection] if isinstance(projection, list | tuple) else None)
+    if not names:
+        return None
+    keep, with_id = set(), True
+    for name, flag in names:
+        if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
+            return None
+        included = flag is True or (type(flag) in (int, float) and flag == 1)
+        if name == "_id":
+            if not included and not (flag is False or (type(flag) in (int, float) and flag == 0)):
+                return None
+            with_id = included
+        elif included:
+            keep.add(name)
+        else:
+            return None
+    return {k: v for k, v in doc.items() if k in keep or (k == "_id" and with_id)}
 
 
 def _project(doc: dict | None, projection: Any) -> dict | None:
     if doc is None or projection is None:
         return doc
+    if (simple := _project_simple(doc, projection)) is not None:
+        return simple
     fields = dict(projection) if isinstance(projection, Mapping) else list(projection)
     return _scratch()._copy_only_fields(doc, fields, dict)
 

@@ -192,3 +192,78 @@ def test_explain_shows_index_use(tmp_path: Path) -> None:
         assert "docs_cid" not in plan and "SCAN docs" not in plan and "SCAN i" not in plan, (flt, plan)
     assert coll.find_one(many)["slug"] == "s"
     assert "docs_cid" in " | ".join(coll.explain({"plain": 1}))  # the collection scan
+
+
+# --- the fast paths agree with mongomock, or step aside -----------------------------------------
+
+FAST_UPDATES = [
+    ({"_id": 1, "a": {"b": 1, "c": 2}}, {"$set": {"a.b": 5}}),
+    ({"_id": 1}, {"$set": {"pairs.t1.trigger": "g1", "pairs.t1.goal": "g2"}}),
+    ({"_id": 1, "pairs": {"t0": {"goal": "x"}}}, {"$set": {"pairs.t1.trigger": "g1"}}),
+    ({"_id": 1, "a": {"b": {"c": 1}}}, {"$unset": {"a.b.c": ""}}),
+    ({"_id": 1}, {"$unset": {"a.b": ""}}),
+    ({"_id": 1, "n": {"k": 2}}, {"$inc": {"n.k": 3, "n.new": 1, "m.x": 2}}),
+    ({"_id": 1, "a": {"b": [1, 2]}}, {"$set": {"a.b": {"list": [3]}}}),
+    ({"_id": 1, "ctx": {"type": "t"}}, {"$set": {"ctx.exclusive_goal_id": "g"}, "$unset": {"gone": ""}}),
+]
+MONGOMOCK_ONLY = [
+    ({"_id": 1, "a": None}, {"$set": {"a.b": 1}}),  # through a null: Mongo's error
+    ({"_id": 1, "a": "text"}, {"$set": {"a.b": 1}}),  # through a non-document
+    ({"_id": 1, "a": [{"b": 1}]}, {"$set": {"a.0.b": 2}}),  # an array index
+    ({"_id": 1}, {"$set": {"a": 1, "a.b": 2}}),  # paths that overlap
+    ({"_id": 1}, {"$set": {"x": 1}, "$unset": {"x": ""}}),
+    ({"_id": 1}, {"$set": {"_id.x": 1}}),
+    ({"_id": 1}, {"$push": {"a": 1}}),
+]
+
+
+def _by_mongomock(doc: dict, update: dict) -> object:
+    import mongomock
+
+    scratch = mongomock.MongoClient()["t"]["docs"]
+    scratch.insert_one(dict(doc))
+    try:
+        scratch.update_one({"_id": doc["_id"]}, update)
+    except Exception as exc:  # noqa: BLE001 (the error is the answer)
+        return type(exc)
+    return scratch.find_one()
+
+
+@pytest.mark.parametrize(("doc", "update"), FAST_UPDATES)
+def test_the_fast_update_path_gives_mongomocks_answer_and_leaves_the_old_document(doc, update):
+    import copy
+
+    from goalhub.sqlite_store import _apply_simple
+
+    before = copy.deepcopy(doc)
+    fast = _apply_simple(doc, update)
+    assert fast is not None
+    assert fast == _by_mongomock(doc, update)
+    assert doc == before  # the stored row's document is not changed in place
+
+
+@pytest.mark.parametrize(("doc", "update"), MONGOMOCK_ONLY)
+def test_updates_the_fast_path_does_not_know_go_to_mongomock(doc, update):
+    from goalhub.sqlite_store import _apply_simple
+
+    assert _apply_simple(doc, update) is None
+
+
+@pytest.mark.parametrize("projection", [{"a": 1}, {"a": True, "_id": 0}, ["a", "c"], {"_id": 1, "c": 1.0},
+                                        {"missing": 1}])
+def test_the_fast_projection_gives_mongomocks_answer(projection):
+    import mongomock
+
+    from goalhub.sqlite_store import _project_simple
+
+    doc = {"_id": 1, "a": {"x": 1}, "b": 2, "c": [3]}
+    scratch = mongomock.MongoClient()["t"]["docs"]
+    scratch.insert_one(dict(doc))
+    assert _project_simple(doc, projection) == scratch.find_one({}, projection)
+
+
+@pytest.mark.parametrize("projection", [{"a": 0}, {"a.x": 1}, {"a": {"$slice": 1}}, {"_id": "yes"}])
+def test_projections_the_fast_path_does_not_know_go_to_mongomock(projection):
+    from goalhub.sqlite_store import _project_simple
+
+    assert _project_simple({"_id": 1, "a": [1, 2]}, projection) is None
