@@ -184,6 +184,9 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int) -> dict[
         print(f"!!! {failed} RQ jobs FAILED during a throughput run")
     return {
         "goals_per_s": goals / (max(last.values()) - start),
+        # Stricter: until every job the goals caused has ended (the analytics tasks too, which run
+        # after the create jobs queued before them, once the last outcome is already final).
+        "all_jobs_goals_per_s": goals / (last_job - start),
         "jobs_per_s": len(ran) / (last_job - start),
         "jobs_per_goal": len(ran) / goals,
         "post_per_s": goals / posted_in,
@@ -287,9 +290,11 @@ def _report(results: dict[Any, dict[str, Any]], plain: Spread, repeats: int, flo
         jobs_s = Spread.of(x["jobs_per_s"] for x in r["runs"])
         per_goal = Spread.of(x["jobs_per_goal"] for x in r["runs"])
         floor = r["floor"]
+        all_jobs = Spread.of(x["all_jobs_goals_per_s"] for x in r["runs"])
         per_worker = (goals_s.median / count) / (floor.median / count)
         rows.append([key, goals_s.fmt(2), jobs_s.fmt(1), floor.fmt(1), f"{jobs_s.median / floor.median:.2f}",
-                     f"{per_goal.median:.1f}", f"{per_worker:.3f}"])
+                     f"{per_goal.median:.1f}", f"{per_worker:.3f}", all_jobs.fmt(2),
+                     f"{all_jobs.median / floor.median:.3f}"])
         kind = "non-forking SimpleWorker" if "simple" in str(key) else "forking worker(s)"
         headlines.append(Headline("e2e", f"goals/s per worker vs no-op jobs/s per worker, {count} {kind}",
                                   f"{goals_s.median:.2f} goals/s ({goals_s.median / count:.2f} per worker)",
@@ -299,11 +304,16 @@ def _report(results: dict[Any, dict[str, Any]], plain: Spread, repeats: int, flo
                                   "was 8", f"goal <= 2: {'meets' if per_goal.median <= 2 else 'misses'}"))
     print(support.table(
         ["workers", "goals/s", "goalhub jobs/s", "floor: no-op jobs/s", "jobs/s vs floor", "jobs per goal",
-         "goals/s per worker / floor jobs/s per worker"],
+         "goals/s per worker / floor jobs/s per worker", "goals/s until every job ended",
+         "the same / floor"],
         rows, title="Throughput: median [min - max]",
     ))
     print(f"Plain `rq worker --burst` on the same Redis (forking, `time.time` jobs): {plain.fmt(1)} jobs/s; "
           f"goalhub's floor with 1 worker is {single / plain.median:.2f}x of it.\n")
+    print("goals/s runs from the first POST to the last receiver outcome (the issue's measure). The last two "
+          "columns are stricter: until every job the goals caused has ended, the analytics task of each goal "
+          "included (it is queued behind the create jobs posted before it, so it mostly ends after the last "
+          "outcome).\n")
     lat_rows = []
     for key, r in results.items():
         lat = r["latency"]

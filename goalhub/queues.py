@@ -133,16 +133,23 @@ FAILURE_TTL = 7 * 24 * 3600
 PENDING = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 
-def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float = 0, **options: Any) -> Job | None:
+def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float = 0, fresh: bool = False,
+                 **options: Any) -> Job | None:
     """Enqueue ``func(*args)`` as ``job_id`` with goalhub's retry policy (after ``delay`` seconds:
     RQ's scheduled registry, moved by the scheduler process), unless a job of that id is still
-    pending (then None). Failed jobs are kept a week for ``goalhub retry`` and the dashboard."""
-    existing = Job.fetch_many([job_id], connection=queue.connection)[0]
-    if existing is not None and existing.get_status(refresh=False) in PENDING:
-        return None
+    pending (then None). ``fresh``: the id was made just now, no job of it can exist, and the
+    check (a round trip) is skipped. Failed jobs are kept a week for ``goalhub retry`` and the
+    dashboard."""
+    if not fresh:
+        existing = Job.fetch_many([job_id], connection=queue.connection)[0]
+        if existing is not None and existing.get_status(refresh=False) in PENDING:
+            return None
     options.setdefault("retry", retry_policy())
     options.setdefault("failure_ttl", FAILURE_TTL)
     options["meta"] = job_meta(options.get("meta"))  # the request id travels with the job
     if delay > 0:
         return queue.enqueue_in(timedelta(seconds=delay), func, *args, job_id=job_id, **options)
-    return queue.enqueue(func, *args, job_id=job_id, **options)
+    with queue.connection.pipeline() as pipe:  # one round trip: RQ alone makes two
+        job = queue.enqueue(func, *args, job_id=job_id, pipeline=pipe, **options)
+        pipe.execute()
+    return job

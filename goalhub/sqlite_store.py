@@ -281,6 +281,16 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
     return new
 
 
+def _same_root(old: Mapping, new: Mapping, field: str) -> bool:
+    """Whether ``field``'s top-level value is the very same object in both documents (or absent
+    from both): the fast update path shares what it did not change, so the field is unchanged."""
+    root = field.split(".", 1)[0]
+    return old.get(root, _ABSENT) is new.get(root, _ABSENT)
+
+
+_ABSENT = object()
+
+
 def _project_simple(doc: dict, projection: Any) -> dict | None:
     """An inclusion projection of top-level fields without mongomock (None: anything else)."""
     names = projection.items() if isinstance(projection, Mapping) else (
@@ -709,6 +719,8 @@ class Collection:
             return False
         diffs = []
         for ix in indexes:
+            if ix.partial is None and all(_same_root(old, new, field) for field in ix.fields):
+                continue  # none of its fields changed: its entries stay as they are
             before, after = ix.entries(old), ix.entries(new)
             if ix.unique:
                 self._check_unique(conn, cid, ix, after - before, rid, new)

@@ -22,7 +22,7 @@ from rq import get_current_job
 from goalhub import metrics, signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
 from goalhub.logs import current_request_id, job_meta
-from goalhub.queues import FAILURE_TTL, enqueue_once, get_queue, get_scheduler, job_id, retry_policy
+from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -53,14 +53,7 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
     goal_id = str(goal["_id"])
     options: dict[str, Any] = {"job_id": job_id("create", goal_id),
                                "description": f"create_goal {goal['_cls']} {goal_id}"}
-    if fresh:
-        queue = get_queue()
-        with queue.connection.pipeline() as pipe:  # one round trip: RQ alone makes two
-            queue.enqueue(create_goal, {**goal, "_id": goal_id}, retry=retry_policy(), failure_ttl=FAILURE_TTL,
-                          meta=job_meta(), pipeline=pipe, **options)
-            pipe.execute()
-    else:
-        enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, **options)
+    enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, fresh=fresh, **options)
     return goal_id
 
 

@@ -267,3 +267,20 @@ def test_projections_the_fast_path_does_not_know_go_to_mongomock(projection):
     from goalhub.sqlite_store import _project_simple
 
     assert _project_simple({"_id": 1, "a": [1, 2]}, projection) is None
+
+
+def test_an_update_moves_the_index_entries_of_what_it_changed_and_only_those(tmp_path: Path) -> None:
+    with SQLiteClient(tmp_path) as client:
+        outcomes = client.goalhub.outcomes
+        for field in ("goal_id", "status", "meta.kind"):
+            outcomes.create_index(field)
+        outcomes.create_index("status", name="ok_only", partialFilterExpression={"goal_id": "g1"})
+        outcomes.insert_one({"_id": "o1", "goal_id": "g1", "status": "running", "meta": {"kind": "a"}})
+        outcomes.update_one({"_id": "o1"}, {"$set": {"status": "ok", "meta.kind": "b"}})
+        assert [o["_id"] for o in outcomes.find({"status": "ok"})] == ["o1"]
+        assert list(outcomes.find({"status": "running"})) == []
+        assert [o["_id"] for o in outcomes.find({"meta.kind": "b"})] == ["o1"]
+        assert list(outcomes.find({"meta.kind": "a"})) == [] and [o["_id"] for o in outcomes.find({"goal_id": "g1"})] == ["o1"]
+        conn = client._conn()
+        keys = sorted((name, key) for name, key in conn.execute("SELECT iname, key FROM idx"))
+        assert len(keys) == 4 and len({name for name, _ in keys}) == 4  # one entry per index, none stale
