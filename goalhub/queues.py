@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,9 +114,12 @@ def get_scheduler(interval: float | None = None) -> Scheduler:
     )
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
 def job_id(kind: str, key: str) -> str:
     """An RQ job id (``[A-Za-z0-9_-]+``) for ``kind`` of work on ``key``."""
-    if all(ch.isalnum() or ch in "_-" for ch in key) and len(key) <= 64:
+    if _PLAIN_KEY.fullmatch(key):
         return f"{kind}-{key}"
     return f"{kind}-{hashlib.sha1(key.encode()).hexdigest()}"
 

@@ -94,6 +94,12 @@ def _esc(part: bytes) -> bytes:
     return part.replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
 
 
+def _is_mapping(value: Any, mutable: bool = False) -> bool:
+    """``isinstance(value, Mapping)`` (or ``MutableMapping``), a plain dict answered without the
+    ABC machinery: in a freshly forked work-horse its first use costs page faults on every call site."""
+    return type(value) is dict or isinstance(value, MutableMapping if mutable else Mapping)
+
+
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId})
 
 
@@ -110,7 +116,7 @@ def _norm(value: Any) -> Any:
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.replace(microsecond=value.microsecond // 1000 * 1000)
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         return {k: _norm(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
@@ -120,7 +126,7 @@ def _norm(value: Any) -> Any:
 def _filter(flt: Any) -> dict:
     if flt is None:
         return {}
-    if not isinstance(flt, Mapping):
+    if not _is_mapping(flt):
         raise TypeError("filter must be an instance of dict")
     return _norm(flt)
 
@@ -169,7 +175,7 @@ class _Index:
 def _index_key(keys: str | Iterable | Mapping, direction: Any = 1) -> list[tuple[str, Any]]:
     if isinstance(keys, str):
         return [(keys, direction)]
-    if isinstance(keys, Mapping):
+    if _is_mapping(keys):
         return list(keys.items())
     return [(k, direction) if isinstance(k, str) else (k[0], k[1]) for k in keys]
 
@@ -177,7 +183,7 @@ def _index_key(keys: str | Iterable | Mapping, direction: Any = 1) -> list[tuple
 # ---------------------------------------------------------------- query planning
 def _eq_values(cond: Any) -> list | None:
     """The values an equality / $eq / $in condition allows, or None when an index can't answer it."""
-    if isinstance(cond, Mapping):
+    if _is_mapping(cond):
         if not cond or not all(str(k).startswith("$") for k in cond):
             return None  # embedded-document equality: rare, scan
         if "$eq" in cond:
@@ -196,7 +202,7 @@ def _equalities(flt: Mapping) -> list[tuple[str, list]]:
     for key, cond in flt.items():
         if key == "$and" and isinstance(cond, list):
             for sub in cond:
-                out.extend(_equalities(sub) if isinstance(sub, Mapping) else [])
+                out.extend(_equalities(sub) if _is_mapping(sub) else [])
         elif not key.startswith("$") and (vals := _eq_values(cond)) is not None:
             out.append((key, vals))
     return out
@@ -238,7 +244,7 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
         return None
     paths: list[tuple[str, ...]] = []
     for fields in update.values():
-        if not isinstance(fields, Mapping):
+        if not _is_mapping(fields):
             return None
         for name in fields:
             if not isinstance(name, str) or not name:
@@ -293,7 +299,7 @@ _ABSENT = object()
 
 def _project_simple(doc: dict, projection: Any) -> dict | None:
     """An inclusion projection of top-level fields without mongomock (None: anything else)."""
-    names = projection.items() if isinstance(projection, Mapping) else (
+    names = projection.items() if _is_mapping(projection) else (
         [(name, 1) for name in projection] if isinstance(projection, list | tuple) else None)
     if not names:
         return None
@@ -318,19 +324,19 @@ def _project(doc: dict | None, projection: Any) -> dict | None:
         return doc
     if (simple := _project_simple(doc, projection)) is not None:
         return simple
-    fields = dict(projection) if isinstance(projection, Mapping) else list(projection)
+    fields = dict(projection) if _is_mapping(projection) else list(projection)
     return _scratch()._copy_only_fields(doc, fields, dict)
 
 
 def _check_update(update: Any) -> None:
-    if not isinstance(update, Mapping) or not update:
+    if not _is_mapping(update) or not update:
         raise ValueError("update must be a non-empty document")
     if not next(iter(update)).startswith("$"):
         raise ValueError("update only works with $ operators")
 
 
 def _check_replacement(replacement: Any) -> None:
-    if not isinstance(replacement, Mapping):
+    if not _is_mapping(replacement):
         raise TypeError("replacement must be an instance of dict")
     if any(str(k).startswith("$") for k in replacement):
         raise ValueError("replacement can not include $ operators")
@@ -656,7 +662,7 @@ class Collection:
                  **options: Any) -> dict | None:
         options.pop("limit", None)  # like pymongo: find_one returns one document whatever the limit
         self._options("find_one", options)
-        if filter is not None and not isinstance(filter, Mapping):
+        if filter is not None and not _is_mapping(filter):
             filter = {"_id": filter}
         docs = self._find(filter, projection, _index_key(sort) if sort else None, skip, 1)
         return docs[0] if docs else None
@@ -735,7 +741,7 @@ class Collection:
 
     def insert_one(self, document: MutableMapping, **options: Any) -> InsertOneResult:
         self._options("insert_one", options)
-        if not isinstance(document, MutableMapping):
+        if not _is_mapping(document, mutable=True):
             raise TypeError("document must be an instance of dict")
         document.setdefault("_id", ObjectId())  # pymongo also sets _id on the caller's dict
         with self._client._write() as conn:

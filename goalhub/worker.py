@@ -19,7 +19,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 
-from goalhub import config, metrics
+from goalhub import config, metrics, plugins
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, get_scheduler
@@ -136,7 +136,7 @@ def prepare_worker() -> None:
     get_plugin_manager()
     for event in EVENT_HOOKS:
         dispatch.receivers(event)
-    get_plugin_manager().hook.goal_types()
+    plugins.goal_types()  # the goal types and their classes, worked out once (dispatch asks per receiver)
     get_database()  # the store opened and its indexes ensured; a horse reuses it (goalhub.store)
     metrics.prepare()  # prometheus-client imported once, not in every horse (about 20 ms each)
     import goalhub
