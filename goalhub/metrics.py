@@ -13,7 +13,9 @@ samples itself (a new process opens new files and writes every labelled value in
 anew: about 5 ms a goal): it appends them to a page of memory it shares with its worker
 (``handoff_start``, before the fork), and the worker, which keeps its files open for its
 whole life, records them once the horse has exited (``handoff_collect``), however it ended.
-A sample that does not fit on the page is written by the horse itself, as before.
+A sample that does not fit on the page is written by the horse itself, as before, and so is
+any sample of a process that is not the worker's own child (a horse whose worker died meanwhile,
+a process a job started); samples on the page of a worker killed mid-job are lost with it.
 
 Files of other processes still come and go (API processes, the CLI, a worker that
 stopped): ``compact`` (each worker runs it at its registry maintenance) folds the counter
@@ -32,6 +34,7 @@ import json
 import logging
 import mmap
 import os
+import threading
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -84,7 +87,7 @@ def prepare() -> None:
 
 
 def _record(name: str, labels: dict[str, str] | None, method: str, value: float = 1.0) -> None:
-    if _handoff is not None and os.getpid() != _handoff_owner and _hand_off([name, labels, method, value]):
+    if _handoff is not None and os.getppid() == _handoff_owner and _hand_off([name, labels, method, value]):
         return
     try:
         metric = _metrics()[name]
@@ -99,7 +102,8 @@ def _record(name: str, labels: dict[str, str] | None, method: str, value: float 
 HANDOFF_BYTES = 64 * 1024
 _LENGTH = 4  # the page starts with the length of what follows it: one JSON array per line
 _handoff: mmap.mmap | None = None  # shared with the horse the worker forks next (MAP_SHARED)
-_handoff_owner = 0  # the worker's pid: any other process that sees the page is its horse
+_handoff_owner = 0  # the worker's pid: a process whose parent it is, is its horse
+_handoff_lock = threading.Lock()
 
 
 def handoff_start() -> None:
@@ -121,13 +125,14 @@ def _hand_off(sample: list[object]) -> bool:
         line = json.dumps(sample, separators=(",", ":")).encode() + b"\n"
     except (TypeError, ValueError):
         return False
-    used = int.from_bytes(page[:_LENGTH], "little")
-    end = _LENGTH + used + len(line)
-    if end > HANDOFF_BYTES:
-        return False
-    page[_LENGTH + used:end] = line
-    page[:_LENGTH] = (used + len(line)).to_bytes(_LENGTH, "little")
-    return True
+    with _handoff_lock:
+        used = int.from_bytes(page[:_LENGTH], "little")
+        end = _LENGTH + used + len(line)
+        if end > HANDOFF_BYTES:
+            return False
+        page[_LENGTH + used:end] = line
+        page[:_LENGTH] = (used + len(line)).to_bytes(_LENGTH, "little")
+        return True
 
 
 def handoff_collect() -> int:
