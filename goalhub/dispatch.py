@@ -235,20 +235,25 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
         else:
             db.events.update_one({"_id": key}, {"$set": fields, "$addToSet": {"receivers": {"$each": ids}}})
 
-    enqueued = []
-    for receiver in acting:
-        _id = outcome_id(key, receiver)
-        status = existing.get(_id)
-        if status in DONE:
-            continue
-        if status is None and inline and not receiver.isolated:
-            job = _run_inline(db, receiver, _id, arguments)
-        else:
-            # Isolated, outside a job, a backfill, or delivered before and not done: its own job
-            # (none if one is pending already).
-            job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
-        if job is not None:
-            enqueued.append(job.id)
+    enqueued: list[str] = []
+    ran_ok: list[str] = []
+    try:
+        for receiver in acting:
+            _id = outcome_id(key, receiver)
+            status = existing.get(_id)
+            if status in DONE:
+                continue
+            if status is None and inline and not receiver.isolated:
+                job = _run_inline(db, receiver, _id, arguments, ran_ok)
+            else:
+                # Isolated, outside a job, a backfill, or delivered before and not done: its own job
+                # (none if one is pending already).
+                job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
+            if job is not None:
+                enqueued.append(job.id)
+    finally:
+        if ran_ok:  # one line for the event's inline runs that went well (each failure has its own)
+            log.info("%s: %s", key, ", ".join(f"{receiver_id} ok" for receiver_id in ran_ok), extra={"event_id": key})
     return enqueued
 
 
@@ -267,13 +272,17 @@ def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:
     return {o["_id"]: o["status"] for o in db.outcomes.find({"_id": {"$in": duplicates}}, {"status": 1})}
 
 
-def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any]) -> Job | None:
-    """Run a receiver whose outcome record this delivery just wrote; a job only if it failed."""
+def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any],
+                ran_ok: list[str]) -> Job | None:
+    """Run a receiver whose outcome record this delivery just wrote; a job only if it failed.
+    Its id joins ``ran_ok`` when it returned (the event logs them in one line)."""
     if breaker.is_paused(receiver.id):
         _record_paused(db, outcome_key)
         return None
     retries = receiver.retries
-    failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries)
+    failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries, quiet=True)
+    if failure is None:
+        ran_ok.append(receiver.id)
     if failure is None or retries <= 0:
         return None
     # Today's retry path, alone: its own job after the first backoff, the rest of its retries on it.
@@ -283,8 +292,9 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
 
 
 def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
-             retries_left: int) -> tuple[BaseException | None, Any]:
-    """One run of a claimed receiver within its budget, recorded: (its exception or None, its result)."""
+             retries_left: int, quiet: bool = False) -> tuple[BaseException | None, Any]:
+    """One run of a claimed receiver within its budget, recorded: (its exception or None, its
+    result). A failure is always logged; an ok run unless ``quiet`` (its caller logs it)."""
     started = time.time()
     clock = time.perf_counter()
     try:
@@ -314,7 +324,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     )
     breaker.record_ok(receiver.id)
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
-    log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
+    if not quiet:
+        log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
     return None, plain
 
 
