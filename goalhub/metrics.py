@@ -90,11 +90,19 @@ def _record(name: str, labels: dict[str, str] | None, method: str, value: float 
     if _handoff is not None and os.getppid() == _handoff_owner and _hand_off([name, labels, method, value]):
         return
     try:
-        metric = _metrics()[name]
-        target = metric.labels(**labels) if labels else metric
+        key = (name, *labels.items()) if labels else (name,)
+        target = _children.get(key)
+        if target is None:
+            metric = _metrics()[name]
+            target = _children[key] = metric.labels(**labels) if labels else metric
         getattr(target, method)(value)
     except Exception:
         log.exception("could not record metric %s", name)
+
+
+# (metric, its label values) -> the labelled child: prometheus-client's own lookup validates and
+# orders the labels on every call.
+_children: dict[tuple[Any, ...], Any] = {}
 
 
 # --- a work-horse's samples, recorded by its worker -----------------------------------------

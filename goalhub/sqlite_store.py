@@ -100,6 +100,7 @@ def _is_mapping(value: Any, mutable: bool = False) -> bool:
     return type(value) is dict or isinstance(value, MutableMapping if mutable else Mapping)
 
 
+_ID_SCALARS = frozenset({str, ObjectId, int, float})  # bool and None left to mongomock
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId})
 
 
@@ -627,10 +628,14 @@ class Collection:
         if (cid := self._cid(conn)) is None:
             return
         cur = conn.execute(*self._plan(conn, cid, flt))
+        # {"_id": <string, ObjectId or number>}: the primary key's type-tagged value matched exactly
+        # what Mongo's equality matches, so mongomock need not check it again.
+        by_id = len(flt) == 1 and type(flt.get("_id")) in _ID_SCALARS
         try:
             for rid, data in cur:
                 self.docs_examined += 1
-                if filter_applies(flt, doc := bson.decode(data)):
+                doc = bson.decode(data)
+                if by_id or filter_applies(flt, doc):
                     yield rid, data, doc
         finally:
             cur.close()
