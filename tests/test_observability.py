@@ -102,7 +102,16 @@ def test_metrics_scrape_after_a_seed_flow_counts_what_happened(stack):
     settled_goal(stack, karaoke.json()["goal_id"])
     settled_goal(stack, private.json()["goal_id"], active=True)
 
-    samples = scrape(stack)
+    # A horse's samples are recorded by its worker once the horse has exited (goalhub.metrics):
+    # a moment after the goal it activated shows active. Then every count must be exact.
+    def recorded() -> dict | None:
+        samples = scrape(stack)
+        done = (value(samples, "goalhub_activation_lateness_seconds_count")
+                and value(samples, "goalhub_receiver_outcomes_total", plugin="analytics", receiver="track_goals",
+                          status="ok") >= 2)
+        return samples if done else None
+
+    samples = api_support.wait_for(recorded, timeout=10, what="the activation's samples, recorded by its worker")
     assert value(samples, "goalhub_goals_created_total", goal_type="KaraokeGoal") == 1
     assert value(samples, "goalhub_goals_created_total", goal_type="TriggerPrivateGoal") == 1
     # karaoke: its binding and track_goals ran ok, once per goal that they act on.
