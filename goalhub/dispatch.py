@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from rq import Callback, Retry, get_current_job
@@ -211,10 +211,13 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
         if receiver.acts_on(goal_class):
             # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
-            # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job.
+            # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
+            # which reads the event's arguments from the record; an inline run has them at hand
+            # and writes them only when a job will need them (``_keep_arguments``).
             taken = inline and not receiver.isolated
-            record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now,
-                          arguments=arguments)
+            record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now)
+            if not taken:
+                record["arguments"] = arguments
             acting.append(receiver)
         else:
             record.update(status="skipped", at=now)
@@ -248,6 +251,8 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             else:
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
                 # (none if one is pending already).
+                if status is not None:  # taken inline by a horse that died: its job needs the arguments
+                    _keep_arguments(db, _id, arguments)
                 job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
             if job is not None:
                 enqueued.append(job.id)
@@ -277,7 +282,7 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
     """Run a receiver whose outcome record this delivery just wrote; a job only if it failed.
     Its id joins ``ran_ok`` when it returned (the event logs them in one line)."""
     if breaker.is_paused(receiver.id):
-        _record_paused(db, outcome_key)
+        _record_paused(db, outcome_key, arguments)
         return None
     retries = receiver.retries
     failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries, quiet=True)
@@ -305,10 +310,11 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         timed_out = isinstance(exc, JobTimeoutException)
         status = "failed" if retries_left <= 0 else "timed out" if timed_out else "retrying"
         fields = redaction.failure_fields(exc)
-        db.outcomes.update_one(
+        db.outcomes.update_one(  # with the arguments: a retry, ``goalhub retry`` or a resume runs it as a job
             {"_id": outcome_key},
             {"$set": {"status": status, **fields, "timed_out": timed_out, "started_at": started,
-                      "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id()}},
+                      "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id(),
+                      "arguments": arguments}},
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
@@ -335,10 +341,19 @@ def _job_id() -> str | None:
     return job.id if job is not None else None
 
 
-def _record_paused(db: Any, outcome_key: str) -> None:
-    """Its receiver is tripped: the outcome is ``paused`` (unless done), not run, not an attempt."""
+def _keep_arguments(db: Any, outcome_key: str, arguments: dict[str, Any]) -> None:
+    """Write the event's arguments into an outcome record that lacks them (an inline run's)."""
+    db.outcomes.update_one({"_id": outcome_key, "arguments": {"$exists": False}}, {"$set": {"arguments": arguments}})
+
+
+def _record_paused(db: Any, outcome_key: str, arguments: dict[str, Any] | None = None) -> None:
+    """Its receiver is tripped: the outcome is ``paused`` (unless done), not run, not an attempt.
+    ``arguments``: an inline run's, for the job that runs it once it is resumed."""
+    paused: dict[str, Any] = {"status": "paused", "paused_at": time.time()}
+    if arguments is not None:
+        paused["arguments"] = arguments
     if db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
-                              {"$set": {"status": "paused", "paused_at": time.time()}}).modified_count:
+                              {"$set": paused}).modified_count:
         # A receiver's name has no dot; a plugin's (``goalhub.lifecycle``) may.
         plugin, _, name = outcome_parts(outcome_key)[1].rpartition(".")
         metrics.receiver_outcome(plugin, name, "paused", 0.0)
@@ -394,19 +409,27 @@ def run_receiver(outcome_key: str) -> Any:
     job = get_current_job()
     retries_left = (job.retries_left or 0) if job else 0
     if receiver is None:
-        try:
-            raise LookupError(f"receiver {receiver_id} is not installed")
-        except LookupError as exc:
-            db.outcomes.update_one({"_id": outcome_key}, {"$set": {
-                "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
-                "finished_at": time.time()}})
-            raise
+        _cannot_run(db, outcome_key, f"receiver {receiver_id} is not installed", retries_left)
+    if "arguments" not in outcome:  # never expected: every path that makes a job writes them first
+        _cannot_run(db, outcome_key, f"outcome {outcome_key} has no recorded arguments to run it with", 0)
+    assert receiver is not None
     failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
     if failure is not None:
         raise failure
     # The RQ job result (shown by the dashboard) is a fixed summary: a receiver's return value
     # may carry user-supplied text; the detailed result stays in the outcome record.
     return {"status": "ok", "outcome": outcome_key}
+
+
+def _cannot_run(db: Any, outcome_key: str, reason: str, retries_left: int) -> NoReturn:
+    """Record why a receiver job could not run its receiver at all, and fail the job."""
+    try:
+        raise LookupError(reason)
+    except LookupError as exc:
+        db.outcomes.update_one({"_id": outcome_key}, {"$set": {
+            "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
+            "finished_at": time.time()}})
+        raise
 
 
 def on_receiver_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:

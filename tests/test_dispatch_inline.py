@@ -116,6 +116,9 @@ def test_a_raising_and_a_hanging_receiver_leave_the_others_ok_promptly(db, inlin
     assert (raised["status"], raised["attempts"], raised["timed_out"]) == ("failed", 2, False)
     assert "downstream said 500" in raised["error"]
     assert ran.count("hangs") == ran.count("raises") == 2
+    # An inline run keeps the event's arguments only where a job needs them: its failures.
+    assert raised["arguments"]["goal_id"] == hung["arguments"]["goal_id"] == goal["_id"]
+    assert "arguments" not in found["first"] and "arguments" not in found["second"]
     # Retried alone: one job each, and the create job itself finished.
     failed = FailedJobRegistry(queue=get_queue()).get_job_ids()
     assert sorted(failed) == sorted(job_id("receiver", found[name]["_id"]) for name in ("hangs", "raises"))
@@ -211,6 +214,7 @@ def test_an_isolated_receiver_always_runs_as_its_own_job(db, inline_plugin, drai
     drain()
     found = outcomes(db, goal["_id"])
     assert ran == [goal["_id"]] and found["external"]["status"] == "ok"
+    assert found["external"]["arguments"]["goal_id"] == goal["_id"]  # its job read them there
     assert sorted(finished_jobs()) == sorted([job_id("create", goal["_id"]),
                                               job_id("receiver", found["external"]["_id"])])
 
@@ -251,6 +255,41 @@ def test_an_event_delivered_twice_runs_inline_receivers_once(db, inline_plugin, 
     assert sorted(counting.runs) == ["first", "second"]
     assert db.goals.count_documents({"_id": ObjectId(goal["_id"])}) == 1
     assert {o["attempts"] for o in outcomes(db, goal["_id"]).values() if o["status"] == "ok"} == {1}
+
+
+def test_a_receiver_a_dead_horse_left_running_gets_its_arguments_from_the_redelivered_event(
+        db, inline_plugin, drain):
+    counting = Counting()
+    inline_plugin(counting, "counting")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    drain()
+    # As a horse killed while ``second`` ran inline leaves it: running, first attempt, no arguments.
+    second = outcomes(db, goal["_id"])["second"]
+    assert "arguments" not in second
+    db.outcomes.update_one({"_id": second["_id"]}, {"$set": {"status": "running", "attempts": 1},
+                                                    "$unset": {"result": "", "finished_at": ""}})
+    get_queue().enqueue(tasks.create_goal, {**goal}, job_id="create-again")  # RQ runs the create job again
+    drain()
+    assert sorted(counting.runs) == ["first", "second", "second"]  # first is ok: not run again
+    again = db.outcomes.find_one({"_id": second["_id"]})
+    assert (again["status"], again["attempts"]) == ("ok", 2)
+    assert again["arguments"]["goal_id"] == goal["_id"]
+
+
+def test_a_receiver_job_without_arguments_fails_saying_so(db, inline_plugin, drain):
+    counting = Counting()
+    inline_plugin(counting, "counting")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    drain()
+    first = outcomes(db, goal["_id"])["first"]
+    db.outcomes.update_one({"_id": first["_id"]}, {"$set": {"status": "failed"}})
+    get_queue().enqueue(dispatch.run_receiver, first["_id"], job_id="receiver-no-arguments")
+    drain()
+    found = db.outcomes.find_one({"_id": first["_id"]})
+    assert found["status"] == "failed" and "has no recorded arguments" in found["error"]
+    assert sorted(counting.runs) == ["first", "second"]  # not run again
 
 
 def test_a_disabled_receiver_is_not_delivered_to(db, inline_plugin, drain, monkeypatch):
