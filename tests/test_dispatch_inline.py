@@ -243,12 +243,18 @@ def test_a_receiver_job_delivered_twice_after_success_runs_the_receiver_once(db,
     assert db.outcomes.find_one({"_id": outcome["_id"]})["attempts"] == 1
 
 
-def test_an_event_delivered_twice_runs_inline_receivers_once(db, inline_plugin, drain):
+def created_with_counting(inline_plugin, drain) -> tuple[Counting, dict]:
+    """A goal created (and its create job run) with the ``Counting`` receivers installed."""
     counting = Counting()
     inline_plugin(counting, "counting")
     goal = goal_document()
     tasks.enqueue_create_goal(goal)
     drain()
+    return counting, goal
+
+
+def test_an_event_delivered_twice_runs_inline_receivers_once(db, inline_plugin, drain):
+    counting, goal = created_with_counting(inline_plugin, drain)
     # The create job run again (redelivered): the goal exists, the event is sent again.
     get_queue().enqueue(tasks.create_goal, {**goal}, job_id="create-again")
     drain()
@@ -259,11 +265,7 @@ def test_an_event_delivered_twice_runs_inline_receivers_once(db, inline_plugin, 
 
 def test_a_receiver_a_dead_horse_left_running_gets_its_arguments_from_the_redelivered_event(
         db, inline_plugin, drain):
-    counting = Counting()
-    inline_plugin(counting, "counting")
-    goal = goal_document()
-    tasks.enqueue_create_goal(goal)
-    drain()
+    counting, goal = created_with_counting(inline_plugin, drain)
     # As a horse killed while ``second`` ran inline leaves it: running, first attempt, no arguments.
     second = outcomes(db, goal["_id"])["second"]
     assert "arguments" not in second
@@ -278,11 +280,7 @@ def test_a_receiver_a_dead_horse_left_running_gets_its_arguments_from_the_redeli
 
 
 def test_a_receiver_job_without_arguments_fails_saying_so(db, inline_plugin, drain):
-    counting = Counting()
-    inline_plugin(counting, "counting")
-    goal = goal_document()
-    tasks.enqueue_create_goal(goal)
-    drain()
+    counting, goal = created_with_counting(inline_plugin, drain)
     first = outcomes(db, goal["_id"])["first"]
     db.outcomes.update_one({"_id": first["_id"]}, {"$set": {"status": "failed"}})
     get_queue().enqueue(dispatch.run_receiver, first["_id"], job_id="receiver-no-arguments")
