@@ -72,7 +72,7 @@ def _metrics() -> dict[str, Any]:
                               ["plugin", "receiver"], buckets=DURATION_BUCKETS),
         "lateness": Histogram("goalhub_activation_lateness_seconds", "activated_at - nbf of activated goals",
                               buckets=LATENESS_BUCKETS),
-        "reconciled": Counter("goalhub_reconciled", "Overdue goals the reconciler activated or ended late",
+        "reconciled": Counter("goalhub_reconciled", "Overdue goals the reconciler activated or ended late, lost jobs it requeued",
                               ["action"]),
         "http": Counter("goalhub_http_requests", "HTTP requests by route and status",
                         ["method", "route", "status"]),
@@ -180,7 +180,8 @@ def activation(lateness_seconds: float) -> None:
 
 
 def reconciled(action: str) -> None:
-    """The reconciler activated (``activate``) or ended (``end``) an overdue goal late."""
+    """The reconciler activated (``activate``) or ended (``end``) an overdue goal late, or put
+    back a job a worker died taking (``requeue``)."""
     _record("reconciled", {"action": action}, "inc")
 
 

@@ -155,5 +155,12 @@ def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float 
         return queue.enqueue_in(timedelta(seconds=delay), func, *args, job_id=job_id, **options)
     with queue.connection.pipeline() as pipe:  # one round trip: RQ alone makes two
         job = queue.enqueue(func, *args, job_id=job_id, pipeline=pipe, **options)
+        pipe.zadd(enqueued_key(), {job_id: time.time()})  # watched until it starts (goalhub.worker)
         pipe.execute()
     return job
+
+
+def enqueued_key() -> str:
+    """The jobs goalhub enqueued that have not been seen started yet (a sorted set by time):
+    ``goalhub.worker.requeue_lost_jobs`` looks there for a job a dying worker took off its queue."""
+    return f"{config.queue_prefix()}:enqueued"

@@ -11,7 +11,8 @@ Reconciler: ``goalhub.tasks.schedule`` marks a goal with ``lifecycle.activate_at
 whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are still inactive
 (activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
 the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue: the goal
-is activated or ended late, and ``goalhub_reconciled_total`` counts it.
+is activated or ended late, and ``goalhub_reconciled_total`` counts it. It also puts back on
+its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
 
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
-    done: dict[str, list[str]] = {"activate": [], "end": []}
+    done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
         ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),
@@ -134,4 +135,9 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
             done[action].append(goal_id)
             log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",
                         action, goal_id, goal.get("_cls"), extra={"goal_id": goal_id, "action": action})
+    from goalhub.worker import requeue_lost_jobs  # jobs a dying worker took off a queue
+
+    for lost in requeue_lost_jobs():
+        metrics.reconciled("requeue")
+        done["requeue"].append(lost)
     return done

@@ -22,7 +22,7 @@ from rq.job import Job, JobStatus
 from goalhub import config, metrics, plugins
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
-from goalhub.queues import all_queues, get_scheduler
+from goalhub.queues import all_queues, enqueued_key, get_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,55 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
         finally:
             connection.delete(lock)
     return recovered
+
+
+# A job queued in no queue list and no registry this long, seen so twice, was taken by a worker
+# that died before starting it (a worker starts a job it took within milliseconds).
+LOST_AFTER = 5.0
+
+
+def requeue_lost_jobs(now: float | None = None) -> list[str]:
+    """Put back on its queue every job goalhub enqueued that a worker took off the queue and died
+    before starting: RQ takes a job from several queues with BLPOP, and until the worker adds it
+    to the started registry the job is in no list and no registry, seen by no recovery. Run by
+    the reconciler. A job counts as lost when it is ``queued`` yet in neither its queue nor its
+    started registry at two checks ``LOST_AFTER`` seconds apart (one check could fall in the
+    milliseconds a live worker takes between the two). Returns the ids put back."""
+    connection = get_redis()
+    key = enqueued_key()
+    now = time.time() if now is None else now
+    ids = [raw.decode() for raw in connection.zrangebyscore(key, "-inf", now - LOST_AFTER)]
+    if not ids:
+        return []
+    waiting: dict[str, set[str]] = {}  # per queue: the ids in its list, read once
+    requeued: list[str] = []
+    done: list[str] = []
+    cleared: list[str] = []
+    for job_id, job in zip(ids, Job.fetch_many(ids, connection=connection), strict=True):
+        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+            done.append(job_id)  # started, finished, failed or expired: watched no more
+            continue
+        queue = Queue(job.origin, connection=connection)
+        if queue.name not in waiting:
+            waiting[queue.name] = {raw.decode() for raw in connection.lrange(queue.key, 0, -1)}
+        suspect = f"{key}:suspect:{job_id}"
+        if job_id in waiting[queue.name] or job_id in queue.started_job_registry:
+            cleared.append(suspect)  # where it belongs: any earlier sighting no longer counts
+            continue
+        if connection.set(suspect, now, nx=True, ex=int(LOST_AFTER * 20)):
+            continue  # the first sighting: look again at the next check
+        if now - float(connection.get(suspect) or now) < LOST_AFTER:
+            continue
+        connection.delete(suspect)
+        queue.enqueue_job(job)
+        connection.zadd(key, {job_id: now})
+        requeued.append(job_id)
+        log.warning("requeued job %s: a worker took it off %s and died before starting it", job_id, queue.name)
+    if done:
+        connection.zrem(key, *done)
+    if cleared:
+        connection.delete(*cleared)
+    return requeued
 
 
 def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:

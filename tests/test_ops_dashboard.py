@@ -63,7 +63,7 @@ def test_cancel_removes_the_job_and_the_reconciler_leaves_the_goal_alone(client,
     assert done.status_code == 303
     assert job_id not in get_scheduler() and Job.fetch_many([job_id], connection=get_redis())[0] is None
     monkeypatch.setenv("GOALHUB_RECONCILE_GRACE", "0")
-    assert reconcile.reconcile(now=nbf + 5) == {"activate": [], "end": []}  # cancelled on purpose
+    assert reconcile.reconcile(now=nbf + 5) == {"activate": [], "end": [], "requeue": []}  # cancelled on purpose
 
 
 def test_the_reconciler_activates_and_ends_overdue_goals_whose_jobs_were_deleted(db, drain, monkeypatch):
@@ -73,14 +73,14 @@ def test_the_reconciler_activates_and_ends_overdue_goals_whose_jobs_were_deleted
     kept = countdown(db, nbf + 3600)
     for kind in ("activate", "end"):
         Job.fetch(f"{kind}-{lost}", connection=get_redis()).delete()  # what rq-dashboard's Delete does
-    assert reconcile.reconcile(now=nbf - 1) == {"activate": [], "end": []}  # not due yet
+    assert reconcile.reconcile(now=nbf - 1) == {"activate": [], "end": [], "requeue": []}  # not due yet
     time.sleep(max(0.0, nbf + 0.1 - time.time()))
-    assert reconcile.reconcile() == {"activate": [lost], "end": []}
-    assert reconcile.reconcile() == {"activate": [], "end": []}  # its job is pending now: not twice
+    assert reconcile.reconcile() == {"activate": [lost], "end": [], "requeue": []}
+    assert reconcile.reconcile() == {"activate": [], "end": [], "requeue": []}  # its job is pending now: not twice
     drain(scheduled=False)
     goal = db.goals.find_one({"_id": ObjectId(lost)})
     assert goal["active"] is True and goal["activated_at"] >= nbf
-    assert reconcile.reconcile(now=nbf + 2) == {"activate": [], "end": [lost]}
+    assert reconcile.reconcile(now=nbf + 2) == {"activate": [], "end": [lost], "requeue": []}
     drain(scheduled=False)
     assert db.goals.find_one({"_id": ObjectId(lost)})["end_reason"] == "expired"
     assert db.goals.find_one({"_id": ObjectId(kept)})["active"] is False  # its job is pending
@@ -134,3 +134,30 @@ def test_rq_dashboard_fits_goalhub(client):
     assert root.status_code == 200 and "<h1>Queues</h1>" in root.get_data(as_text=True)
     assert client.get("/rq").status_code == 401
     assert 'href="/rq/0/view/queues"' in root.get_data(as_text=True)
+
+
+def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, monkeypatch):
+    """RQ takes a job from several queues with BLPOP: a worker killed before it starts the job
+    leaves it in no list and no registry. The reconciler puts it back, once, at the second look."""
+    from goalhub import worker
+    from goalhub.queues import enqueued_key, get_queue
+
+    monkeypatch.setattr(worker, "LOST_AFTER", 0.2)
+    session, user = str(ObjectId()), str(ObjectId())
+    waiting = goal_document("KaraokeGoal", session, user)
+    lost = goal_document("KaraokeGoal", session, user)
+    for goal in (lost, waiting):
+        tasks.enqueue_create_goal(goal, fresh=True)
+    connection = get_redis()
+    taken = connection.lpop(get_queue().key).decode()  # the dying worker's BLPOP, and nothing after it
+    assert taken == f"create-{lost['_id']}"
+    time.sleep(0.3)
+    assert worker.requeue_lost_jobs() == []  # first sighting: a live worker may be about to start it
+    time.sleep(0.3)
+    assert reconcile.reconcile()["requeue"] == [taken]  # still in no list, no registry: put back
+    assert worker.requeue_lost_jobs() == []  # once
+    assert get_queue().job_ids == [f"create-{waiting['_id']}", taken]  # the waiting one was left alone
+    drain(scheduled=False)
+    assert db.goals.count_documents({"_id": {"$in": [ObjectId(lost["_id"]), ObjectId(waiting["_id"])]}}) == 2
+    time.sleep(0.3)
+    assert worker.requeue_lost_jobs() == [] and connection.zcard(enqueued_key()) == 0  # started: watched no more
