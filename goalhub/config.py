@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     METRICS_DIR: Path | None = Field(None, json_schema_extra=_allowed(
         "a directory for prometheus-client's multiprocess files (default: <home>/metrics)"))
     RECONCILE_INTERVAL: float = Field(10.0, ge=0, json_schema_extra=_allowed(
-        "seconds >= 0 between the scheduler's overdue-goal checks (0: never)"))
+        "seconds >= 0 between the reconciler's checks: overdue goals, lost jobs (0: never)"))
     RECONCILE_GRACE: float = Field(5.0, ge=0, json_schema_extra=_allowed(
         "seconds >= 0 a due lifecycle job is given before the reconciler steps in"))
 
@@ -336,7 +336,8 @@ def metrics_dir() -> Path:
 
 
 def reconcile_interval() -> float:
-    """``GOALHUB_RECONCILE_INTERVAL``: seconds between the scheduler's overdue-goal checks (0: never)."""
+    """``GOALHUB_RECONCILE_INTERVAL``: seconds between the reconciler's checks for overdue goals and
+    for jobs a dying worker took off a queue (0: never)."""
     return settings().RECONCILE_INTERVAL
 
 
