@@ -105,6 +105,7 @@ def requeue_lost_jobs(now: float | None = None) -> list[str]:
     ids = [raw.decode() for raw in connection.zrangebyscore(key, "-inf", now - LOST_AFTER)]
     if not ids:
         return []
+    known = {queue.name: queue for queue in all_queues()}
     waiting: dict[str, set[str]] = {}  # per queue: the ids in its list, read once
     requeued: list[str] = []
     done: list[str] = []
@@ -113,7 +114,9 @@ def requeue_lost_jobs(now: float | None = None) -> list[str]:
         if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
             done.append(job_id)  # started, finished, failed or expired: watched no more
             continue
-        queue = Queue(job.origin, connection=connection)
+        if job.origin not in known:  # a queue goalhub does not name (a plugin's own)
+            known[job.origin] = Queue(job.origin, connection=connection)
+        queue = known[job.origin]
         if queue.name not in waiting:
             waiting[queue.name] = {raw.decode() for raw in connection.lrange(queue.key, 0, -1)}
         suspect = f"{key}:suspect:{job_id}"

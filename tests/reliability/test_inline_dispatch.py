@@ -32,7 +32,7 @@ def test_a_kill_between_two_inline_receivers_runs_only_the_unfinished_ones_again
     [horse] = faults.held("started")
     # prior_receiver ran and is ok; held_receiver is the next, inline in the same horse, and the
     # real plugins' receivers after it are taken by that horse (running, first attempt), not begun.
-    at_kill = {o["receiver"]: o for o in db.outcomes.find({"goal_id": goal_id})}
+    at_kill = by_receiver(list(db.outcomes.find({"goal_id": goal_id})))
     assert at_kill["prior_receiver"]["status"] == "ok"
     assert (at_kill["held_receiver"]["status"], at_kill["held_receiver"]["attempts"]) == ("running", 1)
     later = [name for name, o in at_kill.items() if o["status"] == "running" and name != "held_receiver"]
