@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,10 @@ def _norm(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:  # most values: no isinstance() walk through the ABCs
         return value
-    if kind is dict:
-        return {k: _norm(v) for k, v in value.items()}
+    if kind is dict:  # plain values kept without a call each
+        return {k: v if type(v) in _PLAIN else _norm(v) for k, v in value.items()}
     if kind is list:
-        return [_norm(v) for v in value]
+        return [v if type(v) in _PLAIN else _norm(v) for v in value]
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
@@ -141,14 +142,35 @@ class _Index:
     partial: dict | None
     options: dict
 
-    @property
+    @cached_property
     def fields(self) -> list[str]:
         return [f for f, _ in self.key]
+
+    @cached_property
+    def _path(self) -> tuple[str, ...] | None:
+        """The index's one field as a path (``entries``'s fast case); None for a compound index."""
+        return tuple(self.key[0][0].split(".")) if len(self.key) == 1 else None
 
     def entries(self, doc: Mapping) -> set[bytes]:
         """Keys this document contributes: one per array element, missing fields as null (like Mongo)."""
         if self.partial is not None and not filter_applies(self.partial, doc):
             return set()
+        if (path := self._path) is not None:
+            # The common case without mongomock's path walk: one field reached through embedded
+            # documents only, holding a scalar or nothing. An array, a tuple or a document on
+            # the way or at the end, or any other mapping type, takes the general way below.
+            value: Any = doc
+            for part in path:
+                if type(value) is not dict:
+                    break
+                value = value.get(part, NOTHING)
+                if value is NOTHING:
+                    break
+            else:
+                if type(value) in _PLAIN:
+                    return {_esc(_component(value)) + b"\x00"}
+            if value is NOTHING:
+                return set() if self.sparse else {_esc(_component(None)) + b"\x00"}
         parts: list[set[bytes]] = []
         missing = True
         for field in self.fields:
@@ -244,23 +266,37 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
     if not update.keys() <= {"$set", "$inc", "$unset"}:
         return None
     paths: list[tuple[str, ...]] = []
+    dotted = False
     for fields in update.values():
         if not _is_mapping(fields):
             return None
         for name in fields:
-            if not isinstance(name, str) or not name:
+            if type(name) is not str or not name:
                 return None
+            if "." not in name:
+                if name == "_id" or name[0] == "$" or name.isdigit():
+                    return None
+                paths.append((name,))
+                continue
             parts = tuple(name.split("."))
+            dotted = True
             if parts[0] == "_id" or any(not p or p.startswith("$") or p.isdigit() for p in parts):
                 return None
             paths.append(parts)
     if len(paths) > 1:
-        ordered = sorted(paths)
-        if any(b[:len(a)] == a for a, b in zip(ordered, ordered[1:], strict=False)):
-            return None  # one path inside another: Mongo's conflict error, mongomock's to raise
+        if not dotted:  # top-level names overlap only by being the same name twice
+            if len(set(paths)) < len(paths):
+                return None
+        else:
+            ordered = sorted(paths)
+            if any(b[:len(a)] == a for a, b in zip(ordered, ordered[1:], strict=False)):
+                return None  # one path inside another: Mongo's conflict error, mongomock's to raise
     new = dict(doc)
     for operator, fields in update.items():
         for name, value in fields.items():
+            if operator == "$set" and "." not in name:  # the common case: a top-level field set
+                new[name] = value if type(value) in _PLAIN else copy.deepcopy(value)
+                continue
             *parents, leaf = name.split(".")
             target: dict | None = new
             for part in parents:  # copy the embedded documents on the way: ``doc`` stays as it was
@@ -596,6 +632,8 @@ class Collection:
     # -- reading
     def _plan(self, conn: sqlite3.Connection, cid: int, flt: Mapping) -> tuple[str, list]:
         """SQL for a superset of the matches: by primary key, through an index, or a scan."""
+        if len(flt) == 1 and type(flt.get("_id")) in _ID_SCALARS:  # one document by its _id
+            return "SELECT rid, data FROM docs WHERE cid = ? AND id = ?", [cid, _component(flt["_id"])]
         conds = _equalities(flt)
         subs: list[str] = []
         params: list = []
@@ -724,7 +762,7 @@ class Collection:
 
     def _rewrite(self, conn: sqlite3.Connection, cid: int, row: Row, new: dict, indexes: list[_Index]) -> bool:
         rid, old_data, old = row
-        if _component(new.get("_id")) != _component(old["_id"]):
+        if new.get("_id") is not old["_id"] and _component(new.get("_id")) != _component(old["_id"]):
             raise WriteError("Performing an update on the path '_id' would modify the immutable field '_id'", 66)
         if (data := bson.encode(new)) == old_data:
             return False
@@ -738,6 +776,10 @@ class Collection:
             diffs.append((ix, before - after, after - before))
         conn.execute("UPDATE docs SET data = ? WHERE rid = ?", (data, rid))
         for ix, gone, added in diffs:
+            if len(gone) == 1 and len(added) == 1 and conn.execute(  # one key moved: one statement
+                    "UPDATE idx SET key = ? WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
+                    (next(iter(added)), cid, ix.name, next(iter(gone)), rid)).rowcount == 1:
+                continue
             conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
                              [(cid, ix.name, k, rid) for k in gone])
             conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",

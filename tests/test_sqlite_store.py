@@ -205,6 +205,8 @@ FAST_UPDATES = [
     ({"_id": 1, "n": {"k": 2}}, {"$inc": {"n.k": 3, "n.new": 1, "m.x": 2}}),
     ({"_id": 1, "a": {"b": [1, 2]}}, {"$set": {"a.b": {"list": [3]}}}),
     ({"_id": 1, "ctx": {"type": "t"}}, {"$set": {"ctx.exclusive_goal_id": "g"}, "$unset": {"gone": ""}}),
+    ({"_id": 1, "status": "running", "n": 1}, {"$set": {"status": "ok", "result": [1, {"a": 2}], "error": None},
+                                               "$inc": {"n": 1}, "$unset": {"gone": ""}}),
 ]
 MONGOMOCK_ONLY = [
     ({"_id": 1, "a": None}, {"$set": {"a.b": 1}}),  # through a null: Mongo's error
@@ -212,6 +214,8 @@ MONGOMOCK_ONLY = [
     ({"_id": 1, "a": [{"b": 1}]}, {"$set": {"a.0.b": 2}}),  # an array index
     ({"_id": 1}, {"$set": {"a": 1, "a.b": 2}}),  # paths that overlap
     ({"_id": 1}, {"$set": {"x": 1}, "$unset": {"x": ""}}),
+    ({"_id": 1, "x": 1}, {"$set": {"x": 1}, "$inc": {"x": 1}}),  # one top-level name twice
+    ({"_id": 1}, {"$set": {"$x": 1}}),
     ({"_id": 1}, {"$set": {"_id.x": 1}}),
     ({"_id": 1}, {"$push": {"a": 1}}),
 ]
@@ -240,6 +244,15 @@ def test_the_fast_update_path_gives_mongomocks_answer_and_leaves_the_old_documen
     assert fast is not None
     assert fast == _by_mongomock(doc, update)
     assert doc == before  # the stored row's document is not changed in place
+
+
+def test_a_set_value_is_the_stored_documents_own_not_the_callers():
+    from goalhub.sqlite_store import _apply_simple
+
+    given = [1, {"a": 2}]
+    fast = _apply_simple({"_id": 1}, {"$set": {"list": given}})
+    given[1]["a"] = 3
+    assert fast == {"_id": 1, "list": [1, {"a": 2}]}
 
 
 @pytest.mark.parametrize(("doc", "update"), MONGOMOCK_ONLY)
@@ -284,3 +297,66 @@ def test_an_update_moves_the_index_entries_of_what_it_changed_and_only_those(tmp
         conn = client._conn()
         keys = sorted((name, key) for name, key in conn.execute("SELECT iname, key FROM idx"))
         assert len(keys) == 4 and len({name for name, _ in keys}) == 4  # one entry per index, none stale
+
+
+ENTRY_VALUES = [None, True, False, 0, 1, 1.0, 2.5, -0.0, "", "ok", "a\x00b\x01", b"raw", [], [1, "a", [2]], (1, 2), {"k": 1},
+                dt.datetime(2026, 1, 1, 12, 0, 0, 123456)]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("value", [*ENTRY_VALUES, "<missing>"], ids=repr)
+def test_a_one_field_indexs_fast_entries_are_the_general_ones(value, sparse):
+    from bson import ObjectId
+    from bson.son import SON
+
+    from goalhub.sqlite_store import _Index
+
+    values = (value, ObjectId("6b0ee7082dfc716069df89e6")) if value is None else (value,)
+    for value in values:
+        given = {} if value == "<missing>" else {"status": value}
+        docs = [  # the field at the top, one and two documents down, and on the ways that are not documents
+            ("status", {"_id": 1, **given}),
+            ("meta.status", {"_id": 1, "meta": given}),
+            ("a.meta.status", {"_id": 1, "a": {"meta": given}}),
+            ("a.meta.status", {"_id": 1, "a": {}}),
+            ("a.meta.status", {"_id": 1, "a": [{"meta": given}, {"meta": {"status": 7}}]}),
+            ("a.meta.status", {"_id": 1, "a": "text"}),
+            ("a.meta.status", {"_id": 1, "a": None}),
+            ("a.meta.status", {"_id": 1, "a": SON([("meta", given)])}),
+            ("meta.0", {"_id": 1, "meta": {"0": value}}),
+        ]
+        for field, doc in docs:
+            fast = _Index(f"{field}_1", ((field, 1),), False, sparse, None, {})
+            general = _Index(f"{field}_1", ((field, 1),), False, sparse, None, {})
+            general.__dict__["_path"] = None  # the path walk through mongomock's iter_key_candidates
+            assert fast._path == tuple(field.split("."))
+            assert fast.entries(doc) == general.entries(doc), (field, doc)
+
+
+def test_ids_of_equal_value_find_the_same_document_and_others_do_not(tmp_path: Path) -> None:
+    from bson import ObjectId
+
+    oid = ObjectId()
+    with SQLiteClient(tmp_path) as client:
+        docs = client.goalhub.docs
+        docs.insert_many([{"_id": 1, "n": "int"}, {"_id": "1", "n": "str"}, {"_id": oid, "n": "oid"}])
+        assert docs.find_one({"_id": 1.0})["n"] == "int"  # 1 == 1.0 in Mongo
+        assert docs.find_one({"_id": "1"})["n"] == "str"
+        assert docs.find_one({"_id": oid})["n"] == "oid" and docs.find_one({"_id": str(oid)}) is None
+        assert docs.find_one({"_id": 2}) is None
+        assert docs.update_one({"_id": 1.0}, {"$set": {"n": "one"}}).modified_count == 1
+        assert docs.find_one({"_id": 1})["n"] == "one"
+
+
+def test_an_update_adds_the_new_key_even_where_the_old_entry_is_missing(tmp_path: Path) -> None:
+    with SQLiteClient(tmp_path) as client:
+        outcomes = client.goalhub.outcomes
+        outcomes.create_index("status")
+        outcomes.insert_one({"_id": "o1", "status": "running"})
+        client._conn().execute("DELETE FROM idx")  # an entry gone astray
+        outcomes.update_one({"_id": "o1"}, {"$set": {"status": "ok"}})
+        assert [o["_id"] for o in outcomes.find({"status": "ok"})] == ["o1"]
+        outcomes.update_one({"_id": "o1"}, {"$set": {"status": "failed"}})  # the usual move: one statement
+        assert list(outcomes.find({"status": "ok"})) == []
+        assert [o["_id"] for o in outcomes.find({"status": "failed"})] == ["o1"]
+        assert client._conn().execute("SELECT COUNT(*) FROM idx").fetchone()[0] == 1
