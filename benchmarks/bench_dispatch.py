@@ -11,7 +11,9 @@ leaderboards.send("goal.created", ...)`` -> ``goalhub.dispatch.deliver``: routin
 records in one batch, the events record, and per receiver the call inside its time budget and
 the recorded ``ok``. The receivers are no-ops, so all of it is goalhub's own cost.
 
-Figures are medians over repeats with [min - max], in microseconds.
+Every N is measured in each round, one after another (the machine drifts up to 2x within a
+minute; measured N by N, the slope would be partly that drift). Figures are medians over the
+rounds with [min - max], in microseconds.
 """
 
 from __future__ import annotations
@@ -72,44 +74,64 @@ def in_a_job(batch: list[dict[str, Any]]) -> float:
     return job.return_value()
 
 
-def measure(n: int, repeats: int, goals: int, loops: int) -> dict[str, Spread]:
-    import blinker
-    import pluggy
+class Setup:
+    """The same ``n`` no-op receivers three ways: a goalhub plugin (registered only while its
+    round is measured), hookimpls on a bare pluggy manager, receivers of a bare blinker signal."""
 
-    from goalhub import hookspecs, plugins
-    from goalhub.dispatch import receivers
-    from goalhub.store import get_database
+    def __init__(self, n: int) -> None:
+        import blinker
+        import pluggy
 
-    module = noop_receivers(n)
-    name = plugins.register(module, name=f"bench_noops_{n}")
-    bare_pm = pluggy.PluginManager("goalhub")
-    bare_pm.add_hookspecs(hookspecs)
-    bare_pm.register(module)
-    bare_signal = blinker.Signal()
-    for _ in range(n):
-        def blinker_noop(sender: str, **kwargs: Any) -> None:
-            return None
+        from goalhub import hookspecs
 
-        bare_signal.connect(blinker_noop, sender="goal.created", weak=False)
-    ours = [r for r in receivers("goal.created") if r.plugin == name]
-    assert len(ours) == n == len(receivers("goal.created")), "only the benchmark's receivers may be loaded"
+        self.n = n
+        self.module = noop_receivers(n)
+        self.bare_pm = pluggy.PluginManager("goalhub")
+        self.bare_pm.add_hookspecs(hookspecs)
+        self.bare_pm.register(self.module)
+        self.bare_signal = blinker.Signal()
+        for _ in range(n):
+            def blinker_noop(sender: str, **kwargs: Any) -> None:
+                return None
 
-    samples: dict[str, list[float]] = {k: [] for k in ("pluggy", "blinker", "inline")}
-    args = arguments()
-    try:
-        for repeat in range(repeats + 1):  # the first is a warm-up: first jobs, first connections
-            if repeat == 1:
-                samples = {key: [] for key in samples}
-            samples["pluggy"].append(per_call(lambda: bare_pm.hook.goal_created(**args), loops))
-            samples["blinker"].append(per_call(lambda: bare_signal.send("goal.created", **args), loops))
+            self.bare_signal.connect(blinker_noop, sender="goal.created", weak=False)
+
+    def measure(self, goals: int, loops: int) -> dict[str, float]:
+        """One repeat: µs per pluggy call, blinker send and goalhub event (inline, in a job)."""
+        from goalhub import plugins
+        from goalhub.dispatch import receivers
+        from goalhub.store import get_database
+
+        name = plugins.register(self.module, name=f"bench_noops_{self.n}")
+        try:
+            ours = [r for r in receivers("goal.created") if r.plugin == name]
+            assert len(ours) == self.n == len(receivers("goal.created")), "only the benchmark's receivers may be loaded"
+            args = arguments()
+            sample = {"pluggy": per_call(lambda: self.bare_pm.hook.goal_created(**args), loops),
+                      "blinker": per_call(lambda: self.bare_signal.send("goal.created", **args), loops)}
             batch = [arguments() for _ in range(goals)]
-            samples["inline"].append(in_a_job(batch))
+            sample["inline"] = in_a_job(batch)
             done = get_database().outcomes.count_documents(
                 {"goal_id": {"$in": [a["goal_id"] for a in batch]}, "status": "ok"})
-            assert done == goals * n, f"expected {goals * n} ok outcomes, found {done}"
-    finally:
-        plugins.unregister(name)
-    return {key: Spread.of(values) for key, values in samples.items()}
+            assert done == goals * self.n, f"expected {goals * self.n} ok outcomes, found {done}"
+        finally:
+            plugins.unregister(name)
+        return sample
+
+
+def measure(repeats: int, goals: int, loops: int) -> dict[int, dict[str, Spread]]:
+    """Every N in each round, one after another, so that the machine's drift (2x within a minute
+    here) falls on all N alike and the slope between them is not a drift between two moments."""
+    setups = [Setup(n) for n in N_VALUES]
+    samples: dict[int, dict[str, list[float]]] = {n: {"pluggy": [], "blinker": [], "inline": []} for n in N_VALUES}
+    for repeat in range(repeats + 1):  # the first round is a warm-up: first jobs, first connections
+        for setup in setups:
+            sample = setup.measure(goals, loops)
+            if repeat:
+                for key, value in sample.items():
+                    samples[setup.n][key].append(value)
+        support.log(f"dispatch: round {repeat}/{repeats}" + (" (warm-up)" if not repeat else ""))
+    return {n: {key: Spread.of(values) for key, values in by_key.items()} for n, by_key in samples.items()}
 
 
 def worker_logs(path: Path) -> None:
@@ -127,19 +149,17 @@ def worker_logs(path: Path) -> None:
 
 def main() -> None:
     options = support.arguments(__doc__)
-    repeats, goals, loops = (3, 10, 1000) if options.quick else (5, 20, 3000)
+    repeats, goals, loops = (3, 10, 1000) if options.quick else (9, 20, 3000)
     results: dict[int, dict[str, Spread]] = {}
     with support.temporary_home(load_plugins=(), disabled=("goalhub.lifecycle",)):
         from goalhub.store import get_database
 
         assert get_database().outcomes.count_documents({}) == 0
         worker_logs(Path(os.environ["GOALHUB_HOME"]) / "worker.log")
-        for n in N_VALUES:
-            results[n] = measure(n, repeats, goals, loops)
-            support.log(f"dispatch: measured N={n}")
+        results = measure(repeats, goals, loops)
 
-    print(f"## Dispatch: one goal.created, N no-op receivers, inline in one RQ job ({repeats} repeats of "
-          f"{goals} events; pluggy/blinker {loops} calls per repeat)\n")
+    print(f"## Dispatch: one goal.created, N no-op receivers, inline in one RQ job ({repeats} rounds of "
+          f"{goals} events per N, every N in each round; pluggy/blinker {loops} calls per repeat)\n")
     print(support.table(
         ["N", "pluggy hook call", "blinker send", "goalhub event, inline"],
         [[n, r["pluggy"].fmt(), r["blinker"].fmt(), r["inline"].fmt(0)] for n, r in results.items()],
