@@ -17,12 +17,18 @@ req/s median [min - max] over the runs; p50/p95 per request over all of a route'
 ratio is taken per run (create against the /healthz run just before it) and its median reported:
 this machine's speed drifts by 2x within a minute, and a ratio of two medians taken at different
 moments would carry that drift.
+
+Where a request's CPU goes, per run: the API's processes, the embedded Redis and this client
+(``/proc``: user + system time over the run, divided by its requests), and the app alone: the
+same two requests through the Flask app's WSGI call in this process, without a server.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import statistics
 import threading
 import time
 from typing import Any
@@ -71,6 +77,74 @@ def load(base: str, method: str, path: str, body: Any, headers: dict[str, str], 
     return len(every) / elapsed, every, sum(errors)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (those gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (the API's pre-forked children)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def app_alone(routes: dict[str, tuple], calls: int = 1000) -> dict[str, float]:
+    """CPU µs per request of each route through the Flask app's WSGI callable in this process (no
+    server, no client, no test client: an environ built once per route), median of 3."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    from goalhub.api import create_app
+
+    app = create_app()
+    out = {}
+    statuses: list[str] = []
+
+    def start_response(status: str, response_headers: list, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    for name, (method, path, body, headers, expect) in routes.items():
+        route, _, query = path.partition("?")
+        template = EnvironBuilder(path=route, query_string=query, method=method, headers=headers,
+                                  data=b"{}" if body else None).get_environ()
+        statuses.clear()
+        samples = []
+        for _ in range(4):  # the first is a warm-up
+            began = time.process_time()
+            for _ in range(calls):
+                environ = dict(template)
+                if body:
+                    payload = json.dumps(body(), separators=(",", ":")).encode()
+                    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(payload), str(len(payload))
+                answer = app(environ, start_response)
+                b"".join(answer)
+                answer.close()
+            samples.append((time.process_time() - began) / calls * 1e6)
+        assert {int(status[:3]) for status in statuses} == {expect}, (name, set(statuses))
+        out[name] = statistics.median(samples[1:])
+    return out
+
+
 def main() -> None:
     options = support.arguments(__doc__)
     runs, seconds = (3, 2.0) if options.quick else (7, 3.0)
@@ -78,6 +152,7 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     with support.temporary_home(load_plugins=("karaoke",)) as home:
         from goalhub.auth import mint_token
+        from goalhub.connection import embedded_redis_pid
         from goalhub.queues import get_queue
         from goalhub.store import get_database
 
@@ -95,16 +170,26 @@ def main() -> None:
             }
             for route in routes.values():  # warm-up: every API process's first requests
                 load(base, *route[:4], 0.5, route[4])
-            results = {name: {"rates": [], "latencies": [], "errors": 0} for name in routes}
+            api_pids = process_tree(api.popen.pid)
+            redis_pid = [pid] if (pid := embedded_redis_pid(home)) else []
+            results = {name: {"rates": [], "latencies": [], "errors": 0, "cpu": {"API": [], "Redis": [], "client": []}}
+                       for name in routes}
             for run in range(runs):
                 for name, route in routes.items():
+                    before = cpu_seconds(api_pids), cpu_seconds(redis_pid), time.process_time()
+                    began = time.perf_counter()
                     rate, latencies, errors = load(base, *route[:4], seconds, route[4])
+                    requests = rate * (time.perf_counter() - began)
+                    after = cpu_seconds(api_pids), cpu_seconds(redis_pid), time.process_time()
+                    for part, b, a in zip(("API", "Redis", "client"), before, after, strict=True):
+                        results[name]["cpu"][part].append((a - b) / requests * 1e6)
                     results[name]["rates"].append(rate)
                     results[name]["latencies"] += latencies
                     results[name]["errors"] += errors
                 support.log(f"http: run {run + 1}/{runs}: " + ", ".join(
                     f"{n} {r['rates'][-1]:,.0f} req/s" for n, r in results.items()))
             queued = get_queue().count
+        alone = app_alone(routes)
 
     floor = Spread.of(results["GET /healthz"]["rates"])
     paired = {name: Spread.of(rate / healthz for rate, healthz in zip(r["rates"], results["GET /healthz"]["rates"],
@@ -128,6 +213,16 @@ def main() -> None:
                          "p95 ms", "errors"], rows))
     print(f"{queued} create_goal jobs were enqueued by the POSTs (no worker ran). The client threads share the "
           "machine's cores (and one GIL) with the server, so the floor is a floor of this client too.\n")
+    cpu_rows = []
+    for name, r in results.items():
+        parts = {part: statistics.median(values) for part, values in r["cpu"].items()}
+        cpu_rows.append([name, *(f"{parts[p]:,.0f}" for p in ("API", "Redis", "client")),
+                         f"{sum(parts.values()):,.0f}", f"{alone[name]:,.0f}"])
+    print(support.table(["route", "API processes", "embedded Redis", "client", "all", "the app alone (WSGI call)"],
+                        cpu_rows, title="CPU µs per request, median over the runs"))
+    print("The app alone is the route's own work; the rest of the API processes' time is the server's "
+          "(waitress: reading, parsing, thread hand-off, writing). Both routes pay the server and the "
+          "client, so the ratio of rates is about the ratio of the 'all' column.\n")
     support.write_headlines(options.json, headlines)
     failed = {name: r["errors"] for name, r in results.items() if r["errors"]}
     if failed:  # a rate of refused requests measures nothing
