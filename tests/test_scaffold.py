@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from goalhub.cli import main
+from goalhub.connection import stop_embedded_redis
 
 pytestmark = pytest.mark.slow
 
@@ -52,23 +53,26 @@ def test_a_generated_plugin_installs_passes_its_own_tests_and_runs(tmp_path: Pat
         return subprocess.run([sys.executable, "-m", "goalhub", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
 
-    checked = goalhub("plugins", "--check", "--json")
-    assert checked.returncode == 0, checked.stderr
-    listed = {p["name"]: p for p in json.loads(checked.stdout)}
-    assert listed["confetti_cannon"]["dist"] == "goalhub-confetti-cannon"
+    try:
+        checked = goalhub("plugins", "--check", "--json")
+        assert checked.returncode == 0, checked.stderr
+        listed = {p["name"]: p for p in json.loads(checked.stdout)}
+        assert listed["confetti_cannon"]["dist"] == "goalhub-confetti-cannon"
 
-    hooks = goalhub("hooks", "--cls", "ConfettiCannonGoal", "--json")
-    assert hooks.returncode == 0, hooks.stderr
-    created = next(e for e in json.loads(hooks.stdout) if e["hook"] == "goal_created")
-    # Its receiver acts on its class (beside the installed plugins' receivers of every class).
-    acting = [f"{r['plugin']}.{r['name']}" for r in created["receivers"]]
-    assert "confetti_cannon.record_confetti_cannon_goal" in acting
-    assert "goalhub.lifecycle.schedule_lifecycle_tasks" not in acting  # its declared lifecycle
+        hooks = goalhub("hooks", "--cls", "ConfettiCannonGoal", "--json")
+        assert hooks.returncode == 0, hooks.stderr
+        created = next(e for e in json.loads(hooks.stdout) if e["hook"] == "goal_created")
+        # Its receiver acts on its class (beside the installed plugins' receivers of every class).
+        acting = [f"{r['plugin']}.{r['name']}" for r in created["receivers"]]
+        assert "confetti_cannon.record_confetti_cannon_goal" in acting
+        assert "goalhub.lifecycle.schedule_lifecycle_tasks" not in acting  # its declared lifecycle
 
-    fired = goalhub("fire", "goal.created", "--cls", "ConfettiCannonGoal", "--plugin", "confetti_cannon", "--json")
-    assert fired.returncode == 0, fired.stderr
-    outcomes = json.loads(fired.stdout)["outcomes"]
-    assert [(o["receiver"], o["status"]) for o in outcomes] == [("record_confetti_cannon_goal", "ok")]
+        fired = goalhub("fire", "goal.created", "--cls", "ConfettiCannonGoal", "--plugin", "confetti_cannon", "--json")
+        assert fired.returncode == 0, fired.stderr
+        outcomes = json.loads(fired.stdout)["outcomes"]
+        assert [(o["receiver"], o["status"]) for o in outcomes] == [("record_confetti_cannon_goal", "ok")]
+    finally:  # the CLI started the home's embedded Redis as a daemon: it would outlive the test
+        stop_embedded_redis(tmp_path / "home")
 
 
 def test_new_plugin_refuses_a_bad_name_and_a_non_empty_directory(tmp_path: Path):
