@@ -187,7 +187,7 @@ def main() -> None:
     ))
     print(f"Marginal cost of one more acting receiver (slope from N={first} to N={last}): {marginal:,.0f} µs: "
           "its share of the batch insert of the outcome records (written running: taken by this work-horse), "
-          "the budget's timer, the call and its outcome (one store update, about 110 µs of it on the embedded "
+          "the budget's timer, the call and its outcome (one store update, about 85 µs of it on the embedded "
           "store) and its metrics. The fixed part per event is the batch insert, the events record and one "
           "JSON log line for the receivers that ran ok (logged as a worker logs: INFO, JSON, to a file).\n")
     support.write_headlines(options.json, headlines)
