@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from goalhub import retention
@@ -65,11 +66,12 @@ def send_once(
                 {"_id": _id}, {"$set": {"error": redact(f"{type(exc).__name__}: {exc}")}, "$inc": {"attempts": 1}}
             )
             raise
-    db.outbound.update_one(
+    sent = db.outbound.find_one_and_update(  # the mark and the record as stored, in one operation
         {"_id": _id},
         {"$set": {"status": "sent", "sent_at": time.time(), "response": response, "error": None}, "$inc": {"attempts": 1}},
+        return_document=ReturnDocument.AFTER,
     )
-    return {**db.outbound.find_one({"_id": _id}), "duplicate": False}
+    return {**sent, "duplicate": False}
 
 
 def records(kind: str | None = None, goal_id: str | None = None) -> list[dict[str, Any]]:
