@@ -102,6 +102,14 @@ def _is_mapping(value: Any, mutable: bool = False) -> bool:
 
 
 _ID_SCALARS = frozenset({str, ObjectId, int, float})  # bool and None left to mongomock
+
+
+def _by_id(flt: Mapping) -> bool:
+    """Whether ``flt`` is ``{"_id": <str, ObjectId or number>}``: the primary key's type-tagged
+    value then matches exactly what Mongo's equality matches."""
+    return len(flt) == 1 and type(flt.get("_id")) in _ID_SCALARS
+
+
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId})
 
 
@@ -632,7 +640,7 @@ class Collection:
     # -- reading
     def _plan(self, conn: sqlite3.Connection, cid: int, flt: Mapping) -> tuple[str, list]:
         """SQL for a superset of the matches: by primary key, through an index, or a scan."""
-        if len(flt) == 1 and type(flt.get("_id")) in _ID_SCALARS:  # one document by its _id
+        if _by_id(flt):  # one document by its _id
             return "SELECT rid, data FROM docs WHERE cid = ? AND id = ?", [cid, _component(flt["_id"])]
         conds = _equalities(flt)
         subs: list[str] = []
@@ -666,9 +674,7 @@ class Collection:
         if (cid := self._cid(conn)) is None:
             return
         cur = conn.execute(*self._plan(conn, cid, flt))
-        # {"_id": <string, ObjectId or number>}: the primary key's type-tagged value matched exactly
-        # what Mongo's equality matches, so mongomock need not check it again.
-        by_id = len(flt) == 1 and type(flt.get("_id")) in _ID_SCALARS
+        by_id = _by_id(flt)  # the primary key matched it exactly: mongomock need not check it again
         try:
             for rid, data in cur:
                 self.docs_examined += 1
