@@ -150,7 +150,6 @@ def worker_logs(path: Path) -> None:
 def main() -> None:
     options = support.arguments(__doc__)
     repeats, goals, loops = (3, 10, 1000) if options.quick else (9, 20, 3000)
-    results: dict[int, dict[str, Spread]] = {}
     with support.temporary_home(load_plugins=(), disabled=("goalhub.lifecycle",)):
         from goalhub.store import get_database
 

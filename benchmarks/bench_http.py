@@ -19,7 +19,7 @@ this machine's speed drifts by 2x within a minute, and a ratio of two medians ta
 moments would carry that drift.
 
 Where a request's CPU goes, per run: the API's processes, the embedded Redis and this client
-(``/proc``: user + system time over the run, divided by its requests), and the app alone: the
+(psutil: user + system time over the run, divided by its requests), and the app alone: the
 same two requests through the Flask app's WSGI call in this process, without a server.
 """
 
@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import statistics
 import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import support
 from support import Headline, Spread
 
@@ -77,34 +77,16 @@ def load(base: str, method: str, path: str, body: Any, headers: dict[str, str], 
     return len(every) / elapsed, every, sum(errors)
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
     """User + system CPU seconds used so far by these processes (those gone count 0)."""
     total = 0.0
-    for pid in pids:
+    for process in processes:
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += times.user + times.system
     return total
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants (the API's pre-forked children)."""
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
 
 
 def app_alone(routes: dict[str, tuple], calls: int = 1000) -> dict[str, float]:
@@ -170,17 +152,18 @@ def main() -> None:
             }
             for route in routes.values():  # warm-up: every API process's first requests
                 load(base, *route[:4], 0.5, route[4])
-            api_pids = process_tree(api.popen.pid)
-            redis_pid = [pid] if (pid := embedded_redis_pid(home)) else []
+            api_process = psutil.Process(api.popen.pid)
+            api_processes = [api_process, *api_process.children(recursive=True)]  # the pre-forked children
+            redis_process = [psutil.Process(pid)] if (pid := embedded_redis_pid(home)) else []
             results = {name: {"rates": [], "latencies": [], "errors": 0, "cpu": {"API": [], "Redis": [], "client": []}}
                        for name in routes}
             for run in range(runs):
                 for name, route in routes.items():
-                    before = cpu_seconds(api_pids), cpu_seconds(redis_pid), time.process_time()
+                    before = cpu_seconds(api_processes), cpu_seconds(redis_process), time.process_time()
                     began = time.perf_counter()
                     rate, latencies, errors = load(base, *route[:4], seconds, route[4])
                     requests = rate * (time.perf_counter() - began)
-                    after = cpu_seconds(api_pids), cpu_seconds(redis_pid), time.process_time()
+                    after = cpu_seconds(api_processes), cpu_seconds(redis_process), time.process_time()
                     for part, b, a in zip(("API", "Redis", "client"), before, after, strict=True):
                         results[name]["cpu"][part].append((a - b) / requests * 1e6)
                     results[name]["rates"].append(rate)
