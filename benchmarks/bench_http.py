@@ -20,7 +20,9 @@ moments would carry that drift.
 
 Where a request's CPU goes, per run: the API's processes, the embedded Redis and this client
 (psutil: user + system time over the run, divided by its requests), and the app alone: the
-same two requests through the Flask app's WSGI call in this process, without a server.
+same two requests through the Flask app's WSGI call in this process, without a server. The create
+route's app alone is also taken with its enqueue (one Redis transaction) replaced by nothing, to
+show what that transaction costs inside a request.
 """
 
 from __future__ import annotations
@@ -91,16 +93,21 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 def app_alone(routes: dict[str, tuple], calls: int = 1000) -> dict[str, float]:
     """CPU µs per request of each route through the Flask app's WSGI callable in this process (no
-    server, no client, no test client: an environ built once per route), median of 3."""
+    server, no client, no test client: an environ built once per route), median of 3. The create
+    route is measured a second time (``<route> without enqueue``) with ``create_goal``'s enqueue, its
+    one Redis transaction, replaced by nothing: the difference is what that transaction costs the
+    API process inside a request. Both versions alternate, so they see the same machine."""
     import io
 
     from werkzeug.test import EnvironBuilder
 
     from goalhub.api import create_app
+    from goalhub.api import goals as goals_api
 
     app = create_app()
     out = {}
     statuses: list[str] = []
+    enqueue = goals_api.enqueue_create_goal
 
     def start_response(status: str, response_headers: list, exc_info: Any = None) -> None:
         statuses.append(status)
@@ -110,20 +117,28 @@ def app_alone(routes: dict[str, tuple], calls: int = 1000) -> dict[str, float]:
         template = EnvironBuilder(path=route, query_string=query, method=method, headers=headers,
                                   data=b"{}" if body else None).get_environ()
         statuses.clear()
-        samples = []
+        versions = {name: enqueue}
+        if path.startswith("/goals"):
+            versions[f"{name} without enqueue"] = lambda goal, fresh=False: str(goal["_id"])
+        samples: dict[str, list[float]] = {version: [] for version in versions}
         for _ in range(4):  # the first is a warm-up
-            began = time.process_time()
-            for _ in range(calls):
-                environ = dict(template)
-                if body:
-                    payload = json.dumps(body(), separators=(",", ":")).encode()
-                    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(payload), str(len(payload))
-                answer = app(environ, start_response)
-                b"".join(answer)
-                answer.close()
-            samples.append((time.process_time() - began) / calls * 1e6)
+            for version, enqueue_version in versions.items():
+                goals_api.enqueue_create_goal = enqueue_version
+                try:
+                    began = time.process_time()
+                    for _ in range(calls):
+                        environ = dict(template)
+                        if body:
+                            payload = json.dumps(body(), separators=(",", ":")).encode()
+                            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(payload), str(len(payload))
+                        answer = app(environ, start_response)
+                        b"".join(answer)
+                        answer.close()
+                    samples[version].append((time.process_time() - began) / calls * 1e6)
+                finally:
+                    goals_api.enqueue_create_goal = enqueue
         assert {int(status[:3]) for status in statuses} == {expect}, (name, set(statuses))
-        out[name] = statistics.median(samples[1:])
+        out.update((version, statistics.median(values[1:])) for version, values in samples.items())
     return out
 
 
@@ -199,13 +214,18 @@ def main() -> None:
     cpu_rows = []
     for name, r in results.items():
         parts = {part: statistics.median(values) for part, values in r["cpu"].items()}
+        without = alone.get(f"{name} without enqueue")
         cpu_rows.append([name, *(f"{parts[p]:,.0f}" for p in ("API", "Redis", "client")),
-                         f"{sum(parts.values()):,.0f}", f"{alone[name]:,.0f}"])
-    print(support.table(["route", "API processes", "embedded Redis", "client", "all", "the app alone (WSGI call)"],
+                         f"{sum(parts.values()):,.0f}", f"{alone[name]:,.0f}",
+                         f"{alone[name] - without:,.0f}" if without is not None else "-"])
+    print(support.table(["route", "API processes", "embedded Redis", "client", "all", "the app alone (WSGI call)",
+                         "of which create_goal's enqueue"],
                         cpu_rows, title="CPU µs per request, median over the runs"))
     print("The app alone is the route's own work; the rest of the API processes' time is the server's "
           "(waitress: reading, parsing, thread hand-off, writing). Both routes pay the server and the "
-          "client, so the ratio of rates is about the ratio of the 'all' column.\n")
+          "client, so the ratio of rates is about the ratio of the 'all' column. The enqueue (RQ's job "
+          "and goalhub's watch entry, one Redis transaction) is the app alone against the same route with "
+          "the enqueue replaced by nothing, measured alternately in this process.\n")
     support.write_headlines(options.json, headlines)
     failed = {name: r["errors"] for name, r in results.items() if r["errors"]}
     if failed:  # a rate of refused requests measures nothing
