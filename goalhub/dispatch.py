@@ -412,7 +412,6 @@ def run_receiver(outcome_key: str) -> Any:
         _cannot_run(db, outcome_key, f"receiver {receiver_id} is not installed", retries_left)
     if "arguments" not in outcome:  # never expected: every path that makes a job writes them first
         _cannot_run(db, outcome_key, f"outcome {outcome_key} has no recorded arguments to run it with", 0)
-    assert receiver is not None
     failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
     if failure is not None:
         raise failure

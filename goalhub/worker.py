@@ -108,12 +108,12 @@ def requeue_lost_jobs(now: float | None = None) -> list[str]:
     known = {queue.name: queue for queue in all_queues()}
     waiting: dict[str, set[str]] = {}  # per queue: the ids in its list, read once
     requeued: list[str] = []
-    done: list[str] = []
     cleared: list[str] = []
-    for job_id, job in zip(ids, Job.fetch_many(ids, connection=connection), strict=True):
-        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
-            done.append(job_id)  # started, finished, failed or expired: watched no more
-            continue
+    queued = _unstarted(ids, connection)
+    still = {job.id for job in queued}
+    done = [job_id for job_id in ids if job_id not in still]  # started, ended or expired: watched no more
+    for job in queued:
+        job_id = job.id
         if job.origin not in known:  # a queue goalhub does not name (a plugin's own)
             known[job.origin] = Queue(job.origin, connection=connection)
         queue = known[job.origin]
