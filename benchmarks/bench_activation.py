@@ -3,7 +3,7 @@
     python benchmarks/bench_activation.py [--quick] [--json PATH]
 
 A temporary GOALHUB_HOME with its own embedded Redis and embedded store; 2 real forking workers
-(``goalhub.worker.run_worker``) and the rq-scheduler process (``goalhub.worker.run_scheduler``,
+(``goalhub.worker.run_worker``) and the rq-scheduler process (``goalhub.scheduler.run_scheduler``,
 default interval ``goalhub.config.scheduler_interval()``). 200 TriggerPrivateGoal countdowns
 (``active=False``) are enqueued through ``goalhub.tasks.enqueue_create_goal`` at 5 goals/s,
 each with ``nbf`` 1 to 10 s (uniform) after its enqueue. Only the core's lifecycle receiver is

@@ -194,7 +194,7 @@ def start_workers(count: int, home: Path, tag: str = "w", simple: bool = False) 
 
 
 def start_scheduler(home: Path) -> ChildProcess:
-    return start_child("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()", home)
+    return start_child("scheduler", "from goalhub.scheduler import run_scheduler; run_scheduler()", home)
 
 
 def start_api(home: Path, workers: int = 2, threads: int = 4) -> tuple[ChildProcess, str]:

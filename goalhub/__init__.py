@@ -163,7 +163,8 @@ def send_event(event: str, **arguments: Any) -> None:
     The same as sending the blinker signal (``goalhub.signals``) yourself, except that the
     core is surely connected to it first, whatever was imported before.
     """
-    import goalhub.dispatch  # noqa: F401  (connects the core to its signals)
+    # Deferred: the signals bring the core's delivery (RQ, the store), which a plugin module's
+    # ``import goalhub`` should not pay for.
     from goalhub.signals import EVENTS
 
     if event not in EVENTS:

@@ -5,16 +5,20 @@
 every goalhub process on the machine (API, workers, scheduler, CLI) finds and shares
 the same server through its unix socket, and the server outlives the process that
 started it. It keeps an append-only file, so queued and scheduled jobs survive a restart.
+``EmbeddedRedis`` (``embedded_redis()``) is one run's hold on it: ``goalhub up`` and
+``goalhub fire`` start it, watch it and stop what they started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -44,6 +48,20 @@ def get_redis() -> redis.Redis:
     connection = redis.Redis.from_url(redis_url(), **_DRIVER)
     _cache[key] = (os.getpid(), connection)
     return connection
+
+
+# What redis-py raises when the server is gone: the worker and the scheduler wait it out.
+REDIS_GONE = (redis.ConnectionError, redis.TimeoutError)
+
+
+def wait_for_redis(pause: float = 0.5) -> None:
+    """Block until the configured Redis answers a PING again."""
+    while True:
+        try:
+            if get_redis().ping():
+                return
+        except REDIS_GONE:
+            time.sleep(pause)
 
 
 def disconnect() -> None:
@@ -249,3 +267,69 @@ def stop_embedded_redis(home: Path | None = None) -> bool:
         kill_redis_server(pid)
     _cache.clear()
     return True
+
+
+class EmbeddedRedis:
+    """The embedded Redis of one run of ``up`` or ``fire``: started if it was not running,
+    watched (``watch``: started again when it stops answering, by whoever restarts it first)
+    and, if this run started it, stopped at the end, every redis-server that served the
+    run included, whether this process, a worker or the watch restarted it."""
+
+    def __init__(self, home: Path, say: Callable[[str], None]) -> None:
+        self.home = home
+        self.say = say
+        self.owned = False
+        self.pids: set[int] = set()
+        self.initial: int | None = None
+
+    def start(self) -> Path:
+        self.owned = not embedded_redis_running(self.home)
+        socket_path = ensure_embedded_redis(self.home)
+        self._remember()
+        self.initial = None if self.owned else embedded_redis_pid(self.home)
+        self.say(f"embedded Redis {'started' if self.owned else 'already running'} at {socket_path}")
+        return socket_path
+
+    def _remember(self) -> None:
+        pid = embedded_redis_pid(self.home)
+        if pid:
+            self.pids.add(pid)
+
+    def watch(self) -> None:
+        if embedded_redis_running(self.home):
+            self._remember()
+            return
+        if not self.owned:
+            return  # someone else's server: theirs to restart
+        ensure_embedded_redis(self.home)
+        self._remember()
+        self.say(f"embedded Redis was not answering; started it again (pid {embedded_redis_pid(self.home)})")
+
+    def stop(self) -> None:
+        self._remember()
+        # Ours: the one this run started, and any that replaced it, whoever started them.
+        ours = sorted(self.pids - {self.initial})
+        if not ours:
+            return
+        disconnect()  # this process's own connections
+        if embedded_redis_pid(self.home) in ours:
+            stop_embedded_redis(self.home)
+        for pid in ours:
+            if kill_redis_server(pid):
+                self.say(f"embedded Redis pid {pid} did not stop when asked; killed it")
+        self.say("embedded Redis stopped")
+
+
+@contextlib.contextmanager
+def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[EmbeddedRedis | None]:
+    """Run the embedded Redis (when ``GOALHUB_REDIS_URL`` is unset) for the duration; yields
+    its ``EmbeddedRedis`` (None with a real Redis). What this run started, it stops."""
+    if config.redis_url():
+        yield None
+        return
+    embedded = EmbeddedRedis(config.home(), say)
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()

@@ -1,6 +1,7 @@
 """From a signal to its receivers' runs, each with its recorded outcome.
 
-The core is the one receiver connected to goalhub's signals. For each event it writes an
+``deliver`` is the one receiver connected to goalhub's signals (``goalhub.signals`` connects
+it). For each event it writes an
 outcome record per plugin receiver in one batch (``skipped`` when the receiver does not act
 on the goal's class, ``queued`` otherwise), then an ``events`` record, then runs the acting
 receivers:
@@ -32,7 +33,6 @@ outcome records, so a reader that finds it knows every outcome record is written
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import threading
@@ -46,7 +46,7 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, logs, metrics, redaction, retention, signals
+from goalhub import breaker, budget, config, logs, metrics, redaction, retention
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -486,12 +486,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return repr(value)
-
-
-def _on_signal(event: str, sender: str, **arguments: Any) -> None:
-    deliver(event, arguments)
-
-
-# The core's connection to its own signals (weak=False: a partial would vanish otherwise).
-for _event, (_signal, _hook) in signals.EVENTS.items():
-    _signal.connect(functools.partial(_on_signal, _event), sender=_event, weak=False)

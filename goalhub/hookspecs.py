@@ -149,8 +149,16 @@ def goal_types() -> list[Any]:
     """
 
 
-# Signal sender name -> hook name; kept here so markers and specs stay in one file.
-EVENT_HOOKS = {"goal.created": "goal_created", "goal.added": "goal_added", "goal.ended": "goal_ended"}
+# The one table of events: sender name -> (the blinker signal that carries it, the hook its
+# receivers implement). ``goalhub.signals`` makes the signals from it; kept here so markers
+# and specs stay in one file.
+EVENTS: dict[str, tuple[str, str]] = {
+    "goal.created": ("features.leaderboards", "goal_created"),
+    "goal.added": ("features.livestream", "goal_added"),
+    "goal.ended": ("features.leaderboards", "goal_ended"),
+}
+# Sender name -> hook name (the table above, read one way).
+EVENT_HOOKS = {event: hook for event, (_signal, hook) in EVENTS.items()}
 
 
 def receiver(

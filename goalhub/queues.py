@@ -1,4 +1,4 @@
-"""RQ queues, the rq-scheduler, and the names goalhub gives its jobs.
+"""RQ queues, rq-scheduler's scheduled jobs, and the names goalhub gives its jobs.
 
 Three queues, in the order a worker takes them: ``<prefix>-lifecycle`` for
 ``activate_goal``/``end_goal`` (time-critical, so a worker takes them before anything else),
@@ -6,6 +6,10 @@ Three queues, in the order a worker takes them: ``<prefix>-lifecycle`` for
 events delivered to a newly installed or resumed receiver (taken last: it never crowds out
 live goals). Job ids are derived from what the job does, so that enqueuing the same
 work twice names the same job.
+
+``Scheduler`` is rq-scheduler's job store to the sub-second: what ``get_scheduler()`` returns
+enqueues at an exact time, cancels, and moves due jobs. The scheduler *process* (its
+heartbeat, the reconciler, the embedded store's purge) is ``goalhub.scheduler``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 
-from goalhub import config, retention
+from goalhub import config
 from goalhub.connection import get_redis
 from goalhub.logs import job_meta
 
@@ -54,7 +58,8 @@ def all_queues() -> list[Queue]:
 
 
 class Scheduler(rq_scheduler.Scheduler):
-    """rq-scheduler to the sub-second. rq-scheduler truncates a job's time and "now" to whole
+    """rq-scheduler to the sub-second (the process that runs it: ``goalhub.scheduler``).
+    rq-scheduler truncates a job's time and "now" to whole
     seconds, so it moved a job up to a second early and ``activate_goal`` waited out the rest
     inside a worker, holding it from other jobs. Here a job keeps its exact epoch time as its
     score and is moved once that time has come."""
@@ -75,8 +80,6 @@ class Scheduler(rq_scheduler.Scheduler):
         built-in scheduler, which lives in a process forked by a worker and outlives it when
         the worker is killed; this process is the one place that schedules."""
         jobs = super().enqueue_jobs()
-        if getattr(self, "_running", False):
-            retention.purge_when_due()  # the embedded store's expiry (goalhub.retention)
         if not hasattr(self, "_rq_scheduler"):
             self._rq_scheduler = RQScheduler(all_queues(), connection=self.connection)
         self._rq_scheduler.acquire_locks()  # per queue, so two schedulers never move a retry twice
@@ -89,12 +92,6 @@ class Scheduler(rq_scheduler.Scheduler):
                 self._rq_scheduler.release_locks()
         return jobs
 
-    def heartbeat(self) -> None:
-        super().heartbeat()
-        from goalhub import reconcile  # liveness for the dashboard; overdue goals while holding the lock
-
-        reconcile.beat(self)
-
     def run(self, burst: bool = False) -> None:
         self._running = True
         try:
@@ -106,7 +103,8 @@ class Scheduler(rq_scheduler.Scheduler):
 
 
 def get_scheduler(interval: float | None = None) -> Scheduler:
-    """The rq-scheduler that moves ``activate_goal``/``end_goal`` jobs to the lifecycle queue."""
+    """The rq-scheduler that holds ``activate_goal``/``end_goal`` jobs until they are due, to
+    enqueue, cancel or list them (the process that moves them: ``goalhub.scheduler.process``)."""
     return Scheduler(
         queue=get_queue("lifecycle"),
         connection=get_redis(),
@@ -155,12 +153,12 @@ def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float 
         return queue.enqueue_in(timedelta(seconds=delay), func, *args, job_id=job_id, **options)
     with queue.connection.pipeline() as pipe:  # one round trip: RQ alone makes two
         job = queue.enqueue(func, *args, job_id=job_id, pipeline=pipe, **options)
-        pipe.zadd(enqueued_key(), {job_id: time.time()})  # watched until it starts (goalhub.worker)
+        pipe.zadd(enqueued_key(), {job_id: time.time()})  # watched until it starts (goalhub.recovery)
         pipe.execute()
     return job
 
 
 def enqueued_key() -> str:
     """The jobs goalhub enqueued that have not been seen started yet (a sorted set by time):
-    ``goalhub.worker.requeue_lost_jobs`` looks there for a job a dying worker took off its queue."""
+    ``goalhub.recovery.requeue_lost_jobs`` looks there for a job a dying worker took off its queue."""
     return f"{config.queue_prefix()}:enqueued"

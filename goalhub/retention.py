@@ -73,11 +73,9 @@ def ensure_indexes(db: Any) -> None:
                 collection.create_index(FIELD, name=INDEX, expireAfterSeconds=ttl)
 
 
-def purge(db: Any | None = None, now: float | None = None, dry_run: bool = False) -> dict[str, int]:
-    """Delete every record past its lifetime; returns how many per collection (would be, if dry)."""
-    from goalhub.store import get_database
-
-    db = db if db is not None else get_database()
+def purge(db: Any, now: float | None = None, dry_run: bool = False) -> dict[str, int]:
+    """Delete every record of ``db`` past its lifetime; returns how many per collection (would be,
+    if dry). The caller opens the store (``goalhub.store``, which itself calls ``ensure_indexes``)."""
     now = time.time() if now is None else now
     counts = {}
     for name, epoch_fields in COLLECTIONS.items():
@@ -93,17 +91,14 @@ def purge(db: Any | None = None, now: float | None = None, dry_run: bool = False
     return counts
 
 
-def purge_when_due(interval: float | None = None) -> dict[str, int] | None:
-    """``purge`` on the embedded store if the last one in this process is ``interval`` seconds
-    old (the scheduler calls it on every poll); MongoDB expires records by itself."""
-    from goalhub.store import get_database
-
+def purge_when_due(db: Any, interval: float | None = None) -> dict[str, int] | None:
+    """``purge`` on ``db`` if it is the embedded store and the last purge in this process is
+    ``interval`` seconds old (the scheduler calls it on every poll); MongoDB expires records by itself."""
     interval = config.purge_interval() if interval is None else interval
     now = time.monotonic()
     if now - _last_purge.get("at", -interval) < interval:
         return None
     _last_purge["at"] = now
-    db = get_database()
     if not _embedded(db):
         return None
     try:

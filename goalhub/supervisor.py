@@ -10,7 +10,7 @@ Healing: a child that exits on its own (a worker killed with ``kill -9``, an API
 that crashed) is started again after a backoff of 1, 2, 4 ... 30 s (back to 1 s once it had
 run ``STABLE_AFTER`` seconds), and the restart is logged. A child that crashes ``GOALHUB_RESTART_LIMIT`` times (5) within
 ``GOALHUB_RESTART_WINDOW`` seconds (60) is crashing in a loop: then everything stops, with
-a non-zero exit code. The embedded Redis is watched the same way (``EmbeddedRedis``):
+a non-zero exit code. The embedded Redis is watched the same way (``goalhub.connection.EmbeddedRedis``):
 started again when it stops answering, and every redis-server that served this run,
 whoever started it, is stopped at the end.
 
@@ -28,16 +28,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import click
 import psutil
-import redis
 
-from goalhub import config, connection
+from goalhub import config
 
 # A child that ran this long before it exited was healthy: its next restart waits 1 s again.
 STABLE_AFTER = 10.0
@@ -305,80 +303,6 @@ class Supervisor:
         return code
 
 
-class EmbeddedRedis:
-    """The embedded Redis of one run of ``up`` or ``fire``: started if it was not running,
-    watched (``watch``: started again when it stops answering, by whoever restarts it first)
-    and, if this run started it, stopped at the end, every redis-server that served the
-    run included, whether this process, a worker or the watch restarted it."""
-
-    def __init__(self, home: Path, say: Callable[[str], None]) -> None:
-        self.home = home
-        self.say = say
-        self.owned = False
-        self.pids: set[int] = set()
-        self.initial: int | None = None
-
-    def start(self) -> Path:
-        self.owned = not connection.embedded_redis_running(self.home)
-        socket_path = connection.ensure_embedded_redis(self.home)
-        self._remember()
-        self.initial = None if self.owned else connection.embedded_redis_pid(self.home)
-        self.say(f"embedded Redis {'started' if self.owned else 'already running'} at {socket_path}")
-        return socket_path
-
-    def _remember(self) -> None:
-        pid = connection.embedded_redis_pid(self.home)
-        if pid:
-            self.pids.add(pid)
-
-    def watch(self) -> None:
-        if connection.embedded_redis_running(self.home):
-            self._remember()
-            return
-        if not self.owned:
-            return  # someone else's server: theirs to restart
-        connection.ensure_embedded_redis(self.home)
-        self._remember()
-        self.say(f"embedded Redis was not answering; started it again (pid {connection.embedded_redis_pid(self.home)})")
-
-    def stop(self) -> None:
-        self._remember()
-        # Ours: the one this run started, and any that replaced it, whoever started them.
-        ours = sorted(self.pids - {self.initial})
-        if not ours:
-            return
-        connection.disconnect()  # this process's own connections
-        if connection.embedded_redis_pid(self.home) in ours:
-            connection.stop_embedded_redis(self.home)
-        for pid in ours:
-            if connection.kill_redis_server(pid):
-                self.say(f"embedded Redis pid {pid} did not stop when asked; killed it")
-        self.say("embedded Redis stopped")
-
-
-@contextlib.contextmanager
-def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[EmbeddedRedis | None]:
-    """Run the embedded Redis (when ``GOALHUB_REDIS_URL`` is unset) for the duration; yields
-    its ``EmbeddedRedis`` (None with a real Redis). What this run started, it stops."""
-    if config.redis_url():
-        yield None
-        return
-    embedded = EmbeddedRedis(config.home(), say)
-    embedded.start()
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
-
-
-def _other_redis_clients(socket_path: str) -> int:
-    try:
-        client = redis.Redis(unix_socket_path=socket_path, socket_timeout=2)
-        return max(len(client.client_list()) - 1, 0)  # the list includes this connection
-    except (redis.RedisError, OSError):
-        return 0
-
-
 def _become_subreaper() -> None:
     # Linux only: orphaned work-horses are re-parented here, so they can be found and stopped.
     if sys.platform.startswith("linux"):
@@ -392,7 +316,7 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def _is_redis_server(process: psutil.Process) -> bool:
-    # An embedded Redis re-parented here is stopped by EmbeddedRedis (SHUTDOWN SAVE), not killed.
+    # An embedded Redis re-parented here is stopped by connection.EmbeddedRedis (SHUTDOWN SAVE), not killed.
     try:
         return process.name() == "redis-server"
     except psutil.Error:

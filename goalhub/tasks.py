@@ -20,7 +20,6 @@ from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
 
 from goalhub import metrics, signals
-from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
 from goalhub.logs import current_request_id, job_meta
 from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
@@ -147,7 +146,7 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
     if (at is None or at <= time.time()) and get_current_job() is not None:
         function(goal_id, **kwargs)
         return jid
-    # Marks the goal as scheduled: the reconciler (goalhub.reconcile) finds it if the job is lost.
+    # Marks the goal as scheduled: the reconciler (goalhub.scheduler) finds it if the job is lost.
     get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {f"lifecycle.{kind}_at": at or time.time()}})
     if at is None or at <= time.time():
         get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid, meta=job_meta())

@@ -54,7 +54,7 @@ def stack(tmp_path, use_plugins):
     env = api_support.process_env()
     processes = [
         api_support.ChildProcess("worker", "from goalhub.worker import run_worker; run_worker()", env, tmp_path),
-        api_support.ChildProcess("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()", env, tmp_path),
+        api_support.ChildProcess("scheduler", "from goalhub.scheduler import run_scheduler; run_scheduler()", env, tmp_path),
     ]
     try:
         server, base = api_support.start_api(env, tmp_path, workers=2, threads=4)

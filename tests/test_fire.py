@@ -134,8 +134,8 @@ def test_fire_json_is_pure_and_fire_stops_the_embedded_redis_it_started(tmp_path
 def test_a_signal_dispatches_without_goalhub_dispatch_imported_first(tmp_path):
     code = textwrap.dedent("""
         import sys
-        from goalhub import signals
-        assert "goalhub.dispatch" not in sys.modules
+        from goalhub import signals  # alone: importing the signals connects the core's delivery
+        assert signals.leaderboards.has_receivers_for("goal.created") and "goalhub.dispatch" in sys.modules
         signals.leaderboards.send("goal.created", goal_id="6b0ea1adde0541e4c8f5e023", active=True,
                                   _cls="ConfettiGoal", conditions={}, context={}, levels=[], nbf=None, exp=None)
         from goalhub.store import get_database

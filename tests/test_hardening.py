@@ -404,7 +404,7 @@ def test_queue_job_descriptions_carry_no_user_text():
 def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(db):
     from rq import Worker
 
-    from goalhub.worker import recover_abandoned_jobs
+    from goalhub.recovery import recover_abandoned_jobs
 
     queue = get_queue()
     job = queue.enqueue(time.sleep, 0, job_id="taken-then-orphaned")

@@ -11,7 +11,8 @@ from bson import ObjectId
 from goalhub_demo.world import goal_document
 from rq.job import Job
 
-from goalhub import reconcile, tasks
+from goalhub import recovery, tasks
+from goalhub import scheduler as reconcile
 from goalhub.api import create_app
 from goalhub.connection import get_redis
 from goalhub.queues import get_scheduler
@@ -87,7 +88,7 @@ def test_the_reconciler_activates_and_ends_overdue_goals_whose_jobs_were_deleted
 
 
 def test_scheduler_liveness_last_poll_and_lock_holder(client):
-    scheduler = get_scheduler()
+    scheduler = reconcile.process()
     scheduler.run(burst=True)
     beats = reconcile.schedulers()
     assert [b["name"] for b in beats] == [scheduler.name] and time.time() - beats[0]["last_poll"] < 5
@@ -139,10 +140,9 @@ def test_rq_dashboard_fits_goalhub(client):
 def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, monkeypatch):
     """RQ takes a job from several queues with BLPOP: a worker killed before it starts the job
     leaves it in no list and no registry. The reconciler puts it back, once, at the second look."""
-    from goalhub import worker
     from goalhub.queues import enqueued_key, get_queue
 
-    monkeypatch.setattr(worker, "LOST_AFTER", 0.2)
+    monkeypatch.setattr(recovery, "LOST_AFTER", 0.2)
     session, user = str(ObjectId()), str(ObjectId())
     waiting = goal_document("KaraokeGoal", session, user)
     lost = goal_document("KaraokeGoal", session, user)
@@ -152,12 +152,12 @@ def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, mon
     taken = connection.lpop(get_queue().key).decode()  # the dying worker's BLPOP, and nothing after it
     assert taken == f"create-{lost['_id']}"
     time.sleep(0.3)
-    assert worker.requeue_lost_jobs() == []  # first sighting: a live worker may be about to start it
+    assert recovery.requeue_lost_jobs() == []  # first sighting: a live worker may be about to start it
     time.sleep(0.3)
     assert reconcile.reconcile()["requeue"] == [taken]  # still in no list, no registry: put back
-    assert worker.requeue_lost_jobs() == []  # once
+    assert recovery.requeue_lost_jobs() == []  # once
     assert get_queue().job_ids == [f"create-{waiting['_id']}", taken]  # the waiting one was left alone
     drain(scheduled=False)
     assert db.goals.count_documents({"_id": {"$in": [ObjectId(lost["_id"]), ObjectId(waiting["_id"])]}}) == 2
     time.sleep(0.3)
-    assert worker.requeue_lost_jobs() == [] and connection.zcard(enqueued_key()) == 0  # started: watched no more
+    assert recovery.requeue_lost_jobs() == [] and connection.zcard(enqueued_key()) == 0  # started: watched no more

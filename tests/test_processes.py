@@ -57,7 +57,7 @@ def processes(tmp_path, monkeypatch) -> Iterator[dict[str, subprocess.Popen]]:
     monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "1")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     worker = start("from goalhub.worker import run_worker; run_worker()", env)
-    scheduler = start("from goalhub.worker import run_scheduler; run_scheduler()", env)
+    scheduler = start("from goalhub.scheduler import run_scheduler; run_scheduler()", env)
     yield {"worker": worker, "scheduler": scheduler}
     for process in (worker, scheduler):
         process.terminate()

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TALLY = Path(__file__).resolve().parent / "plugins" / "goalhub-tally"
 STREAMER = "6800a9073e0c346531958b03"
 WORKER = "from goalhub.worker import run_worker; run_worker()"
-SCHEDULER = "from goalhub.worker import run_scheduler; run_scheduler()"
+SCHEDULER = "from goalhub.scheduler import run_scheduler; run_scheduler()"
 
 
 class TallyService(OutboundServer):

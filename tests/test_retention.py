@@ -99,7 +99,7 @@ def test_the_scheduler_process_purges_the_embedded_store_by_itself(db, tmp_path)
 
     env = {**os.environ, "GOALHUB_RETENTION_REQUESTS": "1", "GOALHUB_RETENTION_EVENTS": "1",
            "GOALHUB_PURGE_INTERVAL": "0.5"}
-    scheduler = ChildProcess("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()", env, tmp_path)
+    scheduler = ChildProcess("scheduler", "from goalhub.scheduler import run_scheduler; run_scheduler()", env, tmp_path)
     try:
         deadline = time.monotonic() + 30
         while db.requests.count_documents({}) or db.events.count_documents({}):

@@ -26,7 +26,7 @@ class RedisCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from goalhub import breaker, reconcile
+        from goalhub import breaker, scheduler
         from goalhub.queues import all_queues, get_scheduler
 
         depth = GaugeMetricFamily("goalhub_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
@@ -38,7 +38,7 @@ class RedisCollector:
         yield failed
         yield GaugeMetricFamily("goalhub_scheduled_jobs", "Lifecycle jobs waiting in rq-scheduler",
                                 value=get_scheduler().count())
-        beats = reconcile.schedulers()
+        beats = scheduler.schedulers()
         age = min((time.time() - beat["last_poll"] for beat in beats), default=float("inf"))
         yield GaugeMetricFamily("goalhub_scheduler_last_poll_age_seconds",
                                 "Seconds since the most recent poll of any scheduler (+Inf: none)", value=age)

@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import breaker, reconcile
+from goalhub import breaker, scheduler
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
@@ -140,8 +140,8 @@ def home() -> Response:
     counts = dict.fromkeys(KINDS, 0)
     for job in scheduled_jobs():
         counts[job["kind"]] = counts.get(job["kind"], 0) + 1
-    schedulers = [{**s, "age": now - s["last_poll"], "when": _when(s["last_poll"])} for s in reconcile.schedulers()]
-    lock = reconcile.lock_holder()
+    schedulers = [{**s, "age": now - s["last_poll"], "when": _when(s["last_poll"])} for s in scheduler.schedulers()]
+    lock = scheduler.lock_holder()
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
     tripped = [{"id": rid, "when": _when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]

@@ -65,9 +65,11 @@ def waitress_options(threads: int) -> dict[str, Any]:
 
 def serve_socket(sock: socket.socket, threads: int) -> None:
     """Serve the API on an already-listening socket in this process; blocks until SIGTERM/SIGINT."""
+    # Deferred: each forked child imports waitress and builds its app (Flask, the blueprints,
+    # the plugins) after the fork, never the parent.
     import waitress
 
-    from goalhub.api import create_app
+    from goalhub.api.app import create_app
 
     app = create_app()
     server = waitress.create_server(app, sockets=[sock], **waitress_options(threads))
@@ -79,6 +81,11 @@ def serve_socket(sock: socket.socket, threads: int) -> None:
     signal.signal(signal.SIGINT, stop)
     with contextlib.suppress(SystemExit):
         server.run()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4) -> None:
+    """Serve the API with waitress (``workers`` processes of ``threads`` threads each); blocks."""
+    run(host=host, port=port, workers=workers, threads=threads)
 
 
 def run(host: str, port: int, workers: int, threads: int = 4) -> None:

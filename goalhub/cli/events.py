@@ -29,7 +29,7 @@ from goalhub.cli.output import (
     status_style,
     table,
 )
-from goalhub.connection import get_redis
+from goalhub.connection import embedded_redis, get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.goaltypes import TEST_FIRE
 from goalhub.hookspecs import EVENT_HOOKS
@@ -37,7 +37,6 @@ from goalhub.plugins import plugin_info
 from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
-from goalhub.supervisor import embedded_redis
 
 UNFINISHED = dispatch.UNFINISHED
 

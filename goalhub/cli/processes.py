@@ -48,7 +48,7 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
     from goalhub import plugins
-    from goalhub.worker import run_scheduler
+    from goalhub.scheduler import run_scheduler
 
     logs.configure("scheduler")
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
@@ -76,7 +76,8 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     """
     import requests
 
-    from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
+    from goalhub.connection import embedded_redis
+    from goalhub.supervisor import Supervisor, goalhub_processes
 
     _report_broken_plugins()
     # Read by people at a terminal: the children log console lines unless told otherwise.

@@ -6,6 +6,7 @@ import click
 
 from goalhub import config, retention
 from goalhub.cli.output import echo_json, table
+from goalhub.store import get_database
 
 
 @click.command()
@@ -16,7 +17,7 @@ def purge(dry_run: bool, as_json: bool) -> None:
 
     MongoDB expires them by itself (TTL indexes); the scheduler purges the embedded store
     every GOALHUB_PURGE_INTERVAL seconds. This runs the same purge now."""
-    counts = retention.purge(dry_run=dry_run)
+    counts = retention.purge(get_database(), dry_run=dry_run)
     if as_json:
         echo_json({"dry_run": dry_run, "deleted" if not dry_run else "expired": counts})
         return

@@ -31,7 +31,7 @@ OTHER = "67d9847d566d0435771a730c"
 FINAL = {"ok", "skipped"}
 # GOALHUB_TEST_SIMPLE_WORKER=1 runs the suite on non-forking workers (``goalhub worker --simple``).
 WORKER = f"from goalhub.worker import run_worker; run_worker(simple={os.environ.get('GOALHUB_TEST_SIMPLE_WORKER') == '1'})"
-SCHEDULER = "from goalhub.worker import run_scheduler; run_scheduler()"
+SCHEDULER = "from goalhub.scheduler import run_scheduler; run_scheduler()"
 
 wait_for = api_support.wait_for
 

@@ -34,10 +34,10 @@ from rq.job import Job
 
 from goalhub import outbound
 from goalhub.auth import mint_token
-from goalhub.connection import get_redis
+from goalhub.connection import embedded_redis, get_redis
 from goalhub.queues import job_id
 from goalhub.store import get_database
-from goalhub.supervisor import Supervisor, embedded_redis, goalhub_processes
+from goalhub.supervisor import Supervisor, goalhub_processes
 
 # Seed 000's request headers, as the browser sent them (the host and token are ours).
 SEED_000_HEADERS = {

@@ -1,4 +1,6 @@
-"""The scheduler's liveness, and the reconciler that loses no goal to a deleted job.
+"""The scheduler process: rq-scheduler's loop, its liveness, the reconciler that loses no goal
+to a deleted job, and the embedded store's purge. ``goalhub.queues`` keeps the scheduled jobs
+themselves (``get_scheduler``: enqueue at a time, cancel, list).
 
 Liveness: each scheduler process writes a heartbeat (``<prefix>:scheduler:<name>``: host,
 pid, last poll, whether it held rq-scheduler's lock) at most once a second while it runs,
@@ -12,7 +14,10 @@ whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are stil
 (activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
 the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue: the goal
 is activated or ended late, and ``goalhub_reconciled_total`` counts it. It also puts back on
-its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``).
+its queue a job a worker took off it and died before starting (``goalhub.recovery.requeue_lost_jobs``).
+
+Purge: every ``GOALHUB_PURGE_INTERVAL`` seconds the running scheduler deletes the embedded
+store's expired records (``goalhub.retention``).
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ from typing import Any
 
 from bson import ObjectId
 from rq.job import Job
+from rq_scheduler import Scheduler as RQScheduler  # its lock key
 
-from goalhub import config, logs, metrics
-from goalhub.connection import get_redis
+from goalhub import config, logs, metrics, retention
+from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
+from goalhub.queues import PENDING, Scheduler, get_queue, job_id
+from goalhub.recovery import requeue_lost_jobs
+from goalhub.store import get_database
+from goalhub.tasks import activate_goal, end_goal
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +44,51 @@ BEAT_EVERY = 1.0
 BEAT_TTL = 60
 
 
+class SchedulerProcess(Scheduler):
+    """The scheduler process: rq-scheduler's loop (``goalhub.queues.Scheduler``) that also
+    beats (liveness, and the reconciler while it holds the lock) and purges the embedded store."""
+
+    def enqueue_jobs(self) -> Any:
+        jobs = super().enqueue_jobs()
+        if getattr(self, "_running", False):
+            retention.purge_when_due(get_database())  # the embedded store's expiry (goalhub.retention)
+        return jobs
+
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        beat(self)  # liveness for the dashboard; overdue goals while holding the lock
+
+
+def process(interval: float | None = None) -> SchedulerProcess:
+    """The scheduler process's rq-scheduler, polling every ``interval`` seconds
+    (``GOALHUB_SCHEDULER_INTERVAL``)."""
+    return SchedulerProcess(
+        queue=get_queue("lifecycle"),
+        connection=get_redis(),
+        interval=interval if interval is not None else config.scheduler_interval(),
+    )
+
+
+def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None:
+    """Run rq-scheduler: moves due ``activate_goal``/``end_goal`` jobs to the lifecycle queue.
+    A Redis outage pauses it; it goes on once Redis is back (scheduled jobs are kept there)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    while True:
+        try:
+            return process(interval).run(burst=burst)
+        except REDIS_GONE as exc:
+            if burst:
+                raise
+            log.error("scheduler lost Redis (%s); waiting for it", exc)
+            wait_for_redis()
+
+
 def _key(*parts: str) -> str:
     return ":".join((config.queue_prefix(), *parts))
 
 
 def beat(scheduler: Any, *, force: bool = False) -> None:
-    """Record that ``scheduler`` (a ``goalhub.queues.Scheduler``) polled; at most once a second."""
+    """Record that ``scheduler`` (a ``SchedulerProcess``) polled; at most once a second."""
     now = time.time()
     holds_lock = bool(getattr(scheduler, "_lock_acquired", False))
     if not force and not holds_lock and now - getattr(scheduler, "_goalhub_beat", 0.0) < BEAT_EVERY:
@@ -77,14 +126,12 @@ def schedulers() -> list[dict[str, Any]]:
 
 def lock_holder() -> dict[str, Any]:
     """Who took rq-scheduler's lock last, when, and whether the lock is held right now."""
-    from rq_scheduler import Scheduler
-
     connection = get_redis()
     values: list[bytes | None] = connection.mget(  # type: ignore[assignment]
         _key("scheduler-lock-holder"), _key("scheduler-lock-taken"))
     holder, taken = values
     return {"holder": holder.decode() if holder else None, "taken_at": float(taken) if taken else None,
-            "held_now": bool(connection.exists(Scheduler.scheduler_lock_key))}
+            "held_now": bool(connection.exists(RQScheduler.scheduler_lock_key))}
 
 
 def maybe_reconcile() -> dict[str, list[str]] | None:
@@ -101,19 +148,13 @@ def maybe_reconcile() -> dict[str, list[str]] | None:
         return None
 
 
-def _pending(job_id: str) -> bool:
-    from goalhub.queues import PENDING
-
-    job = Job.fetch_many([job_id], connection=get_redis())[0]
+def _pending(jid: str) -> bool:
+    job = Job.fetch_many([jid], connection=get_redis())[0]
     return job is not None and job.get_status(refresh=False) in PENDING
 
 
 def reconcile(now: float | None = None) -> dict[str, list[str]]:
     """Activate or end, late, the overdue goals that have no pending lifecycle job; returns their ids."""
-    from goalhub.queues import get_queue, job_id
-    from goalhub.store import get_database
-    from goalhub.tasks import activate_goal, end_goal
-
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
     done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
@@ -135,9 +176,7 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
             done[action].append(goal_id)
             log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",
                         action, goal_id, goal.get("_cls"), extra={"goal_id": goal_id, "action": action})
-    from goalhub.worker import requeue_lost_jobs  # jobs a dying worker took off a queue
-
-    for lost in requeue_lost_jobs():
+    for lost in requeue_lost_jobs():  # jobs a dying worker took off a queue
         metrics.reconciled("requeue")
         done["requeue"].append(lost)
     return done
