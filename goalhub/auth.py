@@ -34,7 +34,10 @@ from goalhub import config
 from goalhub.errors import Forbidden, Unauthorized
 
 __all__ = [
+    "ADMIN",
     "ALGORITHM",
+    "CREATOR",
+    "PLATFORM",
     "Principal",
     "bearer_principal",
     "mint_token",
@@ -46,6 +49,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
+# The scopes goalhub checks (a token carries them in ``scopes``).
+CREATOR = "CREATOR"
+ADMIN = "ADMIN"
+# The platform's own service scope: only it asserts which RTC rooms a session streams from.
+PLATFORM = "PLATFORM"
 DEV_KEYS_FILE = "jwt_keys.json"
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).

@@ -122,6 +122,12 @@ def job_id(kind: str, key: str) -> str:
     return f"{kind}-{hashlib.sha1(key.encode()).hexdigest()}"
 
 
+def job_parts(jid: str) -> tuple[str, str]:
+    """(kind, key) of a job id ``job_id`` made (the key as given, or its digest if it was not plain)."""
+    kind, _, key = jid.partition("-")
+    return kind, key
+
+
 def retry_policy() -> Retry | None:
     """How a failing job is retried: ``GOALHUB_RECEIVER_RETRIES`` times with backoff (0: never)."""
     retries = config.receiver_retries()

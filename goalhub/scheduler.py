@@ -36,7 +36,7 @@ from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.queues import PENDING, Scheduler, get_queue, job_id
 from goalhub.recovery import requeue_lost_jobs
 from goalhub.store import get_database
-from goalhub.tasks import activate_goal, end_goal
+from goalhub.tasks import activate_goal, end_goal, scheduled_before
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
     due = (now if now is not None else time.time()) - config.reconcile_grace()
     done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
-        ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
-        ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),
+        ("activate", {**scheduled_before("activate", due), "active": False}, activate_goal, {}),
+        ("end", scheduled_before("end", due), end_goal, {"reason": "expired"}),
     )
     for action, query, function, kwargs in work:
         for goal in db.goals.find({**query, "ended_at": {"$exists": False}}, {"_id": 1, "_cls": 1}):

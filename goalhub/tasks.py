@@ -147,7 +147,7 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
         function(goal_id, **kwargs)
         return jid
     # Marks the goal as scheduled: the reconciler (goalhub.scheduler) finds it if the job is lost.
-    get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {f"lifecycle.{kind}_at": at or time.time()}})
+    get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {_marker(kind): at or time.time()}})
     if at is None or at <= time.time():
         get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid, meta=job_meta())
     else:
@@ -158,3 +158,25 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
 
 def cancel(kind: str, goal_id: str) -> None:
     get_scheduler().cancel(job_id(kind, goal_id))
+
+
+# --- the lifecycle marker: ``lifecycle.<kind>_at`` on a goal whose activation or end is scheduled --
+# Written by ``schedule``, removed by ``unmark`` (a job cancelled on purpose), read by the
+# reconciler (``goalhub.scheduler``) through ``scheduled_before``.
+
+LIFECYCLE_KINDS = ("activate", "end")
+
+
+def _marker(kind: str) -> str:
+    return f"lifecycle.{kind}_at"
+
+
+def scheduled_before(kind: str, due: float) -> dict[str, Any]:
+    """The query for goals whose ``kind`` job was scheduled for ``due`` or earlier."""
+    return {_marker(kind): {"$lte": due}}
+
+
+def unmark(kind: str, goal_id: str) -> None:
+    """The goal's ``kind`` job was cancelled on purpose: the reconciler leaves the goal alone."""
+    get_database().goals.update_one({"_id": ObjectId(goal_id)}, {
+        "$unset": {_marker(kind): ""}, "$set": {f"lifecycle.{kind}_cancelled_at": time.time()}})

@@ -1,16 +1,17 @@
-"""Who is calling: the bearer token's principal, scopes, and ownership checks."""
+"""Who is calling: the bearer token's principal, scopes, and ownership checks; and the one
+access check of the operators' pages (the RQ dashboard, goalhub's own pages, ``/metrics``)."""
 
 from __future__ import annotations
 
+import hmac
+from urllib.parse import urlsplit
+
 from flask import g, request
 
-from goalhub.auth import Principal, bearer_principal, require_scope
-from goalhub.errors import Forbidden
-
-CREATOR = "CREATOR"
-ADMIN = "ADMIN"
-# The platform's own service scope: only it asserts which RTC rooms a session streams from.
-PLATFORM = "PLATFORM"
+from goalhub import config
+from goalhub.api import limits
+from goalhub.auth import ADMIN, CREATOR, Principal, bearer_principal, require_scope
+from goalhub.errors import Forbidden, Unauthorized
 
 
 def caller() -> Principal:
@@ -40,3 +41,42 @@ def check_reader(principal: Principal, owner: str | None, what: str) -> None:
     if principal.has_scope(ADMIN):
         return
     check_owner(principal, owner, what)
+
+
+def require_dashboard_access() -> None:
+    """The operators' pages (``/rq``, ``/rq/goalhub``, ``/metrics``): HTTP Basic with
+    ``GOALHUB_DASHBOARD_USER``/``GOALHUB_DASHBOARD_PASSWORD`` (refused when they are unset;
+    failed logins throttled per client address), or a bearer token with the ADMIN scope."""
+    header = request.headers.get("Authorization", "")
+    scheme = header.split(" ", 1)[0].lower()
+    if scheme == "bearer":
+        require_scope(bearer_principal(header), ADMIN)
+        return
+    if scheme != "basic":
+        raise Unauthorized("the dashboard needs a password or an ADMIN bearer token", code="token_missing")
+    user, password = config.dashboard_user(), config.dashboard_password()
+    if not user or not password:
+        raise Forbidden("dashboard passwords are not configured (GOALHUB_DASHBOARD_USER/PASSWORD)",
+                        code="dashboard_disabled")
+    client = request.remote_addr or "unknown"
+    limits.login_blocked(client)  # 429 once this address failed too often
+    given = request.authorization
+    given_user = (given.username or "") if given else ""
+    given_password = (given.password or "") if given else ""
+    # Both compared, in constant time, whatever the first one says.
+    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
+    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    if not (user_ok and password_ok):
+        limits.login_failed(client)
+        raise Unauthorized("wrong dashboard user or password", code="dashboard_credentials")
+
+
+def require_same_origin() -> None:
+    """An action on the operators' pages must come from those pages (CSRF); a bearer token passes."""
+    # Browsers resend Basic credentials on cross-site requests: an action must show
+    # that it comes from the dashboard's own pages (CSRF).
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return  # a bearer token is never sent by a browser on its own
+    if not origin or urlsplit(origin).netloc != request.host:
+        raise Forbidden("cross-origin dashboard actions are refused", code="cross_origin")

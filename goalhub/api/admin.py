@@ -16,9 +16,9 @@ from typing import Any
 from flask import Blueprint
 
 from goalhub import replay
-from goalhub.api.access import ADMIN, caller
+from goalhub.api.access import caller
 from goalhub.api.payload import json_body
-from goalhub.auth import Principal, require_scope
+from goalhub.auth import ADMIN, Principal, require_scope
 from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
 

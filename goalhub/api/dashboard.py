@@ -1,7 +1,8 @@
 """The RQ dashboard (``rq-dashboard``) under ``/rq``, never open to anyone who reaches the port.
 
 rq-dashboard ships no authentication of its own (it leaves that to the host app), so
-every request to its blueprint, static files included, passes ``_guard`` first: HTTP
+every request to its blueprint, static files included, passes ``_guard`` first
+(``goalhub.api.access.require_dashboard_access``): HTTP
 Basic with ``GOALHUB_DASHBOARD_USER``/``GOALHUB_DASHBOARD_PASSWORD`` (refused when they
 are unset), or a bearer token with the ADMIN scope. The dashboard reads goalhub's Redis,
 and goalhub's queues are listed even before their first job.
@@ -21,25 +22,21 @@ and no-ops, not 500s.
 from __future__ import annotations
 
 import base64
-import hmac
 import html
 import json
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import rq_dashboard
 from flask import Flask, Response, current_app, jsonify, request
 from rq import Queue
 
-from goalhub import config
-from goalhub.api import limits
-from goalhub.api.access import ADMIN
-from goalhub.auth import bearer_principal, require_scope
+from goalhub.api import ops
+from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis, redis_url
-from goalhub.errors import Forbidden, NotFound, Unauthorized
-from goalhub.queues import all_queues
+from goalhub.errors import NotFound
+from goalhub.queues import all_queues, get_queue
 from goalhub.redaction import redact
 
 URL_PREFIX = "/rq"
@@ -57,15 +54,23 @@ def register(app: Flask) -> None:
     app.before_request(_guard)
     app.after_request(_basic_challenge)
     app.after_request(_harden)
+    app.before_request(_jobs_tab_on_goalhub_queue)
+    app.after_request(_add_nav_links)
+    # /rq without its slash: werkzeug would redirect to /rq/, and Chromium drops the address's
+    # user:password@ on that redirect (a blank page behind a password prompt). rq-dashboard's
+    # own queues view answers here instead, behind the same guard.
+    # (An endpoint named in rq-dashboard's blueprint: its guard and hooks apply, and its
+    # templates' url_for(".queues_overview") resolves.)
+    app.add_url_rule("/rq", endpoint="rq_dashboard.goalhub_queues_without_slash", view_func=_rq_root)
 
 
 def _guard() -> Response | None:
     # App-level hooks run before the blueprint's own (which picks the Redis connection).
     if request.blueprint != BLUEPRINT:
         return None
-    _authenticate()
+    require_dashboard_access()
     if request.method not in ("GET", "HEAD") or request.endpoint in _CHANGING_GETS:
-        _same_origin()
+        require_same_origin()
     url = redis_url()
     current_app.config["RQ_DASHBOARD_REDIS_URL"] = (url,)
     connection = get_redis()
@@ -84,41 +89,6 @@ def _missing(connection: Any) -> Response | None:
         if not connection.exists(Queue(args.get("queue_name", ""), connection=connection).key):
             return jsonify(status="OK")
     return None
-
-
-def _authenticate() -> None:
-    header = request.headers.get("Authorization", "")
-    scheme = header.split(" ", 1)[0].lower()
-    if scheme == "bearer":
-        require_scope(bearer_principal(header), ADMIN)
-        return
-    if scheme != "basic":
-        raise Unauthorized("the dashboard needs a password or an ADMIN bearer token", code="token_missing")
-    user, password = config.dashboard_user(), config.dashboard_password()
-    if not user or not password:
-        raise Forbidden("dashboard passwords are not configured (GOALHUB_DASHBOARD_USER/PASSWORD)",
-                        code="dashboard_disabled")
-    client = request.remote_addr or "unknown"
-    limits.login_blocked(client)  # 429 once this address failed too often
-    given = request.authorization
-    given_user = (given.username or "") if given else ""
-    given_password = (given.password or "") if given else ""
-    # Both compared, in constant time, whatever the first one says.
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
-    if not (user_ok and password_ok):
-        limits.login_failed(client)
-        raise Unauthorized("wrong dashboard user or password", code="dashboard_credentials")
-
-
-def _same_origin() -> None:
-    # Browsers resend Basic credentials on cross-site requests: an action must show
-    # that it comes from the dashboard's own pages (CSRF).
-    origin = request.headers.get("Origin") or request.headers.get("Referer")
-    if request.headers.get("Authorization", "").lower().startswith("bearer "):
-        return  # a bearer token is never sent by a browser on its own
-    if not origin or urlsplit(origin).netloc != request.host:
-        raise Forbidden("cross-origin dashboard actions are refused", code="cross_origin")
 
 
 def _basic_challenge(response: Response) -> Response:
@@ -171,3 +141,30 @@ def _escaped(value: Any) -> Any:
     if isinstance(value, list):
         return [_escaped(item) for item in value]
     return value
+
+
+# --- rq-dashboard, made to fit goalhub: links to goalhub's own pages (goalhub.api.ops), its Jobs
+# tab on goalhub's queue, /rq without its slash ------------------------------------------------
+
+_NAV_ANCHOR = '<ul class="navbar-nav mr-auto">'
+_NAV_LINKS = (f'<li class="nav-item"><a href="{ops.PREFIX}/" class="nav-link">goalhub</a></li>'
+              f'<li class="nav-item"><a href="{ops.PREFIX}/scheduled" class="nav-link">Scheduled</a></li>')
+
+
+def _jobs_tab_on_goalhub_queue() -> None:
+    # rq-dashboard's Jobs tab opens on a queue named "default" that goalhub never uses.
+    if request.endpoint == "rq_dashboard.jobs_overview" and request.view_args is not None \
+            and request.view_args.get("queue_name") is None:
+        request.view_args["queue_name"] = get_queue().name
+
+
+def _add_nav_links(response: Response) -> Response:
+    if request.blueprint == "rq_dashboard" and response.mimetype == "text/html" and not response.direct_passthrough:
+        html = response.get_data(as_text=True)
+        if _NAV_ANCHOR in html:
+            response.set_data(html.replace(_NAV_ANCHOR, _NAV_ANCHOR + _NAV_LINKS, 1))
+    return response
+
+
+def _rq_root() -> Any:
+    return current_app.view_functions["rq_dashboard.queues_overview"](instance_number=0)

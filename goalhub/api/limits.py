@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from flask import Response, after_this_request
 
 from goalhub import config
-from goalhub.api.access import ADMIN
-from goalhub.auth import Principal
+from goalhub.auth import ADMIN, Principal
 from goalhub.connection import get_redis
 from goalhub.errors import GoalhubError
 

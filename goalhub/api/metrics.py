@@ -15,7 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from goalhub import metrics
+from goalhub import breaker, metrics, scheduler
+from goalhub.api.access import require_dashboard_access
+from goalhub.queues import all_queues, get_scheduler
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -25,9 +27,6 @@ class RedisCollector:
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
-
-        from goalhub import breaker, scheduler
-        from goalhub.queues import all_queues, get_scheduler
 
         depth = GaugeMetricFamily("goalhub_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
         failed = GaugeMetricFamily("goalhub_failed_jobs", "Jobs in each queue's failed registry", labels=["queue"])
@@ -52,9 +51,7 @@ class RedisCollector:
 
 @blueprint.get("/metrics")
 def scrape() -> Response:
-    from goalhub.api.dashboard import _authenticate
-
-    _authenticate()
+    require_dashboard_access()
     metrics.multiprocess_dir()
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 

@@ -9,32 +9,30 @@ receiver outcomes. These pages do:
   with a Cancel button, and the receivers' retries waiting for their backoff.
 - ``/rq/goalhub/goals/<id>`` — a goal and its receiver outcomes, each linked to its RQ job.
 
-Same guard as rq-dashboard (Basic or an ADMIN bearer token; actions same-origin only).
-rq-dashboard's navigation gets links to these pages, its Jobs tab opens on goalhub's
-queue instead of a ``default`` queue goalhub never uses, and ``/rq`` answers the queues
-page itself instead of redirecting (the redirect lost Basic credentials in Chromium).
+Same guard as rq-dashboard (``goalhub.api.access``: Basic or an ADMIN bearer token; actions
+same-origin only). What the pages show is read in ``goalhub.api.ops_read``; the links from
+rq-dashboard's own pages to these are ``goalhub.api.dashboard``'s.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import breaker, scheduler
+from goalhub import breaker, scheduler, tasks
+from goalhub.api import ops_read
+from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis
-from goalhub.queues import all_queues, get_queue, get_scheduler, job_id
-from goalhub.store import get_database
+from goalhub.queues import all_queues, get_scheduler, job_parts
+from goalhub.tasks import LIFECYCLE_KINDS
 
 PREFIX = "/rq/goalhub"
 blueprint = Blueprint("goalhub_ops", __name__, url_prefix=PREFIX)
-KINDS = ("activate", "end")
 
 _BASE = """<!doctype html><html><head><meta charset="utf-8"><title>goalhub · {{ title }}</title>
 <style>
@@ -115,106 +113,47 @@ def _page(title: str, body: str, **values: Any) -> Response:
     return response
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _relative(seconds: float) -> str:
-    return f"in {seconds:.0f} s" if seconds >= 0 else f"overdue {-seconds:.0f} s"
-
-
 @blueprint.before_request
 def _guard() -> None:
-    from goalhub.api.dashboard import _authenticate, _same_origin
-
-    _authenticate()
+    require_dashboard_access()
     if request.method not in ("GET", "HEAD"):
-        _same_origin()
+        require_same_origin()
 
 
 @blueprint.get("/")
 def home() -> Response:
     now = time.time()
-    counts = dict.fromkeys(KINDS, 0)
-    for job in scheduled_jobs():
+    counts = dict.fromkeys(LIFECYCLE_KINDS, 0)
+    for job in ops_read.scheduled_jobs():
         counts[job["kind"]] = counts.get(job["kind"], 0) + 1
-    schedulers = [{**s, "age": now - s["last_poll"], "when": _when(s["last_poll"])} for s in scheduler.schedulers()]
+    schedulers = [{**s, "age": now - s["last_poll"], "when": ops_read.when(s["last_poll"])} for s in scheduler.schedulers()]
     lock = scheduler.lock_holder()
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
-    tripped = [{"id": rid, "when": _when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]
+    tripped = [{"id": rid, "when": ops_read.when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]
     return _page("operations", _HOME, counts=counts, schedulers=schedulers, lock=lock, queues=queues,
                  tripped=tripped)
 
 
-def scheduled_jobs() -> list[dict[str, Any]]:
-    """rq-scheduler's jobs, soonest first: id, kind, goal id, goal class, due time."""
-    now = time.time()
-    connection = get_redis()
-    scheduler = get_scheduler()
-    entries: list[tuple[bytes, float]] = connection.zrange(  # type: ignore[assignment]
-        scheduler.scheduled_jobs_key, 0, -1, withscores=True)
-    jobs: list[dict[str, Any]] = []
-    goal_ids: list[str] = []
-    for raw_id, due in entries:
-        jid = raw_id.decode()
-        kind, _, goal_id = jid.partition("-")
-        target = goal_id if len(goal_id) == 24 else None
-        job: dict[str, Any] = {"id": jid, "kind": kind if kind in KINDS else "other", "goal_id": target,
-               "due_epoch": due, "due": _when(due), "seconds": due - now, "relative": _relative(due - now)}
-        jobs.append(job)
-        if target:
-            goal_ids.append(target)
-    classes: dict[str, Any] = {}
-    if goal_ids:
-        wanted = []
-        for gid in goal_ids:
-            try:
-                wanted.append(ObjectId(gid))
-            except InvalidId:
-                continue
-        classes = {str(g["_id"]): g.get("_cls") for g in get_database().goals.find({"_id": {"$in": wanted}}, {"_cls": 1})}
-    for job in jobs:
-        job["cls"] = classes.get(job["goal_id"] or "")
-    return jobs
-
-
-def waiting_retries() -> list[dict[str, Any]]:
-    """Jobs in RQ's own scheduled registries (receivers' retries after their backoff)."""
-    found = []
-    for queue in all_queues():
-        registry = queue.scheduled_job_registry
-        for jid in registry.get_job_ids(cleanup=False):
-            job = Job.fetch_many([jid], connection=queue.connection)[0]
-            due = registry.get_scheduled_time(jid) if job is not None else None
-            found.append({"id": jid, "queue": queue.name, "description": job.description if job else "(gone)",
-                          "due": _when(due.timestamp()) if due else "—"})
-    return found
-
-
 @blueprint.get("/scheduled")
 def scheduled() -> Response:
-    return _page("scheduled", _SCHEDULED, jobs=scheduled_jobs(), retries=waiting_retries())
+    return _page("scheduled", _SCHEDULED, jobs=ops_read.scheduled_jobs(), retries=ops_read.waiting_retries())
 
 
 @blueprint.post("/scheduled/<jid>/cancel")
 def cancel(jid: str) -> BaseResponse:
     """Cancel a lifecycle job on purpose: the goal is unmarked, so the reconciler leaves it be."""
-    scheduler = get_scheduler()
-    if jid not in scheduler:
+    jobs = get_scheduler()
+    if jid not in jobs:
         abort(404)
-    kind, _, goal_id = jid.partition("-")
-    scheduler.cancel(jid)
+    kind, goal_id = job_parts(jid)
+    jobs.cancel(jid)
     job = Job.fetch_many([jid], connection=get_redis())[0]
     if job is not None:
         job.delete()
-    if kind in KINDS and len(goal_id) == 24:
+    if kind in LIFECYCLE_KINDS and len(goal_id) == 24:
         try:
-            get_database().goals.update_one({"_id": ObjectId(goal_id)},
-                                            {"$unset": {f"lifecycle.{kind}_at": ""},
-                                             "$set": {f"lifecycle.{kind}_cancelled_at": time.time()}})
+            tasks.unmark(kind, goal_id)
         except InvalidId:
             pass
     current_app.logger.warning("dashboard: cancelled scheduled job %s", jid)
@@ -228,64 +167,12 @@ def goal_lookup() -> BaseResponse:
 
 @blueprint.get("/goals/<goal_id>")
 def goal_page(goal_id: str) -> Response:
-    try:
-        _id = ObjectId(goal_id)
-    except (InvalidId, TypeError):
+    found = ops_read.goal_outcomes(goal_id)
+    if found is None:
         abort(404)
-    goal = get_database().goals.find_one({"_id": _id})
-    if goal is None:
-        abort(404)
-    goal["nbf_text"], goal["exp_text"] = _when(goal.get("nbf")), _when(goal.get("exp"))
-    outcomes = sorted(get_database().outcomes.find({"goal_id": goal_id}),
-                      key=lambda o: (o.get("event", ""), o.get("plugin", ""), o.get("receiver", "")))
-    # The job that ran each receiver (recorded with its outcome: the event's own job when it ran
-    # inline); a receiver not run yet has its own job waiting (``receiver-...``).
-    ran_in = [o.get("job_id") or job_id("receiver", o["_id"]) for o in outcomes]
-    jobs = Job.fetch_many(ran_in, connection=get_redis())
-    for outcome, job in zip(outcomes, jobs, strict=True):
-        if outcome.get("status") == "skipped":
-            outcome["job_note"] = "no job (skipped)"
-        elif job is None:
-            outcome["job_note"] = "job expired from Redis"
-        else:
-            outcome["job_id"] = job.id
-            outcome["job_url"] = f"/rq/0/view/job/{job.id}"
+    goal, outcomes = found
     return _page(f"goal {goal_id}", _GOAL, goal=goal, goal_id=goal_id, outcomes=outcomes)
-
-
-# --- rq-dashboard, made to fit goalhub -----------------------------------------------------
-
-_NAV_ANCHOR = '<ul class="navbar-nav mr-auto">'
-_NAV_LINKS = (f'<li class="nav-item"><a href="{PREFIX}/" class="nav-link">goalhub</a></li>'
-              f'<li class="nav-item"><a href="{PREFIX}/scheduled" class="nav-link">Scheduled</a></li>')
-
-
-def _jobs_tab_on_goalhub_queue() -> None:
-    # rq-dashboard's Jobs tab opens on a queue named "default" that goalhub never uses.
-    if request.endpoint == "rq_dashboard.jobs_overview" and request.view_args is not None \
-            and request.view_args.get("queue_name") is None:
-        request.view_args["queue_name"] = get_queue().name
-
-
-def _add_nav_links(response: Response) -> Response:
-    if request.blueprint == "rq_dashboard" and response.mimetype == "text/html" and not response.direct_passthrough:
-        html = response.get_data(as_text=True)
-        if _NAV_ANCHOR in html:
-            response.set_data(html.replace(_NAV_ANCHOR, _NAV_ANCHOR + _NAV_LINKS, 1))
-    return response
-
-
-def _rq_root() -> Any:
-    return current_app.view_functions["rq_dashboard.queues_overview"](instance_number=0)
 
 
 def register(app: Flask) -> None:
     app.register_blueprint(blueprint)
-    app.before_request(_jobs_tab_on_goalhub_queue)
-    app.after_request(_add_nav_links)
-    # /rq without its slash: werkzeug would redirect to /rq/, and Chromium drops the address's
-    # user:password@ on that redirect (a blank page behind a password prompt). rq-dashboard's
-    # own queues view answers here instead, behind the same guard.
-    # (An endpoint named in rq-dashboard's blueprint: its guard and hooks apply, and its
-    # templates' url_for(".queues_overview") resolves.)
-    app.add_url_rule("/rq", endpoint="rq_dashboard.goalhub_queues_without_slash", view_func=_rq_root)

@@ -12,11 +12,11 @@ from rq import Queue
 
 from goalhub import config, plugins
 from goalhub.api import limits
-from goalhub.api.access import PLATFORM, caller, check_owner, check_reader, creator
+from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.errors import REDIS_DOWN
 from goalhub.api.idempotency import Answer, idempotent
 from goalhub.api.payload import json_body, plain
-from goalhub.auth import Principal
+from goalhub.auth import PLATFORM, Principal
 from goalhub.errors import BadRequest, Conflict, Forbidden, NotFound
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
