@@ -42,6 +42,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from goalhub.config import env as _env
 from goalhub.errors import BadRequest, Conflict, Forbidden, GoalhubError, NotFound, Unprocessable
 from goalhub.goaltypes import TEST_FIRE, Claim, CreateRequest, GoalDraft, GoalType, SampleRequest
 from goalhub.hookspecs import HOOK_API_VERSION, hookimpl, receiver
@@ -151,9 +152,7 @@ def setting(name: str, default: str | None = None) -> str | None:
     so a test or a CLI option that sets the variable sees it take effect. A plugin names
     its variables ``GOALHUB_<PLUGIN>_...`` and documents them.
     """
-    from goalhub.config import env
-
-    return env(name, default)
+    return _env(name, default)
 
 
 def send_event(event: str, **arguments: Any) -> None:
@@ -181,14 +180,14 @@ def enqueue_once(func: Any, *args: Any, job_id: str, **options: Any) -> Job | No
     comes from :func:`job_id`, so the same work always gets the same id. ``options`` go to
     ``rq.Queue.enqueue`` (``description``, ``job_timeout``, ...).
     """
-    from goalhub import queues
+    from goalhub import queues  # deferred: RQ is heavy, and ``import goalhub`` stays cheap for a plugin
 
     return queues.enqueue_once(queues.get_queue(), func, *args, job_id=job_id, **options)
 
 
 def job_id(kind: str, key: str) -> str:
     """A valid RQ job id for ``kind`` of work on ``key`` (the same for the same work)."""
-    from goalhub import queues
+    from goalhub import queues  # deferred: RQ is heavy, and ``import goalhub`` stays cheap for a plugin
 
     return queues.job_id(kind, key)
 

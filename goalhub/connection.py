@@ -201,7 +201,7 @@ def embedded_redis_pid(home: Path | None = None) -> int | None:
 def kill_redis_server(pid: int, timeout: float = 5.0) -> bool:
     """Make sure the redis-server ``pid`` is gone: SIGTERM, then SIGKILL (a server whose home
     was deleted cannot write its AOF and ignores SIGTERM). False if it was gone already."""
-    import psutil
+    import psutil  # deferred: only stopping a server needs it, not every process that connects
 
     try:
         process = psutil.Process(pid)
@@ -226,7 +226,7 @@ def _pidfile_pid(home: Path) -> int | None:
 
 
 def _wait_for_exit(pid: int | None, timeout: float) -> None:
-    import psutil
+    import psutil  # deferred: only starting the embedded server needs it, not every process that connects
 
     if not pid:
         return

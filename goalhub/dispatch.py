@@ -375,6 +375,11 @@ def _enqueue_receiver(receiver: Receiver, outcome_key: str, event_key: str, *, q
     )
 
 
+def recorded_at(outcome: dict[str, Any]) -> float:
+    """When an outcome record was written: queued (acting receivers) or skipped (``at``)."""
+    return outcome.get("queued_at") or outcome.get("at") or 0
+
+
 def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
     """A goal's outcome records, and whether they are all written: every event they belong to
     has its ``events`` record (written after its outcomes), with as many outcomes as receivers."""

@@ -48,6 +48,7 @@ def current_request_id() -> str | None:
 
 
 def _current_job() -> Any:
+    # Deferred: RQ is heavy, and the CLI's and the API's logs need it only inside a job.
     from rq import get_current_job
 
     try:
@@ -116,7 +117,7 @@ def formatter(fmt: str | None = None) -> logging.Formatter:
     """The formatter for ``GOALHUB_LOG_FORMAT`` (or ``fmt``): JSON or console lines."""
     if (fmt or config.log_format()) == "console":
         return ConsoleFormatter(CONSOLE_FORMAT)
-    from pythonjsonlogger.json import JsonFormatter
+    from pythonjsonlogger.json import JsonFormatter  # deferred: only the JSON format needs it
 
     return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                          timestamp=False)

@@ -62,7 +62,7 @@ def multiprocess_dir() -> str:
 @cache
 def _metrics() -> dict[str, Any]:
     multiprocess_dir()  # before prometheus_client's first import: it picks its mode then
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Histogram  # deferred: after multiprocess_dir (above), and heavy
 
     return {
         "goals": Counter("goalhub_goals_created", "Goals stored by create_goal", ["goal_type"]),
@@ -193,7 +193,7 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
 def process_dead(pid: int) -> None:
     """An API process exited: its live gauges are dropped (counters stay)."""
     try:
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # deferred: heavy (see _metrics)
 
         multiprocess.mark_process_dead(pid, multiprocess_dir())
     except Exception:
@@ -229,7 +229,7 @@ def compact() -> int:
     """Fold the counter and histogram files of processes that are gone (finished work-horses,
     stopped processes) into ``counter_archive.db`` and ``histogram_archive.db``: the totals a
     scrape adds up stay the same, the files do not pile up. Returns how many were folded."""
-    from prometheus_client.mmap_dict import MmapedDict
+    from prometheus_client.mmap_dict import MmapedDict  # deferred: heavy (see _metrics)
 
     directory = multiprocess_dir()
     folded = 0

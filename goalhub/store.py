@@ -34,18 +34,18 @@ def open_database(uri: str | None = None) -> Any:
     uri = uri if uri is not None else config.mongo_uri()
     name = config.mongo_db_name()
     if uri and uri.startswith(("mongodb://", "mongodb+srv://")):
-        import pymongo
+        import pymongo  # deferred: only a MongoDB store needs the client
 
         client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, tz_aware=False)
         database: Any = client.get_default_database(default=name)
     elif uri and uri.startswith("mongomock://"):
-        import mongomock
+        import mongomock  # deferred: optional, unit tests only
 
         database = mongomock.MongoClient()[name]
     elif uri:
         raise ValueError(f"GOALHUB_MONGO_URI must be mongodb://, mongodb+srv:// or mongomock://, not {uri!r}")
     else:
-        from goalhub.sqlite_store import SQLiteClient
+        from goalhub.sqlite_store import SQLiteClient  # deferred: only the embedded store needs it
 
         database = SQLiteClient(config.home() / "store")[name]
     for collection, indexes in INDEXES.items():

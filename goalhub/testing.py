@@ -41,11 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-from rq import SimpleWorker
 
 from goalhub import connection, plugins, store
 from goalhub.connection import get_redis
-from goalhub.queues import all_queues, get_scheduler
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -148,13 +146,11 @@ def db(goalhub_env: None) -> Any:
 def drain(goalhub_env: None) -> Callable[[], None]:
     """Run every queued job (and due scheduled ones) in-process with a real RQ SimpleWorker."""
 
+    # Deferred: this module is a pytest plugin every pytest run loads; the worker brings RQ's.
+    from goalhub.worker import drain
+
     def run(scheduled: bool = True) -> None:
-        for _ in range(20):
-            if scheduled:
-                get_scheduler().enqueue_jobs()
-            SimpleWorker(all_queues(), connection=get_redis()).work(burst=True, logging_level="WARNING")
-            if not any(queue.count for queue in all_queues()):
-                return
+        drain(scheduled=scheduled)
 
     return run
 
@@ -166,6 +162,7 @@ def fire(goalhub_env: None, drain: Callable[..., None]) -> Callable[..., dict[st
     with the documents it needs), ``arguments`` overriding the event's; run every job with a
     real RQ worker; return the outcome records of that goal by receiver id
     (``plugin.receiver``: ``status``, ``result``, ``error``...)."""
+    # Deferred: this module is a pytest plugin every pytest run loads; these bring RQ and the dispatch.
     from goalhub import testfire
     from goalhub.signals import EVENTS
 
@@ -196,7 +193,7 @@ def create_goal(goal: dict[str, Any]) -> str:
     """Run the core's ``create_goal`` job here for ``goal``, a goal document with its ``_id``
     allocated (as the API drafts it): store it (once, however often it runs) and send
     ``goal.created``, whose receiver jobs are queued (``drain()`` runs them). Returns its id."""
-    from goalhub import tasks
+    from goalhub import tasks  # deferred: a pytest plugin every pytest run loads (tasks bring RQ)
 
     return tasks.create_goal(goal)
 
@@ -204,7 +201,7 @@ def create_goal(goal: dict[str, Any]) -> str:
 def enqueue_create_goal(goal: dict[str, Any]) -> str:
     """Enqueue ``create_goal`` for ``goal`` as the API does on ``POST /goals`` (once per goal
     id); ``drain()`` runs it and then its receivers. Returns the goal id."""
-    from goalhub import tasks
+    from goalhub import tasks  # deferred: a pytest plugin every pytest run loads (tasks bring RQ)
 
     return tasks.enqueue_create_goal(goal)
 
@@ -212,7 +209,7 @@ def enqueue_create_goal(goal: dict[str, Any]) -> str:
 def end_goal(goal_id: str, reason: str = "ended") -> bool:
     """Run the core's ``end_goal`` job here: the goal is made inactive and ended (once) and
     ``goal.ended`` is sent with ``reason``. Returns whether this call ended it."""
-    from goalhub import tasks
+    from goalhub import tasks  # deferred: a pytest plugin every pytest run loads (tasks bring RQ)
 
     return tasks.end_goal(goal_id, reason=reason)
 
@@ -220,14 +217,14 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
 def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
     """The arguments the core sends ``goal.created`` with for a stored goal document:
     ``goalhub.send_event("goal.created", **created_arguments(goal))`` delivers it again."""
-    from goalhub import tasks
+    from goalhub import tasks  # deferred: a pytest plugin every pytest run loads (tasks bring RQ)
 
     return tasks.created_arguments(goal)
 
 
 def queue() -> Queue:
     """goalhub's default RQ queue, the one ``goalhub.enqueue_once`` puts a plugin's jobs on."""
-    from goalhub.queues import get_queue
+    from goalhub.queues import get_queue  # deferred: a pytest plugin every pytest run loads
 
     return get_queue()
 
@@ -277,7 +274,7 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
               cwd: Path | None = None) -> tuple[ChildProcess, str]:
     """``goalhub.api.serve`` (waitress) on 127.0.0.1 and a free port, once ``/healthz`` answers;
     returns the process and its base URL."""
-    import requests
+    import requests  # deferred: heavy, for the few tests that start an API server
 
     port = free_port()
     server = ChildProcess("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})",

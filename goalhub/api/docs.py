@@ -14,6 +14,7 @@ from flask import Blueprint, Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from goalhub.api import openapi
+from goalhub.api.goals import installed_goal_types
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -27,8 +28,6 @@ def _version() -> str:
 
 @blueprint.get("/openapi.json")
 def openapi_json() -> dict[str, Any]:
-    from goalhub.api.goals import installed_goal_types
-
     return openapi.document(installed_goal_types(), _version())
 
 

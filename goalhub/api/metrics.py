@@ -26,7 +26,7 @@ class RedisCollector:
     """Gauges collected at scrape time from Redis (never stale, nothing to keep in step)."""
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily  # deferred: heavy (goalhub.metrics._metrics)
 
         depth = GaugeMetricFamily("goalhub_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
         failed = GaugeMetricFamily("goalhub_failed_jobs", "Jobs in each queue's failed registry", labels=["queue"])
@@ -53,6 +53,7 @@ class RedisCollector:
 def scrape() -> Response:
     require_dashboard_access()
     metrics.multiprocess_dir()
+    # Deferred: heavy, and imported only after multiprocess_dir (above) sets its mode.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()

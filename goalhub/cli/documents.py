@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from bson import ObjectId
 
-from goalhub import validation
+from goalhub import dispatch, validation
+from goalhub.auth import mint_token
 from goalhub.cli.output import clock, echo_json, outcome_json, print_outcomes, show_document, table
 from goalhub.errors import BadRequest, NotFound
 from goalhub.store import get_database
@@ -19,8 +20,6 @@ from goalhub.store import get_database
 )
 def token(sub: str, scopes: tuple[str, ...], ttl: int) -> None:
     """Mint a dev bearer token signed with the configured key; prints the token alone."""
-    from goalhub.auth import mint_token
-
     try:
         click.echo(mint_token(sub, scopes or ("CREATOR",), ttl=ttl))
     except (ValueError, TypeError) as exc:
@@ -42,7 +41,7 @@ def show_goal(goal_id: str, as_json: bool) -> None:
     if goal is None:
         raise NotFound(f"goal {goal_id} not found")
     found = sorted(
-        db.outcomes.find({"goal_id": str(goal["_id"])}), key=lambda o: o.get("queued_at") or o.get("at") or 0
+        db.outcomes.find({"goal_id": str(goal["_id"])}), key=dispatch.recorded_at
     )
     if as_json:
         echo_json({**goal, "outcomes": [outcome_json(o) for o in found]})

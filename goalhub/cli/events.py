@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rq import SimpleWorker, Worker
 
-from goalhub import breaker, dispatch, outbound, testfire, validation
+from goalhub import breaker, dispatch, outbound, testfire, validation, worker
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -33,16 +32,9 @@ from goalhub.connection import embedded_redis, get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.goaltypes import TEST_FIRE
 from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.plugins import plugin_info
-from goalhub.queues import all_queues, get_queue, get_scheduler
+from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.signals import EVENTS
 from goalhub.store import get_database
-
-UNFINISHED = dispatch.UNFINISHED
-
-
-def _workers_alive() -> bool:
-    return Worker.count(connection=get_redis(), queue=get_queue()) > 0
 
 
 def _rq_logs_to_stderr() -> None:
@@ -57,40 +49,17 @@ def _rq_logs_to_stderr() -> None:
             logger.addHandler(handler)
 
 
-def _drain() -> None:
-    """Run queued (and due scheduled) jobs in this process: no worker is running."""
-    _rq_logs_to_stderr()
-    get_scheduler().enqueue_jobs()
-    SimpleWorker(all_queues(), connection=get_redis()).work(
-        # Receiver errors are reported in the outcome table, not as RQ's tracebacks.
-        burst=True,
-        with_scheduler=True,
-        logging_level="CRITICAL",
-    )
+def _say_retrying(o: dict[str, Any]) -> None:
+    click.echo(f"{o['plugin']}.{o['receiver']} failed ({o.get('error')}); retrying", err=True)
 
 
 def wait_for_outcomes(
     fetch: Callable[[], tuple[list[dict[str, Any]], bool]], timeout: float
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The outcomes ``fetch`` gives (with whether all are written yet) once all are written and
-    none is unfinished; drains in-process when no worker runs. Returns them and whether they
-    all finished in time."""
-    deadline = time.monotonic() + timeout
-    local = not _workers_alive()
-    told: set[str] = set()
-    while True:
-        outcomes, complete = fetch()
-        for o in outcomes:
-            if o["status"] in ("retrying", "timed out") and o["_id"] not in told:
-                told.add(o["_id"])  # say why the wait is long: the receiver's retry backoff
-                click.echo(f"{o['plugin']}.{o['receiver']} failed ({o.get('error')}); retrying", err=True)
-        if complete and not any(o["status"] in UNFINISHED for o in outcomes):
-            return outcomes, True
-        if time.monotonic() > deadline:
-            return outcomes, False
-        if local:
-            _drain()
-        time.sleep(0.05 if local else 0.1)
+    """``goalhub.worker.wait_for_outcomes``, saying on stderr which receiver waits for a retry
+    (and RQ's logs on stderr, should it drain here)."""
+    _rq_logs_to_stderr()
+    return worker.wait_for_outcomes(fetch, timeout, on_retrying=_say_retrying)
 
 
 def wait_for_outcome_ids(ids: list[str], timeout: float) -> tuple[list[dict[str, Any]], bool]:
@@ -179,8 +148,6 @@ def _chosen_receivers(event: str, only: tuple[str, ...]) -> set[str]:
 
 
 def _loaded_plugins() -> set[str]:
-    from goalhub.plugins import get_plugin_manager
-
     return {name for name, _ in get_plugin_manager().list_name_plugin()}
 
 
@@ -199,16 +166,17 @@ def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: st
     else:
         EVENTS[signal_name][0].send(signal_name, **arguments)
 
+    def this_fire(o: dict[str, Any]) -> bool:  # a stored goal's earlier outcomes stay as they were
+        return dispatch.recorded_at(o) >= started - 1
+
     def fired() -> tuple[list[dict[str, Any]], bool]:
         outcomes, complete = dispatch.delivered_outcomes(goal_id)
-        return [o for o in outcomes if (o.get("queued_at") or o.get("at") or 0) >= started - 1
-                or (o["event"] == signal_name and not only)], complete
+        return [o for o in outcomes if this_fire(o) or (o["event"] == signal_name and not only)], complete
 
     try:
         outcomes, finished = wait_for_outcomes(fired, timeout)
     finally:
-        # This fire's outcomes (a stored goal's earlier ones stay as they were).
-        testfire.mark(db, [o["_id"] for o in fired()[0] if (o.get("queued_at") or o.get("at") or 0) >= started - 1])
+        testfire.mark(db, [o["_id"] for o in fired()[0] if this_fire(o)])
     failed = [o for o in outcomes if o["status"] == "failed"]
     if as_json:
         echo_json(
@@ -262,7 +230,7 @@ def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool,
         query["goal_id"] = validation.object_id(goal_id, "--goal")
     if failed:
         query["status"] = "failed"
-    found = sorted(get_database().outcomes.find(query), key=lambda o: o.get("queued_at") or o.get("at") or 0)
+    found = sorted(get_database().outcomes.find(query), key=dispatch.recorded_at)
     if as_json:
         echo_json([outcome_json(o) for o in found])
         return

@@ -93,7 +93,7 @@ def clock(value: float | None) -> str:
 
 def print_outcomes(outcomes: list[dict[str, Any]], since: float | None = None) -> None:
     rows = []
-    for o in sorted(outcomes, key=lambda o: (o["event"], o.get("queued_at") or o.get("at") or 0)):
+    for o in sorted(outcomes, key=lambda o: (o["event"], dispatch.recorded_at(o))):
         status = o["status"]
         if since is not None and status == "ok" and (o.get("finished_at") or since) < since:
             status = "ok (earlier)"

@@ -7,7 +7,9 @@ import sys
 
 import click
 
-from goalhub import config, logs
+from goalhub import config, logs, plugins
+from goalhub.connection import embedded_redis
+from goalhub.supervisor import Supervisor, goalhub_processes
 
 
 @click.command()
@@ -31,7 +33,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 def worker(burst: bool, simple: bool, name: str | None) -> None:
     """Run an RQ worker on goalhub's queues, with the plugins loaded."""
-    from goalhub.worker import run_worker
+    from goalhub.worker import run_worker  # deferred: only this command needs RQ's worker and the jobs
 
     logs.configure("worker")
     run_worker(burst=burst, simple=simple, name=name)
@@ -47,8 +49,7 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
-    from goalhub import plugins
-    from goalhub.scheduler import run_scheduler
+    from goalhub.scheduler import run_scheduler  # deferred: only this command needs rq-scheduler and the jobs
 
     logs.configure("scheduler")
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
@@ -74,10 +75,7 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     GOALHUB_RESTART_LIMIT times in GOALHUB_RESTART_WINDOW s stops everything. Ctrl-C or
     SIGTERM stops every process it started.
     """
-    import requests
-
-    from goalhub.connection import embedded_redis
-    from goalhub.supervisor import Supervisor, goalhub_processes
+    import requests  # deferred: heavy, and only this command polls the API
 
     _report_broken_plugins()
     # Read by people at a terminal: the children log console lines unless told otherwise.
@@ -101,8 +99,6 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
 def _report_broken_plugins() -> None:
     """A plugin that failed to load is said at start, not only in a worker's log; in strict
     mode (GOALHUB_STRICT_PLUGINS=1) nothing starts."""
-    from goalhub import plugins
-
     broken = plugins.problems()
     if not broken:
         return
