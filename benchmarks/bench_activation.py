@@ -4,7 +4,7 @@
 
 A temporary GOALHUB_HOME with its own embedded Redis and embedded store; 2 real forking workers
 (``goalhub.worker.run_worker``) and the rq-scheduler process (``goalhub.scheduler.run_scheduler``,
-default interval ``goalhub.config.scheduler_interval()``). 200 TriggerPrivateGoal countdowns
+default interval ``goalhub.config.settings().SCHEDULER_INTERVAL``). 200 TriggerPrivateGoal countdowns
 (``active=False``) are enqueued through ``goalhub.tasks.enqueue_create_goal`` at 5 goals/s,
 each with ``nbf`` 1 to 10 s (uniform) after its enqueue. Only the core's lifecycle receiver is
 loaded, so the workers carry the lifecycle's own load (create_goal, schedule_lifecycle_tasks,
@@ -80,7 +80,7 @@ def run(goals: int, workers: int) -> dict[str, Any]:
             row["waited"] = _epoch(job.started_at) - _epoch(job.enqueued_at)
             row["ran"] = goal["activated_at"] - _epoch(job.started_at)
         rows.append(row)
-    return {"rows": rows, "interval": config.scheduler_interval()}
+    return {"rows": rows, "interval": config.settings().SCHEDULER_INTERVAL}
 
 
 def stats(values: list[float]) -> list[str]:

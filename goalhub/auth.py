@@ -89,7 +89,7 @@ def signing_keys() -> dict[str, str]:
     configuration: that is the operator's to fix, not the caller's, so it is not a
     ``GoalhubError`` and its message never reaches a client.
     """
-    raw = config.jwt_keys()
+    raw = config.settings().JWT_KEYS
     if raw is None:
         return _dev_keys()
     return _configured_keys(raw)
@@ -198,8 +198,8 @@ def verify_token(token: str) -> Principal:
         raise Unauthorized("a bearer token is required", code="token_missing")
     if len(token) > _MAX_TOKEN_LENGTH:
         raise Unauthorized("the bearer token is too long", code="token_malformed")
-    leeway = config.jwt_leeway()
-    principal = _verified(token, tuple(signing_keys().items()), config.jwt_audience(), config.jwt_issuer(), leeway)
+    leeway = config.settings().JWT_LEEWAY
+    principal = _verified(token, tuple(signing_keys().items()), config.settings().JWT_AUDIENCE, config.settings().JWT_ISSUER, leeway)
     # PyJWT's own test (api_jwt._validate_exp), as at the first verification.
     if principal.claims["exp"] <= time.time() - leeway:
         raise Unauthorized("the bearer token has expired", code="token_expired")
@@ -342,8 +342,8 @@ def mint_token(
     claims: dict[str, Any] = {
         "sub": sub,
         "jti": secrets.token_urlsafe(12),  # 16 url-safe characters, like the seed's
-        "iss": config.jwt_issuer(),
-        "aud": config.jwt_audience(),
+        "iss": config.settings().JWT_ISSUER,
+        "aud": config.settings().JWT_AUDIENCE,
         "iat": now,
         "exp": now + ttl,
         "version": 2,

@@ -79,16 +79,16 @@ def record_ok(receiver_id: str) -> None:
 def record_failure(receiver_id: str, event_id: str, error: str) -> None:
     """A run of the receiver raised or ran over its budget (every failed attempt). The streak
     counts events, not attempts: a receiver retried three times on one event failed once."""
-    threshold = config.breaker_threshold()
+    threshold = config.settings().BREAKER_THRESHOLD
     if threshold <= 0:
         return
     now = time.time()
     key = _streak_key(receiver_id)
     pipe = get_redis().pipeline()
     pipe.zadd(key, {event_id: now})
-    pipe.zremrangebyscore(key, "-inf", now - config.breaker_window())
+    pipe.zremrangebyscore(key, "-inf", now - config.settings().BREAKER_WINDOW)
     pipe.zcard(key)
-    pipe.expire(key, int(config.breaker_window()) + 1)
+    pipe.expire(key, int(config.settings().BREAKER_WINDOW) + 1)
     pipe.hset(FAILING, receiver_id, error[:500])
     failures = pipe.execute()[2]
     if failures >= threshold:

@@ -4,9 +4,11 @@
 and what is allowed; :func:`settings` parses the environment as it is now (re-parsed only
 when a ``GOALHUB_*`` variable changed, so a test or a CLI option that sets one sees it take
 effect). A bad value raises :class:`ConfigError` with one line naming the variable, the
-value and what is allowed; the CLI prints that line and exits 1. The accessor functions
-below (``home()``, ``job_timeout()``...) are what the rest of goalhub calls. Every variable
-is documented in README.md; ``goalhub config`` prints the effective values, secrets masked.
+value and what is allowed; the CLI prints that line and exits 1. The rest of goalhub reads
+``config.settings().<NAME>``; the few functions below add what a field cannot (``home()``
+resolves and creates the directory...). Each variable is described once, in its field: the
+README's table and ``goalhub config --help`` are made from them (``reference()``), and
+``goalhub config`` prints the effective values, secrets masked.
 """
 
 from __future__ import annotations
@@ -32,78 +34,143 @@ class ConfigError(GoalhubError):
     code = "bad_configuration"
 
 
-def _allowed(text: str, secret: bool | str = False) -> Any:
-    # secret: True hides the whole value, "url" only a URL's password.
-    return {"allowed": text, "secret": secret}
+def _setting(default: Any, description: str, allowed: str, *, secret: bool | str = False,
+             shown: str | None = None, **constraints: Any) -> Any:
+    """A variable's one description: what it does (``description``, the README's table and
+    ``goalhub config --help``), what values are allowed (``allowed``, a bad value's error line),
+    whether it is a secret (True hides the whole value, "url" only a URL's password) and how its
+    default reads (``shown``; the default itself otherwise)."""
+    return Field(default, description=description,
+                 json_schema_extra={"allowed": allowed, "secret": secret, "shown": shown}, **constraints)
 
 
 RATE = r"(?i)^\s*(off|0|\d+\s*/\s*(\d+\s*s|(second|minute|hour|day)s?))\s*$"
 RATE_TEXT = "N/second, N/minute, N/hour, N/day, N/<seconds>s, or off"
+SECONDS_KEPT = "whole seconds >= 0 (0: for ever)"
 
 
 class Settings(BaseSettings):
-    """The core's variables (``GOALHUB_<NAME>``); plugins read their own."""
+    """The core's variables (``GOALHUB_<NAME>``), each described once, here; plugins read their own.
+
+    The README's configuration table and ``goalhub config --help`` are made from these fields
+    (``reference()``; tests/test_settings_reference.py fails on a difference)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore",
                                       case_sensitive=True, validate_default=True)
 
-    HOME: Path = Field(Path("./.goalhub"), json_schema_extra=_allowed("a directory path"))
-    MONGO_URI: str | None = Field(None, pattern=r"^(mongodb(\+srv)?|mongomock)://",
-                                  json_schema_extra=_allowed("a mongodb://, mongodb+srv:// or mongomock:// URI", "url"))
-    MONGO_DB: str = Field("goalhub", pattern=r"^[A-Za-z0-9_-]{1,63}$",
-                          json_schema_extra=_allowed("a database name: 1-63 letters, digits, '_' or '-'"))
-    REDIS_URL: str | None = Field(None, pattern=r"^(redis|rediss|unix)://",
-                                  json_schema_extra=_allowed("a redis://, rediss:// or unix:// URL", "url"))
-    QUEUE_PREFIX: str = Field("goalhub", pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                              json_schema_extra=_allowed("1-64 letters, digits, '_' or '-'"))
-    RECEIVER_RETRIES: int = Field(3, ge=0, le=100, json_schema_extra=_allowed("a whole number from 0 to 100"))
-    RECEIVER_BACKOFF: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = Field(
-        [1, 5, 30], min_length=1, json_schema_extra=_allowed("comma-separated whole seconds >= 0, e.g. 1,5,30"))
-    JOB_TIMEOUT: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
-    MAINTENANCE_INTERVAL: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
-    SCHEDULER_INTERVAL: float = Field(0.05, gt=0, le=3600, json_schema_extra=_allowed("seconds > 0 (e.g. 0.05)"))
-    DISABLED_PLUGINS: Annotated[list[str], NoDecode] = Field(
-        [], json_schema_extra=_allowed("comma-separated entry-point names"))
-    PLUGINS: Annotated[list[str], NoDecode] = Field(
-        [], json_schema_extra=_allowed("comma-separated importable module names"))
-    JWT_KEYS: str | None = Field(None, json_schema_extra=_allowed('{"<kid>": "<secret>"} or kid:secret,...', True))
-    JWT_ISSUER: str = Field("api.swag.live", json_schema_extra=_allowed("any string"))
-    JWT_AUDIENCE: str = Field("api.swag.live", json_schema_extra=_allowed("any string"))
-    JWT_LEEWAY: int = Field(0, ge=0, le=3600, json_schema_extra=_allowed("whole seconds from 0 to 3600"))
-    MAX_BODY_BYTES: int = Field(65536, ge=1024, json_schema_extra=_allowed("a whole number of bytes >= 1024"))
-    DASHBOARD_USER: str | None = Field(None, json_schema_extra=_allowed("any string"))
-    DASHBOARD_PASSWORD: str | None = Field(None, json_schema_extra=_allowed("any string", True))
-    API_TIMEOUT: int = Field(30, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
-    LOG_FORMAT: Literal["json", "console"] = Field("json", json_schema_extra=_allowed("json or console"))
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", json_schema_extra=_allowed("DEBUG, INFO, WARNING or ERROR"))
-    METRICS_DIR: Path | None = Field(None, json_schema_extra=_allowed(
-        "a directory for prometheus-client's multiprocess files (default: <home>/metrics)"))
-    RECONCILE_INTERVAL: float = Field(10.0, ge=0, json_schema_extra=_allowed(
-        "seconds >= 0 between the reconciler's checks: overdue goals, lost jobs (0: never)"))
-    RECONCILE_GRACE: float = Field(5.0, ge=0, json_schema_extra=_allowed(
-        "seconds >= 0 a due lifecycle job is given before the reconciler steps in"))
+    HOME: Path = _setting(Path("./.goalhub"), "embedded store, embedded Redis, dev keys (created 0700)",
+                          "a directory path", shown="./.goalhub")
+    MONGO_URI: str | None = _setting(
+        None, "`mongodb://...` or `mongodb+srv://...` for MongoDB (`mongomock://` for unit tests)",
+        "a mongodb://, mongodb+srv:// or mongomock:// URI", secret="url", shown="unset: embedded store",
+        pattern=r"^(mongodb(\+srv)?|mongomock)://")
+    MONGO_DB: str = _setting("goalhub", "database name when the URI names none",
+                             "a database name: 1-63 letters, digits, '_' or '-'", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    REDIS_URL: str | None = _setting(None, "`redis://host:6379/0`, `unix:///path?db=0`",
+                                     "a redis://, rediss:// or unix:// URL", secret="url",
+                                     shown="unset: embedded Redis", pattern=r"^(redis|rediss|unix)://")
+    QUEUE_PREFIX: str = _setting(
+        "goalhub", "queue names `<prefix>-lifecycle`, `<prefix>`, `<prefix>-backfill` (in the order workers take them)",
+        "1-64 letters, digits, '_' or '-'", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    RECEIVER_RETRIES: int = _setting(3, "retries of a failing receiver or `create_goal` (0: none)",
+                                     "a whole number from 0 to 100", ge=0, le=100)
+    RECEIVER_BACKOFF: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = _setting(
+        [1, 5, 30], "seconds between retries (the last repeats)", "comma-separated whole seconds >= 0, e.g. 1,5,30",
+        shown="1,5,30", min_length=1)
+    RECEIVER_BUDGET: float = _setting(
+        5.0, "seconds one run of a receiver may take before it is stopped, recorded `timed out` and retried alone",
+        "seconds > 0 one receiver run may take", gt=0)
+    DISABLED_RECEIVERS: Annotated[list[str], NoDecode] = _setting(
+        [], "receiver ids (`plugin.receiver`) not delivered to: not run, no outcome record",
+        "comma-separated receiver ids (plugin.receiver)", shown="")
+    JOB_TIMEOUT: int = _setting(60, "seconds a job may run before it is stopped", "a whole number of seconds >= 1",
+                                ge=1)
+    MAINTENANCE_INTERVAL: int = _setting(
+        60, "seconds between a worker's registry maintenance (recovers dead workers' jobs; RQ's default is 600)",
+        "a whole number of seconds >= 1", ge=1)
+    BREAKER_THRESHOLD: int = _setting(
+        5, "a receiver failing this many different events in a row is paused until resumed (0: never)",
+        "a whole number >= 0 of failed events in a row that pause a receiver (0: never)", ge=0)
+    BREAKER_WINDOW: float = _setting(300.0, "seconds within which those failures must fall", "seconds > 0", gt=0)
+    SCHEDULER_INTERVAL: float = _setting(0.05, "seconds between rq-scheduler polls (rq-scheduler's default is 60)",
+                                         "seconds > 0 (e.g. 0.05)", gt=0, le=3600)
+    DISABLED_PLUGINS: Annotated[list[str], NoDecode] = _setting(
+        [], "entry-point names to block", "comma-separated entry-point names", shown="")
+    LOAD_PLUGINS: Annotated[list[str] | None, NoDecode] = _setting(
+        None, "when set (even empty), only these entry points load", "comma-separated entry-point names",
+        shown="unset: all")
+    PLUGINS: Annotated[list[str], NoDecode] = _setting(
+        [], "extra plugin modules to load by import name", "comma-separated importable module names", shown="")
+    STRICT_PLUGINS: bool = _setting(
+        False, "`1`: a broken plugin stops every process at start instead of being left out and reported (CI)",
+        "1/true/yes/on or 0/false/no/off", shown="unset")
+    TRACE_RECEIVERS: bool = _setting(
+        False, "`1`: log every receiver call (its arguments' names, then its result or error, and the time "
+        "it took) at INFO, as pluggy's tracing would if receivers went through the hook caller",
+        "1/true/yes/on or 0/false/no/off", shown="unset")
+    JWT_KEYS: str | None = _setting(
+        None, '`{"<kid>": "<secret>"}` or `kid:secret,...`; the first signs minted tokens',
+        '{"<kid>": "<secret>"} or kid:secret,...', secret=True,
+        shown="unset: a dev key generated into `GOALHUB_HOME/jwt_keys.json`")
+    JWT_ISSUER: str = _setting("api.swag.live", "the `iss` a bearer token must carry (and minted tokens get)",
+                               "any string")
+    JWT_AUDIENCE: str = _setting("api.swag.live", "the `aud` a bearer token must carry (and minted tokens get)",
+                                 "any string")
+    JWT_LEEWAY: int = _setting(0, "seconds of clock skew allowed on `exp`, `nbf` and `iat`",
+                               "whole seconds from 0 to 3600", ge=0, le=3600)
+    MAX_BODY_BYTES: int = _setting(65536, "larger request bodies get 413", "a whole number of bytes >= 1024",
+                                   ge=1024)
+    API_TIMEOUT: int = _setting(
+        30, "seconds one request may take; an idempotency record pending for twice that is taken over",
+        "a whole number of seconds >= 1", ge=1)
+    RATE_LIMIT_GOALS: str = _setting(
+        "120/minute", "goal creations per user (`N/second|minute|hour|day` or `N/<seconds>s`; `off`); ADMIN is exempt",
+        RATE_TEXT, pattern=RATE)
+    RATE_LIMIT_SESSIONS: str = _setting("30/minute", "session starts per user, same format", RATE_TEXT, pattern=RATE)
+    MAX_OPEN_GOALS: int = _setting(100, "goals a session may hold that have not ended (422 beyond; 0: no cap)",
+                                   "a whole number >= 0 (0: no cap)", ge=0)
+    DASHBOARD_LOGIN_LIMIT: str = _setting(
+        "10/300s", "failed dashboard logins per client address before 429 for the rest of the window",
+        RATE_TEXT, pattern=RATE)
+    RETENTION_REQUESTS: int = _setting(86400, "seconds idempotency records are kept (0: for ever)", SECONDS_KEPT,
+                                       ge=0)
+    RETENTION_OUTCOMES: int = _setting(30 * 86400, "seconds receiver outcomes are kept (0: for ever)", SECONDS_KEPT,
+                                       shown="2592000 (30 days)", ge=0)
+    RETENTION_EVENTS: int = _setting(30 * 86400, "seconds event records are kept (0: for ever)", SECONDS_KEPT,
+                                     shown="2592000 (30 days)", ge=0)
+    RETENTION_OUTBOUND: int = _setting(30 * 86400, "seconds outbound records are kept (0: for ever)", SECONDS_KEPT,
+                                       shown="2592000 (30 days)", ge=0)
+    PURGE_INTERVAL: float = _setting(600.0, "seconds between the scheduler's purges of the embedded store "
+                                     "(MongoDB expires records itself, by TTL index)", "seconds > 0", gt=0)
+    RESTART_LIMIT: int = _setting(5, "`goalhub up` stops everything when one child crashes this often within "
+                                  "`GOALHUB_RESTART_WINDOW` seconds", "a whole number >= 1", ge=1)
+    RESTART_WINDOW: float = _setting(60.0, "seconds over which `goalhub up` counts a child's crashes",
+                                     "seconds > 0", gt=0)
+    DASHBOARD_USER: str | None = _setting(
+        None, "HTTP Basic user for `/rq` and `/metrics`; unset (or no password), only a bearer token with "
+        "the `ADMIN` scope gets in", "any string", shown="unset")
+    DASHBOARD_PASSWORD: str | None = _setting(None, "HTTP Basic password for `/rq` and `/metrics`", "any string",
+                                              secret=True, shown="unset")
+    LOG_FORMAT: Literal["json", "console"] = _setting(
+        "json", "`json`: one JSON object a line; `console`: human-readable lines", "json or console",
+        shown="json (`goalhub up`: console)")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _setting(
+        "INFO", "the level of goalhub's, RQ's and waitress's logs", "DEBUG, INFO, WARNING or ERROR")
+    METRICS_DIR: Path | None = _setting(
+        None, "prometheus-client's multiprocess directory, shared by every process on the machine "
+        "(`PROMETHEUS_MULTIPROC_DIR`, when set, wins)",
+        "a directory for prometheus-client's multiprocess files (default: <home>/metrics)",
+        shown="`GOALHUB_HOME/metrics`")
+    RECONCILE_INTERVAL: float = _setting(
+        10.0, "seconds between the reconciler's checks for overdue goals and for jobs a dying worker took off "
+        "a queue (0: never)", "seconds >= 0 between the reconciler's checks: overdue goals, lost jobs (0: never)",
+        ge=0)
+    RECONCILE_GRACE: float = _setting(
+        5.0, "how long past its time a lifecycle job may still be pending before the reconciler steps in",
+        "seconds >= 0 a due lifecycle job is given before the reconciler steps in", ge=0)
 
-    RECEIVER_BUDGET: float = Field(5.0, gt=0, json_schema_extra=_allowed("seconds > 0 one receiver run may take"))
-    DISABLED_RECEIVERS: Annotated[list[str], NoDecode] = Field(
-        [], json_schema_extra=_allowed("comma-separated receiver ids (plugin.receiver)"))
-    RATE_LIMIT_GOALS: str = Field("120/minute", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
-    RATE_LIMIT_SESSIONS: str = Field("30/minute", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
-    DASHBOARD_LOGIN_LIMIT: str = Field("10/300s", pattern=RATE, json_schema_extra=_allowed(RATE_TEXT))
-    MAX_OPEN_GOALS: int = Field(100, ge=0, json_schema_extra=_allowed("a whole number >= 0 (0: no cap)"))
-    RETENTION_REQUESTS: int = Field(86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
-    RETENTION_OUTCOMES: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
-    RETENTION_EVENTS: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
-    RETENTION_OUTBOUND: int = Field(30 * 86400, ge=0, json_schema_extra=_allowed("whole seconds >= 0 (0: for ever)"))
-    PURGE_INTERVAL: float = Field(600.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
-    RESTART_LIMIT: int = Field(5, ge=1, json_schema_extra=_allowed("a whole number >= 1"))
-    RESTART_WINDOW: float = Field(60.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
-    BREAKER_THRESHOLD: int = Field(5, ge=0, json_schema_extra=_allowed(
-        "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
-    BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
-    STRICT_PLUGINS: bool = Field(False, json_schema_extra=_allowed("1/true/yes/on or 0/false/no/off"))
-
-    @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS", mode="before")
+    @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "LOAD_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -189,18 +256,45 @@ def effective() -> dict[str, Any]:
         if isinstance(secret, bool | str) and secret and value is not None:
             value = mask(value, secret)
         shown[PREFIX + name] = value
-    raw = os.environ.get("GOALHUB_LOAD_PLUGINS")
-    shown["GOALHUB_LOAD_PLUGINS"] = None if raw is None else sorted(load_plugins() or ())
+    allowed = load_plugins()
+    shown[PREFIX + "LOAD_PLUGINS"] = None if allowed is None else sorted(allowed)
     return shown
 
 
+def reference() -> list[dict[str, str]]:
+    """Every variable's one description, in declaration order: ``variable``, ``default`` (as it
+    reads), ``meaning`` and ``allowed``. The README's table and ``goalhub config --help``."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        shown = extra.get("shown")
+        if shown is None:
+            default = field.default
+            if isinstance(default, float) and default.is_integer():
+                default = int(default)  # 5, not 5.0
+            shown = str(default) if not isinstance(default, list) else ",".join(map(str, default))
+        rows.append({"variable": PREFIX + name, "default": str(shown), "meaning": field.description or "",
+                     "allowed": str(extra.get("allowed", ""))})
+    return rows
+
+
+def markdown_table() -> str:
+    """``reference()`` as the README's Markdown table."""
+    def code(text: str) -> str:
+        return text if not text or "`" in text or text.startswith("unset") else f"`{text}`"
+
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{row['variable']}` | {code(row['default'])} | {row['meaning'].replace('|', chr(92) + '|')} |"
+              for row in reference()]
+    return "\n".join(lines) + "\n"
+
+
 def home() -> Path:
-    """``GOALHUB_HOME``: where the embedded store, embedded Redis and dev keys live."""
-    configured = settings().HOME
-    key = (configured, "" if configured.is_absolute() else os.getcwd())
+    """``GOALHUB_HOME`` resolved (symlinks followed once per process) and created 0700 if missing."""
+    key = home_key()
     path = _resolved.get(key)
     if path is None:
-        path = _resolved[key] = configured.resolve()
+        path = _resolved[key] = key[0].resolve()
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -217,170 +311,40 @@ def home() -> Path:
 _resolved: dict[tuple[Path, str], Path] = {}
 
 
-def mongo_uri() -> str | None:
-    """``GOALHUB_MONGO_URI``: a MongoDB URI; unset means the embedded on-disk store."""
-    return settings().MONGO_URI
-
-
-def mongo_db_name() -> str:
-    return settings().MONGO_DB
-
-
-def redis_url() -> str | None:
-    """``GOALHUB_REDIS_URL``: a Redis URL; unset means the embedded Redis under home()."""
-    return settings().REDIS_URL
-
-
-def queue_prefix() -> str:
-    return settings().QUEUE_PREFIX
-
-
-def receiver_retries() -> int:
-    """How many times a failing receiver is retried before it stays failed."""
-    return settings().RECEIVER_RETRIES
-
-
-def receiver_backoff() -> list[int]:
-    """Seconds between a receiver's retries (the last value repeats)."""
-    return list(settings().RECEIVER_BACKOFF)
-
-
-def job_timeout() -> int:
-    """Seconds a single job (a receiver, create_goal) may run before it is stopped."""
-    return settings().JOB_TIMEOUT
-
-
-def maintenance_interval() -> int:
-    """``GOALHUB_MAINTENANCE_INTERVAL``: seconds between a worker's registry maintenance, which
-    recovers jobs left ``started`` by a dead worker (RQ's own default is 600)."""
-    return settings().MAINTENANCE_INTERVAL
-
-
-def scheduler_interval() -> float:
-    """Seconds between two rq-scheduler polls (rq-scheduler's own default is 60)."""
-    return settings().SCHEDULER_INTERVAL
-
-
-def disabled_plugins() -> set[str]:
-    return set(settings().DISABLED_PLUGINS)
-
-
-def jwt_keys() -> str | None:
-    """``GOALHUB_JWT_KEYS``: the bearer-token signing keys, a JSON object ``{"<kid>": "<secret>"}``
-    or ``kid:secret,kid2:secret2``; the first kid signs. Unset means a dev key generated once
-    into ``home()/jwt_keys.json``."""
-    return settings().JWT_KEYS
-
-
-def jwt_issuer() -> str:
-    """``GOALHUB_JWT_ISSUER``: the ``iss`` a bearer token must carry (and minted tokens get)."""
-    return settings().JWT_ISSUER
-
-
-def jwt_audience() -> str:
-    """``GOALHUB_JWT_AUDIENCE``: the ``aud`` a bearer token must carry (and minted tokens get)."""
-    return settings().JWT_AUDIENCE
-
-
-def jwt_leeway() -> int:
-    """``GOALHUB_JWT_LEEWAY``: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
-    return settings().JWT_LEEWAY
-
-
-def load_plugins() -> set[str] | None:
-    """``GOALHUB_LOAD_PLUGINS``: when set, even empty, only these entry points load."""
-    raw = os.environ.get("GOALHUB_LOAD_PLUGINS")
-    if raw is None:
-        return None
-    return {name.strip() for name in raw.split(",") if name.strip()}
-
-
-def max_body_bytes() -> int:
-    """``GOALHUB_MAX_BODY_BYTES``: the largest request body the API reads (default 64 KiB)."""
-    return settings().MAX_BODY_BYTES
-
-
-def dashboard_user() -> str | None:
-    """``GOALHUB_DASHBOARD_USER``: HTTP Basic user for the RQ dashboard at ``/rq``.
-    With it or ``GOALHUB_DASHBOARD_PASSWORD`` unset, only a bearer token with the ADMIN scope gets in."""
-    return settings().DASHBOARD_USER
-
-
-def dashboard_password() -> str | None:
-    """``GOALHUB_DASHBOARD_PASSWORD``: HTTP Basic password for the RQ dashboard at ``/rq``."""
-    return settings().DASHBOARD_PASSWORD
-
-
-def api_timeout() -> int:
-    """``GOALHUB_API_TIMEOUT``: seconds one request may take."""
-    return settings().API_TIMEOUT
-
-
-def log_format() -> str:
-    """``GOALHUB_LOG_FORMAT``: ``json`` (one object a line) or ``console`` (``goalhub up``'s default)."""
-    return settings().LOG_FORMAT
-
-
-def log_level() -> str:
-    """``GOALHUB_LOG_LEVEL``: the level of goalhub's, RQ's and waitress's logs."""
-    return settings().LOG_LEVEL
+def home_key() -> tuple[Path, str]:
+    """``GOALHUB_HOME`` as configured, and the directory a relative one is in: what names the
+    home without resolving it (the key of what is cached per home; cheap enough for every call)."""
+    configured = settings().HOME
+    return configured, "" if configured.is_absolute() else os.getcwd()
 
 
 def metrics_dir() -> Path:
-    """``GOALHUB_METRICS_DIR``: prometheus-client's multiprocess directory, shared by every
-    goalhub process on the machine (default ``<home>/metrics``)."""
+    """``GOALHUB_METRICS_DIR`` resolved, default ``<home>/metrics``, created if missing."""
     path = settings().METRICS_DIR or home() / "metrics"
     path = path.resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def reconcile_interval() -> float:
-    """``GOALHUB_RECONCILE_INTERVAL``: seconds between the reconciler's checks for overdue goals and
-    for jobs a dying worker took off a queue (0: never)."""
-    return settings().RECONCILE_INTERVAL
+def load_plugins() -> set[str] | None:
+    """``GOALHUB_LOAD_PLUGINS`` (None: unset). The one variable whose empty value means something
+    (load no entry point), which pydantic-settings reads as unset: its presence is read here."""
+    if PREFIX + "LOAD_PLUGINS" not in os.environ:
+        return None
+    return set(settings().LOAD_PLUGINS or ())
 
 
-def reconcile_grace() -> float:
-    """``GOALHUB_RECONCILE_GRACE``: how long past its time a lifecycle job may still be pending
-    normally before the reconciler treats the goal as lost."""
-    return settings().RECONCILE_GRACE
-
-
-def breaker_threshold() -> int:
-    """``GOALHUB_BREAKER_THRESHOLD``: a receiver that fails this many different events in a
-    row (within the window) is paused until resumed (default 5; 0 turns the breaker off)."""
-    return settings().BREAKER_THRESHOLD
-
-
-def breaker_window() -> float:
-    """``GOALHUB_BREAKER_WINDOW``: seconds within which those failures must fall (default 300)."""
-    return settings().BREAKER_WINDOW
-
-
-def strict_plugins() -> bool:
-    """``GOALHUB_STRICT_PLUGINS``: when true (``1``), a broken plugin stops the process
-    instead of being left out and reported (a plugin author's CI)."""
-    return settings().STRICT_PLUGINS
-
-
-def receiver_budget() -> float:
-    """``GOALHUB_RECEIVER_BUDGET``: seconds one run of a receiver may take before it is stopped,
-    recorded ``timed out`` and retried alone (default 5)."""
-    return settings().RECEIVER_BUDGET
-
-
-def disabled_receivers() -> set[str]:
-    """``GOALHUB_DISABLED_RECEIVERS``: comma-separated receiver ids (``plugin.receiver``) that are
-    not delivered to: no run, no outcome record, as if not installed."""
-    return set(settings().DISABLED_RECEIVERS)
+def retention_seconds(collection: str) -> int:
+    """``GOALHUB_RETENTION_<COLLECTION>`` of ``requests``, ``outcomes``, ``events`` or ``outbound``."""
+    return int(getattr(settings(), f"RETENTION_{collection.upper()}"))
 
 
 def receiver_setting(setting: str, receiver_id: str) -> str | None:
     """``GOALHUB_RECEIVER_<SETTING>__<RECEIVER>``: one receiver's ``BUDGET``, ``RETRIES`` or
     ``BACKOFF``, overriding its declaration and the global variable. ``<RECEIVER>`` is the
     receiver id upper-cased with every other character than letters and digits as ``_``:
-    ``GOALHUB_RECEIVER_BUDGET__ANALYTICS_TRACK_GOALS=10`` for ``analytics.track_goals``."""
+    ``GOALHUB_RECEIVER_BUDGET__ANALYTICS_TRACK_GOALS=10`` for ``analytics.track_goals``.
+    (Named after each installed receiver, these cannot be fields of ``Settings``.)"""
     return env(receiver_variable(setting, receiver_id))
 
 
@@ -389,52 +353,3 @@ def receiver_variable(setting: str, receiver_id: str) -> str:
     """The name of the variable ``receiver_setting`` reads."""
     key = "".join(ch if ch.isalnum() else "_" for ch in receiver_id).upper()
     return f"GOALHUB_RECEIVER_{setting.upper()}__{key}"
-
-
-# --- hardening (issue 12): abuse limits, retention, the supervisor -----------------------
-
-
-def rate_limit_goals() -> str:
-    """``GOALHUB_RATE_LIMIT_GOALS``: goal creations per user, ``N/second|minute|hour|day`` (or
-    ``N/<seconds>s``); ``off`` disables. Tokens with the ADMIN scope are never limited."""
-    return settings().RATE_LIMIT_GOALS
-
-
-def rate_limit_sessions() -> str:
-    """``GOALHUB_RATE_LIMIT_SESSIONS``: session starts per user, same format; ``off`` disables."""
-    return settings().RATE_LIMIT_SESSIONS
-
-
-def max_open_goals_per_session() -> int:
-    """``GOALHUB_MAX_OPEN_GOALS``: goals a session may have that have not ended (0: no cap)."""
-    return settings().MAX_OPEN_GOALS
-
-
-def dashboard_login_limit() -> str:
-    """``GOALHUB_DASHBOARD_LOGIN_LIMIT``: failed dashboard logins per client address before it
-    is refused (429) for the rest of the window; same format as the rate limits."""
-    return settings().DASHBOARD_LOGIN_LIMIT
-
-
-def retention_seconds(collection: str) -> int:
-    """``GOALHUB_RETENTION_<COLLECTION>``: seconds goalhub keeps a record of ``collection``
-    (``requests``: idempotency records, 1 day; ``outcomes``, ``events``, ``outbound``: 30 days);
-    0 keeps them for ever."""
-    return int(getattr(settings(), f"RETENTION_{collection.upper()}"))
-
-
-def purge_interval() -> float:
-    """``GOALHUB_PURGE_INTERVAL``: seconds between two purges of expired records by the
-    scheduler process on the embedded store (MongoDB expires them itself, by TTL index)."""
-    return settings().PURGE_INTERVAL
-
-
-def restart_limit() -> int:
-    """``GOALHUB_RESTART_LIMIT``: crashes of one child within ``GOALHUB_RESTART_WINDOW`` seconds
-    after which ``goalhub up`` stops everything instead of restarting it again."""
-    return settings().RESTART_LIMIT
-
-
-def restart_window() -> float:
-    """``GOALHUB_RESTART_WINDOW``: seconds over which ``goalhub up`` counts a child's crashes."""
-    return settings().RESTART_WINDOW

@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from goalhub import config
 
-_cache: dict[str, tuple[int, redis.Redis]] = {}
+_cache: dict[str | tuple[Path, str], tuple[int, redis.Redis]] = {}
 
 try:  # the version given: redis-py would otherwise read its package metadata for every new connection
     from redis.driver_info import DriverInfo
@@ -40,8 +40,8 @@ except ImportError:  # redis-py before 7
 def get_redis() -> redis.Redis:
     """The process's Redis client for the configured server (started if embedded). A forked child
     (an RQ work-horse) keeps it: redis-py's pool opens the child's own connections after a fork."""
-    # The raw settings, not the resolved home: this runs on every queue access.
-    key = config.redis_url() or os.environ.get("GOALHUB_HOME") or os.getcwd()
+    # The configured home, not the resolved one: this runs on every queue access.
+    key = config.settings().REDIS_URL or config.home_key()
     cached = _cache.get(key)
     if cached:
         return cached[1]
@@ -73,7 +73,7 @@ def disconnect() -> None:
 
 def redis_url() -> str:
     """A URL for the configured Redis; for the embedded one, its unix socket (started if needed)."""
-    url = config.redis_url()
+    url = config.settings().REDIS_URL
     if url:
         return url
     return f"unix://{ensure_embedded_redis()}?db=0"
@@ -324,7 +324,7 @@ class EmbeddedRedis:
 def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[EmbeddedRedis | None]:
     """Run the embedded Redis (when ``GOALHUB_REDIS_URL`` is unset) for the duration; yields
     its ``EmbeddedRedis`` (None with a real Redis). What this run started, it stops."""
-    if config.redis_url():
+    if config.settings().REDIS_URL:
         yield None
         return
     embedded = EmbeddedRedis(config.home(), say)

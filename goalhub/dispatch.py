@@ -82,7 +82,10 @@ class Receiver:
 
     def call(self, arguments: dict[str, Any]) -> Any:
         # Keyword arguments only, and only those the receiver asks for.
-        return self.function(**{name: arguments[name] for name in self.argnames if name in arguments})
+        kwargs = {name: arguments[name] for name in self.argnames if name in arguments}
+        if config.settings().TRACE_RECEIVERS:
+            return _traced(self, kwargs)
+        return self.function(**kwargs)
 
     # Settings: the operator's per-receiver variable, else the declaration, else the global
     # variable. Read when asked, so a changed environment takes effect without a reload.
@@ -93,25 +96,25 @@ class Receiver:
 
     @property
     def budget(self) -> float:
-        return float(self._setting("budget", config.receiver_budget))
+        return float(self._setting("budget"))
 
     @property
     def retries(self) -> int:
-        return int(self._setting("retries", config.receiver_retries))
+        return int(self._setting("retries"))
 
     @property
     def backoff(self) -> tuple[int, ...]:
-        value = self._setting("backoff", config.receiver_backoff)
+        value = self._setting("backoff")
         if isinstance(value, str):
             value = [int(part) for part in value.split(",") if part.strip()]
         return tuple(value) or (0,)
 
-    def _setting(self, name: str, default: Callable[[], Any]) -> Any:
+    def _setting(self, name: str) -> Any:
         raw = config.receiver_setting(name, self.id)
         if raw is not None:
             return raw
         declared = dict(self.declared).get(name)
-        return declared if declared is not None else default()
+        return declared if declared is not None else getattr(config.settings(), f"RECEIVER_{name.upper()}")
 
     def settings(self) -> dict[str, Any]:
         """Its effective settings and where each comes from (for ``goalhub hooks``)."""
@@ -122,8 +125,36 @@ class Receiver:
                       else "declared" if dict(self.declared).get(name) is not None else "default")
             shown[name] = {"value": list(getattr(self, name)) if name == "backoff" else getattr(self, name),
                            "from": source}
-        shown["disabled"] = self.id in config.disabled_receivers()
+        shown["disabled"] = self.id in set(config.settings().DISABLED_RECEIVERS)
         return shown
+
+
+# GOALHUB_TRACE_RECEIVERS: receivers are called directly (``Receiver.call``), not through
+# pluggy's hook caller, so pluggy's own tracing (``pm.trace``, ``add_hookcall_monitoring``)
+# never sees them; this logger does, one line per call and one per return or raise.
+trace_log = logging.getLogger("goalhub.trace")
+TRACE_VALUE_CHARS = 200  # a traced value is shown redacted and cut to this (event arguments are user input)
+
+
+def _shown(value: Any) -> str:
+    text = redaction.redact(repr(value))
+    return text if len(text) <= TRACE_VALUE_CHARS else text[:TRACE_VALUE_CHARS] + "..."
+
+
+def _traced(receiver: Receiver, kwargs: dict[str, Any]) -> Any:
+    """Call ``receiver`` with ``kwargs``, logging the call, then its result or error and its time."""
+    shown = ", ".join(f"{name}={_shown(value)}" for name, value in kwargs.items())
+    trace_log.info("call %s(%s)", receiver.id, shown, extra={"receiver": receiver.id})
+    clock = time.perf_counter()
+    try:
+        result = receiver.function(**kwargs)
+    except BaseException as exc:
+        trace_log.info("%s raised %s after %.1f ms", receiver.id, _shown(exc), (time.perf_counter() - clock) * 1000,
+                       extra={"receiver": receiver.id})
+        raise
+    trace_log.info("%s returned %s after %.1f ms", receiver.id, _shown(result), (time.perf_counter() - clock) * 1000,
+                   extra={"receiver": receiver.id})
+    return result
 
 
 # (event, the hook's implementations) -> its receivers: built once, not per event.
@@ -197,7 +228,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     db = get_database()
     key = event_id(event, arguments)
     goal_class = arguments.get("_cls", "")
-    disabled = config.disabled_receivers()
+    disabled = set(config.settings().DISABLED_RECEIVERS)
     chosen = [r for r in receivers(event) if r.id not in disabled and targeted(r, only)]
     now = time.time()
     base = {"event": event, "event_id": key, "goal_id": arguments["goal_id"], "_cls": arguments.get("_cls"),

@@ -115,7 +115,7 @@ class ConsoleFormatter(logging.Formatter):
 
 def formatter(fmt: str | None = None) -> logging.Formatter:
     """The formatter for ``GOALHUB_LOG_FORMAT`` (or ``fmt``): JSON or console lines."""
-    if (fmt or config.log_format()) == "console":
+    if (fmt or config.settings().LOG_FORMAT) == "console":
         return ConsoleFormatter(CONSOLE_FORMAT)
     from pythonjsonlogger.json import JsonFormatter  # deferred: only the JSON format needs it
 
@@ -128,7 +128,7 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
     one stderr handler on the root logger; waitress's and RQ's loggers propagate to it."""
     global _role
     _role = role
-    level = level or config.log_level()
+    level = level or config.settings().LOG_LEVEL
     return {
         "version": 1,
         "disable_existing_loggers": False,

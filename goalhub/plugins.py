@@ -64,7 +64,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     """The process's plugin manager, with every plugin loaded (the first call loads them).
     In strict mode a broken plugin raises ``PluginsBroken`` instead."""
     pm = loaded_plugin_manager()
-    if config.strict_plugins():
+    if config.settings().STRICT_PLUGINS:
         broken = problems()
         if broken:
             raise PluginsBroken(
@@ -98,7 +98,7 @@ def _core_version() -> str | None:
 
 
 def _load(pm: pluggy.PluginManager) -> None:
-    disabled = config.disabled_plugins()
+    disabled = set(config.settings().DISABLED_PLUGINS)
     allowed = config.load_plugins()
     for name in disabled:
         pm.set_blocked(name)
@@ -117,7 +117,7 @@ def _load(pm: pluggy.PluginManager) -> None:
             info.blocked = True
             continue
         _register(pm, info, entry_point.load)
-    for module_name in (m.strip() for m in (config.env("GOALHUB_PLUGINS") or "").split(",")):
+    for module_name in config.settings().PLUGINS:
         if module_name:
             _register_module(pm, module_name, module_name)
 

@@ -33,7 +33,7 @@ from goalhub.logs import job_meta
 
 def queue_names() -> list[str]:
     """Queue names in the order a worker takes them."""
-    prefix = config.queue_prefix()
+    prefix = config.settings().QUEUE_PREFIX
     return [f"{prefix}-lifecycle", prefix, f"{prefix}-backfill"]
 
 
@@ -41,7 +41,7 @@ def get_queue(kind: str = "default") -> Queue:
     """``lifecycle``, ``default`` or ``backfill``."""
     lifecycle, default, backfill = queue_names()
     name = {"lifecycle": lifecycle, "backfill": backfill}.get(kind, default)
-    connection, timeout = get_redis(), config.job_timeout()
+    connection, timeout = get_redis(), config.settings().JOB_TIMEOUT
     key = (name, id(connection), timeout)
     queue = _queues.get(key)
     if queue is None or queue.connection is not connection:
@@ -108,7 +108,7 @@ def get_scheduler(interval: float | None = None) -> Scheduler:
     return Scheduler(
         queue=get_queue("lifecycle"),
         connection=get_redis(),
-        interval=interval if interval is not None else config.scheduler_interval(),
+        interval=interval if interval is not None else config.settings().SCHEDULER_INTERVAL,
     )
 
 
@@ -130,8 +130,8 @@ def job_parts(jid: str) -> tuple[str, str]:
 
 def retry_policy() -> Retry | None:
     """How a failing job is retried: ``GOALHUB_RECEIVER_RETRIES`` times with backoff (0: never)."""
-    retries = config.receiver_retries()
-    return Retry(max=retries, interval=config.receiver_backoff()) if retries > 0 else None
+    retries = config.settings().RECEIVER_RETRIES
+    return Retry(max=retries, interval=list(config.settings().RECEIVER_BACKOFF)) if retries > 0 else None
 
 
 # Failed jobs are kept a week, for ``goalhub retry`` and the dashboard.
@@ -167,4 +167,4 @@ def enqueue_once(queue: Queue, func: Any, *args: Any, job_id: str, delay: float 
 def enqueued_key() -> str:
     """The jobs goalhub enqueued that have not been seen started yet (a sorted set by time):
     ``goalhub.recovery.requeue_lost_jobs`` looks there for a job a dying worker took off its queue."""
-    return f"{config.queue_prefix()}:enqueued"
+    return f"{config.settings().QUEUE_PREFIX}:enqueued"

@@ -94,7 +94,7 @@ def purge(db: Any, now: float | None = None, dry_run: bool = False) -> dict[str,
 def purge_when_due(db: Any, interval: float | None = None) -> dict[str, int] | None:
     """``purge`` on ``db`` if it is the embedded store and the last purge in this process is
     ``interval`` seconds old (the scheduler calls it on every poll); MongoDB expires records by itself."""
-    interval = config.purge_interval() if interval is None else interval
+    interval = config.settings().PURGE_INTERVAL if interval is None else interval
     now = time.monotonic()
     if now - _last_purge.get("at", -interval) < interval:
         return None

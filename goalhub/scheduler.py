@@ -65,7 +65,7 @@ def process(interval: float | None = None) -> SchedulerProcess:
     return SchedulerProcess(
         queue=get_queue("lifecycle"),
         connection=get_redis(),
-        interval=interval if interval is not None else config.scheduler_interval(),
+        interval=interval if interval is not None else config.settings().SCHEDULER_INTERVAL,
     )
 
 
@@ -84,7 +84,7 @@ def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None
 
 
 def _key(*parts: str) -> str:
-    return ":".join((config.queue_prefix(), *parts))
+    return ":".join((config.settings().QUEUE_PREFIX, *parts))
 
 
 def beat(scheduler: Any, *, force: bool = False) -> None:
@@ -136,7 +136,7 @@ def lock_holder() -> dict[str, Any]:
 
 def maybe_reconcile() -> dict[str, list[str]] | None:
     """Run ``reconcile`` if ``GOALHUB_RECONCILE_INTERVAL`` passed since the last run (any scheduler)."""
-    interval = config.reconcile_interval()
+    interval = config.settings().RECONCILE_INTERVAL
     if interval <= 0:
         return None
     if not get_redis().set(_key("reconcile", "last"), time.time(), nx=True, px=max(int(interval * 1000), 1)):
@@ -156,7 +156,7 @@ def _pending(jid: str) -> bool:
 def reconcile(now: float | None = None) -> dict[str, list[str]]:
     """Activate or end, late, the overdue goals that have no pending lifecycle job; returns their ids."""
     db = get_database()
-    due = (now if now is not None else time.time()) - config.reconcile_grace()
+    due = (now if now is not None else time.time()) - config.settings().RECONCILE_GRACE
     done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {**scheduled_before("activate", due), "active": False}, activate_goal, {}),

@@ -13,6 +13,7 @@ or argument it does not support (``tests/test_store_refusals.py``).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from goalhub import config, retention
@@ -26,13 +27,13 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "outbound": [("kind", {}), ("goal_id", {})],
 }
 
-_cache: dict[str, tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)
+_cache: dict[tuple[str, tuple[Path, str]], tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)
 
 
 def open_database(uri: str | None = None) -> Any:
     """Open the configured database (a new client each call; see ``get_database``)."""
-    uri = uri if uri is not None else config.mongo_uri()
-    name = config.mongo_db_name()
+    uri = uri if uri is not None else config.settings().MONGO_URI
+    name = config.settings().MONGO_DB
     if uri and uri.startswith(("mongodb://", "mongodb+srv://")):
         import pymongo  # deferred: only a MongoDB store needs the client
 
@@ -59,13 +60,13 @@ def get_database() -> Any:
     """The process's database, opened once per process. A forked child (an RQ work-horse) keeps
     its parent's embedded store, which opens its own SQLite connection after a fork, so a job
     does not open the store and ensure its indexes again; a MongoDB client is opened anew."""
-    # The raw settings, not the resolved home: this runs on every store access.
-    key = f"{config.mongo_uri() or ''}|{os.environ.get('GOALHUB_HOME') or os.getcwd()}"
+    # The configured home, not the resolved one: this runs on every store access.
+    key = (config.settings().MONGO_URI or "", config.home_key())
     cached = _cache.get(key)
     if cached and (cached[0] == os.getpid() or cached[2]):
         return cached[1]
     database = open_database()
-    _cache[key] = (os.getpid(), database, not config.mongo_uri())
+    _cache[key] = (os.getpid(), database, not config.settings().MONGO_URI)
     return database
 
 

@@ -151,7 +151,7 @@ class Supervisor:
         """Schedule a restart, with backoff, for each child that exited; start those that are due.
         Returns a child that crashed in a loop (then the caller stops everything), else None."""
         now = time.monotonic() if now is None else now
-        limit, window = config.restart_limit(), config.restart_window()
+        limit, window = config.settings().RESTART_LIMIT, config.settings().RESTART_WINDOW
         for child in self.children:
             if child.process is None:
                 continue

@@ -92,7 +92,7 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
     while True:
         worker = worker_class(all_queues(), connection=get_redis(), name=name,
-                              maintenance_interval=config.maintenance_interval())
+                              maintenance_interval=config.settings().MAINTENANCE_INTERVAL)
         try:
             return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
         except REDIS_GONE as exc:
@@ -111,7 +111,7 @@ def _wait_for_horse(worker: BaseWorker) -> None:
     pid = getattr(worker, "horse_pid", 0)
     if pid:
         try:
-            psutil.Process(pid).wait(timeout=config.job_timeout() + 10)
+            psutil.Process(pid).wait(timeout=config.settings().JOB_TIMEOUT + 10)
         except (psutil.NoSuchProcess, psutil.TimeoutExpired):
             pass
 

@@ -35,16 +35,16 @@ def test_a_bad_value_is_one_line_naming_the_variable_the_value_and_what_is_allow
 
 def test_accessors_read_the_environment_as_it_is_now(monkeypatch):
     monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "7")
-    assert config.job_timeout() == 7
+    assert config.settings().JOB_TIMEOUT == 7
     monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "8")
-    assert config.job_timeout() == 8
+    assert config.settings().JOB_TIMEOUT == 8
     monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "2, 4")
-    assert config.receiver_backoff() == [2, 4]
+    assert list(config.settings().RECEIVER_BACKOFF) == [2, 4]
     monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "")  # empty is unset: the default
-    assert config.job_timeout() == 60
+    assert config.settings().JOB_TIMEOUT == 60
     monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "0")
     with pytest.raises(config.ConfigError, match="GOALHUB_JOB_TIMEOUT='0'"):
-        config.job_timeout()
+        config.settings()
 
 
 def test_goalhub_config_prints_the_effective_configuration_with_secrets_masked():

@@ -54,7 +54,7 @@ def require_dashboard_access() -> None:
         return
     if scheme != "basic":
         raise Unauthorized("the dashboard needs a password or an ADMIN bearer token", code="token_missing")
-    user, password = config.dashboard_user(), config.dashboard_password()
+    user, password = config.settings().DASHBOARD_USER, config.settings().DASHBOARD_PASSWORD
     if not user or not password:
         raise Forbidden("dashboard passwords are not configured (GOALHUB_DASHBOARD_USER/PASSWORD)",
                         code="dashboard_disabled")

@@ -20,7 +20,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     app.json_provider_class = JSONProvider
     app.json = JSONProvider(app)
     # Werkzeug refuses longer bodies with a 413 before the view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes()
+    app.config["MAX_CONTENT_LENGTH"] = config.settings().MAX_BODY_BYTES
     app.config.update(settings or {})
     config.settings()  # a bad GOALHUB_* value stops here, named, before any request
     observe.register(app)

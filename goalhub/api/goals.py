@@ -72,7 +72,7 @@ def _requested_type() -> GoalType:
 @blueprint.post("/goal")
 def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
-    limits.limit_user("goal", principal, config.rate_limit_goals())
+    limits.limit_user("goal", principal, config.settings().RATE_LIMIT_GOALS)
     body = json_body()
     goal_type = _requested_type()
     answer = idempotent(principal.user_id, ("create_goal", goal_type.name, body),
@@ -101,7 +101,7 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
 
 def _check_open_goals(db: Any, session_id: str | None) -> None:
     """A session holds at most GOALHUB_MAX_OPEN_GOALS goals that have not ended (422 beyond)."""
-    cap = config.max_open_goals_per_session()
+    cap = config.settings().MAX_OPEN_GOALS
     if not cap or not session_id:
         return
     if db.goals.count_documents({"conditions.session_id": session_id, "ended_at": {"$exists": False}},

@@ -83,7 +83,7 @@ def idempotent(user_id: str, asked: tuple[Any, ...], work: Callable[[], Answer])
         if record["state"] == "done":
             answer = record["answer"]
             return Answer(answer["body"], answer["status"], {**answer["headers"], "Idempotent-Replayed": "true"})
-        if now - record["created_at"] < 2 * config.api_timeout():
+        if now - record["created_at"] < 2 * config.settings().API_TIMEOUT:
             raise Conflict("a request with this id is still in progress", code="request_in_progress")
         # Left pending by a process that died mid-request: the new attempt takes it over.
         db.requests.delete_one({"_id": record_id, "state": "pending", "created_at": record["created_at"]})

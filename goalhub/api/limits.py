@@ -58,7 +58,7 @@ def parse(text: str) -> Rate | None:
 def _key(kind: str, who: str, rate: Rate, now: float) -> tuple[str, int]:
     window = int(now // rate.seconds)
     digest = hashlib.sha1(who.encode()).hexdigest()[:20]
-    return f"{config.queue_prefix()}:limit:{kind}:{digest}:{window}", rate.seconds - int(now % rate.seconds)
+    return f"{config.settings().QUEUE_PREFIX}:limit:{kind}:{digest}:{window}", rate.seconds - int(now % rate.seconds)
 
 
 def check(kind: str, who: str, rate: Rate | None) -> None:
@@ -98,7 +98,7 @@ def limit_user(kind: str, principal: Principal, setting: str) -> None:
 
 def login_blocked(who: str) -> None:
     """429 if ``who`` (a client address) used up its failed dashboard logins for this window."""
-    rate = parse(config.dashboard_login_limit())
+    rate = parse(config.settings().DASHBOARD_LOGIN_LIMIT)
     if rate is None:
         return
     key, remaining = _key("login", who, rate, time.time())
@@ -109,7 +109,7 @@ def login_blocked(who: str) -> None:
 
 
 def login_failed(who: str) -> None:
-    rate = parse(config.dashboard_login_limit())
+    rate = parse(config.settings().DASHBOARD_LOGIN_LIMIT)
     if rate is None:
         return
     key, _ = _key("login", who, rate, time.time())

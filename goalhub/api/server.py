@@ -56,7 +56,7 @@ def waitress_options(threads: int) -> dict[str, Any]:
         "max_request_header_size": MAX_HEADER_BYTES,
         # waitress refuses far bigger bodies itself (plain text 413) before buffering them; the
         # API's own limit (a JSON 413, chunked bodies included) is goalhub.api.payload's.
-        "max_request_body_size": 16 * config.max_body_bytes(),
+        "max_request_body_size": 16 * config.settings().MAX_BODY_BYTES,
         "asyncore_use_poll": True,  # select() breaks beyond 1024 descriptors
         "ident": "goalhub",
         "expose_tracebacks": False,

@@ -73,7 +73,7 @@ def _may_set_sources(principal: Principal) -> None:
 @blueprint.post("/sessions")
 def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
-    limits.limit_user("session", principal, config.rate_limit_sessions())
+    limits.limit_user("session", principal, config.settings().RATE_LIMIT_SESSIONS)
     body = json_body(optional=True)
     sources = _sources(body.get("sources"))
     if sources:

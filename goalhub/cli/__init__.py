@@ -51,7 +51,7 @@ class GoalhubGroup(click.Group):
 
 
 def _redis_target() -> str:
-    return config.redis_url() or f"embedded Redis under {config.home()}"
+    return config.settings().REDIS_URL or f"embedded Redis under {config.home()}"
 
 
 @click.group(cls=GoalhubGroup, context_settings={"help_option_names": ["-h", "--help"]})

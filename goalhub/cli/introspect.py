@@ -135,7 +135,7 @@ def plugins(show_all: bool, check: bool, as_json: bool) -> None:
         elif types:
             named = ", ".join(f"{t['name']} ({t['goal_class']})" for t in types)
             click.echo(f"  goal types: {named}")
-    if broken and (check or config.strict_plugins()):
+    if broken and (check or config.settings().STRICT_PLUGINS):
         for problem in broken:
             click.echo(f"broken plugin {problem['plugin']}: {problem['reason']}", err=True)
         sys.exit(1)

@@ -102,7 +102,7 @@ def _report_broken_plugins() -> None:
     broken = plugins.problems()
     if not broken:
         return
-    strict = config.strict_plugins()
+    strict = config.settings().STRICT_PLUGINS
     click.secho(f"goalhub: {len(broken)} plugin problem(s); "
                 + ("GOALHUB_STRICT_PLUGINS is set, nothing starts" if strict else "the other plugins run"),
                 fg="red", bold=True, err=True)
