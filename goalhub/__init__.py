@@ -28,8 +28,10 @@ under the ``goalhub`` entry-point group::
 ``receiver(event, *goal_classes)`` names the event first (``goal.created``, ``goal.added``
 or ``goal.ended``), then the goal classes it acts on (none: every class). Receivers are
 called with keyword arguments and may take any subset of the hook's arguments (see
-``goalhub.hookspecs``). Each runs as its own job: it is retried alone when it raises,
-never run again after it succeeded, and its outcome is recorded. Effects must be
+``goalhub.hookspecs``). The acting receivers of an event run inline, one after another, in
+the job that sent it, each within its own time budget; one that raises or runs over its
+budget gets a job of its own and is retried alone, one declared ``isolated=True`` always runs
+as its own job. A receiver is never run again after it succeeded, and every outcome is recorded. Effects must be
 idempotent (``$set`` rather than ``$push``, deterministic ids, ``send_once``).
 A plugin adds API goal types through the ``goal_types`` hook (:class:`GoalType`).
 
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from goalhub.config import env as _env
 from goalhub.errors import BadRequest, Conflict, Forbidden, GoalhubError, NotFound, Unprocessable
 from goalhub.goaltypes import TEST_FIRE, Claim, CreateRequest, GoalDraft, GoalType, SampleRequest
-from goalhub.hookspecs import HOOK_API_VERSION, hookimpl, receiver
+from goalhub.hookspecs import HOOK_API_VERSION, GoalhubDeprecationWarning, hookimpl, receiver
 from goalhub.store import get_database
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ __all__ = [
     # declaring receivers and goal types
     "hookimpl",
     "receiver",
+    "GoalhubDeprecationWarning",
     "GoalType",
     "GoalDraft",
     "CreateRequest",

@@ -78,10 +78,3 @@ def failure_fields(exc: BaseException) -> dict:
         "error_code": error_code(exc),
         "traceback": redact(traceback.format_exc(limit=8)),
     }
-
-
-def failure_fields_from(exc_type: object, exc_value: object) -> dict:
-    """``failure_fields`` for a failure known only by type and value (RQ's failure callback)."""
-    name = getattr(exc_type, "__name__", str(exc_type))
-    code = error_code(exc_type) if isinstance(exc_type, type) else "receiver_error"
-    return {"error": redact(f"{name}: {exc_value}"), "error_class": name, "error_code": code}

@@ -50,6 +50,16 @@ if TYPE_CHECKING:
 
     from goalhub.goaltypes import GoalType
 
+# Its public surface, documented in docs/plugins.md ("Testing a plugin"; tests/test_docs.py).
+__all__ = [
+    # fixtures
+    "redis_url", "goalhub_env", "use_plugins", "inline_plugin", "db", "drain", "fire",
+    # the core's goals and jobs, for a plugin's tests
+    "goal_types", "create_goal", "enqueue_create_goal", "end_goal", "created_arguments", "queue", "documents",
+    # end-to-end tests against real processes
+    "free_port", "ChildProcess", "start_api",
+]
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

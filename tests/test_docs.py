@@ -92,3 +92,75 @@ def test_the_testing_example_runs(db, inline_plugin, drain) -> None:
     outcome = db.outcomes.find_one({"goal_id": goal_id, "receiver": "bind_cheer_goal_to_session"})
     assert outcome["status"] == "ok"
     assert db.sessions.find_one({"_id": ObjectId(session_id)})["cheer_goal"] == goal_id
+
+
+# --- goalhub.testing: the second public surface -------------------------------------------------
+
+
+def _testing_section() -> str:
+    text = REFERENCE.read_text()
+    return text[text.index("## Testing a plugin"):]
+
+
+def test_goalhub_testing_lists_every_public_name_it_defines() -> None:
+    import goalhub.testing as testing
+
+    defined = {name for name, value in vars(testing).items()
+               if not name.startswith("_") and getattr(value, "__module__", None) == testing.__name__
+               and (inspect.isfunction(value) or inspect.isclass(value))}
+    fixtures = {name for name, value in vars(testing).items()
+                if not name.startswith("_") and hasattr(value, "_fixture_function_marker")}
+    assert defined | fixtures == set(testing.__all__)
+
+
+@pytest.mark.parametrize("name", __import__("goalhub.testing", fromlist=["__all__"]).__all__)
+def test_goalhub_testing_name_is_documented(name: str) -> None:
+    assert f"`{name}" in _testing_section(), f"goalhub.testing.{name} is not in docs/plugins.md's 'Testing a plugin'"
+
+
+# Phrases once written in the docs and docstrings that the code contradicts: they must not come back.
+FALSE_PHRASES = {
+    "each receiver runs as its own job": "receivers run inline in the job that sent the event unless isolated=True",
+    "each runs as its own job": "receivers run inline in the job that sent the event unless isolated=True",
+    "a receiver runs as its own job": "receivers run inline in the job that sent the event unless isolated=True",
+    "one job per plugin receiver": "receivers run inline in the job that sent the event unless isolated=True",
+    'pytest_plugins = ["goalhub.testing"]\n```': "the fixtures load through the pytest11 entry point",
+}
+
+
+def documentation_texts() -> dict[str, str]:
+    """Every doc a plugin author or operator reads, and every docstring of goalhub and the scaffold."""
+    import ast
+
+    texts = {str(path.relative_to(ROOT)): path.read_text()
+             for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
+    for path in sorted((ROOT / "goalhub").rglob("*.py")):
+        source = path.read_text()
+        docstrings = [ast.get_docstring(node) or "" for node in ast.walk(ast.parse(source))
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)]
+        # The scaffold writes docstrings into string constants: read its whole source.
+        texts[str(path.relative_to(ROOT))] = source if path.name == "scaffold.py" else "\n".join(docstrings)
+    return texts
+
+
+def false_phrases_in(texts: dict[str, str]) -> list[str]:
+    found = []
+    for where, text in texts.items():
+        flat = " ".join(text.lower().split())  # a phrase broken over lines is found too
+        for phrase, truth in FALSE_PHRASES.items():
+            if " ".join(phrase.lower().split()) in flat:
+                found.append(f"{where}: '{phrase}' ({truth})")
+    return found
+
+
+def test_no_doc_or_docstring_says_what_the_code_contradicts() -> None:
+    assert false_phrases_in(documentation_texts()) == []
+
+
+def test_the_false_phrase_check_finds_one() -> None:
+    texts = {"docs/x.md": "Rules:\n- Each receiver runs as its\n  own job: raise to fail.",
+             "goalhub/x.py": "Fine: receivers run inline."}
+    assert false_phrases_in(texts) == [
+        "docs/x.md: 'each receiver runs as its own job' (receivers run inline in the job that sent the event "
+        "unless isolated=True)"]
+

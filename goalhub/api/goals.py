@@ -43,10 +43,6 @@ OUTCOME_FIELDS = ("_id", "event", "receiver", "plugin", "dist", "version", "stat
 END_CLAIM_SECONDS = 120
 
 
-# The plugin manager the goal types were asked of, and its answer: asked once, not per request.
-_types_cache: list[Any] = [None, None]
-
-
 def installed_goal_types() -> dict[str, GoalType]:
     """Goal types contributed by the loaded plugins, by name (a clash: see ``plugins.goal_types``)."""
     return plugins.goal_types()

@@ -67,8 +67,9 @@ MODULE_HEAD = '''\
 """goalhub plugin {plugin}: its receivers{and_types}.
 
 Installed, goalhub finds it through the ``goalhub`` entry point in pyproject.toml.
-A receiver runs as its own job, is retried alone when it raises and never runs again
-after it succeeded: keep its effects idempotent (``$set``, upserts on deterministic ids).
+A receiver runs inline in the job that sent its event (as a job of its own when declared
+``isolated=True``), is retried alone when it raises and never runs again after it
+succeeded: keep its effects idempotent (``$set``, upserts on deterministic ids).
 """
 
 from __future__ import annotations
