@@ -1,4 +1,5 @@
-"""From a signal to its receivers' runs, each with its recorded outcome.
+"""From a signal to its receivers' runs, each with its recorded outcome (who the receivers
+are, and how one is called: ``goalhub.receivers``).
 
 ``deliver`` is the one receiver connected to goalhub's signals (``goalhub.signals`` connects
 it). For each event it writes an
@@ -33,12 +34,10 @@ outcome records, so a reader that finds it knows every outcome record is written
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any, NoReturn
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -47,9 +46,8 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from goalhub import breaker, budget, config, logs, metrics, redaction, retention
-from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
+from goalhub.receivers import Receiver, find_receiver, receivers, targeted
 from goalhub.store import get_database
 
 # A receiver in one of these is never run again by a delivery or a job.
@@ -58,141 +56,6 @@ log = logging.getLogger(__name__)
 DONE = ("ok", "skipped")
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
-
-
-@dataclass(frozen=True)
-class Receiver:
-    event: str
-    name: str
-    plugin: str
-    classes: frozenset[str] | None
-    excluded: frozenset[str]
-    function: Callable[..., Any]
-    argnames: tuple[str, ...]
-    dist: str | None = None
-    version: str | None = None
-    declared: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def id(self) -> str:
-        return f"{self.plugin}.{self.name}"
-
-    def acts_on(self, goal_class: str) -> bool:
-        return (self.classes is None or goal_class in self.classes) and goal_class not in self.excluded
-
-    def call(self, arguments: dict[str, Any]) -> Any:
-        # Keyword arguments only, and only those the receiver asks for.
-        kwargs = {name: arguments[name] for name in self.argnames if name in arguments}
-        if config.settings().TRACE_RECEIVERS:
-            return _traced(self, kwargs)
-        return self.function(**kwargs)
-
-    # Settings: the operator's per-receiver variable, else the declaration, else the global
-    # variable. Read when asked, so a changed environment takes effect without a reload.
-
-    @property
-    def isolated(self) -> bool:
-        return bool(dict(self.declared).get("isolated", False))
-
-    @property
-    def budget(self) -> float:
-        return float(self._setting("budget"))
-
-    @property
-    def retries(self) -> int:
-        return int(self._setting("retries"))
-
-    @property
-    def backoff(self) -> tuple[int, ...]:
-        value = self._setting("backoff")
-        if isinstance(value, str):
-            value = [int(part) for part in value.split(",") if part.strip()]
-        return tuple(value) or (0,)
-
-    def _setting(self, name: str) -> Any:
-        raw = config.receiver_setting(name, self.id)
-        if raw is not None:
-            return raw
-        declared = dict(self.declared).get(name)
-        return declared if declared is not None else getattr(config.settings(), f"RECEIVER_{name.upper()}")
-
-    def settings(self) -> dict[str, Any]:
-        """Its effective settings and where each comes from (for ``goalhub hooks``)."""
-        shown: dict[str, Any] = {"isolated": self.isolated}
-        for name in ("budget", "retries", "backoff"):
-            variable = config.receiver_variable(name, self.id)
-            source = ("env " + variable if config.receiver_setting(name, self.id) is not None
-                      else "declared" if dict(self.declared).get(name) is not None else "default")
-            shown[name] = {"value": list(getattr(self, name)) if name == "backoff" else getattr(self, name),
-                           "from": source}
-        shown["disabled"] = self.id in set(config.settings().DISABLED_RECEIVERS)
-        return shown
-
-
-# GOALHUB_TRACE_RECEIVERS: receivers are called directly (``Receiver.call``), not through
-# pluggy's hook caller, so pluggy's own tracing (``pm.trace``, ``add_hookcall_monitoring``)
-# never sees them; this logger does, one line per call and one per return or raise.
-trace_log = logging.getLogger("goalhub.trace")
-TRACE_VALUE_CHARS = 200  # a traced value is shown redacted and cut to this (event arguments are user input)
-
-
-def _shown(value: Any) -> str:
-    text = redaction.redact(repr(value))
-    return text if len(text) <= TRACE_VALUE_CHARS else text[:TRACE_VALUE_CHARS] + "..."
-
-
-def _traced(receiver: Receiver, kwargs: dict[str, Any]) -> Any:
-    """Call ``receiver`` with ``kwargs``, logging the call, then its result or error and its time."""
-    shown = ", ".join(f"{name}={_shown(value)}" for name, value in kwargs.items())
-    trace_log.info("call %s(%s)", receiver.id, shown, extra={"receiver": receiver.id})
-    clock = time.perf_counter()
-    try:
-        result = receiver.function(**kwargs)
-    except BaseException as exc:
-        trace_log.info("%s raised %s after %.1f ms", receiver.id, _shown(exc), (time.perf_counter() - clock) * 1000,
-                       extra={"receiver": receiver.id})
-        raise
-    trace_log.info("%s returned %s after %.1f ms", receiver.id, _shown(result), (time.perf_counter() - clock) * 1000,
-                   extra={"receiver": receiver.id})
-    return result
-
-
-# (event, the hook's implementations) -> its receivers: built once, not per event.
-_receivers_cache: dict[tuple[Any, ...], list[Receiver]] = {}
-
-
-def receivers(event: str) -> list[Receiver]:
-    """The receivers of ``event`` in pluggy's call order (last registered first)."""
-    impls = getattr(get_plugin_manager().hook, EVENT_HOOKS[event]).get_hookimpls()
-    key = (event, *((impl.plugin_name, impl.function) for impl in impls))
-    found = _receivers_cache.get(key)
-    if found is None:
-        found = [_receiver(event, impl) for impl in reversed(impls)]
-        if len(_receivers_cache) > 256:  # plugins registered and unregistered over and over (tests)
-            _receivers_cache.clear()
-        _receivers_cache[key] = found
-    return found
-
-
-def _receiver(event: str, impl: Any) -> Receiver:
-    function = impl.function
-    info = plugin_info(impl.plugin_name)
-    return Receiver(
-        event=event,
-        name=function.__name__,
-        plugin=impl.plugin_name,
-        classes=getattr(function, "goalhub_classes", None),
-        excluded=getattr(function, "goalhub_excluded", frozenset()),
-        function=function,
-        argnames=tuple(inspect.signature(function).parameters),
-        dist=info.dist,
-        version=info.version,
-        declared=tuple(sorted(getattr(function, "goalhub_options", {}).items())),
-    )
-
-
-def find_receiver(event: str, receiver_id: str) -> Receiver | None:
-    return next((r for r in receivers(event) if r.id == receiver_id), None)
 
 
 def event_id(event: str, arguments: dict[str, Any]) -> str:
@@ -207,11 +70,6 @@ def outcome_parts(outcome_key: str) -> tuple[str, str]:
     """(event id, receiver id) of an outcome id (``outcome_id``'s inverse)."""
     event_key, _, receiver_id = outcome_key.rpartition("|")
     return event_key, receiver_id
-
-
-def targeted(receiver: Receiver, only: Collection[str] | None) -> bool:
-    """Whether ``receiver`` is among ``only`` (receiver ids ``plugin.receiver`` or plugin names; None: all)."""
-    return only is None or receiver.id in only or receiver.plugin in only
 
 
 def _inline_here() -> bool:
@@ -506,11 +364,6 @@ def retry_outcome(outcome_key: str, *, statuses: Collection[str] = ("failed",), 
         description=f"{kind} {outcome_key}",
     )
     return jid
-
-
-def dry_run(event: str, goal_class: str) -> list[tuple[Receiver, bool]]:
-    """Which receivers of ``event`` would act on ``goal_class``; runs nothing."""
-    return [(receiver, receiver.acts_on(goal_class)) for receiver in receivers(event)]
 
 
 def _plain(value: Any) -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from goalhub import breaker, dispatch
+from goalhub import breaker, dispatch, receivers
 from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.hookspecs import EVENT_HOOKS
@@ -45,12 +45,12 @@ from goalhub.tasks import created_arguments
 EVENT_TIME = {"goal.created": "created_at", "goal.ended": "ended_at", "goal.added": "delivered_at"}
 
 
-def target_receivers(target: str, event: str | None = None) -> list[dispatch.Receiver]:
+def target_receivers(target: str, event: str | None = None) -> list[receivers.Receiver]:
     """The installed receivers ``target`` names: ``plugin`` (all of its receivers) or
     ``plugin.receiver``; of ``event`` only, when given. None: a ``NotFound`` listing them."""
     events = [event] if event else list(EVENT_HOOKS)
-    every = [r for e in events for r in dispatch.receivers(e)]
-    found = [r for r in every if dispatch.targeted(r, {target})]
+    every = [r for e in events for r in receivers.receivers(e)]
+    found = [r for r in every if receivers.targeted(r, {target})]
     if not found:
         known = ", ".join(sorted({r.plugin for r in every} | {r.id for r in every})) or "none"
         where = f" of {event}" if event else ""
@@ -214,7 +214,7 @@ def receiver_states() -> list[dict[str, Any]]:
     """Every installed receiver with its breaker state (``tripped``: when, failures, last error)."""
     tripped = breaker.tripped()
     return [{"id": r.id, "event": r.event, "plugin": r.plugin, "receiver": r.name, "tripped": tripped.get(r.id)}
-            for event in EVENT_HOOKS for r in dispatch.receivers(event)]
+            for event in EVENT_HOOKS for r in receivers.receivers(event)]
 
 
 # --- backfill as a job (the ADMIN API) -------------------------------------------------------

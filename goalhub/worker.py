@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 import goalhub
-from goalhub import config, dispatch, metrics, plugins, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
+from goalhub import config, metrics, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
@@ -73,7 +73,7 @@ def prepare_worker() -> None:
 
     get_plugin_manager()
     for event in EVENT_HOOKS:
-        dispatch.receivers(event)
+        receivers.receivers(event)
     plugins.goal_types()  # the goal types and their classes, worked out once (dispatch asks per receiver)
     get_database()  # the store opened and its indexes ensured; a horse reuses it (goalhub.store)
     metrics.prepare()  # prometheus-client imported once, not in every horse (about 20 ms each)

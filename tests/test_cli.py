@@ -130,7 +130,7 @@ def test_hooks_lists_every_hookspec_with_receivers_in_call_order(receivers):
     assert list(hooks) == ["goal_created", "goal_added", "goal_ended", "goal_types"]
     created = [f"{r['plugin']}.{r['name']}" for r in hooks["goal_created"]["receivers"]]
     # pluggy's call order: the last registered plugin first, the core's lifecycle last.
-    assert created == [r.id for r in goalhub.dispatch.receivers("goal.created")]
+    assert created == [r.id for r in goalhub.receivers.receivers("goal.created")]
     assert created[-1] == "goalhub.lifecycle.schedule_lifecycle_tasks"
     lifecycle = hooks["goal_created"]["receivers"][-1]
     assert lifecycle["acts_on"] == "all but KaraokeGoal, ShowGoal"

@@ -15,7 +15,7 @@ from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
 import goalhub
-from goalhub import dispatch, plugins, signals, tasks
+from goalhub import dispatch, plugins, receivers, signals, tasks
 from goalhub.queues import get_queue, get_scheduler
 
 
@@ -265,13 +265,13 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypat
     infos = {info.name: info for info in plugins.plugin_infos()}
     assert "missing dependency xyz" in infos["bad_plugin"].error
     assert infos["good_plugin"].error is None
-    assert [r.name for r in dispatch.receivers("goal.created")][0] == "good"
+    assert [r.name for r in receivers.receivers("goal.created")][0] == "good"
 
 
 def test_disabled_plugins_are_blocked(monkeypatch):
     monkeypatch.setenv("GOALHUB_DISABLED_PLUGINS", "goalhub.lifecycle")
     plugins.reset()
-    assert dispatch.receivers("goal.created") == []
+    assert receivers.receivers("goal.created") == []
     assert next(i for i in plugins.plugin_infos() if i.name == "goalhub.lifecycle").blocked
 
 
@@ -295,7 +295,7 @@ def test_receivers_are_called_with_keyword_arguments_they_ask_for(inline_plugin)
             seen.update(nbf=nbf, goal_id=goal_id)
 
     inline_plugin(Partial(), "partial")
-    receiver = next(r for r in dispatch.receivers("goal.created") if r.name == "only_two")
+    receiver = next(r for r in receivers.receivers("goal.created") if r.name == "only_two")
     receiver.call({"goal_id": "g", "nbf": 1.5, "exp": None, "_cls": "X"})
     assert seen == {"nbf": 1.5, "goal_id": "g"}
 
@@ -304,7 +304,7 @@ def test_dry_run_lists_what_would_act_and_runs_nothing(inline_plugin):
     inline_plugin(PlatformGoalTypes(), "platform-goal-types")  # the classes' declared lifecycle
     recorder = Recorder()
     inline_plugin(recorder, "recorder")
-    acting = {r.name for r, acts in dispatch.dry_run("goal.created", "ShowGoal") if acts}
+    acting = {r.name for r, acts in receivers.dry_run("goal.created", "ShowGoal") if acts}
     assert acting == {"on_every_goal"}  # lifecycle excludes ShowGoal
     assert recorder.calls == []
 
@@ -373,11 +373,11 @@ def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drai
     finally:
         for name in ("insert_many", "update_one", "find_one_and_update"):
             delattr(outcomes_collection, name)
-    receivers = [r.id for r in dispatch.receivers("goal.created")]
-    assert db.events.find_one({"_id": f"goal.created:{goal_id}"})["receivers"] == receivers
+    ids = [r.id for r in receivers.receivers("goal.created")]
+    assert db.events.find_one({"_id": f"goal.created:{goal_id}"})["receivers"] == ids
     # The outcome records are written (in one batch) before the event is marked delivered.
-    assert written[0] == (len(receivers), False)
+    assert written[0] == (len(ids), False)
     outcomes, complete = dispatch.delivered_outcomes(goal_id)
-    assert complete and len(outcomes) == len(receivers) == 3
+    assert complete and len(outcomes) == len(ids) == 3
     assert dispatch.delivered_outcomes(goal_id, ["goal.created", "goal.added"])[1] is False
     drain()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from goalhub_demo.world import GOAL_CLASSES, PlatformGoalTypes
 
-from goalhub import dispatch, plugins
+from goalhub import plugins, receivers
 from goalhub.api import create_app
 from goalhub.auth import mint_token
 
@@ -44,7 +44,7 @@ def test_no_plugin_class_field_or_package_appears_in_the_core_package():
 
 def test_the_lifecycle_and_session_fields_come_from_the_bundled_plugins(use_plugins):
     use_plugins("exclusive", "show", "karaoke")
-    lifecycle = next(r for r in dispatch.receivers("goal.created") if r.plugin == "goalhub.lifecycle")
+    lifecycle = next(r for r in receivers.receivers("goal.created") if r.plugin == "goalhub.lifecycle")
     # As before goal types declared it: every class but these two is scheduled.
     assert sorted(lifecycle.excluded) == ["KaraokeGoal", "ShowGoal"]
     assert {cls for cls in GOAL_CLASSES if lifecycle.acts_on(cls)} == {
@@ -69,7 +69,7 @@ def test_a_new_goal_type_declares_its_lifecycle_without_touching_the_core(inline
                                      session_fields={"confetti_goal": None})]
 
     inline_plugin(Confetti(), "confetti")
-    lifecycle = next(r for r in dispatch.receivers("goal.created") if r.plugin == "goalhub.lifecycle")
+    lifecycle = next(r for r in receivers.receivers("goal.created") if r.plugin == "goalhub.lifecycle")
     assert not lifecycle.acts_on("ConfettiGoal") and lifecycle.acts_on("SparklerGoal")
     assert plugins.session_fields() == {"confetti_goal": None}
 

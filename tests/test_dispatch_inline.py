@@ -18,7 +18,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.timeouts import JobTimeoutException
 
 import goalhub
-from goalhub import budget, dispatch, tasks
+from goalhub import budget, dispatch, receivers, tasks
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_queue, job_id
 
@@ -312,14 +312,14 @@ def test_per_receiver_settings_from_the_environment_beat_the_declaration(inline_
             pass
 
     inline_plugin(Declared(), "declared")
-    tuned = dispatch.find_receiver("goal.created", "declared.tuned")
+    tuned = receivers.find_receiver("goal.created", "declared.tuned")
     assert (tuned.budget, tuned.retries, tuned.backoff, tuned.isolated) == (2.0, 1, (3, 4), False)
     monkeypatch.setenv("GOALHUB_RECEIVER_BUDGET__DECLARED_TUNED", "0.5")
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES__DECLARED_TUNED", "7")
     monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF__DECLARED_TUNED", "1,2,3")
     assert (tuned.budget, tuned.retries, tuned.backoff) == (0.5, 7, (1, 2, 3))
     assert tuned.settings()["budget"] == {"value": 0.5, "from": "env GOALHUB_RECEIVER_BUDGET__DECLARED_TUNED"}
-    lifecycle = dispatch.find_receiver("goal.created", "goalhub.lifecycle.schedule_lifecycle_tasks")
+    lifecycle = receivers.find_receiver("goal.created", "goalhub.lifecycle.schedule_lifecycle_tasks")
     monkeypatch.setenv("GOALHUB_RECEIVER_BUDGET", "9")
     assert lifecycle.budget == 9.0 and lifecycle.settings()["budget"]["from"] == "default"
 

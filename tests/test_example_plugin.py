@@ -21,7 +21,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "goalhub-welcome"
 RUN = """
 import json, time
 from bson import ObjectId
-from goalhub import dispatch, tasks
+from goalhub import dispatch, receivers, tasks
 from goalhub.store import get_database
 from rq import SimpleWorker
 from goalhub.connection import get_redis
@@ -40,7 +40,7 @@ for cls in ("KaraokeGoal", "ShowGoal"):
     SimpleWorker(all_queues(), connection=get_redis()).work(burst=True)
     outcome = db.outcomes.find_one({"goal_id": goal_id, "receiver": "welcome_karaoke_goal"})
     results[cls] = {"status": outcome["status"], "messages": db.chat.count_documents({"_id": f"welcome:{goal_id}"})}
-print(json.dumps({"plugins": [r.id for r in dispatch.receivers("goal.created")], "results": results}))
+print(json.dumps({"plugins": [r.id for r in receivers.receivers("goal.created")], "results": results}))
 """
 
 

@@ -38,7 +38,7 @@ PROBE = r"""
 import json, sys, time
 from bson import ObjectId
 from rq import SimpleWorker
-from goalhub import dispatch, plugins, tasks
+from goalhub import dispatch, plugins, receivers, tasks
 from goalhub.connection import get_redis
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.queues import all_queues, get_scheduler
@@ -50,7 +50,7 @@ report = {
     "plugins": {i.name: {"dist": i.dist, "error": i.error, "blocked": i.blocked} for i in plugins.plugin_infos()},
     "receivers": {
         f"{r.event}:{r.id}": {"plugin": r.plugin, "classes": sorted(r.classes) if r.classes else None, "excluded": sorted(r.excluded)}
-        for event in EVENT_HOOKS for r in dispatch.receivers(event)
+        for event in EVENT_HOOKS for r in receivers.receivers(event)
     },
     "goal_types": sorted(
         f"{impl.plugin_name}:{t.name}" for impl in pm.hook.goal_types.get_hookimpls() for t in impl.function()

@@ -1,5 +1,5 @@
 """``GOALHUB_TRACE_RECEIVERS``: pluggy-style tracing of receiver calls. Receivers are called
-directly (``goalhub.dispatch.Receiver.call``), so pluggy's own tracing never sees them; with the
+directly (``goalhub.receivers.Receiver.call``), so pluggy's own tracing never sees them; with the
 switch on, every call, its result or error and its time are logged on ``goalhub.trace``."""
 
 from __future__ import annotations

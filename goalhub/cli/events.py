@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from goalhub import breaker, dispatch, outbound, testfire, validation, worker
+from goalhub import breaker, dispatch, outbound, receivers, testfire, validation, worker
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -110,7 +110,7 @@ def fire(
     check_goal_class(goal_class)
     chosen = _chosen_receivers(signal_name, only)
     if dry_run:
-        plan = [(r, acts) for r, acts in dispatch.dry_run(signal_name, goal_class) if r.id in chosen]
+        plan = [(r, acts) for r, acts in receivers.dry_run(signal_name, goal_class) if r.id in chosen]
         if as_json:
             echo_json(
                 {
@@ -137,7 +137,7 @@ def fire(
 
 def _chosen_receivers(event: str, only: tuple[str, ...]) -> set[str]:
     """The ids of the receivers of ``event`` a fire delivers to (``--plugin``: those named)."""
-    found = dispatch.receivers(event)
+    found = receivers.receivers(event)
     if not only:
         return {r.id for r in found}
     names = {r.id for r in found} | _loaded_plugins()

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from goalhub import breaker, config, dispatch
+from goalhub import breaker, config, receivers
 from goalhub.cli.output import acts_on, echo_json, receiver_dict
 from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
@@ -47,7 +47,7 @@ def unknown_class_warnings() -> list[dict[str, Any]]:
     known = set(goal_classes())
     found = []
     for event in EVENT_HOOKS:
-        for r in dispatch.receivers(event):
+        for r in receivers.receivers(event):
             named = set(r.classes or ()) | set(r.excluded)
             for name in sorted(named - known):
                 found.append({"plugin": r.plugin, "receiver": r.name, "event": event, "class": name,
@@ -79,7 +79,7 @@ def plugins(show_all: bool, check: bool, as_json: bool) -> None:
     """
     pm = loaded_plugin_manager()
     goal_types = goal_types_by_plugin()
-    receivers = [r for event in EVENT_HOOKS for r in dispatch.receivers(event)]
+    installed = [r for event in EVENT_HOOKS for r in receivers.receivers(event)]
     tripped = breaker.tripped()
     warnings = unknown_class_warnings()
     listed = []
@@ -96,7 +96,7 @@ def plugins(show_all: bool, check: bool, as_json: bool) -> None:
                 "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []) if plugin else [],
                 "receivers": [
                     {"event": r.event, "name": r.name, "acts_on": acts_on(r), "tripped": tripped.get(r.id)}
-                    for r in receivers
+                    for r in installed
                     if r.plugin == info.name
                 ],
                 "goal_types": goal_types.get(info.name, []),
@@ -162,7 +162,7 @@ def hooks(goal_class: str | None, as_json: bool) -> None:
     listed = []
     for event, hook in EVENT_HOOKS.items():
         found = [
-            receiver_dict(r) for r in dispatch.receivers(event) if not goal_class or r.acts_on(goal_class)
+            receiver_dict(r) for r in receivers.receivers(event) if not goal_class or r.acts_on(goal_class)
         ]
         listed.append({"hook": hook, "event": event, "receivers": found})
     types = []

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from bson import ObjectId
 
-from goalhub import dispatch
+from goalhub import dispatch, receivers
 from goalhub.plugins import plugin_info
 
 STATUS_COLOURS = {
@@ -62,14 +62,14 @@ def status_style(status: str) -> dict[str, Any]:
     return {"fg": STATUS_COLOURS.get(status.split()[0] if status else "", None)}
 
 
-def acts_on(receiver: dispatch.Receiver) -> str:
+def acts_on(receiver: receivers.Receiver) -> str:
     """The goal classes a receiver acts on, as people read them."""
     if receiver.classes is None:
         return f"all but {', '.join(sorted(receiver.excluded))}" if receiver.excluded else "all"
     return ", ".join(sorted(receiver.classes - receiver.excluded))
 
 
-def receiver_dict(receiver: dispatch.Receiver) -> dict[str, Any]:
+def receiver_dict(receiver: receivers.Receiver) -> dict[str, Any]:
     info = plugin_info(receiver.plugin)
     return {
         "name": receiver.name,
