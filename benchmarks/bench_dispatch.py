@@ -99,7 +99,7 @@ class Setup:
     def measure(self, goals: int, loops: int) -> dict[str, float]:
         """One repeat: µs per pluggy call, blinker send and goalhub event (inline, in a job)."""
         from goalhub import plugins
-        from goalhub.dispatch import receivers
+        from goalhub.receivers import receivers
         from goalhub.store import get_database
 
         name = plugins.register(self.module, name=f"bench_noops_{self.n}")

@@ -237,8 +237,8 @@ def main() -> None:
             print(f"## End to end: skipped, the API package does not import ({exc})\n")
             return
         from goalhub.auth import mint_token
-        from goalhub.dispatch import receivers
         from goalhub.plugins import plugin_infos
+        from goalhub.receivers import receivers
         from goalhub.store import get_database
 
         loaded = {info.name for info in plugin_infos() if not info.blocked and not info.error}

@@ -44,7 +44,7 @@ def main() -> None:
     with support.temporary_home(load_plugins=support.REAL_PLUGINS) as home:
         from goalhub import plugins
         from goalhub.auth import mint_token
-        from goalhub.dispatch import receivers
+        from goalhub.receivers import receivers
         from goalhub.store import get_database
 
         db = get_database()
