@@ -18,3 +18,18 @@ def _goalhub_isolated(goalhub_env: None) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     uri = os.environ.get("GOALHUB_TEST_MONGO_URI")
     return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``serial`` change what every test shares (the venv): beside other tests in
+    parallel (pytest-xdist) they would break them. `make test` runs them alone, after the rest."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and any(item.get_closest_marker("serial") for item in items):
+        raise pytest.UsageError("tests marked serial cannot run in parallel: add -m 'not serial' to -n, "
+                                "and run them alone (pytest -m serial)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``pytest -m serial <paths>`` with none of those tests marked serial has nothing to run,
+    which is not a failure (tox runs the serial part after the parallel one with the same paths)."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.option.markexpr == "serial":
+        session.exitstatus = pytest.ExitCode.OK
