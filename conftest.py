@@ -20,12 +20,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"goalhub: real MongoDB tests {'against ' + uri if uri else 'skipped (GOALHUB_TEST_MONGO_URI not set)'}"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``serial`` change what every test shares (the venv): beside other tests in
     parallel (pytest-xdist) they would break them. `make test` runs them alone, after the rest."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and any(item.get_closest_marker("serial") for item in items):
-        raise pytest.UsageError("tests marked serial cannot run in parallel: add -m 'not serial' to -n, "
-                                "and run them alone (pytest -m serial)")
+    if item.get_closest_marker("serial") and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail("a test marked serial cannot run in parallel: add -m 'not serial' to -n and run "
+                    "the serial tests alone (pytest -m serial)", pytrace=False)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
