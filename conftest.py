@@ -21,8 +21,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked ``serial`` change what every test shares (the venv): beside other tests in
-    parallel (pytest-xdist) they would break them. `make test` runs them alone, after the rest."""
+    """Tests marked ``serial`` change what every test shares (the venv) or hold a deadline of
+    seconds: beside other tests in parallel (pytest-xdist) they would break them or miss it.
+    `make test` runs them alone, after the rest."""
     if item.get_closest_marker("serial") and os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.fail("a test marked serial cannot run in parallel: add -m 'not serial' to -n and run "
                     "the serial tests alone (pytest -m serial)", pytrace=False)

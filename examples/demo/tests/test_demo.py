@@ -11,7 +11,7 @@ import psutil
 import pytest
 from goalhub_demo.world import PlatformGoalTypes
 
-from goalhub import plugins
+from goalhub.testing import goal_types
 
 
 def gone(process: psutil.Process) -> bool:
@@ -64,7 +64,7 @@ def started_in(process: psutil.Process, home: str, socket_path: str) -> bool:
 
 def test_the_seed_worlds_goal_types_are_the_bundled_plugins(use_plugins):
     use_plugins("exclusive", "show", "karaoke")
-    declared = {t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in plugins.goal_types().values()}
+    declared = {t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in goal_types().values()}
     assert declared == {
         t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in PlatformGoalTypes().goal_types()
     }
