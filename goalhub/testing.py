@@ -283,7 +283,7 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
     server = ChildProcess("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})",
                           env, log_dir, cwd)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a wait, not a limit: a loaded machine starts it slowly
     while True:
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
