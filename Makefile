@@ -2,19 +2,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Every plugin distribution in the tree, installed editable beside the core.
-PLUGINS := $(patsubst %/setup.cfg,%,$(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg))
-# The platform's flows outside the core: `make demo` and the seed world of the plugins' tests.
-DEMO := examples/demo
+# What `make install` and tox install: goalhub with its test and bench tools, every plugin and
+# the example app, all editable (one list; tests/test_install_list.py checks it is complete).
+REQUIREMENTS := requirements-dev.txt
 STAMP := $(VENV)/.installed
+# pytest-xdist processes for `make test` (the end-to-end tests mostly wait on their processes).
+TEST_WORKERS ?= 3
 
 .PHONY: install demo test lint typecheck bench soak screenshots chromium clean
 
-$(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS) $(DEMO),$(p)/setup.cfg)
+# uv (a faster pip, itself installed with pip) when it can be had, else pip alone.
+$(STAMP): $(REQUIREMENTS) setup.cfg pyproject.toml $(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg examples/demo/setup.cfg)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]' $(foreach p,$(PLUGINS) $(DEMO),-e ./$(p))
+	( $(BIN)/python -m pip install --quiet --disable-pip-version-check uv \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -r $(REQUIREMENTS) ) \
+	|| ( $(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel \
+	  && $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation -r $(REQUIREMENTS) )
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +31,10 @@ test: $(STAMP) chromium
 	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	# In parallel (pytest-xdist: each worker its own embedded Redis, each test its own home and
+	# ports), then the serial tests (they change the shared venv or hold a deadline of seconds), alone. Both print the 15 slowest tests.
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 # Debian's chromium, headless, for the dashboard's browser test and screenshots (the test
 # skips, saying why, when it cannot be installed).

@@ -290,12 +290,12 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
     server = ChildProcess("api", f"from goalhub.api import serve; serve('127.0.0.1', {port}, {workers}, {threads})",
                           env, log_dir, cwd)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a wait, not a limit: a loaded machine starts it slowly
     while True:
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer in 1 s
             pass
         if server.popen.poll() is not None or time.monotonic() > deadline:
             server.stop()

@@ -18,6 +18,7 @@ import api_support
 import pytest
 import requests
 from bson import ObjectId
+from world import SEED_000_HEADERS
 
 from goalhub.api import create_app
 from goalhub.auth import mint_token
@@ -284,17 +285,7 @@ def test_error_fields_name_the_offending_input(client, world):
 
 def test_seed_000_request_is_accepted_as_written(client, world, db, drain):
     """Seed 000's headers, query and body (float nbf), with a token of the same shape."""
-    headers = {
-        "accept": "*/*", "accept-language": "zh-TW,zh;q=0.9,en-US;q=0.8,en;q=0.7", "cache-control": "no-cache",
-        "origin": "https://swag.live", "pragma": "no-cache", "priority": "u=1, i", "referer": "https://swag.live/",
-        "sec-ch-ua": '"Google Chrome";v="135", "Not-A.Brand";v="8", "Chromium";v="135"',
-        "sec-ch-ua-mobile": "?0", "sec-ch-ua-platform": '"macOS"', "sec-fetch-dest": "empty",
-        "sec-fetch-mode": "cors", "sec-fetch-site": "same-site",
-        "user-agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36",
-        "x-client-id": "ac9cd42b-2982-430f-bdd0-18b0ce505d0a",
-        "x-request-id": "b3c220d5-02de-4a9b-91ae-0bd9643af014",
-        "x-session-id": "9045460d-4eda-4089-b621-2acc22ed1d50",
-    }
+    headers = dict(SEED_000_HEADERS)
     raw = (f'{{"levels":[{{"target":300}}],"context":{{"session_id":"{world.session}","trigger_exclusive_goal_id":"{world.trigger}"}},'
            '"nbf":1746416602.371}').encode()
     response = send(client, world, path="/goals?lang=zh-hant&type=exclusive", raw=raw, headers=headers)

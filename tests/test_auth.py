@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -220,13 +221,25 @@ def test_a_kept_verdict_follows_the_key_set_and_the_audience(keys, monkeypatch):
     refused(token, "token_audience")
 
 
-def test_a_refusal_is_never_kept(keys):
+def test_a_refusal_is_never_kept(keys, monkeypatch):
     now = int(time.time())
     token = hs256(seed_header(), seed_claims(nbf=now + 600), keys[SEED_KID])
+    auth._verified.cache_clear()
     refused(token, "token_not_yet_valid")
-    size = auth._verified.cache_info().currsize
     refused(token, "token_not_yet_valid")
-    assert auth._verified.cache_info().currsize == size
+    kept = auth._verified.cache_info()
+    assert (kept.currsize, kept.hits, kept.misses) == (0, 0, 2)  # verified twice, kept never
+    # Its nbf passes: the same token is verified again, and now passes (a kept refusal would
+    # still refuse it). PyJWT reads the clock with datetime.now.
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=601)
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return later
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    assert verify_token(token).user_id == SEED_USER
 
 
 # --- attacks and broken tokens --------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 import pytest
 from bson import ObjectId
 from click.testing import CliRunner
-from goalhub_demo.world import PlatformGoalTypes
+from world import BundledGoalTypes
 
 import goalhub
 from goalhub import auth, outbound, plugins, tasks
@@ -66,7 +66,7 @@ class Receivers:
 def receivers(inline_plugin) -> Receivers:
     # The platform's goal classes, declared by the bundled plugins' goal types (the core
     # knows no class): their lifecycle, and the classes `--cls` accepts.
-    inline_plugin(PlatformGoalTypes(), "platform-goal-types")
+    inline_plugin(BundledGoalTypes(), "bundled-goal-types")
     plugin = Receivers()
     inline_plugin(plugin, "test-receivers")
     return plugin

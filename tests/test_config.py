@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -60,3 +61,15 @@ def test_goalhub_config_prints_the_effective_configuration_with_secrets_masked()
         assert secret not in result.stdout
     table = run_cli("config", **secrets)
     assert table.returncode == 0 and "GOALHUB_JOB_TIMEOUT" in table.stdout and "hunter2" not in table.stdout
+
+
+def test_home_is_private(tmp_path, monkeypatch):
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("GOALHUB_HOME", str(fresh))
+    assert stat.S_IMODE(config.home().stat().st_mode) == 0o700
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    os.chmod(old, 0o755)
+    monkeypatch.setenv("GOALHUB_HOME", str(old))
+    assert stat.S_IMODE(config.home().stat().st_mode) == 0o700
+

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from goalhub_demo.world import GOAL_CLASSES, PlatformGoalTypes
+from world import GOAL_CLASSES, BundledGoalTypes
 
 from goalhub import plugins, receivers
 from goalhub.api import create_app
@@ -50,10 +50,10 @@ def test_the_lifecycle_and_session_fields_come_from_the_bundled_plugins(use_plug
     assert {cls for cls in GOAL_CLASSES if lifecycle.acts_on(cls)} == {
         "ExclusiveGoal", "TriggerExclusiveGoal", "ShowFundingGoal", "TriggerPrivateGoal"}
     assert plugins.session_fields() == {"exclusive_goal_pairs": {}, "show_goal_pairs": []}
-    # The seed world's inline plugin declares exactly what the bundled plugins do.
+    # The tests' inline plugin (world.BundledGoalTypes) declares exactly what the loaded plugins do.
     declared = {t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in plugins.goal_types().values()}
     assert declared == {
-        t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in PlatformGoalTypes().goal_types()
+        t.name: (t.goal_class, t.activate_at_nbf, t.end_at_exp) for t in BundledGoalTypes().goal_types()
     }
     assert all(t.sample is not None for t in plugins.goal_types().values())
 

@@ -20,7 +20,7 @@ import api_support
 import pytest
 import requests
 from bson import ObjectId
-from goalhub_demo.demo import SEED_000_HEADERS
+from world import SEED_000_HEADERS
 
 from goalhub.auth import mint_token
 from goalhub.outbound import records
@@ -131,13 +131,13 @@ def test_seed_000_exclusive_flow(stack):
     body = ('{"levels":[{"target":300}],"context":{"session_id":"%s","trigger_exclusive_goal_id":"%s"},'  # noqa: UP031
             '"nbf":1746416602.371}' % (session_id, trigger_id)).encode()
     response = requests.post(f"{stack.base}/goals?lang=zh-hant&type=exclusive", data=body, timeout=10,
-                             headers={**SEED_000_HEADERS, "authorization": f"Bearer {stack.token}"})
+                             headers={**SEED_000_HEADERS, "content-type": "application/json", "authorization": f"Bearer {stack.token}"})
     assert response.status_code == 202, response.text
     goal_id = response.json()["goal_id"]
     assert response.headers["Location"] == f"/goals/{goal_id}"
     # The browser retrying the same request gets the same goal, and nothing new is created.
     retry = requests.post(f"{stack.base}/goals?lang=zh-hant&type=exclusive", data=body, timeout=10,
-                          headers={**SEED_000_HEADERS, "authorization": f"Bearer {stack.token}"})
+                          headers={**SEED_000_HEADERS, "content-type": "application/json", "authorization": f"Bearer {stack.token}"})
     assert (retry.status_code, retry.json()) == (202, {"goal_id": goal_id})
 
     goal = settled(stack, goal_id, {"goal.created": GOAL_CREATED_RECEIVERS})

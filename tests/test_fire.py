@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from bson import ObjectId
 from click.testing import CliRunner
-from goalhub_demo.world import GOAL_CLASSES
+from world import GOAL_CLASSES, BundledGoalTypes
 
 from goalhub import connection
 from goalhub.cli import main
@@ -70,8 +70,6 @@ def test_fire_plugin_delivers_to_the_chosen_plugins_alone(use_plugins, db):
 
 
 def test_test_fires_are_marked_and_purged_with_their_failed_jobs(inline_plugin, monkeypatch, db):
-    from goalhub_demo.world import PlatformGoalTypes
-
     import goalhub
 
     class Failing:
@@ -80,7 +78,7 @@ def test_test_fires_are_marked_and_purged_with_their_failed_jobs(inline_plugin, 
             raise RuntimeError("nope")
 
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
-    inline_plugin(PlatformGoalTypes(), "platform-goal-types")
+    inline_plugin(BundledGoalTypes(), "bundled-goal-types")
     inline_plugin(Failing(), "failing")
     real_session = db.sessions.insert_one({"user": "u", "active": True}).inserted_id
     assert run("fire", "goal.created", "--cls", "KaraokeGoal").exit_code == 1

@@ -67,6 +67,7 @@ def test_docs_page_is_served_from_the_package_not_a_cdn():
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.serial  # its run is held to 90 s: run alone, not beside the parallel suite
 def test_schemathesis_finds_no_server_error_and_every_response_matches_the_document(tmp_path, use_plugins):
     use_plugins(*PLUGINS)
     env = api_support.process_env()

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# It changes the venv every other test runs in: `make test` runs it alone, after the parallel part.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN_PLUGIN_DIRS = [
     "goalhub_exclusive",

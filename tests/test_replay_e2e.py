@@ -147,7 +147,9 @@ def test_backfill_a_plugin_installed_after_the_goals(stack):
     # The second 20: interrupted with Ctrl-C part-way, then run again.
     interrupted = subprocess.Popen([sys.executable, "-m", "goalhub", "backfill", "tally", *since, "--rate", "5"],
                                    env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    # Interrupted part-way: once it has delivered a few (a fixed sleep would race a loaded machine).
+    api_support.wait_for(lambda: get_database().outcomes.count_documents(
+        {"plugin": "tally", "goal_id": {"$in": second}}) >= 3, timeout=60, what="the backfill under way")
     interrupted.send_signal(signal.SIGINT)
     _, err = interrupted.communicate(timeout=30)
     assert interrupted.returncode == 130, err

@@ -212,7 +212,10 @@ def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_
     for command in ("worker-1", "scheduler", "api"):
         assert f"{command} exited with code -9; restarting it in 1 s" in output, output
         assert f"restarted {command} (pid" in output
-    assert "embedded Redis was not answering; started it again" in output or "embedded Redis stopped" in output
+    # The watch started the killed Redis again (nothing else in `up` starts it), and said so
+    # with the new server's pid; at the end, every server of the run was stopped.
+    restarted = sorted(redis_pids - {redis_pid})
+    assert f"embedded Redis was not answering; started it again (pid {restarted[0]})" in output, output
     assert "embedded Redis stopped" in output
     left = [p for p in processes + killed if not gone(p)]
     assert left == [], [p.cmdline() for p in left]
@@ -235,42 +238,3 @@ def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):
     assert [p for p in processes if not gone(p)] == []
 
 
-@pytest.mark.slow
-def test_make_demo_runs_both_seed_flows_and_leaves_nothing_running(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOALHUB_")}
-    before = {p.pid for p in psutil.process_iter()}
-    result = subprocess.run(
-        [sys.executable, "-m", "goalhub_demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    for step in (
-        "POST /sessions -> 201",
-        "POST /goals?type=trigger_exclusive -> 202",
-        "activate_goal: TriggerExclusiveGoal active",
-        "POST /goals?lang=zh-hant&type=exclusive -> 202",
-        "StopSnapshot(RoomId=",
-        "ExclusiveGoal already active, nothing to update",
-        "POST /goals?type=show_funding -> 202",
-        "POST /goals?goal_type=show -> 202",
-        "features.livestream sender=goal.added",
-        "every document and receiver outcome matches seeds 000 and 003",
-        "embedded Redis stopped",
-    ):
-        assert step in result.stdout, step
-    homes = list((tmp_path / ".goalhub").glob("demo-*"))
-    assert len(homes) == 1
-    home = homes[0].resolve()
-    conf = (home / "redis.conf").read_text()
-    socket_path = next(line.split()[1] for line in conf.splitlines() if line.startswith("unixsocket "))
-    new = [p for p in psutil.process_iter() if p.pid not in before and not gone(p)]
-    assert [p.cmdline() for p in new if started_in(p, str(home), socket_path)] == []
-
-
-def started_in(process: psutil.Process, home: str, socket_path: str) -> bool:
-    """Whether a process belongs to the demo: GOALHUB_HOME=home in its environment (API,
-    workers, scheduler) or the demo's Redis socket on its command line (redis-server
-    overwrites its environment with its process title)."""
-    try:
-        return process.environ().get("GOALHUB_HOME") == home or socket_path in " ".join(process.cmdline())
-    except psutil.Error:
-        return False

@@ -60,6 +60,7 @@ def test_a_kill_between_two_inline_receivers_runs_only_the_unfinished_ones_again
     assert sum(calls.values()) == 3 and set(calls.values()) == {1}, calls  # 2 StopSnapshot + analytics
 
 
+@pytest.mark.serial  # a deadline of a second: run alone, not beside the parallel suite
 def test_a_budget_overrun_and_a_raising_receiver_leave_the_others_ok_within_a_second(db, faults, monkeypatch):
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "1")
     world = support.make_world(db)

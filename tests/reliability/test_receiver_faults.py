@@ -86,6 +86,7 @@ def test_a_receiver_that_keeps_failing_ends_failed_and_goalhub_retry_completes_i
     assert json.loads(support.goalhub_cli("outcomes", "--failed", "--json", environment=environment).stdout) == []
 
 
+@pytest.mark.serial  # a 2 s job timeout against a worker's heartbeat: run alone, not beside the parallel suite
 def test_a_hanging_receiver_is_stopped_by_the_job_timeout_and_holds_no_one(db, faults, monkeypatch):
     monkeypatch.setenv("GOALHUB_JOB_TIMEOUT", "2")
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "1")

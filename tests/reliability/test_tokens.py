@@ -183,7 +183,7 @@ def test_the_dashboard_and_admin_surfaces_refuse_unauthenticated_callers(api, db
     monkeypatch.setenv("GOALHUB_DASHBOARD_USER", "ops")
     monkeypatch.setenv("GOALHUB_DASHBOARD_PASSWORD", "a long dashboard password")
     # Every route is tried with a wrong password: the failed-login throttle (tested on its own
-    # in test_hardening.py) would answer 429 after the first ten.
+    # in test_dashboard.py) would answer 429 after the first ten.
     monkeypatch.setenv("GOALHUB_DASHBOARD_LOGIN_LIMIT", "off")
     app = api.client.application
     creator = mint_token(support.STREAMER)  # a valid token, without ADMIN

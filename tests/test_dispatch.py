@@ -1,38 +1,22 @@
-"""The core engine: signals to receiver jobs, isolation, outcomes, create/activate/end tasks.
+"""Dispatch (goalhub.dispatch): signals to receivers, routing by class, isolation, retries,
+outcome and event records, and what a receiver job keeps of a receiver's result.
 
-Real embedded Redis and real RQ (SimpleWorker in-process); inline plugins per test.
+Real embedded Redis and real RQ (SimpleWorker in-process); inline plugins per test. Lifecycle
+tasks are in ``test_lifecycle.py``, plugin loading in ``test_plugins.py``, inline delivery in
+``test_dispatch_inline.py``, recovering abandoned receiver jobs in ``test_recovery.py``.
 """
 
 from __future__ import annotations
 
-import time
-
-import pluggy
-import pytest
 from bson import ObjectId
-from goalhub_demo.world import PlatformGoalTypes
-from rq.job import JobStatus
+from rq import Queue
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
+from world import STREAMER, XSS, UnscheduledGoalTypes, goal_document
 
 import goalhub
 from goalhub import dispatch, plugins, receivers, signals, tasks
-from goalhub.queues import get_queue, get_scheduler
-
-
-def goal_document(cls: str = "ExclusiveGoal", **overrides) -> dict:
-    goal = {
-        "_id": str(ObjectId()),
-        "_cls": cls,
-        "active": True,
-        "conditions": {"session_id": str(ObjectId()), "exclusive_to": "room"},
-        "levels": [{"target": 300}],
-        "nbf": None,
-        "exp": None,
-        "context": {"type": "exclusive"},
-        "metadata": {"user_id": str(ObjectId())},
-    }
-    goal.update(overrides)
-    return goal
+from goalhub.queues import get_queue, queue_names
 
 
 class Recorder:
@@ -93,7 +77,7 @@ def test_create_goal_stores_the_goal_and_routes_receivers_by_class(db, inline_pl
 
 
 def test_receivers_not_acting_on_the_class_are_recorded_as_skipped(db, inline_plugin, drain):
-    inline_plugin(PlatformGoalTypes(), "platform-goal-types")  # the classes' declared lifecycle
+    inline_plugin(UnscheduledGoalTypes(), "unscheduled-goal-types")  # the classes' declared lifecycle
     recorder = Recorder()
     inline_plugin(recorder, "recorder")
     goal = goal_document("KaraokeGoal", context={"type": "karaoke"})
@@ -191,101 +175,6 @@ def test_goal_added_and_goal_ended_reach_their_receivers(db, inline_plugin, drai
     assert ended["active"] is False and ended["ended_at"] > 0
 
 
-def test_activate_goal_follows_seed_000(db):
-    inactive = goal_document("TriggerExclusiveGoal", active=False, nbf=time.time() - 1)
-    active = goal_document("ExclusiveGoal", active=True, nbf=time.time() - 1)
-    for goal in (inactive, active):
-        db.goals.insert_one({**goal, "_id": ObjectId(goal["_id"])})
-    assert tasks.activate_goal(inactive["_id"]) is True
-    assert tasks.activate_goal(inactive["_id"]) is False
-    # "BUT ExclusiveGoal is already active, nothing to update, returned"
-    assert tasks.activate_goal(active["_id"]) is False
-    assert db.goals.find_one({"_id": ObjectId(inactive["_id"])})["active"] is True
-
-
-def test_activate_goal_never_runs_before_nbf(db):
-    nbf = time.time() + 0.6
-    goal = goal_document("TriggerPrivateGoal", active=False, nbf=nbf)
-    db.goals.insert_one({**goal, "_id": ObjectId(goal["_id"])})
-    assert tasks.activate_goal(goal["_id"]) is True  # arrives early, waits
-    stored = db.goals.find_one({"_id": ObjectId(goal["_id"])})
-    assert stored["activated_at"] >= nbf
-
-
-def test_an_ended_goal_is_not_activated(db):
-    goal = goal_document("TriggerPrivateGoal", active=False, nbf=time.time() - 1)
-    db.goals.insert_one({**goal, "_id": ObjectId(goal["_id"])})
-    tasks.end_goal(goal["_id"])
-    assert tasks.activate_goal(goal["_id"]) is False
-
-
-def test_lifecycle_schedules_activation_at_nbf_and_end_at_exp_through_rq_scheduler(db, drain):
-    nbf = time.time() + 1.5
-    exp = nbf + 1.5
-    goal = goal_document("TriggerExclusiveGoal", active=False, nbf=nbf, exp=exp)
-    tasks.enqueue_create_goal(goal)
-    drain(scheduled=False)
-    scheduled = {job.id for job in get_scheduler().get_jobs()}
-    assert scheduled == {f"activate-{goal['_id']}", f"end-{goal['_id']}"}
-    assert db.goals.find_one({"_id": ObjectId(goal["_id"])})["active"] is False
-
-    deadline = time.time() + 15
-    while time.time() < deadline and not db.goals.find_one({"_id": ObjectId(goal["_id"]), "ended_at": {"$exists": True}}):
-        drain()
-        time.sleep(0.05)
-    stored = db.goals.find_one({"_id": ObjectId(goal["_id"])})
-    assert nbf <= stored["activated_at"] < exp
-    assert stored["ended_at"] >= exp and stored["end_reason"] == "expired" and stored["active"] is False
-
-
-def test_ending_a_goal_first_cancels_its_activation(db, drain):
-    goal = goal_document("ShowFundingGoal", active=False, nbf=time.time() + 30)
-    tasks.enqueue_create_goal(goal)
-    drain(scheduled=False)
-    assert len(list(get_scheduler().get_jobs())) == 1
-    tasks.end_goal(goal["_id"])
-    assert list(get_scheduler().get_jobs()) == []
-
-
-def test_past_nbf_activates_at_once(db, drain):
-    goal = goal_document("TriggerPrivateGoal", active=False, nbf=time.time() - 5)
-    tasks.enqueue_create_goal(goal)
-    drain(scheduled=False)
-    assert db.goals.find_one({"_id": ObjectId(goal["_id"])})["active"] is True
-
-
-def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypatch, tmp_path):
-    (tmp_path / "good_plugin.py").write_text(
-        "import goalhub\n@goalhub.receiver('goal.created')\ndef good(goal_id):\n    return goal_id\n"
-    )
-    (tmp_path / "bad_plugin.py").write_text("raise ImportError('missing dependency xyz')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("GOALHUB_PLUGINS", "bad_plugin,good_plugin")
-    plugins.reset()
-    infos = {info.name: info for info in plugins.plugin_infos()}
-    assert "missing dependency xyz" in infos["bad_plugin"].error
-    assert infos["good_plugin"].error is None
-    assert [r.name for r in receivers.receivers("goal.created")][0] == "good"
-
-
-def test_disabled_plugins_are_blocked(monkeypatch):
-    monkeypatch.setenv("GOALHUB_DISABLED_PLUGINS", "goalhub.lifecycle")
-    plugins.reset()
-    assert receivers.receivers("goal.created") == []
-    assert next(i for i in plugins.plugin_infos() if i.name == "goalhub.lifecycle").blocked
-
-
-def test_a_misspelled_hook_fails_loudly(inline_plugin):
-    class Misspelled:
-        @goalhub.hookimpl
-        def goal_creatd(self, goal_id):
-            pass
-
-    with pytest.raises(pluggy.PluginValidationError):
-        inline_plugin(Misspelled(), "misspelled")
-    plugins.unregister("misspelled")
-
-
 def test_receivers_are_called_with_keyword_arguments_they_ask_for(inline_plugin):
     seen = {}
 
@@ -301,7 +190,7 @@ def test_receivers_are_called_with_keyword_arguments_they_ask_for(inline_plugin)
 
 
 def test_dry_run_lists_what_would_act_and_runs_nothing(inline_plugin):
-    inline_plugin(PlatformGoalTypes(), "platform-goal-types")  # the classes' declared lifecycle
+    inline_plugin(UnscheduledGoalTypes(), "unscheduled-goal-types")  # the classes' declared lifecycle
     recorder = Recorder()
     inline_plugin(recorder, "recorder")
     acting = {r.name for r, acts in receivers.dry_run("goal.created", "ShowGoal") if acts}
@@ -325,28 +214,6 @@ def test_zero_retries_means_a_failing_receiver_fails_at_once(db, inline_plugin, 
     drain()
     assert len(attempts) == 1
     assert db.outcomes.find_one({"goal_id": goal["_id"], "receiver": "explode"})["status"] == "failed"
-
-
-def test_a_receiver_job_abandoned_with_no_retries_left_is_recorded_failed(db, inline_plugin, monkeypatch):
-    """A work-horse killed mid-receiver leaves the outcome ``running``; RQ's abandoned-job
-    handling (here driven by hand) must leave it ``failed`` so ``goalhub retry`` finds it."""
-    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
-    inline_plugin(Recorder(), "recorder")
-    goal = goal_document("KaraokeGoal")
-    signals.leaderboards.send("goal.created", **tasks.created_arguments({**goal, "_id": ObjectId(goal["_id"])}))
-    outcome_key = f"goal.created:{goal['_id']}|recorder.on_every_goal"
-    job = get_queue().fetch_job(dispatch.job_id("receiver", outcome_key))
-    # As if a worker had started it and died: outcome running, job started, its registry entry expired.
-    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"status": "running"}})
-    get_queue().remove(job.id)
-    job.set_status(JobStatus.STARTED)
-    registry = get_queue().started_job_registry
-    registry.connection.zadd(registry.key, {f"{job.id}:dead-execution": 1})
-    registry.cleanup()
-
-    outcome = db.outcomes.find_one({"_id": outcome_key})
-    assert outcome["status"] == "failed" and "Abandoned" in outcome["error"]
-    assert job.id in FailedJobRegistry(queue=get_queue()).get_job_ids()
 
 
 def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drain):
@@ -381,3 +248,69 @@ def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drai
     assert complete and len(outcomes) == len(ids) == 3
     assert dispatch.delivered_outcomes(goal_id, ["goal.created", "goal.added"])[1] is False
     drain()
+
+
+class Echo:
+    """Receivers that return user-supplied text, as the snapshot receiver returns room ids: one
+    runs inline in create_goal's job, the other (isolated) as a job of its own."""
+
+    @goalhub.receiver("goal.created", "ExclusiveGoal")
+    def echo(self, goal_id, context):
+        return {"room_id": context["room"], "goal_id": goal_id}
+
+    @goalhub.receiver("goal.created", "ExclusiveGoal", isolated=True)
+    def echo_alone(self, goal_id, context):
+        return {"room_id": context["room"], "goal_id": goal_id}
+
+
+def test_a_receivers_return_value_is_not_the_rq_job_result(db, inline_plugin, drain):
+    inline_plugin(Echo(), "echo")
+    gid = str(ObjectId())
+    tasks.enqueue_create_goal({"_id": gid, "_cls": "ExclusiveGoal", "active": True, "conditions": {},
+                               "levels": [{"target": 1}], "nbf": None, "exp": None,
+                               "context": {"room": XSS}, "metadata": {"user_id": STREAMER}})
+    drain()
+    for name in ("echo", "echo_alone"):
+        outcome = db.outcomes.find_one({"goal_id": gid, "receiver": name})
+        assert outcome["status"] == "ok" and outcome["result"]["room_id"] == XSS  # the detail stays here
+    jobs = [Job.fetch(jid, connection=get_queue().connection)
+            for jid in get_queue().finished_job_registry.get_job_ids()]
+    receiver_jobs = [job for job in jobs if job.func_name.endswith("run_receiver")]
+    assert len(receiver_jobs) == 1
+    for job in receiver_jobs:
+        assert job.return_value() == {"status": "ok", "outcome": job.args[0]}
+    for job in jobs:  # create_goal's job ran the inline receiver: its result is the goal id
+        assert "<img" not in repr(job.return_value()) and "<img" not in (job.description or "")
+
+
+def test_queue_job_descriptions_carry_no_user_text():
+    # create_goal's description names the class and the id only, never body text.
+    gid = str(ObjectId())
+    tasks.enqueue_create_goal({"_id": gid, "_cls": "ExclusiveGoal", "active": True, "conditions": {},
+                               "levels": [{"target": 1}], "nbf": None, "exp": None,
+                               "context": {"room": XSS}, "metadata": {"user_id": STREAMER}})
+    job = Queue(queue_names()[1], connection=get_queue().connection).jobs[-1]
+    assert "<img" not in job.description
+
+
+def test_a_receiver_job_abandoned_with_no_retries_left_is_recorded_failed(db, inline_plugin, monkeypatch):
+    """A work-horse killed mid-receiver leaves the outcome ``running``; RQ's abandoned-job
+    handling (here driven by hand) must leave it ``failed`` so ``goalhub retry`` finds it."""
+    monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "0")
+    inline_plugin(Recorder(), "recorder")
+    goal = goal_document("KaraokeGoal")
+    signals.leaderboards.send("goal.created", **tasks.created_arguments({**goal, "_id": ObjectId(goal["_id"])}))
+    outcome_key = f"goal.created:{goal['_id']}|recorder.on_every_goal"
+    job = get_queue().fetch_job(dispatch.job_id("receiver", outcome_key))
+    # As if a worker had started it and died: outcome running, job started, its registry entry expired.
+    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"status": "running"}})
+    get_queue().remove(job.id)
+    job.set_status(JobStatus.STARTED)
+    registry = get_queue().started_job_registry
+    registry.connection.zadd(registry.key, {f"{job.id}:dead-execution": 1})
+    registry.cleanup()
+
+    outcome = db.outcomes.find_one({"_id": outcome_key})
+    assert outcome["status"] == "failed" and "Abandoned" in outcome["error"]
+    assert job.id in FailedJobRegistry(queue=get_queue()).get_job_ids()
+
