@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from goalhub.errors import GoalhubError
+from goalhub.redaction import redact
 
 PREFIX = "GOALHUB_"
 
@@ -170,9 +170,10 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def mask(value: str, how: bool | str = True) -> str:
-    """A secret for display: only the password of a URL (``how="url"``), else the whole value."""
+    """A secret for display: of a URL (``how="url"``) its password (the userinfo split at its last
+    ``@``) and its secret query parameters (``?password=``), else the whole value."""
     if how == "url":
-        return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*:)[^@/]*@", r"\1***@", value)
+        return redact(value, keep_user=True)
     return "***" if value else value
 
 

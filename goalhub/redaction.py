@@ -20,19 +20,99 @@ import traceback
 
 REDACTED = "***"
 
-# user:password@ in any URL (scheme://user:password@host).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
-# Secret-looking query or form parameters: ?token=, &key=, api_key=, secret=, password=, signature= ...
-_SECRET_PARAM = re.compile(
-    r"(?P<name>(?:[A-Za-z0-9_-]*?)(?:token|key|secret|password|passwd|pwd|signature|sig|auth|credential)"
-    r"[A-Za-z0-9_-]*)=(?P<value>[^&\s#'\"]+)",
-    re.IGNORECASE,
-)
-# Authorization header values (Bearer, Basic, HMAC-SHA256 Credential=...), as headers or repr'd dicts.
-_AUTHORIZATION = re.compile(
-    r"(?P<name>(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?P<value>[^'\"\r\n,}]+)", re.IGNORECASE
-)
+# scheme://userinfo@ in any URL. The userinfo runs to the LAST "@" before the host (a password
+# may hold an unencoded "@": https://u:p@ss@h), never past "/", "?", "#" or a space.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s<>]*)@")
 _BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+# A bare JWT anywhere (header.payload.signature in base64url; a JSON header starts "eyJ").
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# ``Name: value`` with the name unquoted (a header, YAML, prose): the value is the rest of the
+# line, or up to a quote when the line sits in a repr'd string.
+_LINE = re.compile(r"(?<![\w'\"\\.-])(?P<name>[A-Za-z][\w.-]*)(?P<sep>[ \t]*:[ \t]*)(?P<value>[^'\"\r\n\\]+)")
+# ``name=value``, ``name: value``, ``name = value``, the name and the value quoted or not: query
+# strings, form bodies, dicts, JSON (escaped inside another JSON string too), reprs, keyword
+# arguments. Whether the name is a secret's is ``_secret_name``'s to say. An unquoted value runs
+# to a space, "&" or "#" (quotes included: a query value may hold one); after ":" it never
+# starts a nested dict or list (whose own pairs are matched in turn).
+_PAIR = re.compile(
+    r"""(?P<open>\\*['"])?(?P<name>[A-Za-z_][\w.-]*)(?P<close>\\*['"])?(?P<sep>\s*[:=]\s*)"""
+    r"""(?:"(?P<dq>(?:[^"\\\n]|\\.)*)"|'(?P<sq>(?:[^'\\\n]|\\.)*)'"""
+    r"""|(?P<esc>\\+["'])(?P<eq>.*?)(?P=esc)|(?P<bare>(?:(?<==)[^\s\\<>&#]|[^\s\\<>&#{\[(])[^\s\\<>&#]*))""")
+_VALUES = ("dq", "sq", "eq", "bare")
+_NESTED = re.compile(r"""[{\[]+\\*['"{\[]""")
+# What in a name makes it a secret's (``client_secret``, ``accessToken``, ``jwt``, ``Cookie``,
+# ``sessionid``): a word anywhere in it...
+_SECRET_WORDS = ("token", "secret", "passw", "passphrase", "pwd", "credential", "jwt", "cookie", "signature",
+                 "apikey", "privatekey", "sessid", "sessionid", "authorization")
+# Short words only as a name's last part: ``x-api-key``, ``db_pass``, ``basic_auth``, but not
+# ``authSource`` or ``key_id``.
+_SECRET_PARTS = {"key", "keys", "pass", "pw", "sig", "auth", "session", "sid"}
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def _secret_name(name: str) -> bool:
+    """Whether ``name`` names a secret. Not an exception class (``KeyError: 'x'``), nor
+    goalhub's ``session_id`` (a streaming session's id, not a credential)."""
+    parts = [part.lower() for part in _NAME_PARTS.findall(name)]
+    if not parts or parts[-1] in ("error", "exception", "warning", "errors"):
+        return False
+    if parts[-2:] in (["session", "id"], ["session", "ids"]):
+        return False
+    joined = "".join(parts)
+    return any(word in joined for word in _SECRET_WORDS) or parts[-1] in _SECRET_PARTS
+
+
+def _replace_group(match: re.Match[str], group: str, value: str) -> str:
+    start, end = match.start(group) - match.start(), match.end(group) - match.start()
+    return match[0][:start] + value + match[0][end:]
+
+
+def _line(match: re.Match[str]) -> str:
+    if _secret_name(match["name"]):
+        return _replace_group(match, "value", REDACTED)
+    # Not a secret's name: the rest of the line may still hold one.
+    return _replace_group(match, "value", _LINE.sub(_line, match["value"]))
+
+
+def _pairs(text: str) -> str:
+    out, pos = [], 0
+    while (match := _PAIR.search(text, pos)) is not None:
+        group = next(group for group in _VALUES if match[group] is not None)
+        out.append(text[pos:match.start(group)])
+        nested = group == "bare" and _NESTED.match(match[group]) is not None
+        if _secret_name(match["name"]) and not nested:
+            out.append(REDACTED)
+        elif group == "bare":
+            # Not a secret's name, or a nested dict or list: read on from the value's start
+            # (its own pairs are matched in turn).
+            pos = match.start(group)
+            continue
+        else:
+            # Not a secret's name, a quoted value: it may hold one (a URL, JSON in a string).
+            out.append(_pairs(match[group]))
+        pos = match.end(group)
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def redact(text: str, *, keep_user: bool = False) -> str:
+    """``text`` with operator secrets replaced by ``***``: a URL's userinfo (split at its last
+    ``@``; with ``keep_user``, only the password), Authorization and cookie values, bearer
+    tokens and bare JWTs, and the value of every secret-named field in ``name=value`` and
+    ``name: value`` forms, quoted or not (query strings, headers, dicts, JSON, reprs)."""
+    if not text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{_userinfo(m['userinfo'], keep_user)}@", text)
+    text = _BEARER.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
+    text = _JWT.sub(REDACTED, text)
+    text = _LINE.sub(_line, text)
+    return _pairs(text)
+
+
+def _userinfo(userinfo: str, keep_user: bool) -> str:
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{REDACTED}" if keep_user and colon else REDACTED
+
 
 # Exception classes a client may act on, by the code they get (first match in the MRO wins).
 _CODES = {
@@ -46,18 +126,6 @@ _CODES = {
     "ValueError": "invalid_data",
     "PermissionError": "forbidden",
 }
-
-
-def redact(text: str) -> str:
-    """``text`` with operator secrets removed: URL credentials, secret query parameters and
-    Authorization values become ``***``."""
-    if not text:
-        return text
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
-    text = _AUTHORIZATION.sub(lambda m: f"{m['name']}{REDACTED}", text)
-    text = _BEARER.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
-    text = _SECRET_PARAM.sub(lambda m: f"{m['name']}={REDACTED}", text)
-    return text
 
 
 def error_code(exc: BaseException | type[BaseException]) -> str:
