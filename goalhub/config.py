@@ -102,6 +102,8 @@ class Settings(BaseSettings):
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
     BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
     STRICT_PLUGINS: bool = Field(False, json_schema_extra=_allowed("1/true/yes/on or 0/false/no/off"))
+    TRUSTED_PROXY_HEADER: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{1,64}$", json_schema_extra=_allowed(
+        "a header name your reverse proxy sets to the client's address (X-Forwarded-For, X-Real-IP); unset: off"))
 
     @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS", mode="before")
     @classmethod
@@ -409,6 +411,14 @@ def rate_limit_sessions() -> str:
 def max_open_goals_per_session() -> int:
     """``GOALHUB_MAX_OPEN_GOALS``: goals a session may have that have not ended (0: no cap)."""
     return settings().MAX_OPEN_GOALS
+
+
+def trusted_proxy_header() -> str | None:
+    """``GOALHUB_TRUSTED_PROXY_HEADER``: the header the reverse proxy in front of the API sets to the
+    client's address (``X-Forwarded-For``: its last address, the one the proxy appended). Unset
+    (the default), the client is the connection's peer. Set it only when every request comes
+    through that proxy: a client reaching the API directly could send the header itself."""
+    return settings().TRUSTED_PROXY_HEADER
 
 
 def dashboard_login_limit() -> str:

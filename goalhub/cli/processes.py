@@ -18,9 +18,8 @@ from goalhub import config, logs
 )
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API with a production WSGI server."""
-    from goalhub import api  # imported here: only this command needs Flask and waitress
-
     logs.configure("api")
+    from goalhub import api  # imported here: only this command needs Flask and waitress
 
     api.serve(host, port, workers)
 
@@ -31,9 +30,8 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 def worker(burst: bool, simple: bool, name: str | None) -> None:
     """Run an RQ worker on goalhub's queues, with the plugins loaded."""
-    from goalhub.worker import run_worker
-
     logs.configure("worker")
+    from goalhub.worker import run_worker
     run_worker(burst=burst, simple=simple, name=name)
 
 
@@ -47,10 +45,9 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
+    logs.configure("scheduler")
     from goalhub import plugins
     from goalhub.worker import run_scheduler
-
-    logs.configure("scheduler")
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
     run_scheduler(interval=interval, burst=burst)
 
