@@ -248,7 +248,7 @@ def configured() -> bool:
 
 def crash(message: str) -> None:
     """Log why this process cannot go on (a record, JSON in JSON mode) and exit 1."""
-    logging.getLogger("goalhub").critical("cannot start: %s", message)
+    logging.getLogger("goalhub").critical("Error: %s", message)  # the words click would print
     raise SystemExit(1)
 
 
