@@ -24,6 +24,8 @@ from redis.retry import Retry
 from goalhub import config
 
 _cache: dict[str, tuple[int, redis.Redis]] = {}
+# home -> the pid of the embedded redis-server this process started there.
+_started: dict[Path, int | None] = {}
 
 try:  # the version given: redis-py would otherwise read its package metadata for every new connection
     from redis.driver_info import DriverInfo
@@ -165,7 +167,33 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {home / 'redis.log'}")
             time.sleep(0.02)
+        _started[home] = _pidfile_pid(home)
     return socket_path
+
+
+def stop_what_this_process_started() -> None:
+    """Stop each embedded Redis this process started, unless another process is connected to
+    it now (a worker that started meanwhile keeps it). For a command that is done (the CLI's
+    short commands): it leaves no server behind."""
+    disconnect()
+    for home, pid in list(_started.items()):
+        del _started[home]
+        if pid is None or embedded_redis_pid(home) != pid:
+            continue  # gone, or replaced by someone else's
+        if other_clients(_socket_path(home)) == 0:
+            stop_embedded_redis(home)
+
+
+def other_clients(socket_path: Path) -> int:
+    """How many clients other than this new connection the Redis at ``socket_path`` has."""
+    try:
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
+        try:
+            return max(len(client.client_list()) - 1, 0)  # the list includes this connection
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return 0
 
 
 def embedded_redis_pid(home: Path | None = None) -> int | None:

@@ -35,7 +35,6 @@ from typing import IO, Any
 
 import click
 import psutil
-import redis
 
 from goalhub import config, connection
 
@@ -369,14 +368,6 @@ def embedded_redis(say: Callable[[str], None] = lambda line: None) -> Iterator[E
         yield embedded
     finally:
         embedded.stop()
-
-
-def _other_redis_clients(socket_path: str) -> int:
-    try:
-        client = redis.Redis(unix_socket_path=socket_path, socket_timeout=2)
-        return max(len(client.client_list()) - 1, 0)  # the list includes this connection
-    except (redis.RedisError, OSError):
-        return 0
 
 
 def _become_subreaper() -> None:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 import redis
 
-from goalhub import config, logs
+from goalhub import config, connection, logs
 from goalhub.cli import configuration, documents, events, introspect, processes, purge, replay, scaffold
 from goalhub.errors import GoalhubError
 
@@ -31,6 +31,14 @@ class GoalhubGroup(click.Group):
     """Turns the errors a user can cause into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:
+            if ctx.invoked_subcommand not in _SERVING_COMMANDS:
+                # A command that is done stops the embedded Redis it started (issue 22).
+                connection.stop_what_this_process_started()
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GoalhubError as exc:
@@ -60,6 +68,8 @@ def _fail(message: str) -> NoReturn:
 
 # Their logs report a bad GOALHUB_* setting themselves, in the configured format.
 _LOGGING_COMMANDS = {"serve", "worker", "scheduler"}
+# They run until stopped; the embedded Redis they start is shared, and outlives them (up stops its own).
+_SERVING_COMMANDS = _LOGGING_COMMANDS | {"up"}
 
 
 def _redis_target() -> str:

@@ -329,7 +329,7 @@ def retry(
 @click.option("--goal", "goal_id", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def outbound_command(kind: str | None, list_kinds: bool, goal_id: str | None, as_json: bool) -> None:
-    """Recorded outbound calls (``goalhub.send_once``), of every kind the installed plugins record."""
+    """Recorded outbound calls (send_once), of every kind the installed plugins record."""
     if list_kinds:
         recorded = outbound.kinds()
         if as_json:
