@@ -422,8 +422,9 @@ def trusted_proxy_header() -> str | None:
 
 
 def dashboard_login_limit() -> str:
-    """``GOALHUB_DASHBOARD_LOGIN_LIMIT``: failed dashboard logins per client address before it
-    is refused (429) for the rest of the window; same format as the rate limits."""
+    """``GOALHUB_DASHBOARD_LOGIN_LIMIT``: failed dashboard logins per user name and client address
+    (``GOALHUB_TRUSTED_PROXY_HEADER`` behind a proxy) before that pair is refused (429) for the
+    rest of the window; another client's failures never count. Same format as the rate limits."""
     return settings().DASHBOARD_LOGIN_LIMIT
 
 

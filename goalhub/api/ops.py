@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from goalhub import breaker, reconcile
 from goalhub.connection import get_redis
+from goalhub.errors import BadRequest
 from goalhub.queues import all_queues, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
 
@@ -223,7 +224,12 @@ def cancel(jid: str) -> BaseResponse:
 
 @blueprint.get("/goals")
 def goal_lookup() -> BaseResponse:
-    return redirect(f"{PREFIX}/goals/{request.args.get('id', '').strip().lower()}", code=303)
+    """The lookup form's answer: a redirect to the goal's page, for a goal id only (24 hex; no
+    other text reaches the Location header: no open redirect, no header injection)."""
+    goal_id = request.args.get("id", "").strip().lower()
+    if not ObjectId.is_valid(goal_id) or len(goal_id) != 24:
+        raise BadRequest("a goal id is 24 hex digits", code="invalid_id", field="id")
+    return redirect(f"{PREFIX}/goals/{goal_id}", code=303)
 
 
 @blueprint.get("/goals/<goal_id>")
