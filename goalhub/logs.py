@@ -164,6 +164,12 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line} [{request_id}]" if request_id and request_id != "-" else line
 
 
+# Fields goalhub itself fills in with no outside text: not redacted (the time alone would cost
+# a full pass: it holds ":").
+_OWN_FIELDS = frozenset({"time", "level", "logger", "role", "process", "request_id", "job_id", "route", "status",
+                         "duration_ms", "client"})
+
+
 def _redacted(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -185,7 +191,7 @@ def _json_formatter() -> logging.Formatter:
             return rfc3339(record.created)
 
         def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-            return {key: _redacted(value) for key, value in log_data.items()}
+            return {key: value if key in _OWN_FIELDS else _redacted(value) for key, value in log_data.items()}
 
     return RedactingJsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level",
                                                               "name": "logger"}, timestamp=False)

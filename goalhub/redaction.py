@@ -22,23 +22,30 @@ REDACTED = "***"
 
 # scheme://userinfo@ in any URL. The userinfo runs to the LAST "@" before the host (a password
 # may hold an unencoded "@": https://u:p@ss@h), never past "/", "?", "#" or a space.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s<>]*)@")
+_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s<>]*)@")
 _BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
 # A bare JWT anywhere (header.payload.signature in base64url; a JSON header starts "eyJ").
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # ``Name: value`` with the name unquoted (a header, YAML, prose): the value is the rest of the
 # line, or up to a quote when the line sits in a repr'd string.
-_LINE = re.compile(r"(?<![\w'\"\\.-])(?P<name>[A-Za-z][\w.-]*)(?P<sep>[ \t]*:[ \t]*)(?P<value>[^'\"\r\n\\]+)")
+_LINE = re.compile(r"(?<![\w'\"\\.-])(?P<name>[A-Za-z][\w.-]*)[ \t]*:[ \t]*(?=[^'\"\r\n\\])")
+_LINE_VALUE = re.compile(r"[^'\"\r\n\\]+")
 # ``name=value``, ``name: value``, ``name = value``, the name and the value quoted or not: query
 # strings, form bodies, dicts, JSON (escaped inside another JSON string too), reprs, keyword
-# arguments. Whether the name is a secret's is ``_secret_name``'s to say. An unquoted value runs
-# to a space, "&" or "#" (quotes included: a query value may hold one); after ":" it never
-# starts a nested dict or list (whose own pairs are matched in turn).
+# arguments. Whether the name is a secret's is ``_secret_name``'s to say. An unquoted value
+# (``_BARE``) runs to a space, "&" or "#" (quotes included: a query value may hold one); after
+# ":" it never starts a nested dict or list (whose own pairs are matched in turn). A quoted
+# value is looked for up to 2048 characters: every scan is bounded, so no text (a client's, in
+# a log line) can make redaction slow.
 _PAIR = re.compile(
-    r"""(?P<open>\\*['"])?(?P<name>[A-Za-z_][\w.-]*)(?P<close>\\*['"])?(?P<sep>\s*[:=]\s*)"""
-    r"""(?:"(?P<dq>(?:[^"\\\n]|\\.)*)"|'(?P<sq>(?:[^'\\\n]|\\.)*)'"""
-    r"""|(?P<esc>\\+["'])(?P<eq>.*?)(?P=esc)|(?P<bare>(?:(?<==)[^\s\\<>&#]|[^\s\\<>&#{\[(])[^\s\\<>&#]*))""")
+    r"""(?:(?P<open>\\{0,3}['"])|(?<![\w.-]))(?P<name>[A-Za-z_][\w.-]*)(?P<close>\\{0,3}['"])?\s*(?P<op>[:=])\s*"""
+    r"""(?:"(?P<dq>(?:[^"\\\n]|\\.){0,2048})"|'(?P<sq>(?:[^'\\\n]|\\.){0,2048})'"""
+    r"""|(?P<esc>\\{1,3}["'])(?P<eq>[^\n]{0,2048}?)(?P=esc)|(?P<bare>(?=[^\s\\<>&#])))""")
+_BARE = re.compile(r"[^\s\\<>&#]+")
+_AFTER_COLON = re.compile(r"[{\[(]")
 _VALUES = ("dq", "sq", "eq", "bare")
+# What every rule needs at least one of: a text without any is returned as it is, at once.
+_ANY = re.compile(r"[:=@]|eyJ|bearer|basic", re.IGNORECASE)
 _NESTED = re.compile(r"""[{\[]+\\*['"{\[]""")
 # What in a name makes it a secret's (``client_secret``, ``accessToken``, ``jwt``, ``Cookie``,
 # ``sessionid``): a word anywhere in it...
@@ -62,34 +69,34 @@ def _secret_name(name: str) -> bool:
     return any(word in joined for word in _SECRET_WORDS) or parts[-1] in _SECRET_PARTS
 
 
-def _replace_group(match: re.Match[str], group: str, value: str) -> str:
-    start, end = match.start(group) - match.start(), match.end(group) - match.start()
-    return match[0][:start] + value + match[0][end:]
-
-
-def _line(match: re.Match[str]) -> str:
-    if _secret_name(match["name"]):
-        return _replace_group(match, "value", REDACTED)
-    # Not a secret's name: the rest of the line may still hold one.
-    return _replace_group(match, "value", _LINE.sub(_line, match["value"]))
+def _lines(text: str) -> str:
+    out, pos = [], 0
+    while (match := _LINE.search(text, pos)) is not None:
+        out.append(text[pos:match.end()])
+        pos = match.end()
+        if _secret_name(match["name"]):
+            out.append(REDACTED)
+            pos = _LINE_VALUE.match(text, pos).end()  # type: ignore[union-attr]  # the lookahead saw one
+        # Else: read on from the value (the rest of the line may hold a secret).
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _pairs(text: str) -> str:
     out, pos = [], 0
     while (match := _PAIR.search(text, pos)) is not None:
         group = next(group for group in _VALUES if match[group] is not None)
-        out.append(text[pos:match.start(group)])
-        nested = group == "bare" and _NESTED.match(match[group]) is not None
-        if _secret_name(match["name"]) and not nested:
-            out.append(REDACTED)
-        elif group == "bare":
-            # Not a secret's name, or a nested dict or list: read on from the value's start
-            # (its own pairs are matched in turn).
-            pos = match.start(group)
+        start = match.start(group)
+        out.append(text[pos:start])
+        pos = start
+        if group == "bare":
+            nested = _NESTED.match(text, start) or (match["op"] == ":" and _AFTER_COLON.match(text, start))
+            if _secret_name(match["name"]) and not nested:
+                out.append(REDACTED)
+                pos = _BARE.match(text, start).end()  # type: ignore[union-attr]  # the lookahead saw one
+            # Else: read on from the value's start (a nested dict's own pairs, a URL's ?token=).
             continue
-        else:
-            # Not a secret's name, a quoted value: it may hold one (a URL, JSON in a string).
-            out.append(_pairs(match[group]))
+        out.append(REDACTED if _secret_name(match["name"]) else _pairs(match[group]))
         pos = match.end(group)
     out.append(text[pos:])
     return "".join(out)
@@ -100,12 +107,12 @@ def redact(text: str, *, keep_user: bool = False) -> str:
     ``@``; with ``keep_user``, only the password), Authorization and cookie values, bearer
     tokens and bare JWTs, and the value of every secret-named field in ``name=value`` and
     ``name: value`` forms, quoted or not (query strings, headers, dicts, JSON, reprs)."""
-    if not text:
-        return text
+    if not text or not _ANY.search(text):
+        return text  # the common case (a path, an address, an id): nothing any rule could match
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{_userinfo(m['userinfo'], keep_user)}@", text)
     text = _BEARER.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
     text = _JWT.sub(REDACTED, text)
-    text = _LINE.sub(_line, text)
+    text = _lines(text)
     return _pairs(text)
 
 
