@@ -225,6 +225,16 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
     }
 
 
+def json_line(role: str, message: str, level: str = "INFO") -> str:
+    """One JSON log line for text that did not come through ``logging`` (``goalhub up``'s own
+    lines, a child's line that is not JSON), in the fields and form of every other line."""
+    import json
+    import time
+
+    return json.dumps({"time": rfc3339(time.time()), "level": level, "logger": "goalhub.up", "role": role,
+                       "message": redact(message), "process": os.getpid()})
+
+
 _configured = False
 
 
