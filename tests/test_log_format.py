@@ -146,3 +146,10 @@ def test_a_broken_plugin_in_strict_mode_is_json_records_with_its_reason_redacted
     records = json_lines(done.stdout + done.stderr)  # every line is JSON
     assert records[-1]["level"] == "CRITICAL" and "boom_plugin" in records[-1]["message"]
     assert "Pa55word" not in done.stdout + done.stderr and "k123" not in done.stdout + done.stderr
+
+
+def test_a_request_path_cannot_forge_a_console_line(captured):
+    create_app().test_client().get("/healthz%0a2026-12-02T17:13:22.223Z%20WARNING%20api%20goalhub:%20[forged]")
+    console = captured["console"].getvalue()
+    assert len(console.splitlines()) == 1, console
+    assert "/healthz\\n2026-12-02T17:13:22.223Z WARNING" in console
