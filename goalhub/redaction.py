@@ -15,6 +15,7 @@ by more people than hold the keys.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 
@@ -57,6 +58,7 @@ _SECRET_PARTS = {"key", "keys", "pass", "pw", "sig", "auth", "session", "sid"}
 _NAME_PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names come again and again
 def _secret_name(name: str) -> bool:
     """Whether ``name`` names a secret. Not an exception class (``KeyError: 'x'``), nor
     goalhub's ``session_id`` (a streaming session's id, not a credential)."""
