@@ -9,12 +9,14 @@ started it. It keeps an append-only file, so queued and scheduled jobs survive a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -171,17 +173,24 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
     return socket_path
 
 
-def stop_what_this_process_started() -> None:
-    """Stop each embedded Redis this process started, unless another process is connected to
-    it now (a worker that started meanwhile keeps it). For a command that is done (the CLI's
-    short commands): it leaves no server behind."""
-    disconnect()
-    for home, pid in list(_started.items()):
-        del _started[home]
-        if pid is None or embedded_redis_pid(home) != pid:
-            continue  # gone, or replaced by someone else's
-        if other_clients(_socket_path(home)) == 0:
-            stop_embedded_redis(home)
+@contextlib.contextmanager
+def stopping_what_it_starts(keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Run a command that is then done (the CLI's short commands): an embedded Redis started
+    during it is stopped at its end, unless ``keep()`` says then that it is the shared server
+    of a long-running process, or another process is connected to it (a worker started
+    meanwhile keeps it). One that ran before is left as it is."""
+    before = set(_started)
+    try:
+        yield
+    finally:
+        started = set(_started) - before
+        for home in started if not keep() else set():
+            pid = _started.pop(home)
+            if pid is None or embedded_redis_pid(home) != pid:
+                continue  # gone, or replaced by someone else's
+            disconnect()  # this process's own connections are not "another process"
+            if other_clients(_socket_path(home)) == 0:
+                stop_embedded_redis(home)
 
 
 def other_clients(socket_path: Path) -> int:

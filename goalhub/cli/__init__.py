@@ -31,12 +31,10 @@ class GoalhubGroup(click.Group):
     """Turns the errors a user can cause into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        # A command that is done leaves no server behind (issue 22); serve, worker and
+        # scheduler (their logs configured) share theirs, which outlives them.
+        with connection.stopping_what_it_starts(keep=logs.configured):
             return self._invoke(ctx)
-        finally:
-            if ctx.invoked_subcommand not in _SERVING_COMMANDS:
-                # A command that is done stops the embedded Redis it started (issue 22).
-                connection.stop_what_this_process_started()
 
     def _invoke(self, ctx: click.Context) -> Any:
         try:
@@ -68,8 +66,6 @@ def _fail(message: str) -> NoReturn:
 
 # Their logs report a bad GOALHUB_* setting themselves, in the configured format.
 _LOGGING_COMMANDS = {"serve", "worker", "scheduler"}
-# They run until stopped; the embedded Redis they start is shared, and outlives them (up stops its own).
-_SERVING_COMMANDS = _LOGGING_COMMANDS | {"up"}
 
 
 def _redis_target() -> str:
