@@ -34,6 +34,7 @@ BENCHMARKS = [
     ("bench_http.py", True),
     ("bench_store.py", False),
     ("bench_backfill.py", True),
+    ("bench_redaction.py", True),
 ]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from goalhub.errors import GoalhubError
+from goalhub.redaction import redact
 
 PREFIX = "GOALHUB_"
 
@@ -130,8 +130,13 @@ class Settings(BaseSettings):
     MAX_OPEN_GOALS: int = _setting(100, "goals a session may hold that have not ended (422 beyond; 0: no cap)",
                                    "a whole number >= 0 (0: no cap)", ge=0)
     DASHBOARD_LOGIN_LIMIT: str = _setting(
-        "10/300s", "failed dashboard logins per client address before 429 for the rest of the window",
-        RATE_TEXT, pattern=RATE)
+        "10/300s", "failed dashboard logins per user name and client address before that pair gets 429 for the "
+        "rest of the window; another client's failures never refuse a correct password", RATE_TEXT, pattern=RATE)
+    TRUSTED_PROXY_HEADER: str | None = _setting(
+        None, "the header your reverse proxy sets to the client's address (`X-Forwarded-For`: its last address); "
+        "set it only when every request comes through that proxy",
+        "a header name your reverse proxy sets to the client's address (X-Forwarded-For, X-Real-IP); unset: off",
+        shown="unset: the connection's peer", pattern=r"^[A-Za-z0-9-]{1,64}$")
     RETENTION_REQUESTS: int = _setting(86400, "seconds idempotency records are kept (0: for ever)", SECONDS_KEPT,
                                        ge=0)
     RETENTION_OUTCOMES: int = _setting(30 * 86400, "seconds receiver outcomes are kept (0: for ever)", SECONDS_KEPT,
@@ -237,9 +242,10 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def mask(value: str, how: bool | str = True) -> str:
-    """A secret for display: only the password of a URL (``how="url"``), else the whole value."""
+    """A secret for display: of a URL (``how="url"``) its password (the userinfo split at its last
+    ``@``) and its secret query parameters (``?password=``), else the whole value."""
     if how == "url":
-        return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*:)[^@/]*@", r"\1***@", value)
+        return redact(value, keep_user=True)
     return "***" if value else value
 
 

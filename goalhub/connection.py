@@ -28,6 +28,8 @@ from redis.retry import Retry
 from goalhub import config
 
 _cache: dict[str | tuple[Path, str], tuple[int, redis.Redis]] = {}
+# home -> the pid of the embedded redis-server this process started there.
+_started: dict[Path, int | None] = {}
 
 try:  # the version given: redis-py would otherwise read its package metadata for every new connection
     from redis.driver_info import DriverInfo
@@ -183,7 +185,40 @@ def ensure_embedded_redis(home: Path | None = None, timeout: float = 10.0) -> Pa
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {home / 'redis.log'}")
             time.sleep(0.02)
+        _started[home] = _pidfile_pid(home)
     return socket_path
+
+
+@contextlib.contextmanager
+def stopping_what_it_starts(keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Run a command that is then done (the CLI's short commands): an embedded Redis started
+    during it is stopped at its end, unless ``keep()`` says then that it is the shared server
+    of a long-running process, or another process is connected to it (a worker started
+    meanwhile keeps it). One that ran before is left as it is."""
+    before = set(_started)
+    try:
+        yield
+    finally:
+        started = set(_started) - before
+        for home in started if not keep() else set():
+            pid = _started.pop(home)
+            if pid is None or embedded_redis_pid(home) != pid:
+                continue  # gone, or replaced by someone else's
+            disconnect()  # this process's own connections are not "another process"
+            if other_clients(_socket_path(home)) == 0:
+                stop_embedded_redis(home)
+
+
+def other_clients(socket_path: Path) -> int:
+    """How many clients other than this new connection the Redis at ``socket_path`` has."""
+    try:
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
+        try:
+            return max(len(client.client_list()) - 1, 0)  # the list includes this connection
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return 0
 
 
 def embedded_redis_pid(home: Path | None = None) -> int | None:

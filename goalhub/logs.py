@@ -8,20 +8,33 @@ carries it, so ``grep <request-id>`` over the API's and workers' logs and the ou
 records follows one goal from its request to each receiver's outcome.
 
 Logs are JSON, one object a line (python-json-logger), from every process: API (waitress
-too), workers and their work-horses, scheduler. ``GOALHUB_LOG_FORMAT=console`` gives
+too), workers and their work-horses, scheduler; a crash at start (a bad setting, an address
+in use, an uncaught exception) is one JSON line too. ``GOALHUB_LOG_FORMAT=console`` gives
 human-readable lines instead; ``goalhub up`` uses it unless told otherwise.
+
+In every format (issue 22): timestamps are RFC 3339 in UTC (``2026-12-02T17:13:22.223Z``);
+every record of every logger (goalhub's, RQ's, urllib3's...) is redacted by the formatter
+(``goalhub.redaction.redact`` over its message, arguments, exception text, stack and extra
+fields), so no secret a sink URL or an exception carries reaches a log file; and no record
+can forge another line: JSON escapes control characters, the console format escapes them in
+the message and indents every line of a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import os
+import re
 import sys
 import uuid
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from goalhub import config
+from goalhub.redaction import redact
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
@@ -104,23 +117,92 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def rfc3339(created: float) -> str:
+    """A record's time, RFC 3339 in UTC with milliseconds: ``2026-12-02T17:13:22.223Z``."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# C0 and C1 control characters and DEL: a CR or LF in a request path must not start a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def _indented(text: str) -> str:
+    # A traceback keeps its lines, each indented and escaped: none can pass for a record.
+    return "\n".join("    " + escape_controls(line) for line in text.splitlines())
+
+
 class ConsoleFormatter(logging.Formatter):
-    """Human-readable lines; the request id at the end when there is one."""
+    """Human-readable lines; the request id at the end when there is one. Redacted, with
+    control characters escaped."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return rfc3339(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        record.message = escape_controls(redact(record.message))
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return _indented(redact(super().formatException(ei)))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _indented(redact(super().formatStack(stack_info)))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        # A request line's client and user (goalhub.api.observe), as JSON has them.
+        who = " ".join(f"{name}={escape_controls(str(getattr(record, name)))}" for name in ("client", "user")
+                       if getattr(record, name, None) is not None)
+        if who:
+            head, newline, rest = line.partition("\n")
+            line = f"{head} {who}{newline}{rest}"
         request_id = getattr(record, "request_id", None)
         return f"{line} [{request_id}]" if request_id and request_id != "-" else line
+
+
+# Fields goalhub itself fills in with no outside text: not redacted (the time alone would cost
+# a full pass: it holds ":").
+_OWN_FIELDS = frozenset({"time", "level", "logger", "role", "process", "request_id", "job_id", "route", "status",
+                         "duration_ms", "client"})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter  # deferred: only the JSON format needs it
+
+    class RedactingJsonFormatter(JsonFormatter):
+        """One JSON object a line; every string field redacted (message, exc_info, stack_info,
+        extras); the time in RFC 3339 UTC."""
+
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+            return rfc3339(record.created)
+
+        def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+            return {key: value if key in _OWN_FIELDS else _redacted(value) for key, value in log_data.items()}
+
+    return RedactingJsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level",
+                                                              "name": "logger"}, timestamp=False)
 
 
 def formatter(fmt: str | None = None) -> logging.Formatter:
     """The formatter for ``GOALHUB_LOG_FORMAT`` (or ``fmt``): JSON or console lines."""
     if (fmt or config.settings().LOG_FORMAT) == "console":
         return ConsoleFormatter(CONSOLE_FORMAT)
-    from pythonjsonlogger.json import JsonFormatter  # deferred: only the JSON format needs it
-
-    return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                         timestamp=False)
+    return _json_formatter()
 
 
 def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> dict[str, Any]:
@@ -144,6 +226,51 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
     }
 
 
+def json_line(role: str, message: str, level: str = "INFO") -> str:
+    """One JSON log line for text that did not come through ``logging`` (``goalhub up``'s own
+    lines, a child's line that is not JSON), in the fields and form of every other line."""
+    import json
+    import time
+
+    return json.dumps({"time": rfc3339(time.time()), "level": level, "logger": "goalhub.up", "role": role,
+                       "message": redact(message), "process": os.getpid()})
+
+
+_configured = False
+
+
 def configure(role: str, fmt: str | None = None, level: str | None = None) -> None:
-    """Set up this process's logs (JSON unless ``GOALHUB_LOG_FORMAT=console``)."""
+    """Set up this process's logs (JSON unless ``GOALHUB_LOG_FORMAT=console``), and log an
+    uncaught exception as one record (JSON in JSON mode) instead of Python's plain traceback.
+    A bad ``GOALHUB_*`` setting is logged the same way, and the process exits 1."""
+    global _configured
+    problem = None
+    try:
+        fmt, level = fmt or config.settings().LOG_FORMAT, level or config.settings().LOG_LEVEL
+    except config.ConfigError as exc:
+        # The settings cannot be read: still one line in the format asked for.
+        fmt = fmt or ("console" if os.environ.get("GOALHUB_LOG_FORMAT") == "console" else "json")
+        level, problem = level or "INFO", exc
     logging.config.dictConfig(dict_config(role, fmt, level))
+    sys.excepthook = _crashed
+    _configured = True
+    if problem is not None:
+        crash(problem.message)
+
+
+def configured() -> bool:
+    """Whether this process's logs were set up by ``configure`` (a long-running process)."""
+    return _configured
+
+
+def crash(message: str) -> None:
+    """Log why this process cannot go on (a record, JSON in JSON mode) and exit 1."""
+    logging.getLogger("goalhub").critical("Error: %s", message)  # the words click would print
+    raise SystemExit(1)
+
+
+def _crashed(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("goalhub").critical("crashed: %s: %s", kind.__name__, exc, exc_info=(kind, exc, tb))

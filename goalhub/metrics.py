@@ -185,7 +185,15 @@ def reconciled(action: str) -> None:
     _record("reconciled", {"action": action}, "inc")
 
 
+# The method label's values: a client may send any token up to 64 KiB as a method (waitress
+# takes it), and a label per value would grow the metric files without bound (issue 22).
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One request. ``route`` is the matched URL rule (``unmatched`` for none), never the raw
+    path; ``method`` is one of ``HTTP_METHODS`` or ``other``: no label takes a client's text."""
+    method = method if method in HTTP_METHODS else "other"
     _record("http", {"method": method, "route": route, "status": str(status)}, "inc")
     _record("http_duration", {"route": route}, "observe", seconds)
 

@@ -84,6 +84,11 @@ def records(kind: str | None = None, goal_id: str | None = None) -> list[dict[st
     return list(get_database().outbound.find(query).sort("created_at", 1))
 
 
+def kinds() -> list[str]:
+    """The kinds of outbound call recorded so far (each plugin names its own), sorted."""
+    return sorted(str(kind) for kind in get_database().outbound.distinct("kind"))
+
+
 class HttpSink:
     """A plain HTTP endpoint for outbound events: POSTs each as JSON with an ``Idempotency-Key``
     header (the ``kind:key`` of ``send_once``), so the receiving service can drop a resend."""

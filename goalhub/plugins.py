@@ -32,6 +32,7 @@ import pluggy
 from goalhub import config, hookspecs
 from goalhub.errors import GoalhubError
 from goalhub.goaltypes import GoalType
+from goalhub.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class PluginInfo:
     module: str
     dist: str | None = None
     version: str | None = None
-    error: str | None = None  # why the plugin is not loaded
+    error: str | None = None  # why the plugin is not loaded (redacted: an exception's text)
     blocked: bool = False
     warnings: list[str] = field(default_factory=list)  # loaded, but something is wrong
 
@@ -136,7 +137,7 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Any) -> None:
     try:
         plugin = load()
     except Exception as exc:  # one broken plugin must not stop the others
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = redact(f"{type(exc).__name__}: {exc}")
         return
     try:
         pm.register(plugin, name=info.name)
@@ -144,10 +145,10 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Any) -> None:
         # pluggy >= 1.6 validates before it registers anything; older ones may not have.
         if pm.is_registered(plugin):
             pm.unregister(plugin)
-        info.error = "invalid hook implementation: " + " ".join(str(exc).split())
+        info.error = redact("invalid hook implementation: " + " ".join(str(exc).split()))
         return
     except ValueError as exc:  # the same module registered twice, under two names
-        info.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        info.error = redact(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
         return
     unknown = unknown_hooks(pm, plugin)
     if unknown:
@@ -179,7 +180,7 @@ def _contributions(pm: pluggy.PluginManager) -> tuple[list[tuple[str, GoalType]]
         try:
             contributed = impl.function()
         except Exception as exc:
-            broken[impl.plugin_name] = f"goal_types hook raised {type(exc).__name__}: {exc}"
+            broken[impl.plugin_name] = redact(f"goal_types hook raised {type(exc).__name__}: {exc}")
             continue
         if contributed is None:
             continue

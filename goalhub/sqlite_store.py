@@ -259,6 +259,10 @@ def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
     try:
         if doc is not None:
             scratch.insert_one(doc)
+        if replace and doc is not None:
+            # The document matched already: a replacement keeps its _id. The filter is not that
+            # _id ({"_id": {"$gt": 1}} names no value), and mongomock would take it for one.
+            flt = {"_id": doc["_id"]}
         (scratch.replace_one if replace else scratch.update_one)(flt, update, upsert=doc is None)
         return scratch.find_one()
     finally:

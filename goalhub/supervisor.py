@@ -35,7 +35,7 @@ from typing import IO, Any
 import click
 import psutil
 
-from goalhub import config
+from goalhub import config, logs
 
 # A child that ran this long before it exited was healthy: its next restart waits 1 s again.
 STABLE_AFTER = 10.0
@@ -100,6 +100,8 @@ class Supervisor:
         self.color = color
         self.stop_timeout = stop_timeout
         self._width = max((len(child.name) for child in self.children), default=0)
+        # In JSON mode every line is one JSON object: a child's as it wrote it, the rest wrapped.
+        self.json = (self.env.get("GOALHUB_LOG_FORMAT") or config.settings().LOG_FORMAT) == "json"
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._force = threading.Event()
@@ -108,9 +110,12 @@ class Supervisor:
     # -- output ---------------------------------------------------------------------
 
     def say(self, name: str, line: str, colour: str = "white") -> None:
-        prefix = click.style(f"{name:<{self._width}} |", fg=colour, bold=name == "goalhub")
+        if self.json:
+            text = line if line.startswith("{") and line.endswith("}") else logs.json_line(name, line)
+        else:
+            text = f"{click.style(f'{name:<{self._width}} |', fg=colour, bold=name == 'goalhub')} {line}"
         with self._lock:
-            click.echo(f"{prefix} {line}", file=self.output, color=self.color)
+            click.echo(text, file=self.output, color=self.color)
 
     def _pump(self, child: Child) -> None:
         assert child.process is not None and child.process.stdout is not None

@@ -10,6 +10,7 @@ from flask import g, request
 
 from goalhub import config
 from goalhub.api import limits
+from goalhub.api.observe import client_address
 from goalhub.auth import ADMIN, CREATOR, Principal, bearer_principal, require_scope
 from goalhub.errors import Forbidden, Unauthorized
 
@@ -46,11 +47,13 @@ def check_reader(principal: Principal, owner: str | None, what: str) -> None:
 def require_dashboard_access() -> None:
     """The operators' pages (``/rq``, ``/rq/goalhub``, ``/metrics``): HTTP Basic with
     ``GOALHUB_DASHBOARD_USER``/``GOALHUB_DASHBOARD_PASSWORD`` (refused when they are unset;
-    failed logins throttled per client address), or a bearer token with the ADMIN scope."""
+    failed logins throttled per user name and client address, so another client's failures
+    never refuse a correct password), or a bearer token with the ADMIN scope."""
     header = request.headers.get("Authorization", "")
     scheme = header.split(" ", 1)[0].lower()
     if scheme == "bearer":
-        require_scope(bearer_principal(header), ADMIN)
+        g.principal = bearer_principal(header)  # the request line's user, too
+        require_scope(g.principal, ADMIN)
         return
     if scheme != "basic":
         raise Unauthorized("the dashboard needs a password or an ADMIN bearer token", code="token_missing")
@@ -58,17 +61,20 @@ def require_dashboard_access() -> None:
     if not user or not password:
         raise Forbidden("dashboard passwords are not configured (GOALHUB_DASHBOARD_USER/PASSWORD)",
                         code="dashboard_disabled")
-    client = request.remote_addr or "unknown"
-    limits.login_blocked(client)  # 429 once this address failed too often
     given = request.authorization
     given_user = (given.username or "") if given else ""
     given_password = (given.password or "") if given else ""
+    # Throttled per (user name, client address): another client's failures never count here.
+    who = f"{given_user}\n{client_address()}"
+    limits.login_blocked(who)  # 429 once this user failed too often from this address
     # Both compared, in constant time, whatever the first one says.
     user_ok = hmac.compare_digest(given_user.encode(), user.encode())
     password_ok = hmac.compare_digest(given_password.encode(), password.encode())
     if not (user_ok and password_ok):
-        limits.login_failed(client)
+        limits.login_failed(who)
         raise Unauthorized("wrong dashboard user or password", code="dashboard_credentials")
+    limits.login_succeeded(who)
+    g.operator = given_user  # the request line's user
 
 
 def require_same_origin() -> None:

@@ -14,28 +14,28 @@ every string in the dashboard's JSON is HTML-escaped (and secrets redacted) befo
 the pages are sent with a Content-Security-Policy that runs only the dashboard's own scripts
 (a per-response nonce on its inline script, no inline event handlers, nothing from elsewhere)
 and ``X-Content-Type-Options: nosniff``; and goalhub puts no user-supplied text in job
-results or descriptions in the first place. Failed Basic logins are throttled per client
-address (``GOALHUB_DASHBOARD_LOGIN_LIMIT``). Unknown jobs and empty queues are clean 404s
-and no-ops, not 500s.
+results or descriptions in the first place. Failed Basic logins are throttled per user name
+and client address (``GOALHUB_DASHBOARD_LOGIN_LIMIT``; the address from
+``GOALHUB_TRUSTED_PROXY_HEADER`` behind a reverse proxy), so an outsider's failures never
+refuse an operator's correct password; a correct login clears its own failures. Unknown
+jobs, registries and instances are clean 404s, bad page parameters 400s, empty queues
+no-ops: never 500s (issue 22).
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import re
-import secrets
 from typing import Any
 
 import rq_dashboard
 from flask import Flask, Response, current_app, jsonify, request
 from rq import Queue
 
-from goalhub.api import ops
+from goalhub.api import csp, ops
 from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis, redis_url
-from goalhub.errors import NotFound
+from goalhub.errors import BadRequest, NotFound
 from goalhub.queues import all_queues, get_queue
 from goalhub.redaction import redact
 
@@ -45,7 +45,10 @@ BLUEPRINT = "rq_dashboard"
 _CHANGING_GETS = {f"{BLUEPRINT}.requeue_all"}
 # rq-dashboard's routes that name one job.
 _JOB_ROUTES = {f"{BLUEPRINT}.{name}" for name in ("job_view", "job_info", "delete_job_view", "requeue_job_view")}
-_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)(?=[\s>])")
+# What rq-dashboard's URL parameters may be (anything else reaches it as a 500).
+_REGISTRIES = frozenset({"queued", "failed", "deferred", "started", "finished", "scheduled", "canceled"})
+_ORDERS = frozenset({"asc", "dsc"})
+_NUMBERS = {"per_page": 200, "page": 1_000_000}  # its page-size field allows 1-200
 
 
 def register(app: Flask) -> None:
@@ -76,7 +79,23 @@ def _guard() -> Response | None:
     connection = get_redis()
     current_app.redis_conn = connection  # type: ignore[attr-defined]  # rq-dashboard's convention
     connection.sadd(Queue.redis_queues_keys, *(queue.key for queue in all_queues()))
+    _check_parameters(request.view_args or {})
     return _missing(connection)
+
+
+def _check_parameters(args: dict[str, Any]) -> None:
+    """404 for an instance or registry that does not exist, 400 for a page, size or order that
+    cannot be: rq-dashboard would answer them with a 500 (issue 22)."""
+    if args.get("instance_number", 0) != 0:  # goalhub's one Redis is instance 0
+        raise NotFound("no such Redis instance", code="not_found", field="instance_number")
+    if "registry_name" in args and args["registry_name"] not in _REGISTRIES:
+        raise NotFound("no such job registry", code="not_found", field="registry_name")
+    if "order" in args and args["order"] not in _ORDERS:
+        raise BadRequest("order is asc or dsc", code="invalid_value", field="order")
+    for name, most in _NUMBERS.items():
+        value = str(args.get(name, 1))
+        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= most):
+            raise BadRequest(f"{name} is a whole number from 1 to {most}", code="invalid_value", field=name)
 
 
 def _missing(connection: Any) -> Response | None:
@@ -99,37 +118,18 @@ def _basic_challenge(response: Response) -> Response:
 
 
 def _harden(response: Response) -> Response:
-    """Headers on every ``/rq`` answer; HTML-escaped, redacted JSON; a nonce on the inline script."""
+    """Every ``/rq`` answer (goalhub's own pages under ``/rq/goalhub`` too): nosniff, no framing,
+    a Content-Security-Policy with a nonce on the inline script (``goalhub.api.csp``);
+    rq-dashboard's JSON HTML-escaped and redacted."""
     if not request.path.startswith(URL_PREFIX):
         return response
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"
-    if request.blueprint != BLUEPRINT or response.direct_passthrough:
-        return response
-    if response.mimetype == "application/json" and response.status_code == 200:
+    dashboard = request.blueprint == BLUEPRINT
+    if dashboard and not response.direct_passthrough and response.mimetype == "application/json" \
+            and response.status_code == 200:
         response.set_data(json.dumps(_escaped(response.get_json()), separators=(",", ":")))
-    nonce = base64.b64encode(secrets.token_bytes(16)).decode()
-    if response.mimetype == "text/html":
-        response.set_data(_INLINE_SCRIPT.sub(f'<script nonce="{nonce}"'.encode(), response.get_data()))
-    response.headers["Content-Security-Policy"] = content_security_policy(nonce)
-    return response
-
-
-def content_security_policy(nonce: str) -> str:
-    # 'unsafe-eval': rq-dashboard's underscore templates compile with new Function(); the
-    # nonce admits its one inline script; inline event handlers (onerror=...) never run.
-    return "; ".join([
-        "default-src 'self'",
-        f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ])
+    # 'unsafe-eval' for rq-dashboard's pages only: its underscore templates compile with new
+    # Function(). The nonce admits its one inline script; inline event handlers never run.
+    return csp.harden(response, unsafe_eval=dashboard)
 
 
 def _escaped(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """``/goals``: create a goal of a plugin's type, read it with its receiver outcomes, end it.
 
 Creation (seed 000 ``create_exclusive_goal``, seed 003 ``create_show_goal``) runs:
-auth -> body -> goal type -> idempotency -> ``GoalType.prepare`` (reads only) -> the
+auth -> body -> goal type -> idempotency -> rate limit -> ``GoalType.prepare`` (reads only) -> the
 draft's claims, each one atomic update -> ``create_goal`` enqueued -> ``202``. Whatever
 fails after a claim was made releases it, so a refused or failed request leaves nothing.
 """
@@ -68,7 +68,6 @@ def _requested_type() -> GoalType:
 @blueprint.post("/goal")
 def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
-    limits.limit_user("goal", principal, config.settings().RATE_LIMIT_GOALS)
     body = json_body()
     goal_type = _requested_type()
     answer = idempotent(principal.user_id, ("create_goal", goal_type.name, body),
@@ -77,6 +76,9 @@ def create_goal() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> Answer:
+    # Limited here, after the idempotency record was looked up: a replay of an accepted request
+    # gets its stored 202, never a 429 that a client could read as "not created" (issue 22).
+    limits.limit_user("goal", principal, config.settings().RATE_LIMIT_GOALS)
     db = get_database()
     goal_id = str(ObjectId())
     draft = goal_type.prepare(

@@ -1,7 +1,10 @@
 """``/healthz`` (the process answers) and ``/readyz`` (its store and Redis answer too).
 
 A plugin that failed to load does not make the API unready (the other plugins serve), but
-``/readyz`` says ``degraded`` and lists each broken plugin with its reason."""
+``/readyz`` says ``degraded`` and names each broken plugin and whether it ``loaded`` (false:
+left out; true: loaded with a problem, such as a clashing goal type name). ``/readyz`` answers anyone, so it gives no reason:
+an exception's text may name hosts and credentials. ``goalhub plugins`` and the process logs
+give the reasons, redacted."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def _check(name: str, probe: Any) -> str | None:
     try:
         probe()
     except Exception as exc:  # any failure means "not ready"; the log says which
-        log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)
+        log.warning("readiness: %s is down: %s: %s", name, type(exc).__name__, exc)  # redacted by the formatter
         return name
     return None
 
@@ -43,7 +46,7 @@ def readyz() -> tuple[dict[str, Any], int]:
         error = {"code": "backend_unavailable", "message": f"not ready: {', '.join(down)} unreachable",
                  "field": down[0], "down": down}
         return {"error": error}, 503
-    broken = plugins.problems()
+    broken = [{"plugin": problem["plugin"], "loaded": problem["loaded"]} for problem in plugins.problems()]
     if broken:
         return {"status": "degraded", "store": "ok", "redis": "ok", "plugins": broken}, 200
     return {"status": "ready", "store": "ok", "redis": "ok"}, 200

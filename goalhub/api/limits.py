@@ -97,7 +97,8 @@ def limit_user(kind: str, principal: Principal, setting: str) -> None:
 
 
 def login_blocked(who: str) -> None:
-    """429 if ``who`` (a client address) used up its failed dashboard logins for this window."""
+    """429 if ``who`` (a user name and client address) used up its failed dashboard logins for
+    this window."""
     rate = parse(config.settings().DASHBOARD_LOGIN_LIMIT)
     if rate is None:
         return
@@ -109,11 +110,11 @@ def login_blocked(who: str) -> None:
 
 
 def login_failed(who: str) -> None:
+    count("login", who, parse(config.settings().DASHBOARD_LOGIN_LIMIT))
+
+
+def login_succeeded(who: str) -> None:
+    """A correct login clears ``who``'s failures of this window (a typo is forgiven)."""
     rate = parse(config.settings().DASHBOARD_LOGIN_LIMIT)
-    if rate is None:
-        return
-    key, _ = _key("login", who, rate, time.time())
-    pipe = get_redis().pipeline()
-    pipe.incr(key)
-    pipe.expire(key, rate.seconds + 1)
-    pipe.execute()
+    if rate is not None:
+        get_redis().delete(_key("login", who, rate, time.time())[0])

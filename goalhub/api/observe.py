@@ -1,15 +1,21 @@
 """Every request: its id (``x-request-id``, or a new one), one structured log line, and the
 HTTP metrics by route and status. The id is answered in the ``X-Request-Id`` header and
-travels into every job the request enqueues (``goalhub.logs``)."""
+travels into every job the request enqueues (``goalhub.logs``).
+
+The log line names the client's address (``client_address``: the connection's peer, or the
+trusted proxy's header, ``GOALHUB_TRUSTED_PROXY_HEADER``) and the user (the bearer token's
+subject, or the dashboard user). Method and path are bounded: a client may send either up to
+64 KiB long."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
 from flask import Flask, Response, g, request
 
-from goalhub import logs, metrics
+from goalhub import config, logs, metrics
 
 log = logging.getLogger("goalhub.api.requests")
 
@@ -17,6 +23,33 @@ log = logging.getLogger("goalhub.api.requests")
 def _start() -> None:
     g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     g.request_started = time.perf_counter()
+
+
+MAX_LOGGED_METHOD = 16
+MAX_LOGGED_PATH = 512
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def client_address() -> str:
+    """The client's address: the last address in ``GOALHUB_TRUSTED_PROXY_HEADER`` when that is
+    set and holds one, else the connection's peer."""
+    header = config.settings().TRUSTED_PROXY_HEADER
+    if header:
+        forwarded = request.headers.get(header, "").rsplit(",", 1)[-1].strip()
+        forwarded = forwarded.removeprefix("for=").strip('"').removeprefix("[").split("]")[0]
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass  # absent or not an address: the peer is all that is known
+    return request.remote_addr or "unknown"
+
+
+def _user() -> str:
+    principal = g.get("principal")
+    return principal.user_id if principal is not None else g.get("operator") or "-"
 
 
 def _finish(response: Response) -> Response:
@@ -27,9 +60,11 @@ def _finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.http_request(request.method, route, response.status_code, seconds)
     if not route.startswith(("/rq/", "/docs/")) or response.status_code >= 400:
-        log.info("%s %s %s", request.method, request.path, response.status_code,
-                 extra={"method": request.method, "path": request.path, "route": route,
-                        "status": response.status_code, "duration_ms": round(seconds * 1000, 2)})
+        method = _bounded(request.method, MAX_LOGGED_METHOD)
+        path = _bounded(request.path, MAX_LOGGED_PATH)
+        log.info("%s %s %s", method, path, response.status_code,
+                 extra={"method": method, "path": path, "route": route, "status": response.status_code,
+                        "duration_ms": round(seconds * 1000, 2), "client": client_address(), "user": _user()})
     return response
 
 

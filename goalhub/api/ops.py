@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template_string, request
 from rq.job import Job
@@ -28,6 +29,7 @@ from goalhub import breaker, scheduler, tasks
 from goalhub.api import ops_read
 from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis
+from goalhub.errors import BadRequest
 from goalhub.queues import all_queues, get_scheduler, job_parts
 from goalhub.tasks import LIFECYCLE_KINDS
 
@@ -162,7 +164,12 @@ def cancel(jid: str) -> BaseResponse:
 
 @blueprint.get("/goals")
 def goal_lookup() -> BaseResponse:
-    return redirect(f"{PREFIX}/goals/{request.args.get('id', '').strip().lower()}", code=303)
+    """The lookup form's answer: a redirect to the goal's page, for a goal id only (24 hex; no
+    other text reaches the Location header: no open redirect, no header injection)."""
+    goal_id = request.args.get("id", "").strip().lower()
+    if not ObjectId.is_valid(goal_id) or len(goal_id) != 24:
+        raise BadRequest("a goal id is 24 hex digits", code="invalid_id", field="id")
+    return redirect(f"{PREFIX}/goals/{goal_id}", code=303)
 
 
 @blueprint.get("/goals/<goal_id>")

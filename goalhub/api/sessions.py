@@ -73,13 +73,14 @@ def _may_set_sources(principal: Principal) -> None:
 @blueprint.post("/sessions")
 def start_session() -> tuple[dict[str, Any], int, dict[str, str]]:
     principal = creator()
-    limits.limit_user("session", principal, config.settings().RATE_LIMIT_SESSIONS)
     body = json_body(optional=True)
     sources = _sources(body.get("sources"))
     if sources:
         _may_set_sources(principal)
 
     def work() -> Answer:
+        # After the idempotency lookup: a replay gets its stored answer, never a 429.
+        limits.limit_user("session", principal, config.settings().RATE_LIMIT_SESSIONS)
         session = {
             "_id": ObjectId(),
             "user": principal.user_id,

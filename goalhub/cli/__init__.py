@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import redis
 
-from goalhub import config
+from goalhub import config, connection, logs
 from goalhub.cli import configuration, documents, events, introspect, processes, purge, replay, scaffold
 from goalhub.errors import GoalhubError
 
@@ -31,23 +31,41 @@ class GoalhubGroup(click.Group):
     """Turns the errors a user can cause into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # A command that is done leaves no server behind (issue 22); serve, worker and
+        # scheduler (their logs configured) share theirs, which outlives them.
+        with connection.stopping_what_it_starts(keep=logs.configured):
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GoalhubError as exc:
-            raise click.ClickException(exc.message) from None
+            _fail(exc.message)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise click.ClickException(f"Redis is not reachable ({_redis_target()}): {exc}") from None
+            _fail(f"Redis is not reachable ({_redis_target()}): {exc}")
         except BrokenPipeError:
             # The reader went away (`goalhub outcomes | head`): no error line, no flush error at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         except OSError as exc:  # ConnectionError, an address in use, a missing file...
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            _fail(f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             # pymongo is only imported when a real MongoDB is configured.
             if type(exc).__module__.startswith("pymongo.errors"):
-                raise click.ClickException(f"the store is not reachable: {exc}") from None
+                _fail(f"the store is not reachable: {exc}")
             raise
+
+
+def _fail(message: str) -> NoReturn:
+    """One line and exit 1: a log record (JSON in JSON mode) from a long-running process whose
+    logs are set up, else ``Error: ...`` on stderr."""
+    if logs.configured():
+        logs.crash(message)
+    raise click.ClickException(message) from None
+
+
+# Their logs report a bad GOALHUB_* setting themselves, in the configured format.
+_LOGGING_COMMANDS = {"serve", "worker", "scheduler"}
 
 
 def _redis_target() -> str:
@@ -56,9 +74,11 @@ def _redis_target() -> str:
 
 @click.group(cls=GoalhubGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="goalhub")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """goalhub: the goal engine of a live-streaming platform."""
-    config.settings()  # a bad GOALHUB_* value: one line naming it, exit 1, before any work
+    if ctx.invoked_subcommand not in _LOGGING_COMMANDS:
+        config.settings()  # a bad GOALHUB_* value: one line naming it, exit 1, before any work
 
 
 for _command in (

@@ -290,12 +290,20 @@ def retry(
 
 @click.command("outbound")
 @click.option(
-    "--kind", default=None, help="Only this kind of call (rtc, pusher, notification, analytics...)."
+    "--kind", default=None, help="Only this kind of call, as the plugin that made it names it (see --kinds)."
 )
+@click.option("--kinds", "list_kinds", is_flag=True, help="List the kinds of call recorded so far.")
 @click.option("--goal", "goal_id", default=None)
 @click.option("--json", "as_json", is_flag=True)
-def outbound_command(kind: str | None, goal_id: str | None, as_json: bool) -> None:
-    """Recorded outbound calls: RTC tasks, notifications, Pusher events, analytics."""
+def outbound_command(kind: str | None, list_kinds: bool, goal_id: str | None, as_json: bool) -> None:
+    """Recorded outbound calls (send_once), of every kind the installed plugins record."""
+    if list_kinds:
+        recorded = outbound.kinds()
+        if as_json:
+            echo_json(recorded)
+        else:
+            click.echo("\n".join(recorded) if recorded else "No outbound calls.")
+        return
     found = outbound.records(kind, validation.object_id(goal_id, "--goal") if goal_id else None)
     if as_json:
         echo_json(found)

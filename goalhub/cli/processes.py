@@ -20,9 +20,8 @@ from goalhub.supervisor import Supervisor, goalhub_processes
 )
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API with a production WSGI server."""
-    from goalhub import api  # imported here: only this command needs Flask and waitress
-
     logs.configure("api")
+    from goalhub import api  # imported here: only this command needs Flask and waitress
 
     api.serve(host, port, workers)
 
@@ -33,9 +32,9 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 def worker(burst: bool, simple: bool, name: str | None) -> None:
     """Run an RQ worker on goalhub's queues, with the plugins loaded."""
+    logs.configure("worker")  # first: a failing import is logged as the other lines are
     from goalhub.worker import run_worker  # deferred: only this command needs RQ's worker and the jobs
 
-    logs.configure("worker")
     run_worker(burst=burst, simple=simple, name=name)
 
 
@@ -49,9 +48,9 @@ def worker(burst: bool, simple: bool, name: str | None) -> None:
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
     """Run rq-scheduler: goal activation at nbf and end at exp."""
+    logs.configure("scheduler")
     from goalhub.scheduler import run_scheduler  # deferred: only this command needs rq-scheduler and the jobs
 
-    logs.configure("scheduler")
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
     run_scheduler(interval=interval, burst=burst)
 
