@@ -241,6 +241,12 @@ def env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def log_format_asked() -> str:
+    """``GOALHUB_LOG_FORMAT`` as asked, read alone: the format of the line that says why the
+    settings cannot be read (another setting's error must not hide it)."""
+    return "console" if os.environ.get(PREFIX + "LOG_FORMAT") == "console" else "json"
+
+
 def mask(value: str, how: bool | str = True) -> str:
     """A secret for display: of a URL (``how="url"``) its password (the userinfo split at its last
     ``@``) and its secret query parameters (``?password=``), else the whole value."""

@@ -22,11 +22,13 @@ the message and indents every line of a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import os
 import re
 import sys
+import time
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -229,9 +231,6 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
 def json_line(role: str, message: str, level: str = "INFO") -> str:
     """One JSON log line for text that did not come through ``logging`` (``goalhub up``'s own
     lines, a child's line that is not JSON), in the fields and form of every other line."""
-    import json
-    import time
-
     return json.dumps({"time": rfc3339(time.time()), "level": level, "logger": "goalhub.up", "role": role,
                        "message": redact(message), "process": os.getpid()})
 
@@ -249,7 +248,7 @@ def configure(role: str, fmt: str | None = None, level: str | None = None) -> No
         fmt, level = fmt or config.settings().LOG_FORMAT, level or config.settings().LOG_LEVEL
     except config.ConfigError as exc:
         # The settings cannot be read: still one line in the format asked for.
-        fmt = fmt or ("console" if os.environ.get("GOALHUB_LOG_FORMAT") == "console" else "json")
+        fmt = fmt or config.log_format_asked()
         level, problem = level or "INFO", exc
     logging.config.dictConfig(dict_config(role, fmt, level))
     sys.excepthook = _crashed
