@@ -12,7 +12,8 @@ whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are stil
 (activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
 the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue: the goal
 is activated or ended late, and ``goalhub_reconciled_total`` counts it. It also puts back on
-its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``).
+its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``),
+and publishes again every accepted goal whose ``create_goal`` job is gone (``goalhub.outbox``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from bson import ObjectId
 from rq.job import Job
 
-from goalhub import config, logs, metrics
+from goalhub import config, logs, metrics, outbox
 from goalhub.connection import get_redis
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,10 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
 
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
-    done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
+    done: dict[str, list[str]] = {"create": [], "activate": [], "end": [], "requeue": []}
+    for goal_id in outbox.requeue_accepted(db, now):  # accepted goals whose create job is gone
+        metrics.reconciled("create")
+        done["create"].append(goal_id)
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
         ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),

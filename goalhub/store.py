@@ -24,6 +24,8 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "outcomes": [("goal_id", {}), ("event_id", {}), ("status", {})],
     "events": [("goal_id", {})],
     "outbound": [("kind", {}), ("goal_id", {})],
+    # goalhub.outbox: the relay's scan, the open-goal cap's count
+    "accepted": [("state", {}), ("accepted_at", {}), ("session_id", {})],
 }
 
 _cache: dict[str, tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)

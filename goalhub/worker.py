@@ -19,10 +19,11 @@ from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 
-from goalhub import config, metrics, plugins
+from goalhub import config, metrics, outbox, plugins
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, enqueued_key, get_scheduler
+from goalhub.store import get_database
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,16 @@ def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:
             if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED]
 
 
+def relay_accepted() -> list[str]:
+    """Publish again the accepted goals whose create job is gone (``goalhub.outbox``): at a
+    worker's start and each registry maintenance, so no scheduler is needed for it."""
+    try:
+        return outbox.requeue_accepted(get_database())
+    except Exception:
+        log.exception("could not publish accepted goals again; the next maintenance tries again")
+        return []
+
+
 class RecoveringWorker(Worker):
     """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
     (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric
@@ -151,6 +162,7 @@ class RecoveringWorker(Worker):
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
+        relay_accepted()
         metrics.compact()  # the metric files of this machine's finished processes
         super().clean_registries()
 
@@ -170,6 +182,7 @@ class RecoveringSimpleWorker(SimpleWorker):
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
+        relay_accepted()
         super().clean_registries()
 
 
@@ -183,7 +196,6 @@ def prepare_worker() -> None:
 
     from goalhub import dispatch, tasks  # noqa: F401  (connects the core to its signals)
     from goalhub.hookspecs import EVENT_HOOKS
-    from goalhub.store import get_database
 
     get_plugin_manager()
     for event in EVENT_HOOKS:

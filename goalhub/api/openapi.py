@@ -68,14 +68,18 @@ class DeliveredEvent(BaseModel):
 
 
 class Goal(BaseModel):
-    """A goal with every receiver outcome; while ``create_goal`` has not run yet, only
-    ``_id``, ``_cls``, ``state: creating`` and ``job_status``."""
+    """A goal with every receiver outcome; while ``create_goal`` has not run yet, its accepted
+    record: ``_id``, ``_cls``, ``state: creating`` and ``accepted_at``; ``state: failed`` with a
+    ``reason`` when it can no longer be created."""
 
     model_config = ConfigDict(extra="allow")
     id: str = Field(alias="_id", pattern=OBJECT_ID)
     cls: str | None = Field(alias="_cls")
     active: bool | None = None
-    state: str | None = Field(None, description='"creating" until create_goal has stored the goal')
+    state: str | None = Field(None, description='"creating" until create_goal has stored the goal; '
+                              '"failed" when it can no longer be created (see reason)')
+    accepted_at: float | None = Field(None, description="when the API accepted it (while not created)")
+    reason: str | None = Field(None, description="why it could not be created (state failed)")
     conditions: dict[str, Any] | None = None
     levels: list[dict[str, Any]] | None = None
     nbf: float | None = None
