@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures imported from test_api are taken as arguments)
 """Accepted means stored (goalhub.outbox): a goal answered 202 is in the store with its claims
 before the answer, and is created once by whatever publishes it again after Redis lost its job;
 one that can no longer be created releases its claims, fails with a reason and is counted."""
@@ -8,14 +9,14 @@ import time
 
 import pytest
 from bson import ObjectId
-from test_api import client, countdown, exclusive_body, world  # noqa: F401  (fixtures)
+from test_api import client, countdown, exclusive_body, world  # noqa: F401  (test_api's fixtures, used by name)
 
 from goalhub import outbox, reconcile
 from goalhub.connection import get_redis
 from goalhub.queues import get_queue
 
 
-def accept(client, w, body=None, path="/goals?type=exclusive"):  # noqa: F811
+def accept(client, w, body=None, path="/goals?type=exclusive"):
     answer = client.post(path, json=body or exclusive_body(w), headers={"Authorization": f"Bearer {w.token}"})
     assert answer.status_code == 202, answer.get_json()
     return answer.get_json()["goal_id"]
@@ -26,7 +27,7 @@ def later() -> float:
     return time.time() + 60
 
 
-def test_an_accepted_goal_is_stored_with_its_claims_before_the_202(client, world, db):  # noqa: F811
+def test_an_accepted_goal_is_stored_with_its_claims_before_the_202(client, world, db):
     goal_id = accept(client, world)
     record = db.accepted.find_one({"_id": ObjectId(goal_id)})
     assert record["state"] == "creating" and record["goal_type"] == "exclusive"
@@ -39,7 +40,7 @@ def test_an_accepted_goal_is_stored_with_its_claims_before_the_202(client, world
     assert job.id == f"create-{goal_id}" and job.args == (goal_id,)
 
 
-def test_a_goal_whose_job_redis_lost_is_created_once_by_the_relay(client, world, db, drain):  # noqa: F811
+def test_a_goal_whose_job_redis_lost_is_created_once_by_the_relay(client, world, db, drain):
     goal_id = accept(client, world)
     get_redis().flushall()  # Redis loses everything: the create job is gone
     assert get_queue().count == 0
@@ -66,7 +67,7 @@ def test_a_goal_whose_job_redis_lost_is_created_once_by_the_relay(client, world,
 
 
 def test_a_goal_whose_type_was_uninstalled_fails_releases_its_claims_and_is_counted(
-        client, world, db, drain, monkeypatch):  # noqa: F811
+        client, world, db, drain, monkeypatch):
     from goalhub import plugins
 
     goal_id = accept(client, world)
@@ -87,7 +88,7 @@ def test_a_goal_whose_type_was_uninstalled_fails_releases_its_claims_and_is_coun
     accept(client, world)
 
 
-def test_a_goal_whose_job_keeps_failing_is_failed_after_the_last_publish(client, world, db):  # noqa: F811
+def test_a_goal_whose_job_keeps_failing_is_failed_after_the_last_publish(client, world, db):
     goal_id = accept(client, world)
     for _ in range(outbox.MAX_PUBLISHES):
         get_redis().flushall()
@@ -99,7 +100,7 @@ def test_a_goal_whose_job_keeps_failing_is_failed_after_the_last_publish(client,
     assert "exclusive_goal_id" not in db.goals.find_one({"_id": ObjectId(world.trigger)})["context"]
 
 
-def test_a_refused_claim_leaves_no_accepted_record(client, world, db):  # noqa: F811
+def test_a_refused_claim_leaves_no_accepted_record(client, world, db):
     accept(client, world)
     refused = client.post("/goals?type=exclusive", json=exclusive_body(world),
                           headers={"Authorization": f"Bearer {world.token}"})
@@ -107,7 +108,7 @@ def test_a_refused_claim_leaves_no_accepted_record(client, world, db):  # noqa: 
     assert db.accepted.count_documents({}) == 1
 
 
-def test_the_open_goal_cap_counts_goals_being_created(client, world, db, drain, monkeypatch):  # noqa: F811
+def test_the_open_goal_cap_counts_goals_being_created(client, world, db, drain, monkeypatch):
     open_goals = db.goals.count_documents({"conditions.session_id": world.session, "ended_at": {"$exists": False}})
     monkeypatch.setenv("GOALHUB_MAX_OPEN_GOALS", str(open_goals + 1))  # room for one more
     accept(client, world, countdown(world), "/goals?type=trigger_exclusive")  # queued, not stored yet
@@ -122,7 +123,7 @@ def test_the_open_goal_cap_counts_goals_being_created(client, world, db, drain, 
 
 @pytest.mark.parametrize("published", [False, True])
 def test_a_failed_enqueue_withdraws_the_record_unless_a_relay_published_it(client, world, db, monkeypatch,
-                                                                           published):  # noqa: F811
+                                                                           published):
     from goalhub.api import goals as goals_api
 
     def refused(goal_id: str, **_: object) -> None:
