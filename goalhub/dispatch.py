@@ -46,7 +46,7 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, logs, metrics, redaction, retention, signals
+from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -56,6 +56,8 @@ from goalhub.store import get_database
 log = logging.getLogger(__name__)
 
 DONE = ("ok", "skipped")
+# The result of an outcome written ``ok`` because the ledger says its receiver finished the event.
+FINISHED_BEFORE = {"finished_before": True}
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
 
@@ -205,10 +207,14 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     inline = not backfill and _inline_here()
     stamp = retention.stamp()  # ``stored_at``: when the record expires (goalhub.retention)
     documents, acting = [], []
+    # Receivers that finished this event before, whatever retention purged since (goalhub.ledger).
+    finished = ledger.finished(db, arguments["goal_id"]) if any(r.acts_on(goal_class) for r in chosen) else ()
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
                   "dist": receiver.dist, "version": receiver.version, **stamp}
-        if receiver.acts_on(goal_class):
+        if ledger.entry(event, receiver.id) in finished:
+            record.update(status="ok", attempts=0, at=now, result=FINISHED_BEFORE)  # final, never run again
+        elif receiver.acts_on(goal_class):
             # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
             # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
@@ -323,6 +329,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         return exc, None
     seconds = time.perf_counter() - clock
     plain = _plain(result)
+    _finish(db, outcome_key)  # the durable fact first (goalhub.ledger), then the outcome
     db.outcomes.update_one(
         {"_id": outcome_key},
         {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
@@ -333,6 +340,24 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     if not quiet:
         log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
     return None, plain
+
+
+def _finish(db: Any, outcome_key: str) -> None:
+    event_key, receiver_id = outcome_parts(outcome_key)
+    event, _, goal_id = event_key.partition(":")
+    ledger.finish(db, goal_id, event, receiver_id)
+
+
+def _finished_before(db: Any, outcome_key: str) -> bool:
+    """Whether the ledger says the outcome's receiver finished its event (its outcome is then
+    made ``ok``, without a run)."""
+    event_key, receiver_id = outcome_parts(outcome_key)
+    event, _, goal_id = event_key.partition(":")
+    if ledger.entry(event, receiver_id) not in ledger.finished(db, goal_id):
+        return False
+    db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
+                           {"$set": {"status": "ok", "result": FINISHED_BEFORE, "finished_at": time.time()}})
+    return True
 
 
 def _job_id() -> str | None:
@@ -394,6 +419,8 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
+    if _finished_before(db, outcome_key):  # finished, whatever its outcome record says or lost
+        return {"status": "not run", "reason": "finished before"}
     if breaker.is_paused(outcome_parts(outcome_key)[1]):  # tripped: no run, and no retry after this
         _record_paused(db, outcome_key)
         return {"status": "paused"}

@@ -33,7 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from goalhub import breaker, dispatch
+from goalhub import breaker, dispatch, ledger
 from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.hookspecs import EVENT_HOOKS
@@ -170,6 +170,9 @@ def backfill(target: str, event: str, *, goal_class: str | None = None, since: f
             key = dispatch.event_id(event, arguments)
             wanted = [dispatch.outcome_id(key, r) for r in acting]
             done = {o["_id"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"_id": 1})}
+            if len(done) < len(wanted):  # outcomes purged by retention: the ledger still knows
+                finished = ledger.finished(db, arguments["goal_id"])
+                done |= {dispatch.outcome_id(key, r) for r in acting if ledger.entry(event, r.id) in finished}
             if len(done) == len(wanted):
                 progress.already_done += 1
             else:
