@@ -139,6 +139,11 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
             done[action].append(goal_id)
             log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",
                         action, goal_id, goal.get("_cls"), extra={"goal_id": goal_id, "action": action})
+    from goalhub.replay import requeue_backfills  # backfills whose next chunk Redis lost
+
+    for backfill_id in requeue_backfills(now):
+        metrics.reconciled("backfill")
+        done.setdefault("backfill", []).append(backfill_id)
     from goalhub.worker import requeue_lost_jobs  # jobs a dying worker took off a queue
 
     for lost in requeue_lost_jobs():
