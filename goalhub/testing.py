@@ -288,7 +288,7 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine's slow first answer
             pass
         if server.popen.poll() is not None or time.monotonic() > deadline:
             server.stop()
