@@ -49,7 +49,7 @@ from rq.timeouts import JobTimeoutException
 from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, signals
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
-from goalhub.queues import enqueue_once, get_queue, job_id
+from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.store import get_database
 
 # A receiver in one of these is never run again by a delivery or a job.
@@ -492,11 +492,44 @@ def retry_outcome(outcome_key: str, *, statuses: Collection[str] = ("failed",), 
     if outcome is None:
         raise LookupError(f"no {' or '.join(statuses)} outcome {outcome_key!r}")
     jid = job_id(kind, f"{outcome_key}|{outcome.get('attempts', 0)}")
+    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"job_id": jid}})  # what the reconciler looks for
     get_queue(queue).enqueue(
         run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
         description=f"{kind} {outcome_key}",
     )
     return jid
+
+
+def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
+    """Enqueue again the receiver job of each unfinished outcome whose job is gone (Redis lost
+    it): ``queued``, ``retrying`` or ``timed out`` for more than ``GOALHUB_RECONCILE_GRACE``, or
+    ``running`` for longer than a job may run. Run by the reconciler; ``enqueue_once`` and the
+    outcome's guard keep each run once. Returns the outcome ids."""
+    db = get_database()
+    now = time.time() if now is None else now
+    due = now - config.reconcile_grace()
+    query = {"$or": [{"status": {"$in": ["queued", "retrying", "timed out"]}, "queued_at": {"$lte": due}},
+                     {"status": "running", "started_at": {"$lte": due - config.job_timeout()}}],
+             "arguments": {"$exists": True}}
+    found = list(db.outcomes.find(query, {"_id": 1, "event": 1, "plugin": 1, "receiver": 1, "job_id": 1,
+                                          "status": 1, "finished_at": 1}).limit(limit))
+    requeued = []
+    for outcome in found:
+        if outcome["status"] in ("retrying", "timed out") and (outcome.get("finished_at") or 0) > due:
+            continue  # failed just now: its retry's backoff may still be ahead
+        key = outcome["_id"]
+        candidates = [job_id("receiver", key)] + ([outcome["job_id"]] if outcome.get("job_id") else [])
+        if any(job is not None and job.get_status(refresh=False) in PENDING
+               for job in Job.fetch_many(candidates, connection=get_queue().connection)):
+            continue
+        receiver = find_receiver(outcome["event"], f"{outcome['plugin']}.{outcome['receiver']}")
+        if receiver is None:
+            continue  # not installed here; its job would fail saying so
+        if _enqueue_receiver(receiver, key, outcome_parts(key)[0]) is not None:
+            requeued.append(key)
+            log.warning("reconciler: outcome %s was %s with no job; enqueued again", key, outcome["status"],
+                        extra={"outcome_id": key})
+    return requeued
 
 
 def dry_run(event: str, goal_class: str) -> list[tuple[Receiver, bool]]:

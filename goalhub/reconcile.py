@@ -117,13 +117,16 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
 
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
-    done: dict[str, list[str]] = {"create": [], "activate": [], "end": [], "requeue": []}
+    done: dict[str, list[str]] = {"create": [], "activate": [], "end": [], "end-request": [], "requeue": [],
+                                  "receiver": [], "backfill": []}
     for goal_id in outbox.requeue_accepted(db, now):  # accepted goals whose create job is gone
         metrics.reconciled("create")
         done["create"].append(goal_id)
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
         ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),
+        # An end asked for over the API (goalhub.api.goals) whose job was lost.
+        ("end-request", {"end_requested_at": {"$lte": due}}, end_goal, {"reason": "ended"}),
     )
     for action, query, function, kwargs in work:
         for goal in db.goals.find({**query, "ended_at": {"$exists": False}}, {"_id": 1, "_cls": 1}):
@@ -143,7 +146,12 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
 
     for backfill_id in requeue_backfills(now):
         metrics.reconciled("backfill")
-        done.setdefault("backfill", []).append(backfill_id)
+        done["backfill"].append(backfill_id)
+    from goalhub.dispatch import requeue_unfinished  # receiver retries whose job Redis lost
+
+    for outcome_key in requeue_unfinished(now):
+        metrics.reconciled("receiver")
+        done["receiver"].append(outcome_key)
     from goalhub.worker import requeue_lost_jobs  # jobs a dying worker took off a queue
 
     for lost in requeue_lost_jobs():
