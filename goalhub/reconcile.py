@@ -12,8 +12,13 @@ whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are stil
 (activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
 the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue: the goal
 is activated or ended late, and ``goalhub_reconciled_total`` counts it. It also puts back on
-its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``),
-and publishes again every accepted goal whose ``create_goal`` job is gone (``goalhub.outbox``).
+its queue a job a worker took off it and died before starting (``goalhub.worker.requeue_lost_jobs``).
+
+Redis may lose everything (README, "What lives in Redis"); the reconciler rebuilds from the
+store what was lost with it: accepted goals whose ``create_goal`` job is gone
+(``goalhub.outbox``), end requests (``end_requested_at``) whose job is gone, receiver jobs
+of unfinished outcomes (``goalhub.dispatch.requeue_unfinished``) and the due chunk of a
+backfill in progress (``goalhub.replay.requeue_backfills``).
 """
 
 from __future__ import annotations
