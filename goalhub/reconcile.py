@@ -17,8 +17,9 @@ its queue a job a worker took off it and died before starting (``goalhub.worker.
 Redis may lose everything (README, "What lives in Redis"); the reconciler rebuilds from the
 store what was lost with it: accepted goals whose ``create_goal`` job is gone
 (``goalhub.outbox``), end requests (``end_requested_at``) whose job is gone, receiver jobs
-of unfinished outcomes (``goalhub.dispatch.requeue_unfinished``) and the due chunk of a
-backfill in progress (``goalhub.replay.requeue_backfills``).
+of unfinished outcomes (``goalhub.dispatch.requeue_unfinished``), the due chunk of a
+backfill in progress (``goalhub.replay.requeue_backfills``) and plugins' own jobs
+(``goalhub.durable``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from bson import ObjectId
 from rq.job import Job
 
-from goalhub import config, logs, metrics, outbox
+from goalhub import config, durable, logs, metrics, outbox
 from goalhub.connection import get_redis
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,13 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
     db = get_database()
     due = (now if now is not None else time.time()) - config.reconcile_grace()
     done: dict[str, list[str]] = {"create": [], "activate": [], "end": [], "end-request": [], "requeue": [],
-                                  "receiver": [], "backfill": []}
+                                  "receiver": [], "backfill": [], "job": []}
     for goal_id in outbox.requeue_accepted(db, now):  # accepted goals whose create job is gone
         metrics.reconciled("create")
         done["create"].append(goal_id)
+    for jid in durable.requeue_jobs(db, now):  # plugins' jobs (goalhub.enqueue_once) Redis lost
+        metrics.reconciled("job")
+        done["job"].append(jid)
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {"lifecycle.activate_at": {"$lte": due}, "active": False}, activate_goal, {}),
         ("end", {"lifecycle.end_at": {"$lte": due}}, end_goal, {"reason": "expired"}),

@@ -26,6 +26,7 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "outbound": [("kind", {}), ("goal_id", {})],
     # goalhub.outbox: the relay's scan, the open-goal cap's count
     "accepted": [("state", {}), ("accepted_at", {}), ("session_id", {})],
+    "jobs": [("state", {}), ("enqueued_at", {})],  # goalhub.durable: the reconciler's scan
 }
 
 _cache: dict[str, tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)

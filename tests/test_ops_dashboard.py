@@ -20,7 +20,7 @@ USER, PASSWORD = "ops", "a long dashboard password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 
 # What else the reconciler rebuilds from the store after a Redis loss: none of it here.
-NOTHING_ELSE = {"create": [], "end-request": [], "receiver": [], "backfill": []}
+NOTHING_ELSE = {"create": [], "end-request": [], "receiver": [], "backfill": [], "job": []}
 
 
 @pytest.fixture

@@ -136,3 +136,37 @@ def test_a_tripped_breaker_lost_with_redis_leaves_its_paused_outcomes_resumable(
     assert db.outcomes.find_one({"_id": key})["status"] == "paused"  # not lost, not run
     assert reconcile.reconcile(later())["receiver"] == []  # paused waits for an operator
     assert key in replay.resume("broken")["redelivered"]
+
+
+NOTED: list[str] = []
+
+
+def noted(goal_id: str) -> None:
+    """A plugin's own job (what the analytics plugin's ``track`` is)."""
+    NOTED.append(goal_id)
+
+
+class HandsOff:
+    @goalhub.receiver("goal.created", "KaraokeGoal")
+    def hand_off(self, goal_id):
+        goalhub.enqueue_once(noted, goal_id, job_id=goalhub.job_id("noted", goal_id))
+
+
+def test_a_plugin_job_lost_with_redis_runs_from_the_store(db, inline_plugin, drain):
+    from rq import SimpleWorker
+
+    from goalhub.queues import all_queues
+
+    NOTED.clear()
+    inline_plugin(HandsOff(), "hands_off")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    SimpleWorker(all_queues(), connection=get_redis()).work(burst=True, max_jobs=1)  # the create job only
+    jid = goalhub.job_id("noted", goal["_id"])
+    assert db.jobs.find_one({"_id": jid})["func"] == "test_redis_loss.noted"
+    get_redis().flushall()  # the receiver is ok; its job is gone
+    assert reconcile.reconcile(later())["job"] == [jid]
+    assert reconcile.reconcile(later())["job"] == []
+    drain()
+    assert NOTED == [goal["_id"]]
+    assert db.jobs.count_documents({}) == 0  # ran: its record is done
