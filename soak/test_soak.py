@@ -353,6 +353,12 @@ def check(db, created: dict[str, dict[str, Any]], sink: OutboundServer) -> dict[
     for record in records:
         if record["status"] != "sent":
             problems.append(f"outbound {record['_id']} is {record['status']}: {record.get('error')}")
+    # Every goal's analytics event (the analytics plugin's own job, enqueued by its receiver) was
+    # sent: a job Redis lost is enqueued again from the store (goalhub.durable).
+    tracked = collections.Counter(r["goal_id"] for r in records if r["kind"] == "analytics")
+    for gid in created:
+        if tracked[gid] != 1:
+            problems.append(f"goal {gid}: {tracked[gid]} analytics records")
     keyed = collections.Counter(r["key"] for r in sink.requests if r["key"])
     resent = {key: n for key, n in keyed.items() if n > 1}
     record_keys = {r["_id"] for r in records}
