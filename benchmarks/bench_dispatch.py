@@ -156,6 +156,7 @@ def main() -> None:
         assert get_database().outcomes.count_documents({}) == 0
         worker_logs(Path(os.environ["GOALHUB_HOME"]) / "worker.log")
         results = measure(repeats, goals, loops)
+        ledger_costs = measure_ledger(get_database(), repeats)
 
     print(f"## Dispatch: one goal.created, N no-op receivers, inline in one RQ job ({repeats} rounds of "
           f"{goals} events per N, every N in each round; pluggy/blinker {loops} calls per repeat)\n")
@@ -189,7 +190,46 @@ def main() -> None:
           "the budget's timer, the call and its outcome (one store update, about 85 µs of it on the embedded "
           "store) and its metrics. The fixed part per event is the batch insert, the events record and one "
           "JSON log line for the receivers that ran ok (logged as a worker logs: INFO, JSON, to a file).\n")
+    write, read, update = ledger_costs
+    print(f"The ledger (goalhub.ledger, exactly-once past retention), in that figure: its write per ok receiver "
+          f"{write.fmt(0)} µs (one upsert of the goal's `delivered` document) and its read per delivered event "
+          f"{read.fmt(0)} µs (one find by _id), against the outcome's own ok update {update.fmt(0)} µs, on the "
+          f"embedded store, {repeats} rounds of 200 goals x 10 receivers.\n")
+    headlines.append(Headline("dispatch", "ledger: store write per ok receiver; read per delivered event",
+                              f"{write.median:,.0f} µs; {read.median:,.0f} µs",
+                              f"the outcome's own ok update {update.median:,.0f} µs",
+                              f"{write.median / update.median:.2f}x the outcome's update"))
     support.write_headlines(options.json, headlines)
+
+
+def measure_ledger(db: Any, repeats: int) -> tuple[Spread, Spread, Spread]:
+    """µs of ``ledger.finish`` per receiver (10 receivers on each of 200 goals), of
+    ``ledger.finished`` per event, and of an outcome's ok update (the baseline), per round."""
+    from bson import ObjectId
+
+    from goalhub import ledger
+
+    writes, reads, updates = [], [], []
+    for _ in range(repeats):
+        goal_ids = [str(ObjectId()) for _ in range(200)]
+        # The baseline: the outcome's own ok update, the write the ledger's sits beside.
+        keys = [f"bench:{goal_id}|r{receiver}" for goal_id in goal_ids for receiver in range(10)]
+        db.outcomes.insert_many([{"_id": key, "status": "running"} for key in keys])
+        began = time.perf_counter()
+        for key in keys:
+            db.outcomes.update_one({"_id": key}, {"$set": {"status": "ok", "result": None, "finished_at": time.time()}})
+        updates.append((time.perf_counter() - began) / len(keys) * 1e6)
+        db.outcomes.delete_many({"_id": {"$in": keys}})
+        began = time.perf_counter()
+        for goal_id in goal_ids:
+            for receiver in range(10):
+                ledger.finish(db, goal_id, "goal.created", f"bench.receiver_{receiver}")
+        writes.append((time.perf_counter() - began) / 2000 * 1e6)
+        began = time.perf_counter()
+        for goal_id in goal_ids:
+            ledger.finished(db, goal_id)
+        reads.append((time.perf_counter() - began) / 200 * 1e6)
+    return Spread.of(writes), Spread.of(reads), Spread.of(updates)
 
 
 if __name__ == "__main__":

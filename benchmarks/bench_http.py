@@ -10,8 +10,9 @@ than 10 s); runs alternate between the two routes:
 
 - ``GET /healthz``: the HTTP floor (waitress + Flask + the error model, no store, no Redis);
 - ``POST /goals?type=karaoke`` with a bearer token: auth, body checks, the session read from
-  the store, ``create_goal`` enqueued on Redis, ``202``. No claim; no worker runs (the jobs
-  only queue up), so this is the API's own cost.
+  the store, the accepted goal written to the store (``goalhub.outbox``, state ``creating``),
+  ``create_goal`` enqueued on Redis, ``202``. No claim; no worker runs (the jobs only queue
+  up), so this is the API's own cost.
 
 req/s median [min - max] over the runs; p50/p95 per request over all of a route's requests. The
 ratio is taken per run (create against the /healthz run just before it) and its median reported:
@@ -21,8 +22,9 @@ moments would carry that drift.
 Where a request's CPU goes, per run: the API's processes, the embedded Redis and this client
 (psutil: user + system time over the run, divided by its requests), and the app alone: the
 same two requests through the Flask app's WSGI call in this process, without a server. The create
-route's app alone is also taken with its enqueue (one Redis transaction) replaced by nothing, to
-show what that transaction costs inside a request.
+route's app alone is also taken with its enqueue (one Redis transaction) replaced by nothing, and
+with its store write (the accepted record) replaced by nothing, to show what each costs inside a
+request.
 """
 
 from __future__ import annotations
@@ -91,25 +93,26 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, float], dict[str, float]]:
+def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """CPU µs per request of each route through the Flask app's WSGI callable in this process (no
     server, no client, no test client: an environ built once per route), median of 3; and, for
-    the create route, what its enqueue costs of it. That route is measured a second time with
-    ``create_goal``'s enqueue, its one Redis transaction, replaced by nothing: the difference is
-    what that transaction costs the API process inside a request. Both versions alternate, so
-    they see the same machine."""
+    the create route, what its two writes cost of it. That route is measured again with
+    ``create_goal``'s enqueue (its one Redis transaction) replaced by nothing, and with the
+    accepted goal's store write (``goalhub.outbox.accept``, issue 21) replaced by nothing: each
+    difference is what that write costs the API process inside a request. The versions
+    alternate, so they see the same machine."""
     import io
 
     from werkzeug.test import EnvironBuilder
 
+    from goalhub import outbox
     from goalhub.api import create_app
-    from goalhub.api import goals as goals_api
 
     app = create_app()
     out: dict[str, float] = {}
-    enqueue_share: dict[str, float] = {}
+    shares: dict[str, dict[str, float]] = {}
     statuses: list[str] = []
-    enqueue = goals_api.enqueue_create_goal
+    real = {"enqueue": outbox.enqueue, "accept": outbox.accept}
 
     def start_response(status: str, response_headers: list, exc_info: Any = None) -> None:
         statuses.append(status)
@@ -119,13 +122,15 @@ def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, fl
         template = EnvironBuilder(path=route, query_string=query, method=method, headers=headers,
                                   data=b"{}" if body else None).get_environ()
         statuses.clear()
-        versions = {"as it is": enqueue}
+        versions: dict[str, dict[str, Any]] = {"as it is": {}}
         if path.startswith("/goals"):
-            versions["without enqueue"] = lambda goal, fresh=False: str(goal["_id"])
+            versions["without enqueue"] = {"enqueue": lambda goal_id, fresh=False: None}
+            versions["without store write"] = {"accept": lambda db, goal, **_: str(goal["_id"])}
         samples: dict[str, list[float]] = {version: [] for version in versions}
         for _ in range(4):  # the first is a warm-up
-            for version, enqueue_version in versions.items():
-                goals_api.enqueue_create_goal = enqueue_version
+            for version, replaced in versions.items():
+                for attribute, function in replaced.items():
+                    setattr(outbox, attribute, function)
                 try:
                     began = time.process_time()
                     for _ in range(calls):
@@ -138,13 +143,15 @@ def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, fl
                         answer.close()
                     samples[version].append((time.process_time() - began) / calls * 1e6)
                 finally:
-                    goals_api.enqueue_create_goal = enqueue
+                    for attribute, function in real.items():
+                        setattr(outbox, attribute, function)
         assert {int(status[:3]) for status in statuses} == {expect}, (name, set(statuses))
         medians = {version: statistics.median(values[1:]) for version, values in samples.items()}
         out[name] = medians["as it is"]
-        if "without enqueue" in medians:
-            enqueue_share[name] = medians["as it is"] - medians["without enqueue"]
-    return out, enqueue_share
+        if len(medians) > 1:
+            shares[name] = {"enqueue": medians["as it is"] - medians["without enqueue"],
+                            "store": medians["as it is"] - medians["without store write"]}
+    return out, shares
 
 
 def main() -> None:
@@ -192,7 +199,7 @@ def main() -> None:
                 support.log(f"http: run {run + 1}/{runs}: " + ", ".join(
                     f"{n} {r['rates'][-1]:,.0f} req/s" for n, r in results.items()))
             queued = get_queue().count
-        alone, enqueue_share = app_alone(routes)
+        alone, shares = app_alone(routes)
 
     floor = Spread.of(results["GET /healthz"]["rates"])
     paired = {name: Spread.of(rate / healthz for rate, healthz in zip(r["rates"], results["GET /healthz"]["rates"],
@@ -221,9 +228,16 @@ def main() -> None:
         parts = {part: statistics.median(values) for part, values in r["cpu"].items()}
         cpu_rows.append([name, *(f"{parts[p]:,.0f}" for p in ("API", "Redis", "client")),
                          f"{sum(parts.values()):,.0f}", f"{alone[name]:,.0f}",
-                         f"{enqueue_share[name]:,.0f}" if name in enqueue_share else "-"])
+                         *((f"{shares[name]['store']:,.0f}", f"{shares[name]['enqueue']:,.0f}") if name in shares
+                           else ("-", "-"))])
+        if name in shares:
+            headlines.append(Headline(
+                "http", f"{name}: CPU µs per request, all processes (the app alone; of it, the accepted goal's "
+                "store write; the enqueue)",
+                f"{sum(parts.values()):,.0f} µs ({alone[name]:,.0f}; {shares[name]['store']:,.0f}; "
+                f"{shares[name]['enqueue']:,.0f} µs)", "", ""))
     print(support.table(["route", "API processes", "embedded Redis", "client", "all", "the app alone (WSGI call)",
-                         "of which create_goal's enqueue"],
+                         "of which the accepted goal's store write", "of which create_goal's enqueue"],
                         cpu_rows, title="CPU µs per request, median over the runs"))
     print("The app alone is the route's own work; the rest of the API processes' time is the server's "
           "(waitress: reading, parsing, thread hand-off, writing). Both routes pay the server and the "

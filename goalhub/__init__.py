@@ -181,11 +181,15 @@ def enqueue_once(func: Any, *args: Any, job_id: str, **options: Any) -> Job | No
 
     ``func`` is a top-level function of the plugin (workers import it by name); ``job_id``
     comes from :func:`job_id`, so the same work always gets the same id. ``options`` go to
-    ``rq.Queue.enqueue`` (``description``, ``job_timeout``, ...).
+    ``rq.Queue.enqueue`` (``description``, ``job_timeout``, ...). The job is kept in the store
+    until it ran (``goalhub.durable``): if Redis loses it, the reconciler enqueues it again, so
+    ``args`` must be what the store holds (JSON-like values) and the job idempotent.
     """
-    from goalhub import queues  # deferred: RQ is heavy, and ``import goalhub`` stays cheap for a plugin
+    # deferred: RQ and the store are heavy, and ``import goalhub`` stays cheap for a plugin
+    from goalhub import durable
+    from goalhub.store import get_database
 
-    return queues.enqueue_once(queues.get_queue(), func, *args, job_id=job_id, **options)
+    return durable.enqueue(get_database(), func, *args, job_id=job_id, **options)
 
 
 def job_id(kind: str, key: str) -> str:

@@ -45,8 +45,8 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, logs, metrics, redaction, retention
-from goalhub.queues import enqueue_once, get_queue, job_id
+from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention
+from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
 from goalhub.store import get_database
 
@@ -54,6 +54,8 @@ from goalhub.store import get_database
 log = logging.getLogger(__name__)
 
 DONE = ("ok", "skipped")
+# The result of an outcome written ``ok`` because the ledger says its receiver finished the event.
+FINISHED_BEFORE = {"finished_before": True}
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
 
@@ -94,10 +96,14 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     inline = not backfill and _inline_here()
     stamp = retention.stamp()  # ``stored_at``: when the record expires (goalhub.retention)
     documents, acting = [], []
+    # Receivers that finished this event before, whatever retention purged since (goalhub.ledger).
+    finished = ledger.finished(db, arguments["goal_id"]) if any(r.acts_on(goal_class) for r in chosen) else ()
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
                   "dist": receiver.dist, "version": receiver.version, **stamp}
-        if receiver.acts_on(goal_class):
+        if ledger.entry(event, receiver.id) in finished:
+            record.update(status="ok", attempts=0, at=now, result=FINISHED_BEFORE)  # final, never run again
+        elif receiver.acts_on(goal_class):
             # Run inline, it is taken by this work-horse now: ``running``, its first attempt (a
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
             # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
@@ -212,6 +218,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         return exc, None
     seconds = time.perf_counter() - clock
     plain = _plain(result)
+    _finish(db, outcome_key)  # the durable fact first (goalhub.ledger), then the outcome
     db.outcomes.update_one(
         {"_id": outcome_key},
         {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
@@ -222,6 +229,24 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     if not quiet:
         log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
     return None, plain
+
+
+def _finish(db: Any, outcome_key: str) -> None:
+    event_key, receiver_id = outcome_parts(outcome_key)
+    event, _, goal_id = event_key.partition(":")
+    ledger.finish(db, goal_id, event, receiver_id)
+
+
+def _finished_before(db: Any, outcome_key: str) -> bool:
+    """Whether the ledger says the outcome's receiver finished its event (its outcome is then
+    made ``ok``, without a run)."""
+    event_key, receiver_id = outcome_parts(outcome_key)
+    event, _, goal_id = event_key.partition(":")
+    if ledger.entry(event, receiver_id) not in ledger.finished(db, goal_id):
+        return False
+    db.outcomes.update_one({"_id": outcome_key, "status": {"$nin": list(DONE)}},
+                           {"$set": {"status": "ok", "result": FINISHED_BEFORE, "finished_at": time.time()}})
+    return True
 
 
 def _job_id() -> str | None:
@@ -288,6 +313,8 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
+    if _finished_before(db, outcome_key):  # finished, whatever its outcome record says or lost
+        return {"status": "not run", "reason": "finished before"}
     if breaker.is_paused(outcome_parts(outcome_key)[1]):  # tripped: no run, and no retry after this
         _record_paused(db, outcome_key)
         return {"status": "paused"}
@@ -359,11 +386,44 @@ def retry_outcome(outcome_key: str, *, statuses: Collection[str] = ("failed",), 
     if outcome is None:
         raise LookupError(f"no {' or '.join(statuses)} outcome {outcome_key!r}")
     jid = job_id(kind, f"{outcome_key}|{outcome.get('attempts', 0)}")
+    db.outcomes.update_one({"_id": outcome_key}, {"$set": {"job_id": jid}})  # what the reconciler looks for
     get_queue(queue).enqueue(
         run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
         description=f"{kind} {outcome_key}",
     )
     return jid
+
+
+def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
+    """Enqueue again the receiver job of each unfinished outcome whose job is gone (Redis lost
+    it): ``queued``, ``retrying`` or ``timed out`` for more than ``GOALHUB_RECONCILE_GRACE``, or
+    ``running`` for longer than a job may run. Run by the reconciler; ``enqueue_once`` and the
+    outcome's guard keep each run once. Returns the outcome ids."""
+    db = get_database()
+    now = time.time() if now is None else now
+    due = now - config.settings().RECONCILE_GRACE
+    query = {"$or": [{"status": {"$in": ["queued", "retrying", "timed out"]}, "queued_at": {"$lte": due}},
+                     {"status": "running", "started_at": {"$lte": due - config.settings().JOB_TIMEOUT}}],
+             "arguments": {"$exists": True}}
+    found = list(db.outcomes.find(query, {"_id": 1, "event": 1, "plugin": 1, "receiver": 1, "job_id": 1,
+                                          "status": 1, "finished_at": 1}).limit(limit))
+    requeued = []
+    for outcome in found:
+        if outcome["status"] in ("retrying", "timed out") and (outcome.get("finished_at") or 0) > due:
+            continue  # failed just now: its retry's backoff may still be ahead
+        key = outcome["_id"]
+        candidates = [job_id("receiver", key)] + ([outcome["job_id"]] if outcome.get("job_id") else [])
+        if any(job is not None and job.get_status(refresh=False) in PENDING
+               for job in Job.fetch_many(candidates, connection=get_queue().connection)):
+            continue
+        receiver = find_receiver(outcome["event"], f"{outcome['plugin']}.{outcome['receiver']}")
+        if receiver is None:
+            continue  # not installed here; its job would fail saying so
+        if _enqueue_receiver(receiver, key, outcome_parts(key)[0]) is not None:
+            requeued.append(key)
+            log.warning("reconciler: outcome %s was %s with no job; enqueued again", key, outcome["status"],
+                        extra={"outcome_id": key})
+    return requeued
 
 
 def _plain(value: Any) -> Any:

@@ -66,6 +66,8 @@ def _metrics() -> dict[str, Any]:
 
     return {
         "goals": Counter("goalhub_goals_created", "Goals stored by create_goal", ["goal_type"]),
+        "goals_failed": Counter("goalhub_goals_failed", "Accepted goals that could no longer be created",
+                                ["goal_type"]),
         "outcomes": Counter("goalhub_receiver_outcomes", "Receiver runs by how they ended",
                             ["plugin", "receiver", "status"]),
         "duration": Histogram("goalhub_receiver_duration_seconds", "Time a receiver ran",
@@ -165,6 +167,11 @@ def handoff_collect() -> int:
 def goal_created(goal_type: str) -> None:
     """A goal was created (``create_goal`` stored it)."""
     _record("goals", {"goal_type": goal_type or "unknown"}, "inc")
+
+
+def goal_failed(goal_type: str) -> None:
+    """An accepted goal could no longer be created (``goalhub.outbox.fail``)."""
+    _record("goals_failed", {"goal_type": goal_type or "unknown"}, "inc")
 
 
 def receiver_outcome(plugin: str, receiver: str, status: str, seconds: float | None = None) -> None:

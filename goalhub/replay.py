@@ -23,7 +23,7 @@ after an interrupted one, delivers each (event, receiver) once.
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -32,12 +32,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from rq.job import Job
 
-from goalhub import breaker, dispatch, receivers
+from goalhub import breaker, config, dispatch, ledger, receivers
 from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.hookspecs import EVENT_HOOKS
-from goalhub.queues import get_queue, job_id
+from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.store import get_database
 from goalhub.tasks import created_arguments
 
@@ -149,37 +150,54 @@ class Progress:
 def backfill(target: str, event: str, *, goal_class: str | None = None, since: float | None = None,
              until: float | None = None, dry_run: bool = False, rate: float | None = None,
              on_progress: Callable[[Progress], None] | None = None) -> Progress:
-    """Deliver past ``event`` s to ``target`` only, at most ``rate`` events a second; see the module."""
+    """Deliver past ``event`` s to ``target`` only, at most ``rate`` events a second, in this
+    process (``goalhub backfill``: a foreground command, so it waits out the pacing itself;
+    the ADMIN API's backfill runs as chunks instead, ``run_backfill_chunk``). Events already
+    done cost no pacing."""
     chosen = target_receivers(target, event)
-    ids = {r.id for r in chosen}
-    db = get_database()
     progress = Progress(target=target, event=event, dry_run=dry_run)
-    query_total = list(past_events(event, goal_class, since, until))
-    progress.total = len(query_total)
-    for arguments in query_total:
-        if rate:
-            # Paced from the start, so a slow delivery does not make the next ones burst.
-            pause = progress.started_at + progress.seen / rate - time.time()
-            if pause > 0:
-                time.sleep(pause)
-        progress.seen += 1
-        acting = [r for r in chosen if r.acts_on(arguments["_cls"])]
-        if not acting:
-            progress.not_acting += 1
-        else:
-            key = dispatch.event_id(event, arguments)
-            wanted = [dispatch.outcome_id(key, r) for r in acting]
-            done = {o["_id"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"_id": 1})}
-            if len(done) == len(wanted):
-                progress.already_done += 1
-            else:
-                progress.delivered += 1
-                progress.outcomes += [w for w in wanted if w not in done]
-                if not dry_run:
-                    dispatch.deliver(event, arguments, only=ids, backfill=True)
+    events = list(past_events(event, goal_class, since, until))
+    progress.total = len(events)
+    for arguments in events:
+        wanted = _undone(chosen, event, arguments, progress)
+        if wanted:
+            if rate:  # paced from the start, by the events delivered: a slow one does not make the next burst
+                pause = progress.started_at + progress.delivered / rate - time.time()
+                if pause > 0:
+                    time.sleep(pause)
+            _deliver(chosen, event, arguments, wanted, progress)
         if on_progress:
             on_progress(progress)
     return progress
+
+
+def _undone(chosen: list[dispatch.Receiver], event: str, arguments: dict[str, Any], progress: Progress) -> list[str]:
+    """Count one past event in ``progress``; the outcome ids of the targeted receivers that
+    act on it and have not done it (none: not acting, or already done)."""
+    progress.seen += 1
+    acting = [r for r in chosen if r.acts_on(arguments["_cls"])]
+    if not acting:
+        progress.not_acting += 1
+        return []
+    db = get_database()
+    key = dispatch.event_id(event, arguments)
+    wanted = [dispatch.outcome_id(key, r) for r in acting]
+    done = {o["_id"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"_id": 1})}
+    if len(done) < len(wanted):  # outcomes purged by retention: the ledger still knows
+        finished = ledger.finished(db, arguments["goal_id"])
+        done |= {dispatch.outcome_id(key, r) for r in acting if ledger.entry(event, r.id) in finished}
+    if len(done) == len(wanted):
+        progress.already_done += 1
+        return []
+    return [w for w in wanted if w not in done]
+
+
+def _deliver(chosen: list[dispatch.Receiver], event: str, arguments: dict[str, Any], wanted: list[str],
+             progress: Progress) -> None:
+    progress.delivered += 1
+    progress.outcomes += wanted
+    if not progress.dry_run:
+        dispatch.deliver(event, arguments, only={r.id for r in chosen}, backfill=True)
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -217,52 +235,120 @@ def receiver_states() -> list[dict[str, Any]]:
             for event in EVENT_HOOKS for r in receivers.receivers(event)]
 
 
-# --- backfill as a job (the ADMIN API) -------------------------------------------------------
+# --- backfill as chunks of jobs (the ADMIN API) ---------------------------------------------
+#
+# A backfill started over HTTP is a record in the store (``backfills``: its parameters, how far
+# it got, the chunk due next) and a chain of short jobs on the backfill queue. Each chunk
+# delivers at most ``rate * CHUNK_SECONDS`` events (``CHUNK_EVENTS`` unpaced), walks past events
+# already done without counting them against the pace, and enqueues the next chunk for the
+# time the pace allows (RQ's scheduled registry, moved by the scheduler process). No job ever
+# sleeps: a worker runs one chunk, then live work again. The record is the truth: the
+# reconciler enqueues the due chunk of a backfill whose job Redis lost (``requeue_backfills``).
 
-
-def progress_key(backfill_id: str) -> str:
-    return f"goalhub:backfill:{backfill_id}"
+BACKFILLS = "backfills"
+CHUNK_SECONDS = 5.0  # a paced chunk delivers what the rate allows in this long
+CHUNK_EVENTS = 200  # an unpaced chunk delivers at most this many events
+CHUNK_SCAN = 2000  # and a chunk looks at no more than this many past events
+# Events a second a backfill may ask for: below the minimum a chunk would deliver nothing for
+# minutes; above the maximum pacing means nothing.
+MIN_RATE = 0.01
+MAX_RATE = 10000.0
 
 
 def start_backfill_job(params: dict[str, Any]) -> str:
-    """Enqueue ``run_backfill_job`` on the backfill queue; its id names its progress record."""
+    """Store the backfill and enqueue its first chunk; its id names its record."""
     backfill_id = str(ObjectId())
-    get_redis().set(progress_key(backfill_id), json.dumps({"state": "queued", "params": params}),
-                    ex=7 * 24 * 3600)
-    get_queue("backfill").enqueue(run_backfill_job, backfill_id, params, job_id=job_id("backfill", backfill_id),
-                                  job_timeout=24 * 3600, description="backfill")
+    now = time.time()
+    # Until now when not given: events of goals created during the backfill are live ones, and
+    # the chunks' positions in the list of past events stay put.
+    params = {**params, "until": params.get("until") if params.get("until") is not None else now}
+    get_database()[BACKFILLS].insert_one({
+        "_id": backfill_id, "params": params, "state": "queued", "chunk": 0, "next_at": now,
+        **{name: 0 for name in ("total", "seen", "delivered", "already_done", "not_acting")},
+        "started_at": now})
+    _enqueue_chunk(backfill_id, 0)
     return backfill_id
 
 
-def run_backfill_job(backfill_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The job behind ``POST /admin/backfill``: runs the backfill and keeps its progress in Redis."""
-    key = progress_key(backfill_id)
+def _chunk_job_id(backfill_id: str, chunk: int) -> str:
+    return job_id("backfill", f"{backfill_id}-{chunk}")
 
-    def save(progress: Progress, state: str) -> None:
-        get_redis().set(key, json.dumps({"state": state, "params": params, **progress.summary()}),
-                        ex=7 * 24 * 3600)
 
-    last = [0.0]
+def _enqueue_chunk(backfill_id: str, chunk: int, delay: float = 0) -> None:
+    enqueue_once(get_queue("backfill"), run_backfill_chunk, backfill_id, chunk,
+                 job_id=_chunk_job_id(backfill_id, chunk), delay=delay, retry=None,
+                 description=f"backfill {backfill_id} chunk {chunk}")
 
-    def report(progress: Progress) -> None:
-        if time.monotonic() - last[0] > 0.5 or progress.seen == progress.total:
-            last[0] = time.monotonic()
-            save(progress, "running")
 
+def run_backfill_chunk(backfill_id: str, chunk: int) -> dict[str, Any]:
+    """One chunk of the backfill ``backfill_id``; enqueues the next. A chunk run twice (a
+    redelivered job) finds the record moved on and does nothing."""
+    db = get_database()
+    record = db[BACKFILLS].find_one({"_id": backfill_id})
+    if record is None or record["chunk"] != chunk or record["state"] in ("finished", "failed"):
+        return {"state": "not run", "reason": "chunk done already"}
+    params = record["params"]
+    rate = params.get("rate")
+    progress = Progress(target=params["target"], event=params["event"], dry_run=bool(params.get("dry_run")),
+                        started_at=record["started_at"],
+                        **{name: record[name] for name in ("seen", "delivered", "already_done", "not_acting")})
+    began = time.time()
     try:
-        progress = backfill(params["target"], params["event"], goal_class=params.get("cls"),
-                            since=params.get("since"), until=params.get("until"),
-                            dry_run=bool(params.get("dry_run")), rate=params.get("rate"), on_progress=report)
+        chosen = target_receivers(params["target"], params["event"])
+        events = past_events(params["event"], params.get("cls"), params.get("since"), params.get("until"))
+        if chunk == 0:  # how many past events there are, counted once
+            record["total"] = sum(1 for _ in past_events(params["event"], params.get("cls"), params.get("since"),
+                                                         params.get("until")))
+        budget = max(1, int(rate * CHUNK_SECONDS)) if rate else CHUNK_EVENTS
+        delivered = scanned = 0
+        more = False
+        for arguments in itertools.islice(events, record["seen"], None):
+            if delivered >= budget or scanned >= CHUNK_SCAN:
+                more = True
+                break
+            scanned += 1
+            wanted = _undone(chosen, params["event"], arguments, progress)
+            if wanted:
+                _deliver(chosen, params["event"], arguments, wanted, progress)
+                delivered += 1
     except Exception as exc:
-        get_redis().set(key, json.dumps({"state": "failed", "params": params,
-                                         "error": f"{type(exc).__name__}: {exc}"}), ex=7 * 24 * 3600)
+        db[BACKFILLS].update_one({"_id": backfill_id, "chunk": chunk}, {"$set": {
+            "state": "failed", "error": f"{type(exc).__name__}: {exc}"[:500], "finished_at": time.time()}})
         raise
-    save(progress, "finished")
-    return {"state": "finished", "delivered": progress.delivered, "already_done": progress.already_done}
+    finished = not more
+    next_at = began + delivered / rate if rate else time.time()
+    moved = db[BACKFILLS].update_one({"_id": backfill_id, "chunk": chunk}, {"$set": {
+        "state": "finished" if finished else "running", "chunk": chunk + 1, "next_at": next_at,
+        "total": progress.seen if finished else max(record["total"], progress.seen),  # goals deleted meanwhile
+        **{name: getattr(progress, name) for name in ("seen", "delivered", "already_done", "not_acting")},
+        **({"finished_at": time.time()} if finished else {})}})
+    if moved.modified_count and not finished:
+        _enqueue_chunk(backfill_id, chunk + 1, delay=max(next_at - time.time(), 0))
+    return {"state": "finished" if finished else "running", "chunk": chunk, "delivered": delivered}
+
+
+def requeue_backfills(now: float | None = None) -> list[str]:
+    """Enqueue the due chunk of every unfinished backfill whose chunk job is gone (Redis lost
+    it); run by the reconciler. Returns the backfill ids."""
+    db = get_database()
+    due = (time.time() if now is None else now) - config.settings().RECONCILE_GRACE
+    requeued = []
+    for record in db[BACKFILLS].find({"state": {"$in": ["queued", "running"]}, "next_at": {"$lte": due}}):
+        jid = _chunk_job_id(record["_id"], record["chunk"])
+        job = Job.fetch_many([jid], connection=get_redis())[0]
+        if job is not None and job.get_status(refresh=False) in PENDING:
+            continue
+        _enqueue_chunk(record["_id"], record["chunk"])
+        requeued.append(record["_id"])
+    return requeued
 
 
 def backfill_progress(backfill_id: str) -> dict[str, Any]:
-    raw = get_redis().get(progress_key(backfill_id))
-    if raw is None:
+    record = get_database()[BACKFILLS].find_one({"_id": backfill_id})
+    if record is None:
         raise NotFound("no such backfill", code="backfill_not_found", field="backfill_id")
-    return {"backfill_id": backfill_id, **json.loads(raw)}
+    shown = {name: record.get(name) for name in ("state", "params", "total", "seen", "delivered", "already_done",
+                                                 "not_acting", "started_at", "error")}
+    elapsed = (record.get("finished_at") or time.time()) - record["started_at"]
+    return {"backfill_id": backfill_id, **{k: v for k, v in shown.items() if v is not None},
+            "rate": round(record["seen"] / max(elapsed, 1e-6), 1)}

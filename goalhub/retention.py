@@ -13,9 +13,10 @@ on it (``expireAfterSeconds``) lets the server delete expired records itself; mo
 honours the same index. The embedded store has no TTL monitor: ``purge()`` deletes expired
 records, run by the scheduler process every ``GOALHUB_PURGE_INTERVAL`` seconds and by
 ``goalhub purge``. Records written before ``stored_at`` existed are judged by their epoch
-timestamps. An outcome that expires takes its "already ok" memory with it: an event
-delivered again after that runs its receivers again (outbound calls keep their own record
-as long).
+timestamps. An outcome that expires does not take its "already ok" memory with it: which
+receivers finished which event of a goal is kept as long as the goal, in ``delivered``
+(``goalhub.ledger``), which is never purged; an event delivered again (backfill, resume,
+retry, a redelivery) after its outcomes expired runs none of those receivers again.
 """
 
 from __future__ import annotations

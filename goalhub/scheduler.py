@@ -16,6 +16,13 @@ the dashboard, by hand) or lost. It enqueues the job now, on the lifecycle queue
 is activated or ended late, and ``goalhub_reconciled_total`` counts it. It also puts back on
 its queue a job a worker took off it and died before starting (``goalhub.recovery.requeue_lost_jobs``).
 
+Redis may lose everything (README, "What lives in Redis"); the reconciler rebuilds from the
+store what was lost with it: accepted goals whose ``create_goal`` job is gone
+(``goalhub.outbox``), end requests (``end_requested_at``) whose job is gone, receiver jobs
+of unfinished outcomes (``goalhub.dispatch.requeue_unfinished``), the due chunk of a
+backfill in progress (``goalhub.replay.requeue_backfills``) and plugins' own jobs
+(``goalhub.durable``).
+
 Purge: every ``GOALHUB_PURGE_INTERVAL`` seconds the running scheduler deletes the embedded
 store's expired records (``goalhub.retention``).
 """
@@ -31,10 +38,12 @@ from bson import ObjectId
 from rq.job import Job
 from rq_scheduler import Scheduler as RQScheduler  # its lock key
 
-from goalhub import config, logs, metrics, retention
+from goalhub import config, durable, logs, metrics, outbox, retention
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
+from goalhub.dispatch import requeue_unfinished
 from goalhub.queues import PENDING, Scheduler, get_queue, job_id
 from goalhub.recovery import requeue_lost_jobs
+from goalhub.replay import requeue_backfills
 from goalhub.store import get_database
 from goalhub.tasks import activate_goal, end_goal, scheduled_before
 
@@ -157,10 +166,19 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
     """Activate or end, late, the overdue goals that have no pending lifecycle job; returns their ids."""
     db = get_database()
     due = (now if now is not None else time.time()) - config.settings().RECONCILE_GRACE
-    done: dict[str, list[str]] = {"activate": [], "end": [], "requeue": []}
+    done: dict[str, list[str]] = {"create": [], "activate": [], "end": [], "end-request": [], "requeue": [],
+                                  "receiver": [], "backfill": [], "job": []}
+    for goal_id in outbox.requeue_accepted(db, now):  # accepted goals whose create job is gone
+        metrics.reconciled("create")
+        done["create"].append(goal_id)
+    for jid in durable.requeue_jobs(db, now):  # plugins' jobs (goalhub.enqueue_once) Redis lost
+        metrics.reconciled("job")
+        done["job"].append(jid)
     work: tuple[tuple[str, dict[str, Any], Any, dict[str, Any]], ...] = (
         ("activate", {**scheduled_before("activate", due), "active": False}, activate_goal, {}),
         ("end", scheduled_before("end", due), end_goal, {"reason": "expired"}),
+        # An end asked for over the API (goalhub.api.goals) whose job was lost.
+        ("end-request", {"end_requested_at": {"$lte": due}}, end_goal, {"reason": "ended"}),
     )
     for action, query, function, kwargs in work:
         for goal in db.goals.find({**query, "ended_at": {"$exists": False}}, {"_id": 1, "_cls": 1}):
@@ -176,6 +194,12 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
             done[action].append(goal_id)
             log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",
                         action, goal_id, goal.get("_cls"), extra={"goal_id": goal_id, "action": action})
+    for backfill_id in requeue_backfills(now):  # backfills whose next chunk Redis lost
+        metrics.reconciled("backfill")
+        done["backfill"].append(backfill_id)
+    for outcome_key in requeue_unfinished(now):  # receiver retries whose job Redis lost
+        metrics.reconciled("receiver")
+        done["receiver"].append(outcome_key)
     for lost in requeue_lost_jobs():  # jobs a dying worker took off a queue
         metrics.reconciled("requeue")
         done["requeue"].append(lost)

@@ -25,6 +25,9 @@ INDEXES: dict[str, list[tuple[str, dict]]] = {
     "outcomes": [("goal_id", {}), ("event_id", {}), ("status", {})],
     "events": [("goal_id", {})],
     "outbound": [("kind", {}), ("goal_id", {})],
+    # goalhub.outbox: the relay's scan, the open-goal cap's count
+    "accepted": [("state", {}), ("accepted_at", {}), ("session_id", {})],
+    "jobs": [("state", {}), ("enqueued_at", {})],  # goalhub.durable: the reconciler's scan
 }
 
 _cache: dict[tuple[str, tuple[Path, str]], tuple[int, Any, bool]] = {}  # key -> (pid, database, fork-safe)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
 
-from goalhub import metrics, signals
+from goalhub import metrics, outbox, plugins, signals
 from goalhub.logs import current_request_id, job_meta
-from goalhub.queues import enqueue_once, get_queue, get_scheduler, job_id
+from goalhub.queues import get_queue, get_scheduler, job_id
 from goalhub.store import get_database
 
 # rq-scheduler keeps whole seconds, so a lifecycle job may start up to a second early;
@@ -46,31 +46,70 @@ def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
 
 
 def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
-    """Enqueue ``create_goal`` for a goal document whose ``_id`` is already allocated.
-    ``fresh``: the id was allocated just now (the API), so no job of that id can be pending
-    and the check for one (a Redis round trip) is skipped."""
-    goal_id = str(goal["_id"])
-    options: dict[str, Any] = {"job_id": job_id("create", goal_id),
-                               "description": f"create_goal {goal['_cls']} {goal_id}"}
-    enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, fresh=fresh, **options)
+    """Accept a goal document whose ``_id`` is already allocated (``goalhub.outbox``: stored,
+    state ``creating``, no claims) and enqueue ``create_goal`` for it. The API accepts with
+    its claims through ``goalhub.outbox`` itself."""
+    goal_id = outbox.accept(get_database(), goal)
+    outbox.enqueue(goal_id, fresh=fresh)
     return goal_id
 
 
-def create_goal(goal: dict[str, Any]) -> str:
-    """Write the goal (once, whatever the number of runs), then send ``goal.created``."""
+@overload
+def create_goal(goal: dict[str, Any]) -> str: ...
+@overload
+def create_goal(goal: str) -> str | None: ...
+
+
+def create_goal(goal: dict[str, Any] | str) -> str | None:
+    """Write the goal (once, whatever the number of runs), then send ``goal.created``.
+
+    ``goal``: an accepted goal's id (the job ``goalhub.outbox`` enqueues: the document is its
+    ``creating`` record's), or a goal document to store as it is (a direct call). Returns the
+    goal id; None when the accepted record is gone (withdrawn) or failed."""
     db = get_database()
-    document = {**goal, "_id": ObjectId(goal["_id"]), "created_at": time.time()}
+    record = None
+    if isinstance(goal, str):
+        record = outbox.find(db, goal)
+        if record is None or record["state"] != "creating":
+            stored = db.goals.find_one({"_id": ObjectId(goal)})
+            if stored is None:  # withdrawn by its request, or failed: nothing to create
+                log.info("create_goal: goal %s is no longer accepted", goal, extra={"goal_id": goal})
+                return None
+            return _created(stored)  # created already (a rerun): send again, receivers dedupe
+        reason = _cannot_create(record)
+        if reason and not db.goals.count_documents({"_id": record["_id"]}, limit=1):
+            outbox.fail(db, record, reason)
+            return None
+        fields: dict[str, Any] = record["goal"]
+    else:
+        fields = goal
+    document = {**fields, "_id": ObjectId(fields["_id"]), "created_at": time.time()}
     if current_request_id():
         document["request_id"] = current_request_id()
     try:
         db.goals.insert_one(document)
         metrics.goal_created(document["_cls"])
-        log.info("create_goal stored %s %s", document["_cls"], goal["_id"], extra={"goal_id": goal["_id"]})
+        log.info("create_goal stored %s %s", document["_cls"], fields["_id"], extra={"goal_id": fields["_id"]})
     except DuplicateKeyError:
         # A second run (retry, redelivery): the goal is there; send again, receivers dedupe.
         document = db.goals.find_one({"_id": document["_id"]})
+    _created(document)
+    if record is not None:
+        outbox.created(db, fields["_id"])  # only now: goal.created's outcome records are written
+    return str(document["_id"])
+
+
+def _created(document: dict[str, Any]) -> str:
     signals.leaderboards.send("goal.created", **created_arguments(document))
     return str(document["_id"])
+
+
+def _cannot_create(record: dict[str, Any]) -> str | None:
+    """Why an accepted goal can no longer be created (its goal type is not installed), or None."""
+    goal_type = record.get("goal_type")
+    if goal_type and goal_type not in plugins.goal_types():
+        return f"goal type {goal_type!r} is not installed"
+    return None
 
 
 def activate_goal(goal_id: str) -> bool:

@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 import goalhub
-from goalhub import config, metrics, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
+from goalhub import config, metrics, outbox, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
@@ -34,6 +34,16 @@ from goalhub.store import get_database
 log = logging.getLogger(__name__)
 
 
+def relay_accepted() -> list[str]:
+    """Publish again the accepted goals whose create job is gone (``goalhub.outbox``): at a
+    worker's start and each registry maintenance, so no scheduler is needed for it."""
+    try:
+        return outbox.requeue_accepted(get_database())
+    except Exception:
+        log.exception("could not publish accepted goals again; the next maintenance tries again")
+        return []
+
+
 class RecoveringWorker(Worker):
     """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
     (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric
@@ -41,6 +51,7 @@ class RecoveringWorker(Worker):
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
+        relay_accepted()
         metrics.compact()  # the metric files of this machine's finished processes
         super().clean_registries()
 
@@ -60,6 +71,7 @@ class RecoveringSimpleWorker(SimpleWorker):
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
+        relay_accepted()
         super().clean_registries()
 
 

@@ -4,7 +4,9 @@
 real plugins and every outbound service pointed at a local counting server. 8 HTTP clients
 create goals (countdowns activated by the scheduler at their nbf, and funding goals that send
 ``goal.added``) while a chaos thread kills a random worker with ``kill -9`` every few seconds
-and restarts the embedded Redis (a clean SHUTDOWN; ``up`` starts it again). At the end a
+and restarts the embedded Redis (a clean SHUTDOWN; ``up`` starts it again), and Redis loses
+all its data (``FLUSHALL``) three times: twice while the goals are being created, once while
+they settle (issue 21: the store is the system of record). At the end a
 checker verifies every goal exactly once, every (event, receiver) ``ok`` (or ``skipped``)
 exactly once, every outbound call ``sent`` exactly once, and the processes' RSS at the start
 and the end is reported. Bounded: it stops by itself within ``BUDGET`` seconds.
@@ -42,6 +44,11 @@ GOALS = int(os.environ.get("SOAK_GOALS", "504"))
 CLIENTS = 8
 MIN_KILLS = 20
 REDIS_RESTARTS = 3
+# Redis data losses (FLUSHALL): a third and two thirds of the way through the goals' creation
+# (accepted goals whose create jobs are lost), then once while the goals settle (receiver
+# retries, scheduled activations and ends lost).
+REDIS_FLUSHES = 3
+FLUSH_SETTLING_AT = 40  # seconds into the chaos
 BUDGET = 540  # seconds: the whole soak, start to stop, stays under 10 minutes
 PLUGINS = "exclusive,show,karaoke,snapshot,analytics,livestream"
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
@@ -112,15 +119,36 @@ class Clients:
 
 class Chaos:
     """kill -9 a random worker (of those up for more than STABLE_AFTER s) every 2-4 s; restart the
-    embedded Redis at set points."""
+    embedded Redis at set points; make Redis lose all its data (``FLUSHALL``) while goals are
+    created and while they settle (a thread of its own, to hit the creation)."""
 
-    def __init__(self, up_pid: int, home: Path) -> None:
+    def __init__(self, up_pid: int, home: Path, clients: Clients | None = None) -> None:
         self.up_pid = up_pid
         self.home = home
+        self.clients = clients
         self.kills = 0
         self.redis_restarts = 0
+        self.redis_flushes = 0
         self.stop = threading.Event()
         self.log: list[str] = []
+
+    def flushes(self) -> None:
+        started = time.monotonic()
+        marks = [GOALS // 3, 2 * GOALS // 3]
+        while not self.stop.wait(0.02) and self.redis_flushes < REDIS_FLUSHES:
+            created = len(self.clients.created) if self.clients else 0
+            due = (created >= marks[self.redis_flushes] if self.redis_flushes < len(marks)
+                   else time.monotonic() - started > FLUSH_SETTLING_AT)
+            if not due:
+                continue
+            try:
+                connection.get_redis().flushall()
+            except Exception as exc:  # noqa: BLE001  (Redis restarting: try again)
+                self.log.append(f"flush failed: {exc!r}")
+                continue
+            self.redis_flushes += 1
+            self.log.append(f"{time.monotonic() - started:.1f}s redis FLUSHALL {self.redis_flushes} "
+                            f"({created} goals accepted)")
 
     def workers(self) -> list[psutil.Process]:
         found = []
@@ -229,9 +257,11 @@ def test_chaos_soak(tmp_path, monkeypatch):
 
         token = mint_token("6800a9073e0c346531958b03", ["CREATOR", "PLATFORM"], ttl=3600)
         clients = Clients(base, token)
-        chaos = Chaos(up.pid, home)
+        chaos = Chaos(up.pid, home, clients)
         chaos_thread = threading.Thread(target=chaos.run, name="chaos", daemon=True)
         chaos_thread.start()
+        flush_thread = threading.Thread(target=chaos.flushes, name="flushes", daemon=True)
+        flush_thread.start()
         per_client = -(-GOALS // CLIENTS)
         threads = [threading.Thread(target=clients.run, args=(n, per_client)) for n in range(CLIENTS)]
         created_at = time.monotonic()
@@ -242,11 +272,12 @@ def test_chaos_soak(tmp_path, monkeypatch):
         report["create_seconds"] = round(time.monotonic() - created_at, 1)
         assert not clients.errors, clients.errors
         # Keep the chaos going until it did what the soak promises, then let the stack settle.
-        while (chaos.kills < MIN_KILLS or chaos.redis_restarts < REDIS_RESTARTS) and \
-                time.monotonic() - began < BUDGET - 120:
+        while (chaos.kills < MIN_KILLS or chaos.redis_restarts < REDIS_RESTARTS
+               or chaos.redis_flushes < REDIS_FLUSHES) and time.monotonic() - began < BUDGET - 120:
             time.sleep(0.5)
         chaos.stop.set()
         chaos_thread.join(timeout=10)
+        flush_thread.join(timeout=10)
         db = store.get_database()
         state: dict[str, int] = {}
         while time.monotonic() - began < BUDGET - 20:
@@ -255,6 +286,7 @@ def test_chaos_soak(tmp_path, monkeypatch):
                 break
             time.sleep(1)
         report.update(goals=len(clients.created), kills=chaos.kills, redis_restarts=chaos.redis_restarts,
+                      redis_flushes=chaos.redis_flushes, chaos_log=chaos.log,
                       client_retries=dict(clients.retries), settle_state=state,
                       settled_seconds=round(time.monotonic() - began, 1))
         # Measured with every process running: a worker killed last may still be in its backoff.
@@ -284,6 +316,7 @@ def test_chaos_soak(tmp_path, monkeypatch):
     assert up.returncode == 0
     assert left_redis is None, "the embedded Redis outlived goalhub up"
     assert report["goals"] >= 500 and report["kills"] >= MIN_KILLS and report["redis_restarts"] >= REDIS_RESTARTS
+    assert report["redis_flushes"] >= REDIS_FLUSHES
     assert report["problems"] == [], report["problems"][:20]
     assert report["total_seconds"] < 600
 
@@ -300,6 +333,8 @@ def check(db, created: dict[str, dict[str, Any]], sink: OutboundServer) -> dict[
     extra = db.goals.count_documents({}) - len(created)
     if extra:
         problems.append(f"{extra} goals nobody asked for")
+    for record in db.accepted.find({}, {"state": 1, "reason": 1}):  # accepted, never created or failed
+        problems.append(f"accepted goal {record['_id']} left {record['state']}: {record.get('reason')}")
     outcomes = list(db.outcomes.find({"goal_id": {"$in": list(created)}}, {"arguments": 0}))
     by_id = collections.Counter(o["_id"] for o in outcomes)
     attempts = collections.Counter(o.get("attempts", 0) for o in outcomes if o["status"] == "ok")
@@ -318,6 +353,12 @@ def check(db, created: dict[str, dict[str, Any]], sink: OutboundServer) -> dict[
     for record in records:
         if record["status"] != "sent":
             problems.append(f"outbound {record['_id']} is {record['status']}: {record.get('error')}")
+    # Every goal's analytics event (the analytics plugin's own job, enqueued by its receiver) was
+    # sent: a job Redis lost is enqueued again from the store (goalhub.durable).
+    tracked = collections.Counter(r["goal_id"] for r in records if r["kind"] == "analytics")
+    for gid in created:
+        if tracked[gid] != 1:
+            problems.append(f"goal {gid}: {tracked[gid]} analytics records")
     keyed = collections.Counter(r["key"] for r in sink.requests if r["key"])
     resent = {key: n for key, n in keyed.items() if n > 1}
     record_keys = {r["_id"] for r in records}
@@ -334,7 +375,8 @@ def check(db, created: dict[str, dict[str, Any]], sink: OutboundServer) -> dict[
 
 def print_report(report: dict[str, Any]) -> None:
     print("\n=== chaos soak ===")
-    for name in ("goals", "create_seconds", "kills", "redis_restarts", "client_retries", "settled_seconds",
+    for name in ("goals", "create_seconds", "kills", "redis_restarts", "redis_flushes", "client_retries",
+                 "settled_seconds",
                  "event_receiver_pairs", "outcome_statuses", "ok_attempts", "outbound_records", "outbound_by_kind",
                  "sink_calls", "sink_keyed_calls", "sink_resent", "settle_state", "total_seconds", "up_exit_code"):
         if name in report:

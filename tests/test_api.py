@@ -506,11 +506,13 @@ def test_rq_dashboard_needs_credentials(client, world, monkeypatch):
 def test_get_goal_reads_the_goal_and_its_outcomes(client, world, db, drain):
     auth = {"Authorization": f"Bearer {world.token}"}
     goal_id = client.post("/goals?type=trigger_exclusive", headers=auth, json=countdown(world)).get_json()["goal_id"]
-    # Not written until the job runs: meanwhile it reads as being created, to its owner only.
+    # Not a goal until the job runs: meanwhile it reads as being created, to its owner only,
+    # from its accepted record in the store (goalhub.outbox), not from the job.
     creating = client.get(f"/goals/{goal_id}", headers=auth)
     assert creating.status_code == 200
+    accepted_at = db.accepted.find_one({"_id": ObjectId(goal_id)})["accepted_at"]
     assert creating.get_json() == {"_id": goal_id, "_cls": "TriggerExclusiveGoal", "state": "creating",
-                                   "job_status": "queued", "outcomes": [], "events": []}
+                                   "accepted_at": accepted_at, "outcomes": [], "events": []}
     other = {"Authorization": f"Bearer {mint_token(OTHER, ['CREATOR'])}"}
     assert client.get(f"/goals/{goal_id}", headers=other).status_code == 403
     assert client.get(f"/goals/{ObjectId()}", headers=auth).status_code == 404
@@ -563,7 +565,8 @@ def test_concurrent_requests_for_one_trigger_create_exactly_one_goal(api_server,
     assert {body["error"]["code"] for body in bodies if "error" in body} == {"already_bound"}
     assert get_queue().count == 1
     [job] = get_queue().get_jobs()
-    assert job.args[0]["_id"] == winner
+    assert job.args == (winner,)
     assert db.goals.find_one({"_id": ObjectId(world.trigger)})["context"]["exclusive_goal_id"] == winner
-    # The losers left no request records.
+    # The losers left no accepted records and no request records.
+    assert [str(r["_id"]) for r in db.accepted.find()] == [winner]
     assert db.requests.count_documents({}) == 1

@@ -28,7 +28,8 @@ blueprint = Blueprint("admin", __name__)
 # ``plugin`` or ``plugin.receiver``: entry-point and Python names.
 TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
 GOAL_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-MAX_RATE = 10000
+# The latest time a backfill may name: 9999-12-31T23:59:59Z (epoch seconds).
+LATEST = 253402300799.0
 BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate"}
 
 
@@ -77,14 +78,19 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float | str)):
             raise BadRequest(f"{name} must be epoch seconds or a time", code="invalid_time", field=name)
-        params[name] = replay.parse_when(value, name)
+        when = replay.parse_when(value, name)
+        if when is not None and not 0 <= when <= LATEST:  # nan, inf and out of range too
+            raise BadRequest(f"{name} must be a finite time from 1970 to 9999", code="invalid_time", field=name)
+        params[name] = when
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("dry_run must be true or false", code="invalid_type", field="dry_run")
     params["dry_run"] = dry_run
     rate = body.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE):
-        raise BadRequest("rate must be a number of events a second, above 0", code="invalid_rate", field="rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not replay.MIN_RATE <= rate <= replay.MAX_RATE):  # nan is neither
+        raise BadRequest(f"rate must be a number of events a second from {replay.MIN_RATE} to {replay.MAX_RATE:.0f}",
+                         code="invalid_rate", field="rate")
     params["rate"] = rate
     replay.target_receivers(params["target"], event)  # 404 now rather than a failed job later
     backfill_id = replay.start_backfill_job(params)

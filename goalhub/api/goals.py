@@ -2,8 +2,9 @@
 
 Creation (seed 000 ``create_exclusive_goal``, seed 003 ``create_show_goal``) runs:
 auth -> body -> goal type -> idempotency -> rate limit -> ``GoalType.prepare`` (reads only) -> the
-draft's claims, each one atomic update -> ``create_goal`` enqueued -> ``202``. Whatever
-fails after a claim was made releases it, so a refused or failed request leaves nothing.
+accepted goal stored (state ``creating``) with the draft's claims, each one atomic update
+(``goalhub.outbox``) -> ``create_goal`` enqueued -> ``202``. Whatever fails before the 202
+withdraws the record and releases the claims, so a refused or failed request leaves nothing.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from typing import Any
 
 from bson import ObjectId
 from flask import Blueprint, request
-from rq.job import Job
 
-from goalhub import config, plugins
+from goalhub import config, outbox, plugins
 from goalhub.api import limits
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.idempotency import Answer, idempotent
 from goalhub.api.payload import json_body, plain
 from goalhub.auth import Principal
 from goalhub.errors import BadRequest, Conflict, NotFound, Unprocessable
-from goalhub.goaltypes import Claim, CreateRequest, GoalType
+from goalhub.goaltypes import CreateRequest, GoalType
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
-from goalhub.tasks import end_goal, enqueue_create_goal
+from goalhub.tasks import end_goal
 from goalhub.validation import object_id, oid
 
 log = logging.getLogger(__name__)
@@ -85,46 +85,32 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
         CreateRequest(goal_id=goal_id, user_id=principal.user_id, body=body, db=db, now=time.time())
     )
     _check_open_goals(db, draft.conditions.get("session_id"))
-    made: list[Claim] = []
+    # Stored (state ``creating``) with its claims before the 202: goalhub.outbox.
+    outbox.accept(db, draft.document(goal_id), goal_type=goal_type.name, claims=draft.claims)
     try:
-        for claim in draft.claims:
-            _make_claim(db, claim, goal_id)
-            made.append(claim)
-        enqueue_create_goal(draft.document(goal_id), fresh=True)
+        outbox.enqueue(goal_id, fresh=True)
     except BaseException:
-        _release_claims(db, made, goal_id)
-        raise
+        # Redis refused the job: the request fails (503) and leaves nothing, unless a relay
+        # published the record meanwhile (then it is created, and the 202 is the truth).
+        if outbox.withdraw(db, goal_id):
+            raise
+        log.warning("goal %s: its enqueue failed but a relay published it", goal_id, extra={"goal_id": goal_id})
     return Answer({"goal_id": goal_id}, 202, {"Location": f"/goals/{goal_id}"})
 
 
 def _check_open_goals(db: Any, session_id: str | None) -> None:
-    """A session holds at most GOALHUB_MAX_OPEN_GOALS goals that have not ended (422 beyond)."""
+    """A session holds at most GOALHUB_MAX_OPEN_GOALS goals that have not ended, counting those
+    being created (422 beyond)."""
     cap = config.settings().MAX_OPEN_GOALS
     if not cap or not session_id:
         return
-    if db.goals.count_documents({"conditions.session_id": session_id, "ended_at": {"$exists": False}},
-                                limit=cap) >= cap:
+    creating = outbox.open_in_session(db, session_id)  # a created goal's record may linger a moment
+    stored = db.goals.count_documents({"conditions.session_id": session_id, "ended_at": {"$exists": False},
+                                       "_id": {"$nin": [oid(i) for i in creating]}},
+                                      limit=max(cap - len(creating), 1))
+    if len(creating) + stored >= cap:
         raise Unprocessable(f"the session already has {cap} open goals; end some first",
                             code="too_many_open_goals", field="context.session_id")
-
-
-def _make_claim(db: Any, claim: Claim, goal_id: str) -> None:
-    """Bind ``claim.field`` to the new goal in one atomic update; 409 if someone got there first."""
-    result = db[claim.collection].update_one(
-        {**claim.filter, claim.field: {"$exists": False}}, {"$set": {claim.field: goal_id}}
-    )
-    if result.modified_count != 1:
-        raise Conflict(claim.message, code="already_bound", field=claim.error_field)
-
-
-def _release_claims(db: Any, claims: list[Claim], goal_id: str) -> None:
-    for claim in reversed(claims):
-        # Matches only what this request bound: the goal id is new.
-        match = {"_id": claim.filter["_id"]} if "_id" in claim.filter else {}
-        try:
-            db[claim.collection].update_one({**match, claim.field: goal_id}, {"$unset": {claim.field: ""}})
-        except Exception:
-            log.exception("could not release claim %s.%s of goal %s", claim.collection, claim.field, goal_id)
 
 
 def _own_goal(goal_id: str, principal: Principal, *, read: bool = False) -> dict[str, Any]:
@@ -138,13 +124,18 @@ def _own_goal(goal_id: str, principal: Principal, *, read: bool = False) -> dict
 
 
 def _goal_being_created(goal_id: str, principal: Principal) -> dict[str, Any] | None:
-    """Between the 202 and the ``create_goal`` run, the goal exists only as its queued job."""
-    job = Job.fetch_many([job_id("create", goal_id)], connection=get_queue().connection)[0]
-    if job is None or not job.args:
+    """Between the 202 and the ``create_goal`` run, the goal is its accepted record in the
+    store (goalhub.outbox): ``creating``, or ``failed`` with the reason it could not be created."""
+    record = outbox.find(get_database(), goal_id)
+    if record is None:
         return None
-    check_reader(principal, (job.args[0].get("metadata") or {}).get("user_id"), "goal")
-    return {"_id": goal_id, "_cls": job.args[0].get("_cls"), "state": "creating",
-            "job_status": job.get_status(refresh=False).value, "outcomes": [], "events": []}
+    goal = record.get("goal") or {}
+    check_reader(principal, (goal.get("metadata") or {}).get("user_id"), "goal")
+    shown = {"_id": goal_id, "_cls": goal.get("_cls"), "state": record["state"],
+             "accepted_at": record.get("accepted_at"), "outcomes": [], "events": []}
+    if record["state"] == "failed":
+        shown["reason"] = record.get("reason")
+    return shown
 
 
 @blueprint.get("/goals/<goal_id>")

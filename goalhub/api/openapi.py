@@ -19,6 +19,7 @@ from typing import Any, Literal
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
 
+from goalhub import replay
 from goalhub.api import admin, sessions
 
 OBJECT_ID = r"^[0-9a-fA-F]{24}$"
@@ -68,14 +69,18 @@ class DeliveredEvent(BaseModel):
 
 
 class Goal(BaseModel):
-    """A goal with every receiver outcome; while ``create_goal`` has not run yet, only
-    ``_id``, ``_cls``, ``state: creating`` and ``job_status``."""
+    """A goal with every receiver outcome; while ``create_goal`` has not run yet, its accepted
+    record: ``_id``, ``_cls``, ``state: creating`` and ``accepted_at``; ``state: failed`` with a
+    ``reason`` when it can no longer be created."""
 
     model_config = ConfigDict(extra="allow")
     id: str = Field(alias="_id", pattern=OBJECT_ID)
     cls: str | None = Field(alias="_cls")
     active: bool | None = None
-    state: str | None = Field(None, description='"creating" until create_goal has stored the goal')
+    state: str | None = Field(None, description='"creating" until create_goal has stored the goal; '
+                              '"failed" when it can no longer be created (see reason)')
+    accepted_at: float | None = Field(None, description="when the API accepted it (while not created)")
+    reason: str | None = Field(None, description="why it could not be created (state failed)")
     conditions: dict[str, Any] | None = None
     levels: list[dict[str, Any]] | None = None
     nbf: float | None = None
@@ -162,10 +167,13 @@ class BackfillBody(BaseModel):
     target: str = Field(pattern=f"^{admin.TARGET.pattern}$")
     event: Literal["goal.created", "goal.added", "goal.ended"] = "goal.created"
     cls: str | None = Field(None, pattern=f"^{admin.GOAL_CLASS.pattern}$")
-    since: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
-    until: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
+    since: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h; "
+                                      "finite, 1970 to 9999 (nan, inf: 400)")
+    until: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h; "
+                                      "finite, 1970 to 9999 (default: when the backfill starts)")
     dry_run: bool = False
-    rate: float | None = Field(None, gt=0, le=admin.MAX_RATE, description="at most this many events a second")
+    rate: float | None = Field(None, ge=replay.MIN_RATE, le=replay.MAX_RATE,
+                               description="at most this many events a second, paced by scheduled chunks (no job sleeps)")
 
 
 class BackfillStarted(BaseModel):
