@@ -9,8 +9,7 @@ import time
 import pytest
 from world import basic, countdown, goal_document
 
-from goalhub import scheduler as reconcile
-from goalhub import tasks
+from goalhub import scheduler, tasks
 
 
 @pytest.fixture
@@ -34,13 +33,13 @@ def test_the_scheduled_view_lists_activations_and_ends_with_goal_class_and_due_t
 
 
 def test_scheduler_liveness_last_poll_and_lock_holder(client):
-    scheduler = reconcile.process()
-    scheduler.run(burst=True)
-    beats = reconcile.schedulers()
-    assert [b["name"] for b in beats] == [scheduler.name] and time.time() - beats[0]["last_poll"] < 5
-    assert reconcile.lock_holder()["holder"] == scheduler.name
+    process = scheduler.process()
+    process.run(burst=True)
+    beats = scheduler.schedulers()
+    assert [b["name"] for b in beats] == [process.name] and time.time() - beats[0]["last_poll"] < 5
+    assert scheduler.lock_holder()["holder"] == process.name
     home = client.get("/rq/goalhub/", headers=basic()).get_data(as_text=True)
-    assert scheduler.name in home and "last taken by" in home and "No scheduler has polled" not in home
+    assert process.name in home and "last taken by" in home and "No scheduler has polled" not in home
 
 
 def test_a_goals_outcomes_link_each_receiver_to_its_rq_job(client, db, drain, inline_plugin):

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 from test_api import client, countdown, exclusive_body, world  # noqa: F401  (test_api's fixtures, used by name)
 
-from goalhub import outbox, reconcile
+from goalhub import outbox, scheduler
 from goalhub.connection import get_redis
 from goalhub.queues import get_queue
 
@@ -48,8 +48,8 @@ def test_a_goal_whose_job_redis_lost_is_created_once_by_the_relay(client, world,
     got = client.get(f"/goals/{goal_id}", headers={"Authorization": f"Bearer {world.token}"})
     assert got.status_code == 200 and got.get_json()["state"] == "creating"
     assert outbox.requeue_accepted(db, time.time()) == []  # within the grace: the API may still enqueue
-    assert reconcile.reconcile(later())["create"] == [goal_id]
-    assert reconcile.reconcile(later())["create"] == []  # its job is pending now: not published twice
+    assert scheduler.reconcile(later())["create"] == [goal_id]
+    assert scheduler.reconcile(later())["create"] == []  # its job is pending now: not published twice
     drain()
     assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 1
     assert db.accepted.count_documents({}) == 0
@@ -58,7 +58,7 @@ def test_a_goal_whose_job_redis_lost_is_created_once_by_the_relay(client, world,
     assert outcomes and {o["status"] for o in outcomes} <= {"ok", "skipped"}
     # The relay run again after the creation: nothing left to publish, and the job run again
     # (a redelivery) creates nothing more.
-    assert reconcile.reconcile(later())["create"] == []
+    assert scheduler.reconcile(later())["create"] == []
     from goalhub.tasks import create_goal
 
     assert create_goal(goal_id) == goal_id
@@ -74,7 +74,7 @@ def test_a_goal_whose_type_was_uninstalled_fails_releases_its_claims_and_is_coun
     get_redis().flushall()
     installed = plugins.goal_types()
     monkeypatch.setattr(plugins, "goal_types", lambda: {k: v for k, v in installed.items() if k != "exclusive"})
-    assert reconcile.reconcile(later())["create"] == [goal_id]
+    assert scheduler.reconcile(later())["create"] == [goal_id]
     drain()
     assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 0
     record = db.accepted.find_one({"_id": ObjectId(goal_id)})
@@ -82,7 +82,7 @@ def test_a_goal_whose_type_was_uninstalled_fails_releases_its_claims_and_is_coun
     assert "exclusive_goal_id" not in db.goals.find_one({"_id": ObjectId(world.trigger)})["context"]
     got = client.get(f"/goals/{goal_id}", headers={"Authorization": f"Bearer {world.token}"}).get_json()
     assert got["state"] == "failed" and "not installed" in got["reason"]
-    assert reconcile.reconcile(later())["create"] == []  # failed is final: never published again
+    assert scheduler.reconcile(later())["create"] == []  # failed is final: never published again
     monkeypatch.setattr(plugins, "goal_types", lambda: installed)
     # The trigger is free again: a new exclusive goal may bind it.
     accept(client, world)
@@ -92,9 +92,9 @@ def test_a_goal_whose_job_keeps_failing_is_failed_after_the_last_publish(client,
     goal_id = accept(client, world)
     for _ in range(outbox.MAX_PUBLISHES):
         get_redis().flushall()
-        assert reconcile.reconcile(later())["create"] == [goal_id]
+        assert scheduler.reconcile(later())["create"] == [goal_id]
     get_redis().flushall()
-    assert reconcile.reconcile(later())["create"] == []
+    assert scheduler.reconcile(later())["create"] == []
     record = db.accepted.find_one({"_id": ObjectId(goal_id)})
     assert record["state"] == "failed" and f"after {outbox.MAX_PUBLISHES} attempts" in record["reason"]
     assert "exclusive_goal_id" not in db.goals.find_one({"_id": ObjectId(world.trigger)})["context"]

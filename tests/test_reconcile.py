@@ -10,7 +10,7 @@ from bson import ObjectId
 from rq.job import Job
 from world import basic, countdown
 
-from goalhub import scheduler as reconcile
+from goalhub import scheduler
 from goalhub.connection import get_redis
 from goalhub.queues import get_scheduler
 
@@ -30,7 +30,7 @@ def test_cancel_removes_the_job_and_the_reconciler_leaves_the_goal_alone(dashboa
     assert done.status_code == 303
     assert job_id not in get_scheduler() and Job.fetch_many([job_id], connection=get_redis())[0] is None
     monkeypatch.setenv("GOALHUB_RECONCILE_GRACE", "0")
-    assert reconcile.reconcile(now=nbf + 5) == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # cancelled on purpose
+    assert scheduler.reconcile(now=nbf + 5) == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # cancelled on purpose
 
 
 def test_the_reconciler_activates_and_ends_overdue_goals_whose_jobs_were_deleted(db, drain, monkeypatch):
@@ -40,14 +40,14 @@ def test_the_reconciler_activates_and_ends_overdue_goals_whose_jobs_were_deleted
     kept = countdown(db, nbf + 3600)
     for kind in ("activate", "end"):
         Job.fetch(f"{kind}-{lost}", connection=get_redis()).delete()  # what rq-dashboard's Delete does
-    assert reconcile.reconcile(now=nbf - 1) == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # not due yet
+    assert scheduler.reconcile(now=nbf - 1) == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # not due yet
     time.sleep(max(0.0, nbf + 0.1 - time.time()))
-    assert reconcile.reconcile() == {"activate": [lost], "end": [], "requeue": [], **NOTHING_ELSE}
-    assert reconcile.reconcile() == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # its job is pending now: not twice
+    assert scheduler.reconcile() == {"activate": [lost], "end": [], "requeue": [], **NOTHING_ELSE}
+    assert scheduler.reconcile() == {"activate": [], "end": [], "requeue": [], **NOTHING_ELSE}  # its job is pending now: not twice
     drain(scheduled=False)
     goal = db.goals.find_one({"_id": ObjectId(lost)})
     assert goal["active"] is True and goal["activated_at"] >= nbf
-    assert reconcile.reconcile(now=nbf + 2) == {"activate": [], "end": [lost], "requeue": [], **NOTHING_ELSE}
+    assert scheduler.reconcile(now=nbf + 2) == {"activate": [], "end": [lost], "requeue": [], **NOTHING_ELSE}
     drain(scheduled=False)
     assert db.goals.find_one({"_id": ObjectId(lost)})["end_reason"] == "expired"
     assert db.goals.find_one({"_id": ObjectId(kept)})["active"] is False  # its job is pending

@@ -10,8 +10,7 @@ from bson import ObjectId
 from rq import Queue
 from world import goal_document
 
-from goalhub import recovery, tasks
-from goalhub import scheduler as reconcile
+from goalhub import recovery, scheduler, tasks
 from goalhub.connection import get_redis
 from goalhub.queues import get_queue
 
@@ -50,7 +49,7 @@ def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, mon
     time.sleep(0.3)
     assert recovery.requeue_lost_jobs() == []  # first sighting: a live worker may be about to start it
     time.sleep(0.3)
-    assert reconcile.reconcile()["requeue"] == [taken]  # still in no list, no registry: put back
+    assert scheduler.reconcile()["requeue"] == [taken]  # still in no list, no registry: put back
     assert recovery.requeue_lost_jobs() == []  # once
     assert get_queue().job_ids == [f"create-{waiting['_id']}", taken]  # the waiting one was left alone
     drain(scheduled=False)

@@ -11,7 +11,7 @@ import time
 from bson import ObjectId
 
 import goalhub
-from goalhub import breaker, reconcile, replay, tasks
+from goalhub import breaker, replay, scheduler, tasks
 from goalhub.api import create_app
 from goalhub.auth import mint_token
 from goalhub.connection import get_redis
@@ -53,10 +53,10 @@ def test_a_receiver_retry_lost_with_redis_runs_once_from_the_store(db, inline_pl
     key = f"goal.created:{goal['_id']}|flaky.flaky"
     assert db.outcomes.find_one({"_id": key})["status"] == "retrying"
     assert get_queue().scheduled_job_registry.get_job_ids() == [job_id("receiver", key)]
-    assert reconcile.reconcile(later())["receiver"] == []  # its job is pending: left alone
+    assert scheduler.reconcile(later())["receiver"] == []  # its job is pending: left alone
     get_redis().flushall()
-    assert reconcile.reconcile(later())["receiver"] == [key]
-    assert reconcile.reconcile(later())["receiver"] == []  # enqueued once
+    assert scheduler.reconcile(later())["receiver"] == [key]
+    assert scheduler.reconcile(later())["receiver"] == []  # enqueued once
     drain()
     assert db.outcomes.find_one({"_id": key})["status"] == "ok" and flaky.runs == 2
 
@@ -67,11 +67,11 @@ def test_a_scheduled_activation_lost_with_redis_happens_from_the_store(db, drain
     drain(scheduled=False)  # the lifecycle receiver schedules activate_goal at nbf in rq-scheduler
     assert [job.id for job in get_scheduler().get_jobs()] == [f"activate-{goal['_id']}"]
     get_redis().flushall()
-    assert reconcile.reconcile(time.time())["activate"] == []  # not due yet
+    assert scheduler.reconcile(time.time())["activate"] == []  # not due yet
     # Its time comes (moved, rather than waited for): the reconciler activates it, late.
     db.goals.update_one({"_id": ObjectId(goal["_id"])}, {"$set": {"nbf": time.time() - 30,
                                                                    "lifecycle.activate_at": time.time() - 30}})
-    assert reconcile.reconcile()["activate"] == [goal["_id"]]
+    assert scheduler.reconcile()["activate"] == [goal["_id"]]
     drain(scheduled=False)
     assert db.goals.find_one({"_id": ObjectId(goal["_id"])})["active"] is True
 
@@ -84,12 +84,12 @@ def test_an_end_request_lost_with_redis_ends_the_goal_from_the_store(db, drain):
     answer = client.post(f"/goals/{goal['_id']}/end", headers={"Authorization": f"Bearer {mint_token(STREAMER)}"})
     assert answer.status_code == 202
     get_redis().flushall()  # the end job is gone; the goal is marked end_requested_at in the store
-    assert reconcile.reconcile(later())["end-request"] == [goal["_id"]]
+    assert scheduler.reconcile(later())["end-request"] == [goal["_id"]]
     drain()
     ended = db.goals.find_one({"_id": ObjectId(goal["_id"])})
     assert ended["end_reason"] == "ended" and ended["active"] is False
     assert db.events.count_documents({"_id": f"goal.ended:{goal['_id']}"}) == 1
-    assert reconcile.reconcile(later())["end-request"] == []
+    assert scheduler.reconcile(later())["end-request"] == []
 
 
 def test_idempotency_records_are_in_the_store_and_outlive_redis(db, inline_plugin):
@@ -134,7 +134,7 @@ def test_a_tripped_breaker_lost_with_redis_leaves_its_paused_outcomes_resumable(
     breaker.forget()
     assert breaker.tripped() == {}
     assert db.outcomes.find_one({"_id": key})["status"] == "paused"  # not lost, not run
-    assert reconcile.reconcile(later())["receiver"] == []  # paused waits for an operator
+    assert scheduler.reconcile(later())["receiver"] == []  # paused waits for an operator
     assert key in replay.resume("broken")["redelivered"]
 
 
@@ -165,8 +165,8 @@ def test_a_plugin_job_lost_with_redis_runs_from_the_store(db, inline_plugin, dra
     jid = goalhub.job_id("noted", goal["_id"])
     assert db.jobs.find_one({"_id": jid})["func"] == "test_redis_loss.noted"
     get_redis().flushall()  # the receiver is ok; its job is gone
-    assert reconcile.reconcile(later())["job"] == [jid]
-    assert reconcile.reconcile(later())["job"] == []
+    assert scheduler.reconcile(later())["job"] == [jid]
+    assert scheduler.reconcile(later())["job"] == []
     drain()
     assert NOTED == [goal["_id"]]
     assert db.jobs.count_documents({}) == 0  # ran: its record is done
