@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         [1, 5, 30], min_length=1, json_schema_extra=_allowed("comma-separated whole seconds >= 0, e.g. 1,5,30"))
     JOB_TIMEOUT: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
     MAINTENANCE_INTERVAL: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
+    WORKER_MAX_JOBS: int = Field(10000, ge=0, json_schema_extra=_allowed(
+        "a whole number >= 0 of jobs after which a pool worker is replaced (0: never)"))
+    WORKER_MAX_RSS_GROWTH: int = Field(256, ge=0, json_schema_extra=_allowed(
+        "whole MiB >= 0 a pool worker's memory may grow before it is replaced (0: never)"))
     SCHEDULER_INTERVAL: float = Field(0.05, gt=0, le=3600, json_schema_extra=_allowed("seconds > 0 (e.g. 0.05)"))
     DISABLED_PLUGINS: Annotated[list[str], NoDecode] = Field(
         [], json_schema_extra=_allowed("comma-separated entry-point names"))
@@ -254,6 +258,17 @@ def maintenance_interval() -> int:
     """``GOALHUB_MAINTENANCE_INTERVAL``: seconds between a worker's registry maintenance, which
     recovers jobs left ``started`` by a dead worker (RQ's own default is 600)."""
     return settings().MAINTENANCE_INTERVAL
+
+
+def worker_max_jobs() -> int:
+    """``GOALHUB_WORKER_MAX_JOBS``: jobs a pool worker runs before it is replaced, between jobs (0: never)."""
+    return settings().WORKER_MAX_JOBS
+
+
+def worker_max_rss_growth() -> int:
+    """``GOALHUB_WORKER_MAX_RSS_GROWTH``: MiB a pool worker's resident memory may grow past what
+    it had when it started before it is replaced, between jobs (0: never)."""
+    return settings().WORKER_MAX_RSS_GROWTH
 
 
 def scheduler_interval() -> float:

@@ -216,6 +216,36 @@ def reading() -> contextlib.AbstractContextManager[None]:
     return _locked(shared=True)
 
 
+class _MachineCollector:
+    """The samples of every process of this machine, read under the compaction lock."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import multiprocess
+
+        with reading():
+            yield from multiprocess.MultiProcessCollector(None, path=multiprocess_dir()).collect()
+
+
+def registry(*collectors: Any) -> Any:
+    """A prometheus-client registry of this machine's samples, and ``collectors`` besides."""
+    multiprocess_dir()
+    from prometheus_client import CollectorRegistry
+
+    found = CollectorRegistry()
+    for collector in (_MachineCollector(), *collectors):
+        found.register(collector)
+    return found
+
+
+def serve(host: str, port: int) -> None:
+    """Serve this machine's samples for Prometheus at ``http://host:port/`` from a thread
+    (``goalhub worker --metrics-port``: a machine with workers and no API process)."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host, registry=registry())
+    log.info("serving this machine's metrics on %s:%d", host, port)
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

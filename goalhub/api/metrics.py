@@ -55,12 +55,6 @@ def scrape() -> Response:
     from goalhub.api.dashboard import _authenticate
 
     _authenticate()
-    metrics.multiprocess_dir()
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics.multiprocess_dir())
-    registry.register(RedisCollector())
-    with metrics.reading():
-        body = generate_latest(registry)
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.registry(RedisCollector())), mimetype=CONTENT_TYPE_LATEST)
