@@ -37,6 +37,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from multiprocessing import get_context
@@ -148,24 +149,28 @@ class Pool(WorkerPool):
         """Kill each worker whose job ran ``STUCK_GRACE`` seconds past its timeout: the alarm
         that stops a job in-process did not (a call that never returns to Python)."""
         now = time.time() if now is None else now
-        killed = []
-        for data in list(self.worker_dict.values()):
+        killed: list[str] = []
+        ours = {data.pid: data for data in self.worker_dict.values()}
+        try:  # by pid: a worker that outlived a Redis outage registered again under a new name
+            workers = [w for w in Worker.all(connection=self.connection)
+                       if w.pid in ours and w.hostname == socket.gethostname()]
+        except REDIS_GONE:
+            return killed  # the next check looks again
+        for worker in workers:
+            pid = ours[worker.pid or 0].pid
             try:
-                worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + data.name,
-                                            connection=self.connection)
-                job = worker.get_current_job() if worker is not None else None
-            except Exception:  # noqa: BLE001  (Redis away: the next check looks again)
-                log.debug("could not read pool worker %s", data.name, exc_info=True)
+                job = worker.get_current_job()
+            except REDIS_GONE:
                 continue
             if job is None or job.started_at is None or not job.timeout or job.timeout < 0:
                 continue
             overrun = now - job.started_at.timestamp() - job.timeout
             if overrun > STUCK_GRACE:
                 log.error("pool worker %s (pid %d) is %.0f s past job %s's timeout; killing it",
-                          data.name, data.pid, overrun, job.id)
+                          worker.name, pid, overrun, job.id)
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(data.pid, signal.SIGKILL)
-                killed.append(data.name)
+                    os.kill(pid, signal.SIGKILL)
+                killed.append(worker.name)
         return killed
 
 

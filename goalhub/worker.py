@@ -228,6 +228,7 @@ def work(worker_class: type[Worker] | type[SimpleWorker], *, burst: bool = False
             _wait_for_horse(worker)
             _wait_for_redis()
             worker.register_death()
+            name = None  # a new name: a job still filed under the dead one is seen abandoned
 
 
 def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None:
