@@ -174,5 +174,8 @@ def test_worker_options_are_checked(goalhub_env):
         result = subprocess.run([sys.executable, "-m", "goalhub", "worker", "--burst", *options],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, (options, result.stderr)
+    taken = subprocess.run([sys.executable, "-m", "goalhub", "worker", "--burst", "--metrics-host", "203.0.113.9",
+                            "--metrics-port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1 and taken.stderr.startswith("Error: cannot serve metrics on 203.0.113.9:"), taken.stderr
     assert config.worker_max_jobs() == 10000 and config.worker_max_rss_growth() == 256
     assert get_redis().ping()

@@ -50,7 +50,10 @@ def worker(burst: bool, pool: int | None, fork: bool, simple: bool, name: str | 
         raise click.UsageError("--name names one worker: a pool names its workers itself")
     logs.configure("worker")
     if metrics_port is not None:
-        metrics.serve(metrics_host, metrics_port)
+        try:
+            metrics.serve(metrics_host, metrics_port)
+        except OSError as exc:  # a port in use, an address not of this machine: one line, exit 1
+            raise click.ClickException(f"cannot serve metrics on {metrics_host[:100]}:{metrics_port}: {exc}") from None
     if pool is not None:
         from goalhub.pool import run_pool
 
