@@ -193,6 +193,44 @@ def start_workers(count: int, home: Path, tag: str = "w", simple: bool = False) 
     return started
 
 
+def start_pool(count: int, home: Path, tag: str = "p") -> list[ChildProcess]:
+    """One ``goalhub worker --pool count`` (``goalhub.pool.run_pool``): ``count`` non-forking workers
+    under one parent; waits until each has registered."""
+    from rq import Worker
+
+    from goalhub.connection import get_redis
+
+    before = {w.name for w in Worker.all(connection=get_redis())}
+    started = [start_child(f"pool-{tag}", f"from goalhub.pool import run_pool; run_pool({count}, logging_level='WARNING')",
+                           home)]
+    wait_for(lambda: len({w.name for w in Worker.all(connection=get_redis())} - before) >= count,
+             what=f"a pool of {count} worker(s) to register", children_=started)
+    return started
+
+
+def memory(started: Sequence[ChildProcess]) -> tuple[float, float]:
+    """(RSS, PSS) in MiB summed over the processes and every descendant (a pool's workers, a forking
+    worker's horse). RSS counts a page shared by forked processes once per process; PSS divides it
+    among them: the memory the processes really take together."""
+    import psutil
+
+    rss = pss = 0
+    for child in started:
+        try:
+            root = psutil.Process(child.popen.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in tree:
+            try:
+                info = process.memory_full_info()
+            except psutil.Error:
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20
+
+
 def start_scheduler(home: Path) -> ChildProcess:
     return start_child("scheduler", "from goalhub.scheduler import run_scheduler; run_scheduler()", home)
 

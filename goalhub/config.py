@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     MAINTENANCE_INTERVAL: int = _setting(
         60, "seconds between a worker's registry maintenance (recovers dead workers' jobs; RQ's default is 600)",
         "a whole number of seconds >= 1", ge=1)
+    WORKER_MAX_JOBS: int = _setting(
+        10000, "jobs a pool worker (`goalhub worker --pool`) runs before it is replaced, between jobs (0: never)",
+        "a whole number >= 0 of jobs after which a pool worker is replaced (0: never)", ge=0)
+    WORKER_MAX_RSS_GROWTH: int = _setting(
+        256, "MiB a pool worker's resident memory may grow past what it had after its first job before it is "
+        "replaced, between jobs (0: never)",
+        "whole MiB >= 0 a pool worker's memory may grow before it is replaced (0: never)", ge=0)
     BREAKER_THRESHOLD: int = _setting(
         5, "a receiver failing this many different events in a row is paused until resumed (0: never)",
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)", ge=0)

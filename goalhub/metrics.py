@@ -7,8 +7,10 @@ records a sample and inherited by what it starts. ``/metrics`` (``goalhub.api.me
 adds them up at each scrape, with the gauges read from Redis then (queue depth, scheduled
 jobs, the scheduler's last poll).
 
-prometheus-client writes one file per process and kind (``counter_<pid>.db``...), and a
-forking worker runs every job in a new process. A work-horse therefore does not write its
+prometheus-client writes one file per process and kind (``counter_<pid>.db``...). A pool
+worker (``goalhub worker --pool``) runs job after job in one process and writes its samples
+itself, into one pair of files for its whole life. A forking worker runs every job in a new
+process. A work-horse therefore does not write its
 samples itself (a new process opens new files and writes every labelled value into them
 anew: about 5 ms a goal): it appends them to a page of memory it shares with its worker
 (``handoff_start``, before the fork), and the worker, which keeps its files open for its
@@ -18,9 +20,13 @@ any sample of a process that is not the worker's own child (a horse whose worker
 a process a job started); samples on the page of a worker killed mid-job are lost with it.
 
 Files of other processes still come and go (API processes, the CLI, a worker that
-stopped): ``compact`` (each worker runs it at its registry maintenance) folds the counter
+stopped, a pool worker recycled or killed): ``compact`` (each worker runs it at its registry
+maintenance) folds the counter
 and histogram files of processes that are gone into one ``<kind>_archive.db`` per kind; a
 scrape and a compaction never overlap (a file lock).
+
+``registry`` is what a scrape reads (``/metrics``; ``serve``: ``goalhub worker --metrics-port``
+on a machine without an API process).
 
 Recording never raises: a metric that cannot be written is logged, the work goes on.
 """
@@ -229,6 +235,36 @@ def _locked(shared: bool) -> Iterator[None]:
 def reading() -> contextlib.AbstractContextManager[None]:
     """Hold while a scrape reads the files: no compaction moves samples meanwhile."""
     return _locked(shared=True)
+
+
+class _MachineCollector:
+    """The samples of every process of this machine, read under the compaction lock."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import multiprocess  # deferred: heavy (see _metrics)
+
+        with reading():
+            yield from multiprocess.MultiProcessCollector(None, path=multiprocess_dir()).collect()
+
+
+def registry(*collectors: Any) -> Any:
+    """A prometheus-client registry of this machine's samples, and ``collectors`` besides."""
+    multiprocess_dir()
+    from prometheus_client import CollectorRegistry  # deferred: after multiprocess_dir (above), and heavy
+
+    found = CollectorRegistry()
+    for collector in (_MachineCollector(), *collectors):
+        found.register(collector)
+    return found
+
+
+def serve(host: str, port: int) -> None:
+    """Serve this machine's samples for Prometheus at ``http://host:port/`` from a thread
+    (``goalhub worker --metrics-port``: a machine with workers and no API process)."""
+    from prometheus_client import start_http_server  # deferred: only a worker with --metrics-port needs it
+
+    start_http_server(port, addr=host, registry=registry())
+    log.info("serving this machine's metrics on %s:%d", host, port)
 
 
 def _gone(pid: int) -> bool:

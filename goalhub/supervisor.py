@@ -64,14 +64,19 @@ def goalhub_command(*args: str) -> list[str]:
 
 
 def goalhub_processes(
-    host: str, port: int, workers: int, api_workers: int = 2
+    host: str, port: int, workers: int, api_workers: int = 2, fork: bool = False
 ) -> list[tuple[str, list[str]]]:
-    """The processes of a goalhub installation: the API, ``workers`` RQ workers, the scheduler."""
+    """The processes of a goalhub installation: the API, ``workers`` RQ workers (one pool of
+    non-forking workers, ``goalhub worker --pool``; with ``fork``, as many forking workers),
+    the scheduler."""
     processes = [
         ("api", goalhub_command("serve", "--host", host, "--port", str(port), "--workers", str(api_workers)))
     ]
-    for number in range(1, workers + 1):
-        processes.append((f"worker-{number}", goalhub_command("worker")))
+    if fork:
+        for number in range(1, workers + 1):
+            processes.append((f"worker-{number}", goalhub_command("worker", "--fork")))
+    else:
+        processes.append(("workers", goalhub_command("worker", "--pool", str(workers))))
     processes.append(("scheduler", goalhub_command("scheduler")))
     return processes
 

@@ -101,12 +101,19 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
     that died are recovered at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds.
     """
     prepare_worker()
-    worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
+    return work(RecoveringSimpleWorker if simple else RecoveringWorker, burst=burst, name=name,
+                logging_level=logging_level)
+
+
+def work(worker_class: type[Worker] | type[SimpleWorker], *, burst: bool = False, name: str | None = None,
+         logging_level: str = "INFO", max_jobs: int | None = None) -> bool:
+    """Run one worker of ``worker_class`` on goalhub's queues until it stops (``max_jobs``: after
+    that many jobs), outliving a Redis outage. Returns whether it ran a job."""
     while True:
         worker = worker_class(all_queues(), connection=get_redis(), name=name,
                               maintenance_interval=config.settings().MAINTENANCE_INTERVAL)
         try:
-            return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)
+            return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level, max_jobs=max_jobs)
         except REDIS_GONE as exc:
             # RQ's worker exits when Redis is gone as a job ends. Outlive the outage instead:
             # let the work-horse finish, wait for Redis, declare this worker dead (so its job
@@ -117,6 +124,7 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
             _wait_for_horse(worker)
             wait_for_redis()
             worker.register_death()
+            name = None  # a new name: a job still filed under the dead one is seen abandoned
 
 
 def _wait_for_horse(worker: BaseWorker) -> None:

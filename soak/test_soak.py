@@ -1,12 +1,15 @@
 """The chaos soak (issue 12): ``make soak``, never part of ``make test``.
 
 ``goalhub up`` (2 RQ workers, 2 API processes, the scheduler, the embedded Redis) with the
-real plugins and every outbound service pointed at a local counting server. 8 HTTP clients
+real plugins and every outbound service pointed at a local counting server. The workers are a
+pool of 2 non-forking workers, ``up``'s default (``SOAK_WORKERS=fork``: 2 forking workers,
+``up --fork``). 8 HTTP clients
 create goals (countdowns activated by the scheduler at their nbf, and funding goals that send
 ``goal.added``) while a chaos thread kills a random worker with ``kill -9`` every few seconds
 and restarts the embedded Redis (a clean SHUTDOWN; ``up`` starts it again), and Redis loses
 all its data (``FLUSHALL``) three times: twice while the goals are being created, once while
-they settle (issue 21: the store is the system of record). At the end a
+they settle (issue 21: the store is the system of record). A killed worker is a pool worker,
+which the pool replaces, or a forking worker, which ``up`` restarts. At the end a
 checker verifies every goal exactly once, every (event, receiver) ``ok`` (or ``skipped``)
 exactly once, every outbound call ``sent`` exactly once, and the processes' RSS at the start
 and the end is reported. Bounded: it stops by itself within ``BUDGET`` seconds.
@@ -51,6 +54,7 @@ REDIS_FLUSHES = 3
 FLUSH_SETTLING_AT = 40  # seconds into the chaos
 BUDGET = 540  # seconds: the whole soak, start to stop, stays under 10 minutes
 PLUGINS = "exclusive,show,karaoke,snapshot,analytics,livestream"
+POOL = os.environ.get("SOAK_WORKERS", "pool") != "fork"
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 
 
@@ -151,11 +155,13 @@ class Chaos:
                             f"({created} goals accepted)")
 
     def workers(self) -> list[psutil.Process]:
+        """The processes that run jobs: a pool's workers (the children of ``goalhub worker
+        --pool``), or the forking workers ``up`` started."""
         found = []
         for child in psutil.Process(self.up_pid).children():
             try:
                 if child.cmdline()[2:4] == ["goalhub", "worker"] and child.status() != psutil.STATUS_ZOMBIE:
-                    found.append(child)
+                    found += [w for w in child.children() if w.status() != psutil.STATUS_ZOMBIE] if POOL else [child]
             except psutil.Error:
                 pass
         return found
@@ -170,8 +176,10 @@ class Chaos:
                 self.redis_restarts += 1
                 self.log.append(f"{elapsed:.0f}s redis restart {self.redis_restarts}")
                 continue
-            # A worker that ran STABLE_AFTER seconds restarts after 1 s; one killed sooner backs off.
-            workers = [w for w in self.workers() if time.time() - w.create_time() > STABLE_AFTER + 1]
+            # A forking worker that ran STABLE_AFTER seconds restarts after 1 s; one killed sooner
+            # backs off. A pool replaces its worker at once.
+            age = 1 if POOL else STABLE_AFTER + 1
+            workers = [w for w in self.workers() if time.time() - w.create_time() > age]
             if workers:
                 victim = rng.choice(workers)
                 try:
@@ -238,7 +246,8 @@ def test_chaos_soak(tmp_path, monkeypatch):
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(log_path, "w")  # noqa: SIM115 (closed below)
     up = subprocess.Popen([sys.executable, "-m", "goalhub", "up", "--port", str(port), "--workers", "2",
-                           "--api-workers", "2", "--stop-timeout", "5"], env=dict(os.environ),
+                           "--api-workers", "2", "--stop-timeout", "5", *([] if POOL else ["--fork"])],
+                          env=dict(os.environ),
                           stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     report: dict[str, Any] = {}

@@ -173,8 +173,9 @@ def test_check_and_strict_mode_turn_a_broken_plugin_into_a_non_zero_exit(env):
     api = subprocess.run([sys.executable, "-c", "from goalhub.api import create_app; create_app()"],
                          env=strict, capture_output=True, text=True, timeout=60)
     assert api.returncode != 0 and "PluginsBroken" in api.stderr and "bp_typo" in api.stderr
-    worker = goalhub(strict, "worker", "--burst")
-    assert worker.returncode == 1 and "Error: broken plugins (GOALHUB_STRICT_PLUGINS)" in worker.stderr
+    for kind in (["--fork"], ["--pool", "2"]):  # the pool's parent reports it before it forks, as a worker does
+        worker = goalhub(strict, "worker", "--burst", *kind)
+        assert worker.returncode == 1 and "Error: broken plugins (GOALHUB_STRICT_PLUGINS)" in worker.stderr, kind
     up = goalhub(strict, "up", "--port", "9")
     assert up.returncode == 1
     assert "plugin problem(s); GOALHUB_STRICT_PLUGINS is set, nothing starts" in up.stderr

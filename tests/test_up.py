@@ -72,7 +72,7 @@ def wait_for(predicate, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_ctrl_c_stops_every_process_including_a_busy_work_horse_and_the_embedded_redis(tmp_path):
+def test_ctrl_c_stops_every_process_including_a_busy_pool_worker_and_the_embedded_redis(tmp_path):
     home, port = tmp_path / "up-home", free_port()
     home.mkdir()
     up = start_up(home, port, "--stop-timeout", "3")
@@ -87,13 +87,13 @@ def test_ctrl_c_stops_every_process_including_a_busy_work_horse_and_the_embedded
         processes = tree(up.pid)
         names = [" ".join(p.cmdline()[2:4]) for p in processes]
         assert {"goalhub serve", "goalhub worker", "goalhub scheduler"} <= set(names), names
-        assert names.count("goalhub worker") >= 2  # the worker and its busy work-horse
+        assert names.count("goalhub worker") >= 2  # the pool and its busy worker (forked, same command line)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
 
     assert up.returncode == 0, output
-    for prefix in ("api       |", "worker-1  |", "scheduler |", "goalhub   | SIGINT received; stopping everything"):
+    for prefix in ("api       |", "workers   |", "scheduler |", "goalhub   | SIGINT received; stopping everything"):
         assert prefix in output
     assert "goalhub   | embedded Redis stopped" in output
     left = [p for p in processes if not gone(p)]
@@ -209,7 +209,7 @@ def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output
-    for command in ("worker-1", "scheduler", "api"):
+    for command in ("workers", "scheduler", "api"):
         assert f"{command} exited with code -9; restarting it in 1 s" in output, output
         assert f"restarted {command} (pid" in output
     # The watch started the killed Redis again (nothing else in `up` starts it), and said so

@@ -52,13 +52,8 @@ class RedisCollector:
 @blueprint.get("/metrics")
 def scrape() -> Response:
     require_dashboard_access()
-    metrics.multiprocess_dir()
-    # Deferred: heavy, and imported only after multiprocess_dir (above) sets its mode.
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    registry = metrics.registry(RedisCollector())
+    # Deferred: heavy, and imported only after metrics.registry set prometheus-client's mode.
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics.multiprocess_dir())
-    registry.register(RedisCollector())
-    with metrics.reading():
-        body = generate_latest(registry)
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

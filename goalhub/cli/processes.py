@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from goalhub import config, logs, plugins
+from goalhub import config, logs, metrics, plugins
 from goalhub.connection import embedded_redis
 from goalhub.supervisor import Supervisor, goalhub_processes
 
@@ -28,11 +28,35 @@ def serve(host: str, port: int, workers: int) -> None:
 
 @click.command()
 @click.option("--burst", is_flag=True, help="Quit when the queues are empty.")
-@click.option("--simple", is_flag=True, help="Run jobs in this process instead of forking a work-horse.")
-@click.option("--name", default=None, help="Worker name (default: RQ's).")
-def worker(burst: bool, simple: bool, name: str | None) -> None:
-    """Run an RQ worker on goalhub's queues, with the plugins loaded."""
+@click.option("--pool", "pool", default=None, type=click.IntRange(min=1, max=64), metavar="N",
+              help="Run N non-forking workers under one parent (RQ's WorkerPool): a dead one is replaced "
+                   "and its job recovered at once.")
+@click.option("--fork", "fork", is_flag=True,
+              help="One forking worker: a fresh work-horse process per job (the default without --pool).")
+@click.option("--simple", is_flag=True, help="One worker that runs jobs in this process (nothing replaces it).")
+@click.option("--name", default=None, help="Worker name (default: RQ's; not with --pool).")
+@click.option("--metrics-port", default=None, type=click.IntRange(min=1, max=65535),
+              help="Serve this machine's Prometheus metrics on this port (no API process needed).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address --metrics-port listens on (the endpoint has no authentication).")
+def worker(burst: bool, pool: int | None, fork: bool, simple: bool, name: str | None,
+           metrics_port: int | None, metrics_host: str) -> None:
+    """Run RQ workers on goalhub's queues, with the plugins loaded."""
+    if sum((pool is not None, fork, simple)) > 1:
+        raise click.UsageError("choose one of --pool, --fork and --simple")
+    if pool is not None and name:
+        raise click.UsageError("--name names one worker: a pool names its workers itself")
     logs.configure("worker")  # first: a failing import is logged as the other lines are
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_host, metrics_port)
+        except OSError as exc:  # a port in use, an address not of this machine: one line, exit 1
+            raise click.ClickException(f"cannot serve metrics on {metrics_host[:100]}:{metrics_port}: {exc}") from None
+    if pool is not None:
+        from goalhub.pool import run_pool  # deferred: only this command needs RQ's worker and the jobs
+
+        run_pool(pool, burst=burst)
+        return
     from goalhub.worker import run_worker  # deferred: only this command needs RQ's worker and the jobs
 
     run_worker(burst=burst, simple=simple, name=name)
@@ -64,11 +88,16 @@ def scheduler(interval: float | None, burst: bool) -> None:
 @click.option(
     "--api-workers", default=2, show_default=True, type=click.IntRange(min=1), help="HTTP worker processes"
 )
+@click.option("--fork", is_flag=True,
+              help="Forking workers (a process per job) instead of one pool of non-forking workers.")
 @click.option(
     "--stop-timeout", default=10.0, show_default=True, type=float, help="Seconds to wait before SIGKILL"
 )
-def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float) -> None:
+def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_timeout: float) -> None:
     """Run everything: embedded Redis (unless GOALHUB_REDIS_URL), API, workers, scheduler.
+
+    The workers are one pool of non-forking workers (``goalhub worker --pool N``) unless
+    --fork asks for N forking workers.
 
     A process that crashes is restarted with backoff (1, 2, 4 ... 30 s); one that crashes
     GOALHUB_RESTART_LIMIT times in GOALHUB_RESTART_WINDOW s stops everything. Ctrl-C or
@@ -80,7 +109,7 @@ def up(host: str, port: int, workers: int, api_workers: int, stop_timeout: float
     # Read by people at a terminal: the children log console lines unless told otherwise.
     os.environ.setdefault("GOALHUB_LOG_FORMAT", "console")
 
-    supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers), stop_timeout=stop_timeout)
+    supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers, fork), stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
 
     def ready() -> bool:

@@ -7,10 +7,17 @@ import pytest
 from . import support
 
 
+@pytest.fixture(params=support.WORKER_KINDS)
+def worker_kind(request) -> str:
+    """Each test that starts workers runs once per kind: a forking worker and a pool (``support.WORKERS``)."""
+    return request.param
+
+
 @pytest.fixture
-def faults(tmp_path, use_plugins):
+def faults(tmp_path, use_plugins, worker_kind):
     """Real plugins plus the fault plugin in worker processes; outbound calls to a local server.
-    ``faults.worker(name, **env)`` starts a forking worker; ``held`` waits for markers."""
+    ``faults.worker(name, **env)`` starts a worker of ``worker_kind`` (``faults.kind``); ``held``
+    waits for markers."""
     use_plugins(*support.PLUGINS)
     fault_dir = tmp_path / "faults"
     fault_dir.mkdir()
@@ -20,6 +27,8 @@ def faults(tmp_path, use_plugins):
     class Faults:
         dir = fault_dir
         server = outbound
+        kind = worker_kind
+        code = support.WORKERS[worker_kind]
 
         def worker(self, name: str, **extra: str):
             # The held receivers wait for the test at the gate: no budget of a few seconds stops them.
@@ -27,7 +36,7 @@ def faults(tmp_path, use_plugins):
                        "GOALHUB_RECEIVER_BUDGET__FAULT_PLUGIN_ISOLATED_RECEIVER": "60"}
             environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(fault_dir),
                                       **outbound.environment(), **{**budgets, **extra})
-            process = support.start(name, support.WORKER, environment, tmp_path)
+            process = support.start(name, self.code, environment, tmp_path)
             processes.append(process)
             return process
 

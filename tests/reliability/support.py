@@ -29,8 +29,16 @@ PLUGINS = ("exclusive", "show", "karaoke", "snapshot", "analytics", "livestream"
 STREAMER = "6800a9073e0c346531958b03"  # the sub of seed 000's token
 OTHER = "67d9847d566d0435771a730c"
 FINAL = {"ok", "skipped"}
-# GOALHUB_TEST_SIMPLE_WORKER=1 runs the suite on non-forking workers (``goalhub worker --simple``).
-WORKER = f"from goalhub.worker import run_worker; run_worker(simple={os.environ.get('GOALHUB_TEST_SIMPLE_WORKER') == '1'})"
+# How the suite runs its workers (the ``worker_kind`` fixture): a forking worker (``goalhub worker
+# --fork``) and a pool of one non-forking worker (``goalhub worker --pool 1``); ``simple`` (a lone
+# non-forking worker, nothing replaces it) can be asked for by GOALHUB_TEST_WORKER_KINDS=fork,pool,simple.
+WORKERS = {
+    "fork": "from goalhub.worker import run_worker; run_worker()",
+    "pool": "from goalhub.pool import run_pool; run_pool(1)",
+    "simple": "from goalhub.worker import run_worker; run_worker(simple=True)",
+}
+WORKER_KINDS = [kind.strip() for kind in os.environ.get("GOALHUB_TEST_WORKER_KINDS", "fork,pool").split(",")
+                if kind.strip() in WORKERS]
 SCHEDULER = "from goalhub.scheduler import run_scheduler; run_scheduler()"
 
 wait_for = api_support.wait_for

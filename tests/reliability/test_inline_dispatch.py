@@ -111,7 +111,8 @@ def test_an_isolated_receiver_runs_in_its_own_job_and_a_kill_there_touches_no_ot
     at_kill = by_receiver(list(db.outcomes.find({"goal_id": goal_id})))
     assert at_kill["isolated_receiver"]["status"] == "running"
     assert all(o["status"] in support.FINAL for name, o in at_kill.items() if name != "isolated_receiver")
-    assert at_kill["prior_receiver"]["result"]["pid"] != horse  # another work-horse ran the inline ones
+    if faults.kind == "fork":  # another work-horse ran the inline ones (a pool worker runs job after job)
+        assert at_kill["prior_receiver"]["result"]["pid"] != horse
     support.kill9(horse)
     faults.held("isolated", count=2)  # its job is recovered and run again, alone
     faults.release()

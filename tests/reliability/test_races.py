@@ -23,7 +23,7 @@ pytestmark = pytest.mark.reliability
 CALLERS = 50
 
 
-def test_50_simultaneous_creations_on_one_trigger_give_exactly_one_goal(db, tmp_path, use_plugins):
+def test_50_simultaneous_creations_on_one_trigger_give_exactly_one_goal(db, tmp_path, use_plugins, worker_kind):
     use_plugins(*support.PLUGINS)
     world = support.make_world(db)
     environment = support.env()
@@ -55,7 +55,7 @@ def test_50_simultaneous_creations_on_one_trigger_give_exactly_one_goal(db, tmp_
         assert {answer["error"]["code"] for status, answer in answers if status == 409} == {"already_bound"}
         assert get_queue().count == 1  # one create_goal job, nothing else enqueued
 
-        worker = support.start("worker", support.WORKER, environment, tmp_path)
+        worker = support.start("worker", support.WORKERS[worker_kind], environment, tmp_path)
         support.settled(winner)
         assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 1
         trigger = db.goals.find_one({"_id": ObjectId(world.trigger)})

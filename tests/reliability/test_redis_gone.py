@@ -35,7 +35,8 @@ def own_redis(monkeypatch):
     connection.stop_embedded_redis(home)
 
 
-def test_redis_stopped_during_a_request_is_503_and_the_same_request_succeeds_once_after(db, own_redis, tmp_path):
+def test_redis_stopped_during_a_request_is_503_and_the_same_request_succeeds_once_after(db, own_redis, tmp_path,
+                                                                                     worker_kind):
     world = support.make_world(db)
     # api_support's exclusive type waits in prepare (GOALHUB_TEST_PREPARE_DELAY): Redis
     # is stopped while the request is inside, after its checks and before its enqueue.
@@ -77,7 +78,7 @@ def test_redis_stopped_during_a_request_is_503_and_the_same_request_succeeds_onc
         goal_id = accepted.json()["goal_id"]
         assert get_queue().count == 1
 
-        worker = support.start("worker", support.WORKER, environment, tmp_path)
+        worker = support.start("worker", support.WORKERS[worker_kind], environment, tmp_path)
         support.settled(goal_id)
         assert db.goals.count_documents({"_cls": "ExclusiveGoal"}) == 1
         assert db.goals.find_one({"_id": ObjectId(world.trigger)})["context"]["exclusive_goal_id"] == goal_id
@@ -87,7 +88,7 @@ def test_redis_stopped_during_a_request_is_503_and_the_same_request_succeeds_onc
             worker.stop()
 
 
-def test_jobs_enqueued_before_a_redis_restart_run_after_it(db, own_redis, tmp_path, use_plugins):
+def test_jobs_enqueued_before_a_redis_restart_run_after_it(db, own_redis, tmp_path, use_plugins, worker_kind):
     use_plugins(*support.PLUGINS)
     outbound = support.OutboundServer()
     world = support.make_world(db)
@@ -100,7 +101,7 @@ def test_jobs_enqueued_before_a_redis_restart_run_after_it(db, own_redis, tmp_pa
     connection.ensure_embedded_redis(own_redis)
     assert get_queue().count == queued  # persisted in the append-only file
 
-    worker = support.start("worker", support.WORKER, support.env(**outbound.environment()), tmp_path)
+    worker = support.start("worker", support.WORKERS[worker_kind], support.env(**outbound.environment()), tmp_path)
     try:
         outcomes = support.settled(goal["_id"])
         assert {o["status"] for o in outcomes} <= support.FINAL

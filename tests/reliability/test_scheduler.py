@@ -33,7 +33,9 @@ def countdown(db, nbf: float) -> str:
 def processes(tmp_path, faults):
     started: list = []
 
-    def start(name: str, code: str):
+    def start(name: str, code: str | None = None):
+        """A scheduler (``code``) or, by default, a worker of this test's kind."""
+        code = code or faults.code
         environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(faults.dir),
                                   GOALHUB_TEST_COUNT_ACTIVATIONS="1")
         process = support.start(name, code, environment, tmp_path)
@@ -46,8 +48,8 @@ def processes(tmp_path, faults):
 
 
 def test_two_schedulers_never_run_one_activation_twice(db, processes):
-    processes("worker-1", support.WORKER)
-    processes("worker-2", support.WORKER)
+    processes("worker-1")
+    processes("worker-2")
     processes("scheduler-1", support.SCHEDULER)
     processes("scheduler-2", support.SCHEDULER)
     now = time.time()
@@ -68,7 +70,7 @@ def test_two_schedulers_never_run_one_activation_twice(db, processes):
 
 
 def test_a_scheduler_restarted_after_nbf_still_activates_the_goal(db, processes):
-    processes("worker", support.WORKER)
+    processes("worker")
     scheduler = processes("scheduler", support.SCHEDULER)
     nbf = time.time() + 1.5
     goal_id = countdown(db, nbf)

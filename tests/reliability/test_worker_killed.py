@@ -1,4 +1,6 @@
-"""``kill -9`` on a forking worker while a receiver, or ``create_goal`` itself, is running.
+"""``kill -9`` on a worker while a receiver, or ``create_goal`` itself, is running, for each
+worker kind: a forking worker (the "horse" is its work-horse) and a pool of non-forking workers
+(the "horse" is the pool worker running the job, the "worker" the pool's parent).
 
 The moment is made certain by the fault plugin: the job writes a marker with its pid and
 waits on a gate file. The test kills the work-horse (or the worker and its horse), starts
@@ -8,6 +10,8 @@ outbound call (RTC, notification, Pusher, analytics) reached the local services 
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from bson import ObjectId
@@ -92,3 +96,36 @@ def test_create_goal_killed_mid_run_creates_one_goal_and_each_effect_once(db, fa
     assert db.create_holds.find_one({"_id": goal_id})["runs"] >= 2
     assert all(o["attempts"] == 1 for o in outcomes if o["status"] == "ok")  # receivers ran once
     check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
+
+
+@pytest.mark.parametrize("worker_kind", ["pool"])
+def test_a_pool_worker_killed_mid_job_is_replaced_and_the_goal_completes_each_receiver_once(db, faults):
+    """No other worker is started: the pool replaces the dead one, recovers its job at once (not
+    after RQ's 90 s heartbeat) and the goal completes, every receiver's effect once, within 15 s."""
+    world = support.make_world(db)
+    goal = support.show_goal(world)
+    pool = faults.worker("pool", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+
+    [running] = faults.held("started")
+    assert running != pool.popen.pid  # the job runs in a pool worker, not in the pool's parent
+    support.kill9(running)
+    deadline = time.monotonic() + 15
+    # Recovered and run again by the dead worker's replacement.
+    support.wait_for(lambda: len(support.markers(faults.dir, "started")) >= 2, timeout=15, what="the rerun")
+    recovered_in = 15 - (deadline - time.monotonic())
+    [rerun] = set(support.markers(faults.dir, "started")) - {running}
+    assert support.pid_alive(rerun) and pool.popen.poll() is None
+    faults.release()
+
+    outcomes = support.settled(goal_id, ("goal.created", "goal.added"), timeout=max(deadline - time.monotonic(), 0.1))
+    held = next(o for o in outcomes if o["receiver"] == "held_receiver")
+    assert held["status"] == "ok" and held["attempts"] >= 2
+    pairs = db.sessions.find_one({"_id": ObjectId(world.session)})["show_goal_pairs"]
+    assert pairs == [{"funding_goal": world.funding, "show_goal": goal_id}]
+    assert db.goals.count_documents({"_cls": "ShowGoal"}) == 1
+    assert db.feed.count_documents({}) == 1
+    # 1 notification + 1 Pusher event + 1 analytics event.
+    check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
+    print(f"\n[reliability] pool worker killed mid-job: its job ran again {recovered_in:.2f} s later, "
+          f"the goal settled {15 - (deadline - time.monotonic()):.2f} s after the kill")

@@ -351,7 +351,7 @@ class Demo:
         for goal, cls in ((funding, "ShowFundingGoal"), (show, "ShowGoal")):
             self.expect_receivers(goal, "goal.added", cls)
         goals = set(ids.values()) - {sid}
-        try:  # track_goals hands the event to an analytics task: it may still be on its way
+        try:  # track_goals sends it inline; a failed send is retried in a job of its own, maybe still on its way
             self.wait("an analytics event per goal", lambda: {r["goal_id"] for r in outbound.records("analytics")} >= goals)
             self.say("analytics", f"goal.created tracked for all {len(goals)} goals")
         except Missing as exc:

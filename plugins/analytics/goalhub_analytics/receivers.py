@@ -1,7 +1,10 @@
 """``track_goals``: every created goal, of every class, becomes an analytics event (seed 003).
 
-The receiver only enqueues ``goalhub_analytics.tasks.track`` on goalhub's default queue
-under a job id derived from the goal, so the event is built and sent by its own job.
+The receiver runs ``goalhub_analytics.tasks.track`` (seed 003's "Trigger Task
+analytics.tasks.track") itself, inline in the job that created the goal: when the sink answers
+within the receiver's budget, a goal costs one RQ job, not two. When it does not (an error, a
+non-2xx answer, the budget spent), the receiver fails as any receiver does and goalhub retries
+it alone, in its own job, after its backoff; ``send_once`` keeps the event sent once.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from typing import Any
 
 import goalhub
-from goalhub_analytics.tasks import KIND, event_key, track
+from goalhub_analytics.tasks import track
 
 
 @goalhub.receiver("goal.created")
@@ -24,7 +27,7 @@ def track_goals(
     nbf: float | None,
     exp: float | None,
 ) -> dict[str, Any]:
-    """Trigger Task ``analytics.tasks.track`` for the new goal."""
+    """Run Task ``analytics.tasks.track`` for the new goal (a failure: retried in its own job)."""
     event = {
         "event": "goal.created",
         "goal_id": goal_id,
@@ -38,9 +41,4 @@ def track_goals(
         "exp": exp,
         "at": time.time(),
     }
-    jid = goalhub.job_id("track", goal_id)
-    if goalhub.get_database().outbound.find_one({"_id": f"{KIND}:{event_key(event)}", "status": "sent"}, {"_id": 1}):
-        return {"job_id": jid, "enqueued": False, "reason": "already tracked"}
-    if goalhub.enqueue_once(track, event, job_id=jid, description=f"analytics track {_cls} {goal_id}") is None:
-        return {"job_id": jid, "enqueued": False, "reason": "already queued"}
-    return {"job_id": jid, "enqueued": True}
+    return track(event)

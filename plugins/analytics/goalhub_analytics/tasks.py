@@ -1,7 +1,8 @@
 """``goalhub_analytics.tasks.track``: the analytics task of seed 003 ("Trigger Task analytics.tasks.track").
 
-A top-level RQ job: it completes the event from the stored goal (the streamer, the creation
-time) and sends it once through ``goalhub.send_once`` (kind ``analytics``), so
+Run by the ``track_goals`` receiver, inline in the job that created the goal (retried in a
+job of its own when it fails): it completes the event from the stored goal (the streamer, the
+creation time) and sends it once through ``goalhub.send_once`` (kind ``analytics``), so
 running it twice records and sends one event.
 """
 

@@ -1,8 +1,8 @@
 """The analytics plugin: one analytics event per created goal, of every class, sent once.
 
-Goals go through the real path (``create_goal`` job, dispatcher, receiver job, the
-``track`` job on the default queue, SimpleWorker, embedded Redis and store); the HTTP sink
-is a local server.
+Goals go through the real path (``create_goal`` job, dispatcher, the receiver and its
+``track`` task inline, a failed receiver's retry in its own job, SimpleWorker, embedded Redis
+and store); the HTTP sink is a local server.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def sink(monkeypatch) -> Iterator[SinkServer]:
     server.close()
 
 
-def test_every_goal_class_is_tracked_once_through_the_track_task(db, drain):
+def test_every_goal_class_is_tracked_once_through_the_track_task_inline(db, drain):
     goals = {cls: goal_document(cls, nbf=1_700_000_000.5 if cls == "TriggerPrivateGoal" else None) for cls in GOAL_CLASSES}
     for goal in goals.values():
         enqueue_create_goal(goal)
@@ -109,11 +109,12 @@ def test_every_goal_class_is_tracked_once_through_the_track_task(db, drain):
             "at": stored["created_at"],
         }
         outcome = db.outcomes.find_one({"event": "goal.created", "goal_id": goal["_id"], "receiver": "track_goals"})
-        assert outcome["status"] == "ok" and outcome["result"]["job_id"] == f"track-{goal['_id']}"
-        # the event was made by goalhub_analytics.tasks.track, on goalhub's default queue
-        job = Job.fetch(job_id("track", goal["_id"]), connection=get_redis())
-        assert job.func_name == "goalhub_analytics.tasks.track"
-        assert job.origin == queue().name and job.get_status() == "finished"
+        assert outcome["status"] == "ok" and outcome["attempts"] == 1
+        assert outcome["result"] == {"key": f"goal.created:{goal['_id']}", "transport": "recorded", "duplicate": False}
+        # made by goalhub_analytics.tasks.track inside the create job: no job of its own
+        assert not Job.exists(job_id("track", goal["_id"]), connection=get_redis())
+    ran = {job_id for q in (queue(),) for job_id in q.finished_job_registry.get_job_ids()}
+    assert ran == {f"create-{goal['_id']}" for goal in goals.values()}  # one job per goal
     assert all(r["transport"] == "recorded" and r["status"] == "sent" for r in goalhub.outbound_records("analytics"))
 
 
@@ -125,9 +126,9 @@ def test_the_same_event_delivered_twice_records_one_event(db, drain):
     drain()
     assert len(events(goal["_id"])) == 1
 
-    # the receiver itself run again: the event is known, no second track job
+    # the receiver itself run again: send_once finds the event sent
     again = receivers.track_goals(goal["_id"], True, "ShowGoal", goal["conditions"], goal["context"], goal["levels"], None, None)
-    assert again["enqueued"] is False
+    assert again["duplicate"] is True
     # the track job run again: send_once finds the event sent
     assert analytics_tasks.track(dict(events(goal["_id"])[0]))["duplicate"] is True
     assert len(events(goal["_id"])) == 1 and goalhub.outbound_records("analytics")[0]["attempts"] == 1
@@ -141,7 +142,7 @@ def test_the_http_sink_receives_each_event_once(db, drain, sink):
     drain()
     event = events(goal["_id"])[0]
     analytics_tasks.track(dict(event))  # the task run twice
-    # the receiver job run twice (an outcome record lost): it enqueues nothing new
+    # the receiver run twice (an outcome record lost): it sends nothing new
     receivers.track_goals(goal["_id"], True, "KaraokeGoal", goal["conditions"], goal["context"], goal["levels"], None, None)
     drain()
 
@@ -155,7 +156,7 @@ def test_the_http_sink_receives_each_event_once(db, drain, sink):
     assert record["transport"] == "real" and record["status"] == "sent" and record["response"] == {"status": 202}
 
 
-def test_a_failing_sink_is_retried_until_the_event_is_accepted(db, drain, sink, monkeypatch):
+def test_a_failing_sink_is_retried_in_a_job_of_its_own_until_the_event_is_accepted(db, drain, sink, monkeypatch):
     monkeypatch.setenv("GOALHUB_RECEIVER_RETRIES", "2")
     sink.statuses = [503]
     goal = goal_document("ExclusiveGoal")
@@ -165,6 +166,10 @@ def test_a_failing_sink_is_retried_until_the_event_is_accepted(db, drain, sink, 
     assert [p["json"]["goal_id"] for p in sink.posts] == [goal["_id"], goal["_id"]]
     (record,) = goalhub.outbound_records("analytics")
     assert record["status"] == "sent" and record["attempts"] == 2 and record["error"] is None
+    outcome = db.outcomes.find_one({"event": "goal.created", "goal_id": goal["_id"], "receiver": "track_goals"})
+    assert outcome["status"] == "ok" and outcome["attempts"] == 2
+    # the inline run failed in the create job; the retry ran alone, as a receiver job
+    assert len(queue().finished_job_registry.get_job_ids()) == 2
 
 
 def test_the_sink_must_be_an_http_url(monkeypatch):

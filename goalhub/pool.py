@@ -1,0 +1,187 @@
+"""``goalhub worker --pool N``: N non-forking RQ workers under one parent, RQ's ``WorkerPool``.
+
+A forking worker pays a ``fork`` (and the page faults of a fresh process) for every job. Here
+the parent loads, once, everything a job needs (``prepare_worker``: the plugins and their
+receivers, the goal types, the store, the metrics), freezes it out of the garbage collector
+(``gc.freeze``, as frappe's pool does: a collection in a child then never writes to, and so
+never copies, the pages it shares with the parent) and forks N workers that each run jobs in
+their own process, one after another, without forking again.
+
+What a forking worker gave by construction is kept:
+
+- **A worker that dies** (``kill -9``, a segfault, the OOM killer) is replaced by the parent
+  at its next check (about a second: RQ's ``WorkerPool`` loop), and the job it held is
+  recovered at once (``recover_abandoned_jobs``): RQ retries it, under the outcome guards that
+  make a re-run apply nothing twice, instead of waiting for its heartbeat to expire (90 s).
+- **A job that overruns its timeout** is stopped inside the worker by RQ's death penalty
+  (``SIGALRM``: jobs run in each worker's main thread), and receivers' budgets nest in it as
+  before (``goalhub.budget``). A job that does not return to Python when the alarm fires (a C
+  extension stuck in a call) is seen by the parent once it is ``STUCK_GRACE`` seconds past its
+  timeout: the worker is killed, replaced, and the job recovered like any other.
+- **A worker is recycled** between jobs after ``GOALHUB_WORKER_MAX_JOBS`` jobs or once its
+  resident memory grew ``GOALHUB_WORKER_MAX_RSS_GROWTH`` MiB: it stops after its job (RQ's
+  ``max_jobs``, or a stop request) and the parent starts a fresh one.
+- **The parent dies**: each worker is asked to stop after its job (``PR_SET_PDEATHSIG`` with
+  ``SIGTERM``, Linux), so no orphan keeps working unsupervised; its job is finished, or, if it
+  is killed too, recovered by the next worker's maintenance.
+
+Metrics: each worker writes its own pair of prometheus-client files for its whole life, not
+one per job (``goalhub.metrics``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+
+import psutil
+from rq import Queue
+from rq.job import Job
+from rq.worker import Worker
+from rq.worker_pool import WorkerData, WorkerPool
+
+from goalhub import config, metrics
+from goalhub.connection import REDIS_GONE, get_redis
+from goalhub.queues import all_queues
+from goalhub.recovery import recover_abandoned_jobs
+from goalhub.worker import RecoveringSimpleWorker, prepare_worker, work
+
+log = logging.getLogger(__name__)
+
+# Seconds past its job's timeout before the parent kills a worker whose job the alarm did not stop.
+STUCK_GRACE = 10.0
+_PR_SET_PDEATHSIG = 1
+_MIB = 1024 * 1024
+
+
+class PoolWorker(RecoveringSimpleWorker):
+    """A non-forking worker of the pool: it stops between jobs once its memory grew
+    ``GOALHUB_WORKER_MAX_RSS_GROWTH`` MiB past what it had at its first job (the pool then
+    starts a new one), and compacts the metric files of gone processes at its maintenance."""
+
+    _rss_baseline: int | None = None
+
+    def clean_registries(self) -> None:
+        metrics.compact()  # files of recycled or dead workers (one pair each, not one per job)
+        super().clean_registries()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+        limit = config.settings().WORKER_MAX_RSS_GROWTH
+        if not limit:
+            return
+        rss = psutil.Process().memory_info().rss
+        if self._rss_baseline is None:
+            self._rss_baseline = rss  # after one job: what every job warms up is in the baseline
+        elif rss - self._rss_baseline > limit * _MIB:
+            log.warning("worker %s grew %d MiB (GOALHUB_WORKER_MAX_RSS_GROWTH=%d); replacing it",
+                        self.name, (rss - self._rss_baseline) // _MIB, limit)
+            self._stop_requested = True  # RQ's loop stops before taking the next job
+
+
+def _run_pool_worker(name: str, burst: bool, logging_level: str) -> None:
+    """A pool worker's process, forked from the prepared parent."""
+    if sys.platform.startswith("linux"):
+        parent = os.getppid()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            return
+    max_jobs = config.settings().WORKER_MAX_JOBS or None
+    work(PoolWorker, burst=burst, name=name, logging_level=logging_level, max_jobs=max_jobs)
+
+
+class Pool(WorkerPool):
+    """RQ's ``WorkerPool`` of ``PoolWorker``s on goalhub's queues, with a dead worker's job
+    recovered as soon as the worker is found dead, and stuck workers killed."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(all_queues(), connection=get_redis(), num_workers=size, worker_class=PoolWorker)
+
+    def get_worker_process(self, name: str, burst: bool, _sleep: float = 0,
+                           logging_level: str = "INFO") -> BaseProcess:
+        return get_context("fork").Process(target=_run_pool_worker, args=(name, burst, logging_level),
+                                           name=f"goalhub pool worker {name}")
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        code = worker_data.process.exitcode
+        if code == 0:
+            return  # stopped on request, recycled or done (burst)
+        log.warning("pool worker %s (pid %d) died with exit code %s; recovering its job",
+                    worker_data.name, worker_data.pid, code)
+        self._recover_pending = True
+
+    _recover_pending = False
+
+    def recover(self) -> list[str]:
+        """Retry (or fail, without retries left) the jobs of dead workers now. Another process
+        may hold a queue's recovery lock for a moment: tried again a few times; with Redis away,
+        at the next check."""
+        recovered: list[str] = []
+        try:
+            for _ in range(5):
+                recovered += recover_abandoned_jobs(all_queues())
+                if recovered:
+                    break
+                time.sleep(0.2)
+        except REDIS_GONE as exc:
+            log.error("could not recover the jobs of dead pool workers yet (%s); trying again", exc)
+            return recovered
+        self._recover_pending = False
+        return recovered
+
+    def check_workers(self, respawn: bool = True) -> None:
+        self.kill_stuck_workers()
+        super().check_workers(respawn=respawn)  # reaps the dead (handle_dead_worker), starts new ones
+        if self._recover_pending:
+            self.recover()
+
+    def kill_stuck_workers(self, now: float | None = None) -> list[str]:
+        """Kill each worker whose job ran ``STUCK_GRACE`` seconds past its timeout: the alarm
+        that stops a job in-process did not (a call that never returns to Python)."""
+        now = time.time() if now is None else now
+        killed: list[str] = []
+        ours = {data.pid: data for data in self.worker_dict.values()}
+        try:  # by pid: a worker that outlived a Redis outage registered again under a new name
+            workers = [w for w in Worker.all(connection=self.connection)
+                       if w.pid in ours and w.hostname == socket.gethostname()]
+        except REDIS_GONE:
+            return killed  # the next check looks again
+        for worker in workers:
+            pid = ours[worker.pid or 0].pid
+            try:
+                job = worker.get_current_job()
+            except REDIS_GONE:
+                continue
+            if job is None or job.started_at is None or not job.timeout or job.timeout < 0:
+                continue
+            overrun = now - job.started_at.timestamp() - job.timeout
+            if overrun > STUCK_GRACE:
+                log.error("pool worker %s (pid %d) is %.0f s past job %s's timeout; killing it",
+                          worker.name, pid, overrun, job.id)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.append(worker.name)
+        return killed
+
+
+def run_pool(size: int, *, burst: bool = False, logging_level: str = "INFO") -> None:
+    """Prepare once, then run ``size`` non-forking workers, replacing each that dies or is
+    recycled, until SIGINT/SIGTERM (each worker finishes its job) or, with ``burst``, until
+    the queues are empty."""
+    prepare_worker()
+    recover_abandoned_jobs(all_queues())  # what a pool that died left behind, before anyone works
+    gc.collect()
+    gc.freeze()  # what the parent loaded stays out of the children's collections (no copy-on-write)
+    pool = Pool(size)
+    pool.start(burst=burst, logging_level=logging_level)

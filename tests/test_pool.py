@@ -1,0 +1,181 @@
+"""The pool of non-forking workers (``goalhub worker --pool N``, ``goalhub.pool``), with real
+processes: jobs run in the pool's workers, not in its parent and not in a fork per job; a worker
+is recycled after ``GOALHUB_WORKER_MAX_JOBS`` jobs or once its memory grew; a job over its
+timeout is stopped inside the worker; a worker stuck past it is killed and replaced; the
+workers stop with their parent; the metrics take one pair of files per worker and are served by
+``--metrics-port``. (Kills mid-job and the whole reliability suite run on the pool in
+tests/reliability.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from rq.job import Job, JobStatus
+from rq.worker_pool import WorkerData
+
+from goalhub import config
+from goalhub.connection import get_redis
+from goalhub.pool import STUCK_GRACE, Pool
+from goalhub.queues import get_queue
+from goalhub.testing import ChildProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+JOBS = """
+import os, signal, time
+from goalhub import metrics
+
+_kept = []
+
+def pid():
+    return os.getpid()
+
+def record(goals):
+    for _ in range(goals):
+        metrics.goal_created("ConfettiGoal")
+    return os.getpid()
+
+def grow(mib):
+    _kept.append(b"x" * (mib * 2 ** 20))  # written, so resident
+    return os.getpid()
+
+def overrun(seconds):
+    time.sleep(seconds)
+
+def deaf(seconds):  # SIGALRM blocked: RQ's in-process timeout cannot stop this job
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+"""
+
+
+@pytest.fixture
+def pool(goalhub_env, tmp_path):
+    """``start(size, *options, **env)``: ``goalhub worker --pool size`` in a process of its own,
+    with this test's jobs importable; stopped (SIGTERM) at the end."""
+    (tmp_path / "pool_jobs.py").write_text(JOBS)
+    started: list[ChildProcess] = []
+
+    def start(size: int, *options: str, **extra: str) -> ChildProcess:
+        env = {**os.environ, **extra,
+               "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        argv = ", ".join(repr(a) for a in ["worker", "--pool", str(size), *options])
+        process = ChildProcess(f"pool-{len(started)}", f"from goalhub.cli import main; main([{argv}])", env, tmp_path)
+        started.append(process)
+        wait(lambda: len(workers(process)) == size, f"{size} pool workers")
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    for process in started:
+        print(f"--- {process.name} ---\n{process.output()}")
+
+
+def wait(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def workers(process: ChildProcess) -> list[int]:
+    try:
+        return [child.pid for child in psutil.Process(process.popen.pid).children()
+                if child.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+def run(name: str, *args, timeout: int | None = None) -> Job:
+    """Enqueue ``pool_jobs.<name>(*args)`` and wait until it finished or failed."""
+    job = get_queue().enqueue(f"pool_jobs.{name}", *args, job_timeout=timeout)
+    wait(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED), f"job {name}")
+    return job
+
+
+def test_jobs_run_in_the_workers_and_the_metrics_take_a_pair_of_files_per_worker(pool, tmp_path):
+    directory, port = tmp_path / "metrics", free_port()
+    process = pool(2, "--metrics-port", str(port), PROMETHEUS_MULTIPROC_DIR=str(directory))
+    ran = {run("record", 2).return_value() for _ in range(10)}
+    assert ran <= set(workers(process)) and process.popen.pid not in ran
+    files = {path.name.rsplit("_", 1)[1][:-3] for path in directory.glob("*.db")}
+    assert files <= {str(pid) for pid in [process.popen.pid, *workers(process)]}  # none per job
+    # This machine's metrics, from the worker process itself: no API process needed.
+    body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    samples = {(s.name, tuple(s.labels.items())): s.value for family in text_string_to_metric_families(body)
+               for s in family.samples}
+    assert samples[("goalhub_goals_created_total", (("goal_type", "ConfettiGoal"),))] == 20
+
+
+def test_a_worker_is_replaced_after_its_number_of_jobs(pool):
+    process = pool(1, GOALHUB_WORKER_MAX_JOBS="2")
+    ran = [run("pid").return_value() for _ in range(6)]
+    assert ran[0] == ran[1] != ran[2] == ran[3] != ran[4] == ran[5], ran  # two jobs each, between jobs
+    wait(lambda: len(workers(process)) == 1, "the third worker's replacement")
+
+
+def test_a_worker_whose_memory_grew_is_replaced_between_jobs(pool):
+    pool(1, GOALHUB_WORKER_MAX_RSS_GROWTH="16")
+    first = run("grow", 1).return_value()  # its baseline, after one job
+    assert run("grow", 4).return_value() == first  # 4 MiB more: under the limit
+    grown = run("grow", 32)
+    assert grown.get_status() == JobStatus.FINISHED and grown.return_value() == first  # the job itself ends
+    assert run("pid").return_value() != first  # then a fresh worker takes the next one
+
+
+def test_a_job_over_its_timeout_is_stopped_inside_the_worker(pool):
+    pool(1)
+    before = run("pid").return_value()
+    job = run("overrun", 60, timeout=1)
+    assert job.get_status() == JobStatus.FAILED
+    assert "JobTimeoutException" in job.latest_result().exc_string
+    assert run("pid").return_value() == before  # the same worker, still working
+
+
+def test_a_worker_stuck_past_its_timeout_is_killed_and_replaced_and_its_job_recovered(pool):
+    process = pool(1)
+    stuck = get_queue().enqueue("pool_jobs.deaf", 60, job_timeout=1)
+    wait(lambda: stuck.get_status() == JobStatus.STARTED, "the deaf job to start")
+    [victim] = workers(process)
+    time.sleep(1.5)  # past its timeout: the alarm fired, and was not delivered
+    assert stuck.get_status() == JobStatus.STARTED
+    # The parent's check, as it would run STUCK_GRACE seconds later (a Pool of this process
+    # watching the same worker: the real parent replaces it and recovers the job).
+    watcher = Pool(1)
+    watcher.worker_dict = {"stuck": WorkerData("stuck", victim, None)}  # type: ignore[arg-type]
+    assert len(watcher.kill_stuck_workers(now=time.time() + STUCK_GRACE)) == 1
+    wait(lambda: not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE,
+         "the stuck worker to die")
+    wait(lambda: stuck.get_status() == JobStatus.FAILED, "the abandoned job to be recovered (no retries left)")
+    assert run("pid").return_value() not in (victim, process.popen.pid)
+
+
+def test_the_workers_stop_when_their_parent_dies(pool):
+    process = pool(2)
+    pids = workers(process)
+    process.popen.send_signal(signal.SIGKILL)
+    process.popen.wait(timeout=10)
+    wait(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                         for pid in pids), "the orphaned workers to stop")
+
+
+def test_worker_options_are_checked(goalhub_env):
+    for options in (["--pool", "0"], ["--pool", "2", "--fork"], ["--pool", "2", "--name", "x"],
+                    ["--metrics-port", "70000"]):
+        result = subprocess.run([sys.executable, "-m", "goalhub", "worker", "--burst", *options],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (options, result.stderr)
+    taken = subprocess.run([sys.executable, "-m", "goalhub", "worker", "--burst", "--metrics-host", "203.0.113.9",
+                            "--metrics-port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1 and taken.stderr.startswith("Error: cannot serve metrics on 203.0.113.9:"), taken.stderr
+    assert config.settings().WORKER_MAX_JOBS == 10000 and config.settings().WORKER_MAX_RSS_GROWTH == 256
+    assert get_redis().ping()
