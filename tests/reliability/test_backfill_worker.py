@@ -25,7 +25,7 @@ def karaoke(world, now: float) -> dict:
             "metadata": {"user_id": support.STREAMER}}
 
 
-def test_a_backfill_at_the_slowest_rate_leaves_the_only_worker_to_live_goals(db, use_plugins, tmp_path):
+def test_a_backfill_at_the_slowest_rate_leaves_the_only_worker_to_live_goals(db, use_plugins, tmp_path, worker_kind):
     use_plugins(*support.PLUGINS)
     outbound = support.OutboundServer()
     world = support.make_world(db)
@@ -37,7 +37,7 @@ def test_a_backfill_at_the_slowest_rate_leaves_the_only_worker_to_live_goals(db,
         past.append(goal["_id"])
     environment = support.env(GOALHUB_LOAD_PLUGINS=",".join(support.PLUGINS), **outbound.environment())
     server = None
-    processes = [support.start("worker", support.WORKER, environment, tmp_path),
+    processes = [support.start("worker", support.WORKERS[worker_kind], environment, tmp_path),
                  support.start("scheduler", support.SCHEDULER, environment, tmp_path)]
     try:
         import api_support

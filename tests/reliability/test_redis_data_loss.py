@@ -101,7 +101,7 @@ def lose_everything(kind: str, handle: object) -> None:
     assert get_redis().dbsize() == 0
 
 
-def test_goals_accepted_before_redis_lost_everything_are_created_exactly_once(db, use_plugins, redis_kind,
+def test_goals_accepted_before_redis_lost_everything_are_created_exactly_once(db, use_plugins, redis_kind, worker_kind,
                                                                                tmp_path):
     kind, handle = redis_kind
     use_plugins(*support.PLUGINS)
@@ -135,7 +135,7 @@ def test_goals_accepted_before_redis_lost_everything_are_created_exactly_once(db
 
         # Nothing the API process does from here on: the worker and the scheduler alone.
         server.stop()
-        processes.append(support.start("worker", support.WORKER, environment, tmp_path))
+        processes.append(support.start("worker", support.WORKERS[worker_kind], environment, tmp_path))
         processes.append(support.start("scheduler", support.SCHEDULER, environment, tmp_path))
         for goal_id in accepted:
             support.settled(goal_id, timeout=60)
