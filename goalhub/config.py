@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     RECEIVER_BACKOFF: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = Field(
         [1, 5, 30], min_length=1, json_schema_extra=_allowed("comma-separated whole seconds >= 0, e.g. 1,5,30"))
     JOB_TIMEOUT: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
+    WORKER_TTL: int = Field(60, ge=30, le=3600, json_schema_extra=_allowed("whole seconds from 30 to 3600"))
     MAINTENANCE_INTERVAL: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
     SCHEDULER_INTERVAL: float = Field(0.05, gt=0, le=3600, json_schema_extra=_allowed("seconds > 0 (e.g. 0.05)"))
     DISABLED_PLUGINS: Annotated[list[str], NoDecode] = Field(
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
     DASHBOARD_USER: str | None = Field(None, json_schema_extra=_allowed("any string"))
     DASHBOARD_PASSWORD: str | None = Field(None, json_schema_extra=_allowed("any string", True))
     API_TIMEOUT: int = Field(30, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
+    DRAIN_DELAY: float = Field(2.0, ge=0, le=300, json_schema_extra=_allowed(
+        "seconds from 0 to 300 an API process told to stop keeps accepting while /readyz answers 503"))
+    SHUTDOWN_GRACE: float = Field(25.0, ge=0, le=3600, json_schema_extra=_allowed(
+        "seconds from 0 to 3600 an API process that stopped accepting gives in-flight requests"))
     LOG_FORMAT: Literal["json", "console"] = Field("json", json_schema_extra=_allowed("json or console"))
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", json_schema_extra=_allowed("DEBUG, INFO, WARNING or ERROR"))
@@ -256,6 +261,13 @@ def maintenance_interval() -> int:
     return settings().MAINTENANCE_INTERVAL
 
 
+def worker_ttl() -> int:
+    """``GOALHUB_WORKER_TTL``: a worker's heartbeat TTL in seconds (RQ's ``worker_ttl``; RQ's own
+    default is 420). A worker beats at least every ``TTL - 15`` s; one whose last beat is older
+    than ``TTL + 60`` s is dead: its jobs are recovered and its name may be taken over."""
+    return settings().WORKER_TTL
+
+
 def scheduler_interval() -> float:
     """Seconds between two rq-scheduler polls (rq-scheduler's own default is 60)."""
     return settings().SCHEDULER_INTERVAL
@@ -314,6 +326,18 @@ def dashboard_password() -> str | None:
 def api_timeout() -> int:
     """``GOALHUB_API_TIMEOUT``: seconds one request may take."""
     return settings().API_TIMEOUT
+
+
+def drain_delay() -> float:
+    """``GOALHUB_DRAIN_DELAY``: seconds an API process told to stop (SIGTERM) keeps accepting
+    requests with ``/readyz`` at 503, for a load balancer to notice (``goalhub.drain``)."""
+    return settings().DRAIN_DELAY
+
+
+def shutdown_grace() -> float:
+    """``GOALHUB_SHUTDOWN_GRACE``: seconds an API process that stopped accepting gives the
+    requests in flight before it exits anyway."""
+    return settings().SHUTDOWN_GRACE
 
 
 def log_format() -> str:

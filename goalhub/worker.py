@@ -10,8 +10,10 @@ what one job costs on it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
+from datetime import UTC, datetime
 
 import psutil
 import redis
@@ -30,13 +32,20 @@ REDIS_GONE = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _dead(worker: Worker | None) -> bool:
-    """Whether a worker is surely gone: its registration expired, or it ran on this host
-    and its process no longer runs (kill -9, OOM). A worker on another host that stopped
-    answering is left to RQ's own expiry."""
+    """Whether a worker is surely gone: its registration expired, its last heartbeat is older
+    than ``GOALHUB_WORKER_TTL`` + 60 s (when RQ itself lets its entry expire; a live goalhub
+    worker beats at least every ``GOALHUB_WORKER_TTL - 15`` seconds), or it ran on this
+    host and its process no longer runs (kill -9, OOM; or its pid is this very process's, as
+    a container's pid 1 restarted)."""
     if worker is None or worker.death_date is not None:
+        return True
+    beat = worker.last_heartbeat
+    if beat is not None and (datetime.now(UTC) - beat.replace(tzinfo=UTC)).total_seconds() > config.worker_ttl() + 60:
         return True
     if not worker.pid or worker.hostname != socket.gethostname():
         return False
+    if worker.pid == os.getpid():
+        return True
     try:
         return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -144,10 +153,42 @@ def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:
             if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED]
 
 
-class RecoveringWorker(Worker):
-    """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
-    (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric
-    samples of its work-horses itself (``goalhub.metrics``: handed over on a shared page)."""
+def take_over(worker: Worker) -> bool:
+    """Before ``worker`` registers: when its name is held by a worker that is dead (``_dead``:
+    killed on this host, or its heartbeat expired), declare that one dead and recover its jobs
+    now, so that a worker restarted under a fixed name (``--name``, systemd's
+    ``goalhub-worker@``) starts at once instead of failing with RQ's "There exists an active
+    worker named ..." until the old entry expires (up to ``worker_ttl + 60`` s). A name held
+    by a live worker is left alone: RQ then refuses to start, as before. Returns whether it
+    took over."""
+    connection = worker.connection
+    if not connection.exists(worker.key) or connection.hexists(worker.key, "death"):
+        return False
+    holder = Worker.find_by_key(worker.key, connection=connection)
+    if holder is not None and not _dead(holder):
+        return False
+    if holder is not None:
+        log.warning("worker %s: the previous worker of this name (pid %s on %s, last heartbeat %s) is dead; "
+                    "taking over its name and recovering its jobs", worker.name, holder.pid, holder.hostname,
+                    holder.last_heartbeat)
+        holder.register_death()
+    recover_abandoned_jobs(worker.queues)  # while the executions still name the dead worker
+    return True
+
+
+class _TakeOver:
+    """Takes over the name of a dead worker at birth (``take_over``)."""
+
+    def register_birth(self) -> None:
+        take_over(self)  # type: ignore[arg-type]
+        super().register_birth()  # type: ignore[misc]
+
+
+class RecoveringWorker(_TakeOver, Worker):
+    """A forking RQ worker that takes over the name of a dead worker at start (``take_over``),
+    recovers jobs of dead workers whenever it cleans registries (at start and every
+    ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric samples of its
+    work-horses itself (``goalhub.metrics``: handed over on a shared page)."""
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
@@ -165,7 +206,7 @@ class RecoveringWorker(Worker):
             metrics.handoff_collect()  # the horse has exited, whichever way
 
 
-class RecoveringSimpleWorker(SimpleWorker):
+class RecoveringSimpleWorker(_TakeOver, SimpleWorker):
     """``RecoveringWorker`` without forking."""
 
     def clean_registries(self) -> None:
@@ -207,7 +248,7 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
     prepare_worker()
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
     while True:
-        worker = worker_class(all_queues(), connection=get_redis(), name=name,
+        worker = worker_class(all_queues(), connection=get_redis(), name=name, worker_ttl=config.worker_ttl(),
                               maintenance_interval=config.maintenance_interval())
         try:
             return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level)

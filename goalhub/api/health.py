@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from goalhub import plugins
+from goalhub import drain, plugins
 from goalhub.connection import get_redis
 from goalhub.store import get_database
 
@@ -35,6 +35,8 @@ def _check(name: str, probe: Any) -> str | None:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int]:
+    if drain.draining():  # told to stop: a load balancer sends its requests elsewhere
+        return {"error": {"code": "draining", "message": "not ready: this process is shutting down"}}, 503
     down = [name for name in (
         _check("store", lambda: get_database().command("ping")),
         _check("redis", lambda: get_redis().ping()),

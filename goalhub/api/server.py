@@ -12,7 +12,8 @@ monkey-patch sockets, threads and ``time`` under redis-py, RQ and SQLite: not wo
 Processes: the parent binds the listening socket and forks ``workers`` children that each
 build their own app after the fork (store and Redis connections are never shared) and
 serve the same socket with ``threads`` threads. A child that dies is replaced (with a
-short backoff); SIGTERM/SIGINT stop them all. In production a buffering proxy (nginx,
+short backoff). SIGTERM drains each of them (``goalhub.drain``: ``/readyz`` 503, stop accepting,
+finish what is in flight within a grace), SIGINT stops them at once. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
 
@@ -27,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from goalhub import config, logs, metrics
+from goalhub import config, drain, logs, metrics
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -75,7 +76,12 @@ def serve_socket(sock: socket.socket, threads: int) -> None:
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # waitress's loop closes the server on SystemExit
 
-    signal.signal(signal.SIGTERM, stop)
+    def begin_drain(signum: int, frame: Any) -> None:
+        # Once: a service manager signals the whole group and the pre-fork parent forwards it too.
+        if not drain.draining():
+            drain.start(server, config.drain_delay(), config.shutdown_grace())  # then SIGINT: stop
+
+    signal.signal(signal.SIGTERM, begin_drain)
     signal.signal(signal.SIGINT, stop)
     with contextlib.suppress(SystemExit):
         server.run()
@@ -149,8 +155,8 @@ class _Prefork:
             time.sleep(0.1)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+                os.kill(pid, signal.SIGTERM)  # each drains (goalhub.drain), then exits
+        deadline = time.monotonic() + config.drain_delay() + config.shutdown_grace() + 5
         while self.children and time.monotonic() < deadline:
             for pid in list(self.children):
                 with contextlib.suppress(ChildProcessError):

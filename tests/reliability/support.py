@@ -31,6 +31,11 @@ OTHER = "67d9847d566d0435771a730c"
 FINAL = {"ok", "skipped"}
 # GOALHUB_TEST_SIMPLE_WORKER=1 runs the suite on non-forking workers (``goalhub worker --simple``).
 WORKER = f"from goalhub.worker import run_worker; run_worker(simple={os.environ.get('GOALHUB_TEST_SIMPLE_WORKER') == '1'})"
+
+
+def named_worker(name: str) -> str:
+    """``WORKER`` under a fixed name, as ``goalhub worker --name`` (systemd's units) runs it."""
+    return WORKER[:-1] + f", name={name!r})"
 SCHEDULER = "from goalhub.worker import run_scheduler; run_scheduler()"
 
 wait_for = api_support.wait_for
