@@ -180,8 +180,8 @@ class _TakeOver:
     """Takes over the name of a dead worker at birth (``take_over``)."""
 
     def register_birth(self) -> None:
-        take_over(self)  # type: ignore[arg-type]
-        super().register_birth()  # type: ignore[misc]
+        take_over(self)
+        super().register_birth()
 
 
 class RecoveringWorker(_TakeOver, Worker):

@@ -9,6 +9,8 @@ outbound call (RTC, notification, Pusher, analytics) reached the local services 
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from bson import ObjectId
 from rq import Worker
@@ -139,3 +141,23 @@ def test_a_name_held_by_a_live_worker_is_not_taken(db, faults):
     support.wait_for(lambda: second.popen.poll() is not None, timeout=30, what="the second worker to be refused")
     assert "There exists an active worker named" in second.output()
     assert first.popen.poll() is None
+
+
+def test_sigterm_to_the_worker_alone_finishes_the_job_in_hand(db, faults):
+    """What systemd's ``KillMode=mixed`` does (deploy/systemd/goalhub-worker@.service): SIGTERM to
+    the worker, not to its horse. RQ's warm shutdown lets the horse finish: the receiver runs
+    once, on its first attempt, and the worker exits after it."""
+    world = support.make_world(db)
+    goal = support.show_goal(world)
+    worker = faults.worker("worker-1", worker_name="goalhub-test-3", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+    [horse] = faults.held("started")
+    worker.popen.send_signal(signal.SIGTERM)
+    support.wait_for(lambda: "warm shut down requested" in worker.log_path.read_text(), timeout=30,
+                     what="the worker to begin its warm shutdown")
+    assert support.pid_alive(horse)
+    faults.release()
+    assert worker.popen.wait(timeout=60) == 0
+    held = db.held_runs.find_one({"_id": goal_id})
+    assert held["runs"] == 1 and held["pids"] == [horse]
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1
