@@ -61,6 +61,8 @@ class Settings(BaseSettings):
         [1, 5, 30], min_length=1, json_schema_extra=_allowed("comma-separated whole seconds >= 0, e.g. 1,5,30"))
     JOB_TIMEOUT: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
     WORKER_TTL: int = Field(60, ge=30, le=3600, json_schema_extra=_allowed("whole seconds from 30 to 3600"))
+    LIVENESS_WINDOW: float = Field(30.0, gt=0, le=3600, json_schema_extra=_allowed(
+        "seconds > 0 without a live worker or a scheduler poll before /healthz/deep fails"))
     MAINTENANCE_INTERVAL: int = Field(60, ge=1, json_schema_extra=_allowed("a whole number of seconds >= 1"))
     SCHEDULER_INTERVAL: float = Field(0.05, gt=0, le=3600, json_schema_extra=_allowed("seconds > 0 (e.g. 0.05)"))
     DISABLED_PLUGINS: Annotated[list[str], NoDecode] = Field(
@@ -266,6 +268,12 @@ def worker_ttl() -> int:
     default is 420). A worker beats at least every ``TTL - 15`` s; one whose last beat is older
     than ``TTL + 60`` s is dead: its jobs are recovered and its name may be taken over."""
     return settings().WORKER_TTL
+
+
+def liveness_window() -> float:
+    """``GOALHUB_LIVENESS_WINDOW``: seconds without a live worker, or without a scheduler's poll,
+    after which ``/healthz/deep`` answers 503 and ``/readyz`` says ``degraded`` (``goalhub.liveness``)."""
+    return settings().LIVENESS_WINDOW
 
 
 def scheduler_interval() -> float:

@@ -10,10 +10,8 @@ what one job costs on it.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
-from datetime import UTC, datetime
 
 import psutil
 import redis
@@ -23,35 +21,13 @@ from rq.job import Job, JobStatus
 
 from goalhub import config, metrics, plugins
 from goalhub.connection import get_redis
+from goalhub.liveness import worker_dead as _dead
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, enqueued_key, get_scheduler
 
 log = logging.getLogger(__name__)
 
 REDIS_GONE = (redis.ConnectionError, redis.TimeoutError)
-
-
-def _dead(worker: Worker | None) -> bool:
-    """Whether a worker is surely gone: its registration expired, its last heartbeat is older
-    than ``GOALHUB_WORKER_TTL`` + 60 s (when RQ itself lets its entry expire; a live goalhub
-    worker beats at least every ``GOALHUB_WORKER_TTL - 15`` seconds), or it ran on this
-    host and its process no longer runs (kill -9, OOM; or its pid is this very process's, as
-    a container's pid 1 restarted)."""
-    if worker is None or worker.death_date is not None:
-        return True
-    beat = worker.last_heartbeat
-    if beat is not None and (datetime.now(UTC) - beat.replace(tzinfo=UTC)).total_seconds() > config.worker_ttl() + 60:
-        return True
-    if not worker.pid or worker.hostname != socket.gethostname():
-        return False
-    if worker.pid == os.getpid():
-        return True
-    try:
-        return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
 
 
 def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
@@ -154,8 +130,8 @@ def _unstarted(job_ids: list[str], connection: redis.Redis) -> list[Job]:
 
 
 def take_over(worker: Worker) -> bool:
-    """Before ``worker`` registers: when its name is held by a worker that is dead (``_dead``:
-    killed on this host, or its heartbeat expired), declare that one dead and recover its jobs
+    """Before ``worker`` registers: when its name is held by a worker that is dead
+    (``goalhub.liveness.worker_dead``: killed on this host, or its heartbeat expired), declare that one dead and recover its jobs
     now, so that a worker restarted under a fixed name (``--name``, systemd's
     ``goalhub-worker@``) starts at once instead of failing with RQ's "There exists an active
     worker named ..." until the old entry expires (up to ``worker_ttl + 60`` s). A name held

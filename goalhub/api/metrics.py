@@ -48,6 +48,91 @@ class RedisCollector:
         for receiver_id in breaker.tripped():
             tripped.add_metric([receiver_id], 1)
         yield tripped
+        yield from work_metrics()
+
+
+def work_metrics() -> Iterator[Any]:
+    """Who does the work (``goalhub.liveness``), what runs (build info), and what each goalhub
+    process on this machine costs (resident memory, CPU, open files), read at scrape time."""
+    import platform
+
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+    from goalhub import liveness
+
+    work = liveness.work()
+    workers = GaugeMetricFamily("goalhub_workers", "Live RQ workers listening on each queue", labels=["queue"])
+    for queue, count in work["workers"].items():
+        workers.add_metric([queue], count)
+    yield workers
+    yield GaugeMetricFamily("goalhub_schedulers", "Schedulers that polled within GOALHUB_LIVENESS_WINDOW",
+                            value=work["schedulers"])
+    versions = {"version": _version("goalhub"), "python": platform.python_version(), "rq": _version("rq"),
+                "rq_scheduler": _version("rq-scheduler")}
+    yield InfoMetricFamily("goalhub_build", "The goalhub, Python, RQ and rq-scheduler versions of this API process",
+                           value=versions)
+    rss = GaugeMetricFamily("goalhub_process_resident_memory_bytes", "Resident memory of each goalhub process on "
+                            "this machine", labels=["role", "pid"])
+    cpu = CounterMetricFamily("goalhub_process_cpu_seconds", "CPU time (user + system) of each goalhub process on "
+                              "this machine", labels=["role", "pid"])
+    fds = GaugeMetricFamily("goalhub_process_open_fds", "Open file descriptors of each goalhub process on this "
+                            "machine", labels=["role", "pid"])
+    started = GaugeMetricFamily("goalhub_process_start_time_seconds", "Start time (Unix epoch) of each goalhub "
+                                "process on this machine", labels=["role", "pid"])
+    for role, pid in _local_processes():
+        sample = _process_sample(pid)
+        if sample is None:
+            continue
+        labels = [role, str(pid)]
+        rss.add_metric(labels, sample["rss"])
+        cpu.add_metric(labels, sample["cpu"])
+        fds.add_metric(labels, sample["fds"])
+        started.add_metric(labels, sample["started"])
+    yield from (rss, cpu, fds, started)
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _local_processes() -> list[tuple[str, int]]:
+    """(role, pid) of the API processes serving with this one, and of the workers and schedulers
+    registered in Redis from this host."""
+    import os
+
+    import psutil
+
+    from goalhub import liveness
+    from goalhub.api import server
+
+    api = {os.getpid()}
+    if server.prefork_parent:
+        try:
+            api |= {child.pid for child in psutil.Process(server.prefork_parent).children()}
+        except psutil.Error:
+            pass
+    found = [("api", pid) for pid in sorted(api)]
+    for role, pids in liveness.local_processes().items():
+        found += [(role, pid) for pid in sorted(set(pids))]
+    return found
+
+
+def _process_sample(pid: int) -> dict[str, float] | None:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            times = process.cpu_times()
+            return {"rss": process.memory_info().rss, "cpu": times.user + times.system,
+                    "fds": process.num_fds(), "started": process.create_time()}
+    except psutil.Error:
+        return None
 
 
 @blueprint.get("/metrics")

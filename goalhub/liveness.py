@@ -1,0 +1,107 @@
+"""Who is doing the work: live RQ workers by queue, schedulers that polled, and the verdict
+``/healthz/deep`` and ``/readyz`` give on them (issue 24).
+
+A worker is dead (``worker_dead``) when its registration is gone or marks its death, when its
+last heartbeat is older than ``GOALHUB_WORKER_TTL`` + 60 s (a live goalhub worker beats at least
+every ``GOALHUB_WORKER_TTL - 15`` s), or when it ran on this host and its process no longer runs.
+Recovery (``goalhub.worker``) acts on the same verdict: one owner for "is this worker dead".
+
+``work()`` says what is missing: ``no_worker`` when no live worker has been seen for
+``GOALHUB_LIVENESS_WINDOW`` seconds (a worker restarting under systemd is not a problem),
+``no_scheduler`` when no scheduler polled within that window.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+from rq import Worker
+from rq.worker import BaseWorker
+
+from goalhub import config, reconcile
+from goalhub.connection import get_redis
+from goalhub.queues import queue_names
+
+
+def _age(moment: datetime | None) -> float:
+    if moment is None:
+        return float("inf")
+    return (datetime.now(UTC) - moment.replace(tzinfo=UTC) if moment.tzinfo is None
+            else datetime.now(UTC) - moment).total_seconds()
+
+
+def worker_dead(worker: BaseWorker | None) -> bool:
+    """Whether a worker is surely gone (see the module's docstring). A pid equal to this very
+    process's is dead too: a container's pid 1 restarted finds its former self's entry."""
+    if worker is None or worker.death_date is not None:
+        return True
+    if _age(worker.last_heartbeat) > config.worker_ttl() + 60:
+        return True
+    if not worker.pid or worker.hostname != socket.gethostname():
+        return False
+    if worker.pid == os.getpid():
+        return True
+    try:
+        return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def registered_workers() -> list[BaseWorker]:
+    """Every worker registered on goalhub's queues, dead ones not yet expired included."""
+    connection = get_redis()
+    names = set(queue_names())
+    return [worker for worker in Worker.all(connection=connection) if names & set(worker.queue_names())]
+
+
+def live_by_queue(workers: list[BaseWorker] | None = None) -> dict[str, int]:
+    """How many live workers listen on each of goalhub's queues (0 included)."""
+    counts = dict.fromkeys(queue_names(), 0)
+    for worker in registered_workers() if workers is None else workers:
+        if not worker_dead(worker):
+            for name in worker.queue_names():
+                if name in counts:
+                    counts[name] += 1
+    return counts
+
+
+def work() -> dict[str, Any]:
+    """Live workers by queue, schedulers seen, and the problems (``no_worker``, ``no_scheduler``)."""
+    window = config.liveness_window()
+    workers = registered_workers()
+    live = [worker for worker in workers if not worker_dead(worker)]
+    # A dead worker still registered was last seen at its death or its last heartbeat.
+    last_seen = 0.0 if live else min((_age(w.death_date or w.last_heartbeat) for w in workers), default=float("inf"))
+    beats = reconcile.schedulers()
+    poll_age = min((time.time() - beat["last_poll"] for beat in beats), default=float("inf"))
+    problems = []
+    if last_seen > window:
+        problems.append("no_worker")
+    if poll_age > window:
+        problems.append("no_scheduler")
+    return {
+        "workers": live_by_queue(live),
+        "schedulers": sum(1 for beat in beats if time.time() - beat["last_poll"] <= window),
+        "scheduler_last_poll_age": None if poll_age == float("inf") else round(poll_age, 3),
+        "problems": problems,
+    }
+
+
+def local_processes() -> dict[str, list[int]]:
+    """The pids of goalhub's workers and schedulers on this host, by role (for process metrics)."""
+    host = socket.gethostname()
+    found: dict[str, list[int]] = {"worker": [], "scheduler": []}
+    for worker in registered_workers():
+        if worker.hostname == host and worker.pid and not worker_dead(worker):
+            found["worker"].append(int(worker.pid))
+    for beat in reconcile.schedulers():
+        if beat["host"] == host and beat["pid"]:
+            found["scheduler"].append(int(beat["pid"]))
+    return found
