@@ -42,16 +42,27 @@ def worker_dead(worker: BaseWorker | None) -> bool:
         return True
     if _age(worker.last_heartbeat) > config.worker_ttl() + 60:
         return True
-    if not worker.pid or worker.hostname != socket.gethostname():
-        return False
-    if worker.pid == os.getpid():
+    if worker.pid and worker.pid == os.getpid() and worker.hostname == socket.gethostname():
         return True
+    return _process_gone(worker.hostname or "", worker.pid or 0)
+
+
+def _process_gone(host: str, pid: int) -> bool:
+    """A process that ran on this host and runs no more (a zombie counts as gone)."""
+    if not pid or host != socket.gethostname() or pid == os.getpid():
+        return False
     try:
-        return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
     except psutil.Error:
         return False
+
+
+def schedulers() -> list[dict[str, Any]]:
+    """The schedulers' heartbeats (``goalhub.reconcile``) but those of a scheduler that ran on
+    this host and has stopped (its heartbeat outlives it by up to a minute)."""
+    return [beat for beat in reconcile.schedulers() if not _process_gone(beat["host"], beat["pid"])]
 
 
 def registered_workers() -> list[BaseWorker]:
@@ -79,7 +90,7 @@ def work() -> dict[str, Any]:
     live = [worker for worker in workers if not worker_dead(worker)]
     # A dead worker still registered was last seen at its death or its last heartbeat.
     last_seen = 0.0 if live else min((_age(w.death_date or w.last_heartbeat) for w in workers), default=float("inf"))
-    beats = reconcile.schedulers()
+    beats = schedulers()
     poll_age = min((time.time() - beat["last_poll"] for beat in beats), default=float("inf"))
     problems = []
     if last_seen > window:
@@ -101,7 +112,7 @@ def local_processes() -> dict[str, list[int]]:
     for worker in registered_workers():
         if worker.hostname == host and worker.pid and not worker_dead(worker):
             found["worker"].append(int(worker.pid))
-    for beat in reconcile.schedulers():
+    for beat in schedulers():
         if beat["host"] == host and beat["pid"]:
             found["scheduler"].append(int(beat["pid"]))
     return found
