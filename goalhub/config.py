@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     PLUGINS: Annotated[list[str], NoDecode] = Field(
         [], json_schema_extra=_allowed("comma-separated importable module names"))
     JWT_KEYS: str | None = Field(None, json_schema_extra=_allowed('{"<kid>": "<secret>"} or kid:secret,...', True))
+    JWT_PUBLIC_KEYS: str | None = Field(None, json_schema_extra=_allowed(
+        "kid=/path/to/public.pem,... (RS256, ES256/ES384 or EdDSA keys; goalhub.keys)"))
+    JWT_JWKS_FILE: Path | None = Field(None, json_schema_extra=_allowed("the path of a JWKS file of public keys"))
+    ENV: Literal["development", "production"] = Field("development", json_schema_extra=_allowed(
+        "development or production (production: no development key, every process refuses to start without keys)"))
+    METRICS_TOKEN: str | None = Field(None, min_length=32, json_schema_extra=_allowed(
+        "a bearer token of 32+ characters for /metrics alone (then the dashboard password no longer opens it)", True))
     JWT_ISSUER: str = Field("api.swag.live", json_schema_extra=_allowed("any string"))
     JWT_AUDIENCE: str = Field("api.swag.live", json_schema_extra=_allowed("any string"))
     JWT_LEEWAY: int = Field(0, ge=0, le=3600, json_schema_extra=_allowed("whole seconds from 0 to 3600"))
@@ -146,7 +153,7 @@ def settings() -> Settings:
     found = _cache.get(key)
     if found is None:
         try:
-            found = Settings()
+            found = Settings(**_from_files())  # type: ignore[arg-type]  # init values: the *_FILE secrets
         except ValidationError as exc:
             raise ConfigError(_describe(exc), code="bad_configuration") from None
         if len(_cache) > 64:
@@ -154,6 +161,29 @@ def settings() -> Settings:
         _cache[key] = found
     if isinstance(raw, dict):
         _last = (dict(raw), found)
+    return found
+
+
+def secret_names() -> list[str]:
+    """The settings that hold secrets: each may also be given as ``GOALHUB_<NAME>_FILE``."""
+    return [name for name, field in Settings.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("secret")]
+
+
+def _from_files() -> dict[str, str]:
+    """``GOALHUB_<NAME>_FILE`` for each secret setting: the file's content (trailing newline
+    and spaces stripped), when ``GOALHUB_<NAME>`` itself is unset. Read when the environment
+    changes (a rotated secret file needs a restart); an unreadable file is a ConfigError."""
+    found = {}
+    for name in secret_names():
+        path = os.environ.get(f"{PREFIX}{name}_FILE")
+        if not path or os.environ.get(PREFIX + name):
+            continue
+        try:
+            found[name] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}{name}_FILE={path!r} cannot be read: {exc.strerror}",
+                              code="bad_configuration") from None
     return found
 
 
@@ -290,6 +320,29 @@ def jwt_keys() -> str | None:
     or ``kid:secret,kid2:secret2``; the first kid signs. Unset means a dev key generated once
     into ``home()/jwt_keys.json``."""
     return settings().JWT_KEYS
+
+
+def jwt_public_keys() -> str | None:
+    """``GOALHUB_JWT_PUBLIC_KEYS``: ``kid=/path/to/public.pem,...``: public keys that verify
+    tokens the platform signs (``goalhub.keys``)."""
+    return settings().JWT_PUBLIC_KEYS
+
+
+def jwt_jwks_file() -> Path | None:
+    """``GOALHUB_JWT_JWKS_FILE``: a JWKS file of public keys that verify tokens."""
+    return settings().JWT_JWKS_FILE
+
+
+def production() -> bool:
+    """``GOALHUB_ENV=production``: no development key is generated; the API refuses to start
+    without configured keys."""
+    return settings().ENV == "production"
+
+
+def metrics_token() -> str | None:
+    """``GOALHUB_METRICS_TOKEN``: a bearer token that opens ``/metrics`` alone; when set, the
+    dashboard's password and ADMIN tokens no longer do."""
+    return settings().METRICS_TOKEN
 
 
 def jwt_issuer() -> str:

@@ -1,21 +1,24 @@
 """``GET /metrics``: Prometheus metrics of every goalhub process on this machine.
 
-Protected like the dashboard (HTTP Basic with ``GOALHUB_DASHBOARD_USER``/``PASSWORD``, or a
-bearer token with the ADMIN scope): Prometheus sends either (``basic_auth`` or
-``authorization`` in its scrape config). The counters and histograms come from the
+With ``GOALHUB_METRICS_TOKEN`` set, only ``Authorization: Bearer <that token>`` opens it: a
+credential of its own, which opens nothing else. Unset, it is protected like the dashboard
+(HTTP Basic with ``GOALHUB_DASHBOARD_USER``/``PASSWORD``, or a bearer token with the ADMIN
+scope). Prometheus sends either (``authorization`` or ``basic_auth`` in its scrape config). The counters and histograms come from the
 multiprocess files of every process (``goalhub.metrics``); the gauges are read from Redis
 at each scrape: queue depth, scheduled lifecycle jobs, the scheduler's last poll.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from goalhub import metrics
+from goalhub import config, metrics
+from goalhub.errors import Unauthorized
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -135,10 +138,23 @@ def _process_sample(pid: int) -> dict[str, float] | None:
         return None
 
 
+def _authenticate() -> None:
+    """``GOALHUB_METRICS_TOKEN`` when set (compared in constant time), else the dashboard's check."""
+    token = config.metrics_token()
+    if token is None:
+        from goalhub.api.dashboard import _authenticate as dashboard_authenticate
+
+        dashboard_authenticate()
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("/metrics needs its bearer token (GOALHUB_METRICS_TOKEN)", code="token_missing")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("wrong /metrics token", code="metrics_token")
+
+
 @blueprint.get("/metrics")
 def scrape() -> Response:
-    from goalhub.api.dashboard import _authenticate
-
     _authenticate()
     metrics.multiprocess_dir()
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from goalhub import config, drain, logs, metrics
+from goalhub import auth, config, drain, logs, metrics
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -94,6 +94,7 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
     logs.configure("api")
+    auth.check_keys()  # a bad key file, or production without keys: refused before listening
     sock = listen(host, port)
     log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
     if workers == 1:
