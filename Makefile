@@ -8,7 +8,7 @@ PLUGINS := $(patsubst %/setup.cfg,%,$(wildcard goalhub_*/setup.cfg plugins/*/set
 DEMO := examples/demo
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench soak screenshots chromium clean
+.PHONY: install demo test lint typecheck bench soak screenshots chromium promtool clean
 
 $(STAMP): setup.cfg pyproject.toml $(foreach p,$(PLUGINS) $(DEMO),$(p)/setup.cfg)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m goalhub_demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium promtool
 	$(BIN)/ruff check .
 	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
@@ -33,6 +33,11 @@ test: $(STAMP) chromium
 # skips, saying why, when it cannot be installed).
 chromium:
 	@sh scripts/ensure-chromium.sh
+
+# Debian's prometheus package, for `promtool check rules` on deploy/prometheus/ in the suite
+# (tests/test_deploy.py skips those checks, saying why, when it cannot be installed).
+promtool:
+	@sh scripts/ensure-promtool.sh
 
 # The chaos soak (issue 12): not part of `make test`; finishes by itself in under 10 minutes.
 soak: $(STAMP)
