@@ -1,4 +1,4 @@
-"""The store's schema version (issue 24): recorded in the store, checked by every process.
+"""The store's schema version and the jobs' payload version (issue 24).
 
 The store holds one document ``{"_id": "schema", "version": N}`` in the ``goalhub_meta``
 collection (MongoDB and the embedded store alike). A store without it gets this code's
@@ -17,6 +17,14 @@ from goalhub.errors import GoalhubError
 
 #: The version of the documents this code reads and writes.
 SCHEMA_VERSION = 1
+
+#: The version of goalhub's RQ job payloads (the functions and arguments of create_goal,
+#: activate_goal, end_goal, run_receiver...), carried in each job's ``meta["payload_version"]``.
+#: A worker runs a job of its own version or an older one (a job without it is version 1) and
+#: fails a newer one with a clear reason (``goalhub.worker``): a worker not yet upgraded never
+#: runs a job whose arguments it would misread. Raise it when a job's arguments change shape,
+#: and keep the job functions of the previous version working (README, Upgrading).
+PAYLOAD_VERSION = 1
 
 #: version N -> the function that brings a store at N to N + 1 (run in order, then recorded).
 MIGRATIONS: dict[int, Callable[[Any], None]] = {}

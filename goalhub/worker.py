@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from typing import Any
 
 import psutil
 import redis
@@ -24,6 +25,7 @@ from goalhub.connection import get_redis
 from goalhub.liveness import worker_dead as _dead
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, enqueued_key, get_scheduler
+from goalhub.schema import PAYLOAD_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +155,25 @@ def take_over(worker: Worker) -> bool:
 
 
 class _TakeOver:
-    """Takes over the name of a dead worker at birth (``take_over``)."""
+    """Takes over the name of a dead worker at birth (``take_over``), and refuses a job whose
+    payload is newer than this code (``goalhub.schema.PAYLOAD_VERSION``)."""
 
     def register_birth(self) -> None:
         take_over(self)
         super().register_birth()
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        version = job.meta.get("payload_version", 1)
+        if not isinstance(version, int) or version > PAYLOAD_VERSION:
+            reason = (f"job {job.id} carries payload version {version!r}, newer than this worker's "
+                      f"({PAYLOAD_VERSION}): upgrade this worker; the job stays in the failed registry "
+                      "for `goalhub retry` or RQ's requeue once it is")
+            log.error(reason)
+            job.retries_left = 0  # the same worker would refuse it again
+            self.handle_job_failure(job, queue=queue, exc_string=reason,
+                                    execution=kwargs.get("execution", args[0] if args else None))
+            return False
+        return super().perform_job(job, queue, *args, **kwargs)
 
 
 class RecoveringWorker(_TakeOver, Worker):
