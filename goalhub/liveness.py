@@ -2,8 +2,9 @@
 ``/healthz/deep`` and ``/readyz`` give on them (issue 24).
 
 A worker is dead (``worker_dead``) when its registration is gone or marks its death, when its
-last heartbeat is older than ``GOALHUB_WORKER_TTL`` + 60 s (a live goalhub worker beats at least
-every ``GOALHUB_WORKER_TTL - 15`` s), or when it ran on this host and its process no longer runs.
+last heartbeat is older than ``GOALHUB_WORKER_TTL`` (or ``GOALHUB_JOB_TIMEOUT``, if longer) + 60 s
+(a live goalhub worker beats at least every ``GOALHUB_WORKER_TTL - 15`` s, and while a forking
+worker's horse runs, every 30 s), or when it ran on this host and its process no longer runs.
 Recovery (``goalhub.worker``) acts on the same verdict: one owner for "is this worker dead".
 
 ``work()`` says what is missing: ``no_worker`` when no live worker has been seen for
@@ -40,7 +41,8 @@ def worker_dead(worker: BaseWorker | None) -> bool:
     process's is dead too: a container's pid 1 restarted finds its former self's entry."""
     if worker is None or worker.death_date is not None:
         return True
-    if _age(worker.last_heartbeat) > config.worker_ttl() + 60:
+    # A simple worker does not beat while it runs a job (at most the job timeout).
+    if _age(worker.last_heartbeat) > max(config.worker_ttl(), config.job_timeout()) + 60:
         return True
     if worker.pid and worker.pid == os.getpid() and worker.hostname == socket.gethostname():
         return True

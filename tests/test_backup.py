@@ -2,8 +2,8 @@
 
 Real processes: a forking worker and the scheduler work through a steady stream of
 ``create_goal`` jobs (a receiver of ``goal.created`` marks each goal) while ``goalhub backup``
-copies the embedded store. The load goes on after the copy, so goals are created that the
-backup does not hold. Workers and scheduler stop, ``goalhub restore`` brings the copy back and
+copies the embedded store. The load goes on until the copy is done and 20 goals more after it, which the backup does not
+hold. Workers and scheduler stop, ``goalhub restore`` brings the copy back and
 reconciles Redis; they start again. Then every goal of the load is in the store once, its
 ``goal.created`` is recorded with every outcome ``ok``, its receiver ran, no outcome is left
 unsettled and ``GET /goals/<id>`` answers the goal (nothing stays ``creating``).
@@ -29,7 +29,7 @@ from goalhub.store import get_database
 
 pytestmark = pytest.mark.e2e
 
-GOALS = 120
+AFTER = 20  # goals created after the copy
 
 
 def goal_document() -> dict:
@@ -65,24 +65,30 @@ def test_a_backup_taken_under_load_restores_to_consistent_goals(tmp_path, monkey
     env = api_support.process_env()
     processes = start_work(env, tmp_path, 1)
     target = tmp_path / "backup.sqlite3"
-    documents = [goal_document() for _ in range(GOALS)]
+    documents: list[dict] = []
     backed_up_before: set[str] = set()
     try:
-        def load(batch: list[dict]) -> None:
-            for document in batch:
+        def load(count: int | None = None, until: threading.Event | None = None) -> None:
+            made = 0
+            while (count is None or made < count) and not (until and until.is_set()):
+                document = goal_document()
+                documents.append(document)
                 tasks.enqueue_create_goal(document)
-                time.sleep(0.01)
+                made += 1
+                time.sleep(0.05)
 
-        first, second = documents[: GOALS // 2], documents[GOALS // 2:]
-        load(first[:20])
-        api_support.wait_for(lambda: settled([d["_id"] for d in first[:20]]), timeout=60, what="the first goals")
-        loader = threading.Thread(target=load, args=(first[20:] + second,))
+        load(20)
+        api_support.wait_for(lambda: settled([d["_id"] for d in documents]), timeout=60, what="the first goals")
+        copied = threading.Event()
+        loader = threading.Thread(target=load, kwargs={"until": copied})  # goes on until the copy is done
         loader.start()
         time.sleep(0.2)  # the load is under way: goals being written as the copy is taken
         backed_up_before = {str(g["_id"]) for g in get_database().goals.find({}, {"_id": 1})}
         done = cli("backup", str(target), "--json", env=env)
-        assert done.returncode == 0, done.stderr
+        copied.set()
         loader.join(timeout=120)
+        assert done.returncode == 0, done.stderr
+        load(AFTER)  # goals created after the backup
         all_ids = [d["_id"] for d in documents]
         api_support.wait_for(lambda: settled(all_ids), timeout=120, what="every goal of the load")
     finally:
@@ -95,7 +101,7 @@ def test_a_backup_taken_under_load_restores_to_consistent_goals(tmp_path, monkey
     copy.close()
     restored_count = next(iter(in_backup))
     # Every goal stored before the copy began is in it (the WAL's pages too); the load went on after it.
-    assert len(backed_up_before) <= restored_count < GOALS
+    assert len(backed_up_before) <= restored_count <= len(documents) - AFTER
 
     done = cli("restore", str(target), "--json", env=env)
     assert done.returncode == 0, done.stderr + done.stdout
@@ -105,7 +111,7 @@ def test_a_backup_taken_under_load_restores_to_consistent_goals(tmp_path, monkey
     try:
         all_ids = [d["_id"] for d in documents]
         api_support.wait_for(lambda: settled(all_ids), timeout=120, what="every goal consistent after the restore")
-        assert db.goals.count_documents({}) == GOALS
+        assert db.goals.count_documents({}) == len(documents)
         assert db.outcomes.count_documents({"status": {"$nin": ["ok", "skipped"]}}) == 0
         assert {m["_id"] for m in db.marks.find()} == set(all_ids)
         client = create_app().test_client()
@@ -119,6 +125,6 @@ def test_a_backup_taken_under_load_restores_to_consistent_goals(tmp_path, monkey
         for process in processes:
             print(f"--- {process.name} ---\n{process.output()}")
     reconciled = json.loads(done.stdout)["reconciled"]
-    print(f"[backup] {restored_count} of {GOALS} goals in the backup; the restore re-created "
+    print(f"[backup] {restored_count} of {len(documents)} goals in the backup; the restore re-created "
           f"{len(reconciled['recreated'])} from their jobs, sent goal.created again for {len(reconciled['resent'])}, "
           f"delivered {len(reconciled['redelivered'])} outcomes again, left {len(reconciled['stuck'])}")

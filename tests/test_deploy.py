@@ -15,13 +15,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import api_support
 import pytest
-
-from goalhub import metrics
-from goalhub.api import create_app
-from goalhub.auth import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "goalhub.rules.yml"
@@ -57,17 +55,28 @@ def test_every_dashboard_expression_is_valid_promql(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+FAMILIES = """
+from goalhub import metrics
+from goalhub.api import create_app
+from goalhub.auth import mint_token
+
+metrics.goal_created("ExampleGoal")
+metrics.receiver_outcome("plugin", "receiver", "ok", 0.01)
+metrics.activation(0.1)
+metrics.reconciled("activate")
+metrics.http_request("GET", "/goals/<goal_id>", 200, 0.01)
+token = mint_token("6800a9073e0c346531958b03", ["ADMIN"])
+print(create_app().test_client().get("/metrics", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True))
+"""
+
+
 def exported_families() -> set[str]:
-    """The families of a real scrape, after one sample of every recorded metric."""
-    metrics.goal_created("ExampleGoal")
-    metrics.receiver_outcome("plugin", "receiver", "ok", 0.01)
-    metrics.activation(0.1)
-    metrics.reconciled("activate")
-    metrics.http_request("GET", "/goals/<goal_id>", 200, 0.01)
-    client = create_app().test_client()
-    text = client.get("/metrics", headers={"Authorization": f"Bearer {mint_token('6800a9073e0c346531958b03', ['ADMIN'])}"}
-                      ).get_data(as_text=True)
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE goalhub_")}
+    """The families of a real scrape, after one sample of every recorded metric: in a process
+    of its own, since prometheus-client picks its multiprocess mode at its first import."""
+    done = subprocess.run([sys.executable, "-c", FAMILIES], env=api_support.process_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {line.split()[2] for line in done.stdout.splitlines() if line.startswith("# TYPE goalhub_")}
 
 
 def test_every_family_is_documented_and_every_name_used_is_exported():

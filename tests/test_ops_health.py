@@ -21,6 +21,7 @@ import api_support
 import pytest
 
 from goalhub.api import create_app
+from goalhub.api.openapi import DeepHealth, Error
 from goalhub.auth import mint_token
 from goalhub.store import get_database
 
@@ -42,6 +43,7 @@ def test_deep_health_and_metrics_see_workers_and_schedulers(client, tmp_path, mo
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "work_stalled"
     assert response.get_json()["error"]["down"] == ["no_worker", "no_scheduler"]
+    Error.model_validate(response.get_json())
 
     env = api_support.process_env()
     worker = api_support.ChildProcess("worker", "from goalhub.worker import run_worker; run_worker()", env, tmp_path)
@@ -52,6 +54,7 @@ def test_deep_health_and_metrics_see_workers_and_schedulers(client, tmp_path, mo
             client.get("/healthz/deep")), timeout=60, what="/healthz/deep to pass")
         assert body["workers"] == {"goalhub-lifecycle": 1, "goalhub": 1, "goalhub-backfill": 1}
         assert body["schedulers"] == 1 and body["disk_free_bytes"] > 0
+        DeepHealth.model_validate(body)  # as the OpenAPI document says
 
         text = client.get("/metrics", headers=admin()).get_data(as_text=True)
         assert 'goalhub_workers{queue="goalhub"} 1.0' in text
@@ -83,9 +86,10 @@ def test_a_full_store_is_a_503_storage_full_not_a_500(client):
     conn = db.client._conn()
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
-    with pytest.raises(sqlite3.OperationalError, match="full"):  # fill what is left of the last pages
-        for n in range(10_000):
-            db.filler.insert_one({"n": n, "pad": "x" * 512})
+    for pad in (4096, 512, 64, 0):  # fill what is left of the last pages, down to the smallest document
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for n in range(100_000):
+                db.filler.insert_one({"n": n, "pad": "x" * pad})
     token = mint_token(STREAMER, ["CREATOR", "PLATFORM"])
     response = client.post("/sessions", json={"sources": [{"room_id": "r1", "task_id": "t1"}]},
                            headers={"Authorization": f"Bearer {token}"})
