@@ -36,14 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rq.job import Job
-
-from goalhub import config, dispatch, liveness, schema
-from goalhub.connection import get_redis
+from goalhub import config, dispatch, liveness, schema, validation
 from goalhub.errors import BadRequest, Conflict
-from goalhub.queues import PENDING, job_id
+from goalhub.queues import PENDING
 from goalhub.store import get_database
-from goalhub.tasks import created_arguments, enqueue_create_goal
+from goalhub.tasks import create_jobs, created_arguments, enqueue_create_goal
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +166,12 @@ def reconcile() -> dict[str, list[str]]:
     goal ids re-created, the goals whose event was sent again, the outcomes delivered again and
     those that could not be (no arguments to deliver them with)."""
     db = get_database()
-    connection = get_redis()
-    prefix = f"{Job.redis_job_namespace_prefix}{job_id('create', '')}"
     recreated: list[str] = []
-    for key in connection.scan_iter(match=f"{prefix}*", count=500):
-        job = Job.fetch_many([key.decode()[len(Job.redis_job_namespace_prefix):]], connection=connection)[0]
-        if job is None or not job.args or not isinstance(job.args[0], dict):
+    for job in create_jobs():
+        if not job.args or not isinstance(job.args[0], dict):
             continue
         goal = job.args[0]
-        if db.goals.count_documents({"_id": _oid(goal["_id"])}, limit=1):
+        if db.goals.count_documents({"_id": validation.oid(goal["_id"])}, limit=1):
             continue
         if job.get_status(refresh=False) not in PENDING:
             enqueue_create_goal(goal)
@@ -196,7 +190,7 @@ def reconcile() -> dict[str, list[str]]:
             continue  # create_goal sends goal.created again: its receivers are delivered to then
         arguments = outcome.get("arguments")
         if arguments is None and outcome["event"] == "goal.created":
-            goal = db.goals.find_one({"_id": _oid(outcome["goal_id"])})
+            goal = db.goals.find_one({"_id": validation.oid(outcome["goal_id"])})
             arguments = created_arguments(goal) if goal else None
         if arguments is None:
             stuck.append(outcome["_id"])
@@ -214,8 +208,3 @@ def reconcile() -> dict[str, list[str]]:
     return {"recreated": sorted(recreated), "resent": sorted(resent), "redelivered": sorted(redelivered),
             "stuck": sorted(stuck)}
 
-
-def _oid(value: Any) -> Any:
-    from bson import ObjectId
-
-    return ObjectId(value) if isinstance(value, str) and ObjectId.is_valid(value) else value

@@ -22,6 +22,7 @@ from goalhub import liveness
 from goalhub.connection import get_redis
 from goalhub.queues import PENDING, job_id
 from goalhub.store import get_database
+from goalhub.tasks import create_jobs
 
 UNSETTLED = ("running", "queued", "retrying")
 
@@ -63,10 +64,8 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
         found.append({"kind": "outcome", "id": outcome["_id"], "goal_id": str(outcome["goal_id"]),
                       "status": outcome["status"], "age": round(now - since, 1),
                       "hint": _job_hint(pending or (jobs[0] if jobs else None))})
-    prefix = f"{Job.redis_job_namespace_prefix}{job_id('create', '')}"
-    for key in connection.scan_iter(match=f"{prefix}*", count=500):
-        job = Job.fetch_many([key.decode()[len(Job.redis_job_namespace_prefix):]], connection=connection)[0]
-        if job is None or job.enqueued_at is None:
+    for job in create_jobs():
+        if job.enqueued_at is None:
             continue
         age = now - job.enqueued_at.timestamp()
         goal_id = job.id[len(job_id("create", "")):]

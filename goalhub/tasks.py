@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
+from rq.job import Job
 
 from goalhub import metrics, signals
 from goalhub.dispatch import run_receiver  # noqa: F401  (re-exported: the receiver job)
@@ -55,6 +57,17 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
                                "description": f"create_goal {goal['_cls']} {goal_id}"}
     enqueue_once(get_queue(), create_goal, {**goal, "_id": goal_id}, fresh=fresh, **options)
     return goal_id
+
+
+def create_jobs() -> Iterator[Job]:
+    """Every ``create_goal`` job Redis holds, whatever its state (a scan: for operators' tools,
+    ``goalhub outcomes --stale`` and the reconciliation after a restore)."""
+    connection = get_queue().connection
+    namespace = Job.redis_job_namespace_prefix
+    for key in connection.scan_iter(match=f"{namespace}{job_id('create', '')}*", count=500):
+        job = Job.fetch_many([key.decode()[len(namespace):]], connection=connection)[0]
+        if job is not None:
+            yield job
 
 
 def create_goal(goal: dict[str, Any]) -> str:
