@@ -5,6 +5,7 @@
   (``goalhub_workers`` by queue, ``goalhub_schedulers``) with build info and each process's cost.
 - A store that is full (SQLite's own SQLITE_FULL, from a page limit on its real connection)
   answers ``POST /sessions`` with 503 ``storage_full`` and ``Retry-After``, not a 500.
+- A worker name held on another host is taken over once its heartbeat expired, not before.
 - The first samples of several threads at once are all recorded (they raised
   ``DuplicateTimeseries`` after each restart, and one request's sample was dropped).
 """
@@ -16,14 +17,20 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 
 import api_support
 import pytest
+from rq import Worker
+from rq.utils import utcformat
 
 from goalhub.api import create_app
 from goalhub.api.openapi import DeepHealth, Error
 from goalhub.auth import mint_token
+from goalhub.connection import get_redis
+from goalhub.queues import all_queues
 from goalhub.store import get_database
+from goalhub.worker import RecoveringWorker
 
 STREAMER = "6800a9073e0c346531958b03"
 
@@ -121,3 +128,20 @@ def test_the_first_samples_of_many_threads_at_once_are_all_recorded(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "could not record" not in done.stderr, done.stderr
     assert 'goalhub_http_requests_total{method="POST",route="/goals",status="202"} 8.0' in done.stdout
+
+
+@pytest.mark.parametrize("beat_age, taken_over", [(30, False), (121, True)])
+def test_a_name_held_on_another_host_is_taken_over_only_once_its_heartbeat_expired(beat_age, taken_over):
+    """``GOALHUB_WORKER_TTL`` (60) + 60 s without a heartbeat: dead, whatever host it ran on."""
+    connection = get_redis()
+    held = Worker(all_queues(), connection=connection, name="goalhub-elsewhere-1")
+    held.register_birth()
+    connection.hset(held.key, mapping={"hostname": "another-host", "pid": 4242,
+                                       "last_heartbeat": utcformat(datetime.now(UTC) - timedelta(seconds=beat_age))})
+    new = RecoveringWorker(all_queues(), connection=connection, name="goalhub-elsewhere-1")
+    if taken_over:
+        new.register_birth()
+        assert Worker.find_by_key(new.key, connection=connection).hostname != "another-host"
+    else:
+        with pytest.raises(ValueError, match="There exists an active worker"):
+            new.register_birth()
