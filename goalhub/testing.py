@@ -290,8 +290,8 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or accepted while its processes still import (a loaded machine)
         if server.popen.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise RuntimeError(f"the API server did not start:\n{server.output()}")
