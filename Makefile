@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist processes for `make test` (the end-to-end tests mostly wait on their processes).
 TEST_WORKERS ?= 3
 
-.PHONY: install demo test lint typecheck bench soak screenshots chromium clean
+.PHONY: install demo test lint typecheck bench soak screenshots chromium promtool clean
 
 # uv (a faster pip, itself installed with pip) when it can be had, else pip alone.
 $(STAMP): $(REQUIREMENTS) setup.cfg pyproject.toml $(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg examples/demo/setup.cfg)
@@ -26,7 +26,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m goalhub_demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium promtool
 	$(BIN)/ruff check .
 	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
@@ -40,6 +40,11 @@ test: $(STAMP) chromium
 # skips, saying why, when it cannot be installed).
 chromium:
 	@sh scripts/ensure-chromium.sh
+
+# Debian's prometheus package, for `promtool check rules` on deploy/prometheus/ in the suite
+# (tests/test_deploy.py skips those checks, saying why, when it cannot be installed).
+promtool:
+	@sh scripts/ensure-promtool.sh
 
 # The chaos soak (issue 12): not part of `make test`; finishes by itself in under 10 minutes.
 soak: $(STAMP)

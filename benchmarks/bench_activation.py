@@ -12,6 +12,11 @@ activate_goal: 3 jobs a goal, ~15 jobs/s); the real plugins would add 4 jobs a g
 whose activation could only be scheduled after its ``nbf`` (its creation waited behind other
 jobs) is activated at once: it is counted apart, as creation backlog, not scheduler precision.
 
+Then a burst (issue 24): the same number of countdowns enqueued as fast as possible, all with
+one ``nbf`` far enough ahead for every goal to be stored and scheduled before it, in a fresh
+home: how late the last of a burst of simultaneous activations is (the operator measured p50
+0.37 s, max 2.09 s for 200 goals on 2 workers, against a p95 of 61 ms for spread countdowns).
+
 Lateness = ``activated_at - nbf``, split by the activation job's RQ timestamps into: moved to
 the queue by the scheduler (``enqueued_at - nbf``, negative = early), waiting for a worker
 (``started_at - enqueued_at``) and running (``activated_at - started_at``, which includes the
@@ -37,7 +42,7 @@ def _epoch(value: Any) -> float:
     return value.replace(tzinfo=UTC).timestamp()
 
 
-def run(goals: int, workers: int) -> dict[str, Any]:
+def run(goals: int, workers: int, burst: float | None = None) -> dict[str, Any]:
     from bson import ObjectId
     from rq.job import Job
 
@@ -53,11 +58,12 @@ def run(goals: int, workers: int) -> dict[str, Any]:
     session_id = str(ObjectId())
     with support.children(support.start_scheduler(home), *support.start_workers(workers, home)):
         start = time.monotonic()
+        burst_nbf = time.time() + burst if burst is not None else None
         for i in range(goals):
             delay = start + i / RATE - time.monotonic()
-            if delay > 0:
+            if delay > 0 and burst_nbf is None:
                 time.sleep(delay)
-            nbf = time.time() + rng.uniform(1.0, 10.0)
+            nbf = burst_nbf if burst_nbf is not None else time.time() + rng.uniform(1.0, 10.0)
             enqueue_create_goal({
                 "_id": ObjectId(), "_cls": "TriggerPrivateGoal", "active": False,
                 "conditions": {"session_id": session_id}, "levels": [{"target": 100}],
@@ -87,6 +93,26 @@ def stats(values: list[float]) -> list[str]:
     ms = [v * 1000 for v in values]
     return [f"{min(ms):,.0f}", f"{support.percentile(ms, 50):,.0f}", f"{support.percentile(ms, 95):,.0f}",
             f"{max(ms):,.0f}"]
+
+
+BURST_AHEAD = 20.0  # seconds: every goal of the burst is stored and scheduled before its nbf
+
+
+def burst_lateness(goals: int, workers: int, interval: float | None) -> Headline:
+    with support.temporary_home(load_plugins=()):
+        if interval is not None:
+            os.environ["GOALHUB_SCHEDULER_INTERVAL"] = str(interval)
+        rows = run(goals, workers, burst=BURST_AHEAD)["rows"]
+    late = [r["late"] for r in rows]
+    ahead = [r for r in rows if not r["scheduled_after_nbf"]]
+    print(f"## Activation lateness in a burst: {goals} countdowns with one nbf ({BURST_AHEAD:g} s ahead), "
+          f"{workers} forking workers\n")
+    print(support.table(["milliseconds", "min", "p50", "p95", "max"], [[f"lateness, all {len(rows)} goals", *stats(late)]]))
+    print(f"{len(rows) - len(ahead)} of {goals} goals were scheduled only after their nbf. Never early: "
+          f"{'yes' if min(late) >= 0 else 'NO'}.\n")
+    return Headline("activation", f"lateness in a burst of {goals} goals with one nbf, {workers} workers",
+                    f"p50 {support.percentile(late, 50) * 1000:,.0f} / p95 {support.percentile(late, 95) * 1000:,.0f} / "
+                    f"max {max(late) * 1000:,.0f} ms", "operator's drill: p50 370 / max 2,090 ms", "measured")
 
 
 def main() -> None:
@@ -128,7 +154,7 @@ def main() -> None:
         f"min {min(late) * 1000:,.0f} / p50 {support.percentile(late, 50) * 1000:,.0f} / "
         f"p95 {p95:,.0f} / max {max(late) * 1000:,.0f} ms"
         + (f" (scheduled ahead: p95 {support.percentile(ahead_ms, 95):,.0f} ms)" if ahead_ms else ""),
-        f"target p95 < {TARGET_P95_MS} ms", verdict.lower())])
+        f"target p95 < {TARGET_P95_MS} ms", verdict.lower()), burst_lateness(goals, workers, options.interval)])
 
 if __name__ == "__main__":
     main()

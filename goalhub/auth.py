@@ -1,10 +1,12 @@
 """Bearer tokens: the one place that verifies and mints them.
 
-Tokens are the platform's JWTs (seed 000): HS256, a ``kid`` header naming one key of the
-configured key set, claims ``sub`` (the caller's 24-hex user id), ``jti``, ``iss``, ``aud``,
+Tokens are the platform's JWTs (seed 000): a ``kid`` header naming one key of the configured
+key set, signed with that key's algorithm (HS256 for a shared secret of ``GOALHUB_JWT_KEYS``;
+RS256, ES256/ES384 or EdDSA for a public key of ``goalhub.keys``, which goalhub can only
+verify with), claims ``sub`` (the caller's 24-hex user id), ``jti``, ``iss``, ``aud``,
 ``iat``, ``exp``, ``version``, ``scopes`` and ``metadata``. Keys come from
-``GOALHUB_JWT_KEYS``; without it a development key is generated once under
-``GOALHUB_HOME``. Every refusal is an ``Unauthorized`` (401) with a stable ``code``:
+``GOALHUB_JWT_KEYS`` and the public keys; with none of them a development key is generated
+once under ``GOALHUB_HOME`` (never in production mode, ``GOALHUB_ENV=production``). Every refusal is an ``Unauthorized`` (401) with a stable ``code``:
 
 ``token_missing``, ``token_malformed``, ``token_algorithm``, ``token_kid_missing``,
 ``token_kid_unknown``, ``token_signature``, ``token_expired``, ``token_not_yet_valid``,
@@ -30,7 +32,8 @@ from typing import Any
 
 import jwt
 
-from goalhub import config
+from goalhub import config, keys
+from goalhub.config import ConfigError
 from goalhub.errors import Forbidden, Unauthorized
 
 __all__ = [
@@ -91,8 +94,34 @@ def signing_keys() -> dict[str, str]:
     """
     raw = config.settings().JWT_KEYS
     if raw is None:
+        if keys.configured():
+            return {}  # public keys only: the platform signs, goalhub only verifies
+        if config.settings().ENV == "production":
+            raise ConfigError("GOALHUB_ENV=production needs keys: GOALHUB_JWT_PUBLIC_KEYS, GOALHUB_JWT_JWKS_FILE "
+                              "or GOALHUB_JWT_KEYS (no development key is generated in production)")
         return _dev_keys()
     return _configured_keys(raw)
+
+
+def verification_keys() -> tuple[keys.VerifyKey, ...]:
+    """Every key a token may name: the shared secrets (HS256), then the public keys."""
+    return _shared(tuple(signing_keys().items())) + (keys.public_keys() if keys.configured() else ())
+
+
+@functools.lru_cache(maxsize=8)
+def _shared(secrets_: tuple[tuple[str, str], ...]) -> tuple[keys.VerifyKey, ...]:
+    # The same objects for the same secrets: a kept verdict (``_verified``) is keyed on them.
+    return tuple(keys.VerifyKey(kid, ALGORITHM, secret) for kid, secret in secrets_)
+
+
+def check_keys() -> None:
+    """At the start of a process that verifies tokens: the keys load (a bad file is one line,
+    before any request), and in production mode some are configured."""
+    try:
+        if not verification_keys():
+            raise ConfigError("no keys verify bearer tokens")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -199,7 +228,7 @@ def verify_token(token: str) -> Principal:
     if len(token) > _MAX_TOKEN_LENGTH:
         raise Unauthorized("the bearer token is too long", code="token_malformed")
     leeway = config.settings().JWT_LEEWAY
-    principal = _verified(token, tuple(signing_keys().items()), config.settings().JWT_AUDIENCE, config.settings().JWT_ISSUER, leeway)
+    principal = _verified(token, verification_keys(), config.settings().JWT_AUDIENCE, config.settings().JWT_ISSUER, leeway)
     # PyJWT's own test (api_jwt._validate_exp), as at the first verification.
     if principal.claims["exp"] <= time.time() - leeway:
         raise Unauthorized("the bearer token has expired", code="token_expired")
@@ -210,25 +239,30 @@ VERIFIED_TOKENS = 1024
 
 
 @functools.lru_cache(maxsize=VERIFIED_TOKENS)  # keeps what returns; a refusal raises, is never kept
-def _verified(token: str, keys: tuple[tuple[str, str], ...], audience: str, issuer: str, leeway: int) -> Principal:
+def _verified(token: str, keyring: tuple[keys.VerifyKey, ...], audience: str, issuer: str,
+              leeway: int) -> Principal:
     try:
         header = jwt.get_unverified_header(token)
     except (jwt.PyJWTError, ValueError, RecursionError):
         raise Unauthorized("the bearer token is not a well-formed JWT", code="token_malformed") from None
 
     # Decided from our configuration, never from the token: the header only has to agree.
-    if header.get("alg") != ALGORITHM:
-        raise Unauthorized(f"the bearer token must be signed with {ALGORITHM}", code="token_algorithm")
+    algorithms = {key.algorithm for key in keyring}
+    if header.get("alg") not in algorithms:
+        raise Unauthorized(f"the bearer token must be signed with {' or '.join(sorted(algorithms))}",
+                           code="token_algorithm")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Unauthorized("the bearer token has no key id (kid)", code="token_kid_missing")
     # Exactly the named key: trying every key would let one leaked key sign as any kid.
-    secret = dict(keys).get(kid)
-    if secret is None:
+    named = next((key for key in keyring if key.kid == kid), None)
+    if named is None:
         raise Unauthorized("the bearer token's key id (kid) is not known", code="token_kid_unknown")
+    if header.get("alg") != named.algorithm:  # the kid's own algorithm, none other
+        raise Unauthorized(f"the bearer token's key {kid!r} signs with {named.algorithm}", code="token_algorithm")
 
-    _check_signature_and_shape(token, secret)
-    claims = _check_claims(token, secret, audience, issuer, leeway)
+    _check_signature_and_shape(token, named.key, named.algorithm)
+    claims = _check_claims(token, named.key, named.algorithm, audience, issuer, leeway)
 
     sub = claims["sub"]
     if not isinstance(sub, str) or not _OBJECT_ID.fullmatch(sub):
@@ -245,10 +279,10 @@ def _verified(token: str, keys: tuple[tuple[str, str], ...], audience: str, issu
     return Principal(user_id=sub.lower(), scopes=frozenset(scopes), token_id=jti, claims=claims)
 
 
-def _check_signature_and_shape(token: str, secret: str) -> None:
+def _check_signature_and_shape(token: str, secret: Any, algorithm: str) -> None:
     """Signature first, then the payload's shape, before any claim is trusted or judged."""
     try:
-        payload = jwt.PyJWS().decode(token, secret, algorithms=[ALGORITHM])
+        payload = jwt.PyJWS().decode(token, secret, algorithms=[algorithm])
     except jwt.InvalidSignatureError:
         raise Unauthorized("the bearer token's signature is not valid", code="token_signature") from None
     except (jwt.PyJWTError, ValueError, RecursionError):
@@ -269,12 +303,13 @@ def _check_signature_and_shape(token: str, secret: str) -> None:
             raise Unauthorized(f"the bearer token's {name} must be a number", code="token_claims")
 
 
-def _check_claims(token: str, secret: str, audience: str, issuer: str, leeway: int) -> dict[str, Any]:
+def _check_claims(token: str, secret: Any, algorithm: str, audience: str, issuer: str,
+                  leeway: int) -> dict[str, Any]:
     try:
         return jwt.decode(
             token,
             secret,
-            algorithms=[ALGORITHM],
+            algorithms=[algorithm],
             audience=audience,
             issuer=issuer,
             leeway=leeway,
@@ -333,9 +368,11 @@ def mint_token(
         raise TypeError("scopes must be an iterable of scope names, not one string")
     if ttl <= 0:
         raise ValueError("ttl must be positive")
-    keys = signing_keys()
-    kid = next(iter(keys)) if kid is None else kid
-    if kid not in keys:
+    shared = signing_keys()
+    if not shared:
+        raise ValueError("goalhub holds no signing key: with public keys only, the platform signs tokens")
+    kid = next(iter(shared)) if kid is None else kid
+    if kid not in shared:
         raise ValueError(f"kid {kid!r} is not in the key set")
 
     now = int(time.time())
@@ -356,4 +393,4 @@ def mint_token(
     }
     claims.update(extra or {})
     # sort_headers=False keeps the seed's header order: typ, alg, kid.
-    return jwt.encode(claims, keys[kid], algorithm=ALGORITHM, headers={"kid": kid}, sort_headers=False)
+    return jwt.encode(claims, shared[kid], algorithm=ALGORITHM, headers={"kid": kid}, sort_headers=False)

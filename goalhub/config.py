@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         256, "MiB a pool worker's resident memory may grow past what it had after its first job before it is "
         "replaced, between jobs (0: never)",
         "whole MiB >= 0 a pool worker's memory may grow before it is replaced (0: never)", ge=0)
+    WORKER_TTL: int = _setting(
+        60, "a worker's heartbeat TTL (RQ's `worker_ttl`, 420 by default there); a worker whose last beat is "
+        "older than this + 60 s is dead: its jobs are recovered, its name may be taken over",
+        "whole seconds from 30 to 3600", ge=30, le=3600)
+    LIVENESS_WINDOW: float = _setting(
+        30.0, "seconds without a live worker or a scheduler poll before `/healthz/deep` answers 503",
+        "seconds > 0 without a live worker or a scheduler poll before /healthz/deep fails", gt=0, le=3600)
     BREAKER_THRESHOLD: int = _setting(
         5, "a receiver failing this many different events in a row is paused until resumed (0: never)",
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)", ge=0)
@@ -119,6 +126,20 @@ class Settings(BaseSettings):
         None, '`{"<kid>": "<secret>"}` or `kid:secret,...`; the first signs minted tokens',
         '{"<kid>": "<secret>"} or kid:secret,...', secret=True,
         shown="unset: a dev key generated into `GOALHUB_HOME/jwt_keys.json`")
+    JWT_PUBLIC_KEYS: str | None = _setting(
+        None, "`kid=/path/to/public.pem,...`: public keys (RS256, ES256/ES384, EdDSA) that verify tokens the "
+        "platform signs", "kid=/path/to/public.pem,... (RS256, ES256/ES384 or EdDSA keys; goalhub.keys)",
+        shown="unset")
+    JWT_JWKS_FILE: Path | None = _setting(None, "a JWKS file of public keys (re-read when it changes)",
+                                          "the path of a JWKS file of public keys", shown="unset")
+    ENV: Literal["development", "production"] = _setting(
+        "development", "`production`: no development key; every process refuses to start without keys",
+        "development or production (production: no development key, every process refuses to start without keys)")
+    METRICS_TOKEN: str | None = _setting(
+        None, "a bearer token (32+ characters) that alone opens `/metrics` (then the dashboard password and "
+        "ADMIN tokens no longer do)",
+        "a bearer token of 32+ characters for /metrics alone (then the dashboard password no longer opens it)",
+        secret=True, shown="unset", min_length=32)
     JWT_ISSUER: str = _setting("api.swag.live", "the `iss` a bearer token must carry (and minted tokens get)",
                                "any string")
     JWT_AUDIENCE: str = _setting("api.swag.live", "the `aud` a bearer token must carry (and minted tokens get)",
@@ -158,6 +179,12 @@ class Settings(BaseSettings):
                                   "`GOALHUB_RESTART_WINDOW` seconds", "a whole number >= 1", ge=1)
     RESTART_WINDOW: float = _setting(60.0, "seconds over which `goalhub up` counts a child's crashes",
                                      "seconds > 0", gt=0)
+    DRAIN_DELAY: float = _setting(
+        2.0, "seconds an API process told to stop keeps accepting while `/readyz` answers 503",
+        "seconds from 0 to 300 an API process told to stop keeps accepting while /readyz answers 503", ge=0, le=300)
+    SHUTDOWN_GRACE: float = _setting(
+        25.0, "seconds an API process that stopped accepting gives its in-flight requests",
+        "seconds from 0 to 3600 an API process that stopped accepting gives in-flight requests", ge=0, le=3600)
     DASHBOARD_USER: str | None = _setting(
         None, "HTTP Basic user for `/rq` and `/metrics`; unset (or no password), only a bearer token with "
         "the `ADMIN` scope gets in", "any string", shown="unset")
@@ -218,7 +245,7 @@ def settings() -> Settings:
     found = _cache.get(key)
     if found is None:
         try:
-            found = Settings()
+            found = Settings(**_from_files())  # type: ignore[arg-type]  # init values: the *_FILE secrets
         except ValidationError as exc:
             raise ConfigError(_describe(exc), code="bad_configuration") from None
         if len(_cache) > 64:
@@ -292,9 +319,35 @@ def reference() -> list[dict[str, str]]:
             if isinstance(default, float) and default.is_integer():
                 default = int(default)  # 5, not 5.0
             shown = str(default) if not isinstance(default, list) else ",".join(map(str, default))
-        rows.append({"variable": PREFIX + name, "default": str(shown), "meaning": field.description or "",
+        meaning = field.description or ""
+        if extra.get("secret"):
+            meaning += f" (or `{PREFIX}{name}_FILE`: the path of a file holding it)"
+        rows.append({"variable": PREFIX + name, "default": str(shown), "meaning": meaning,
                      "allowed": str(extra.get("allowed", ""))})
     return rows
+
+
+def secret_names() -> list[str]:
+    """The settings that hold secrets: each may also be given as ``GOALHUB_<NAME>_FILE``."""
+    return [name for name, field in Settings.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("secret")]
+
+
+def _from_files() -> dict[str, str]:
+    """``GOALHUB_<NAME>_FILE`` for each secret setting: the file's content (trailing newline
+    and spaces stripped), when ``GOALHUB_<NAME>`` itself is unset. Read when the environment
+    changes (a rotated secret file needs a restart); an unreadable file is a ConfigError."""
+    found = {}
+    for name in secret_names():
+        path = os.environ.get(f"{PREFIX}{name}_FILE")
+        if not path or os.environ.get(PREFIX + name):
+            continue
+        try:
+            found[name] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}{name}_FILE={path[:200]!r} cannot be read: {exc.strerror}",
+                              code="bad_configuration") from None
+    return found
 
 
 def markdown_table() -> str:

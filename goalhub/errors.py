@@ -8,6 +8,8 @@ readable; ``message`` is for people; ``field`` names the offending input, when t
 
 from __future__ import annotations
 
+import errno
+
 
 class GoalhubError(Exception):
     status = 500
@@ -65,3 +67,37 @@ class Unprocessable(GoalhubError):
 class BackendUnavailable(GoalhubError):
     status = 503
     code = "backend_unavailable"
+
+
+class StorageFull(BackendUnavailable):
+    """A disk goalhub writes to is full: the store's, or Redis's (which then refuses writes)."""
+
+    code = "storage_full"
+    retry_after = 30
+
+
+# MongoDB's OutOfDiskSpace; SQLite's SQLITE_FULL ("database or disk is full").
+_MONGO_OUT_OF_DISK = 14031
+_SQLITE_FULL = 13
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a disk is full: an ``OSError`` ENOSPC/EDQUOT,
+    SQLite's SQLITE_FULL, MongoDB's OutOfDiskSpace, or Redis refusing writes because it cannot
+    persist them (``MISCONF``: its last background save failed, as on a full disk). Told apart
+    by attributes and messages, so this module imports none of those libraries."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        if getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(current):
+            return True
+        if getattr(current, "code", None) == _MONGO_OUT_OF_DISK and type(current).__module__.startswith("pymongo"):
+            return True
+        if type(current).__module__.startswith("redis") and str(current).startswith("MISCONF"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

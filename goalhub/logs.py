@@ -37,6 +37,7 @@ from typing import Any
 
 from goalhub import config
 from goalhub.redaction import redact
+from goalhub.schema import PAYLOAD_VERSION
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
@@ -91,8 +92,9 @@ def new_request_id(given: str | None = None) -> str:
 
 
 def job_meta(meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """RQ job ``meta`` carrying the current request id (for jobs enqueued while handling it)."""
-    meta = dict(meta or {})
+    """RQ job ``meta`` carrying the current request id (for jobs enqueued while handling it) and
+    the version of the job's payload (``goalhub.schema.PAYLOAD_VERSION``: a worker refuses newer)."""
+    meta = {"payload_version": PAYLOAD_VERSION, **(meta or {})}
     request_id = current_request_id()
     if request_id and "request_id" not in meta:
         meta["request_id"] = request_id

@@ -42,7 +42,6 @@ import mmap
 import os
 import threading
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import psutil
@@ -65,8 +64,23 @@ def multiprocess_dir() -> str:
     return path
 
 
-@cache
+_made: dict[str, Any] = {}
+_making = threading.Lock()
+
+
 def _metrics() -> dict[str, Any]:
+    """The metric objects, made once per process. Under a lock: the first requests after a
+    restart reach here in several threads at once, and a second registration of the same names
+    raised ``DuplicateTimeseries``, dropping that request's sample."""
+    if _made:
+        return _made
+    with _making:
+        if not _made:
+            _made.update(_make())
+    return _made
+
+
+def _make() -> dict[str, Any]:
     multiprocess_dir()  # before prometheus_client's first import: it picks its mode then
     from prometheus_client import Counter, Histogram  # deferred: after multiprocess_dir (above), and heavy
 

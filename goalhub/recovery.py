@@ -14,33 +14,16 @@ import logging
 import socket
 import time
 
-import psutil
 import redis
 from rq import Queue, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.worker import BaseWorker
 
 from goalhub.connection import get_redis
+from goalhub.liveness import worker_dead
 from goalhub.queues import all_queues, enqueued_key
 
 log = logging.getLogger(__name__)
-
-
-def _dead(worker: BaseWorker | None) -> bool:
-    """Whether a worker is surely gone: its registration expired, or it ran on this host
-    and its process no longer runs (kill -9, OOM). A worker on another host that stopped
-    answering is left to RQ's own expiry."""
-    if worker is None or worker.death_date is not None:
-        return True
-    if not worker.pid or worker.hostname != socket.gethostname():
-        return False
-    try:
-        return psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
 
 
 def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
@@ -68,7 +51,7 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
                     Execution(execution_id, job_id, connection).key, "worker_name")
                 worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name.decode(),
                                             connection=connection) if name else None
-                if _dead(worker):
+                if worker_dead(worker):  # one owner of the verdict: goalhub.liveness
                     abandoned[f"{job_id}:{execution_id}"] = 0
                     recovered.append(job_id)
             if abandoned:

@@ -30,15 +30,13 @@ store's expired records (``goalhub.retention``).
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import Any
 
 from bson import ObjectId
 from rq.job import Job
-from rq_scheduler import Scheduler as RQScheduler  # its lock key
 
-from goalhub import config, durable, logs, metrics, outbox, retention
+from goalhub import config, durable, liveness, logs, metrics, outbox, retention
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import requeue_unfinished
 from goalhub.queues import PENDING, Scheduler, get_queue, job_id
@@ -48,10 +46,6 @@ from goalhub.store import get_database
 from goalhub.tasks import activate_goal, end_goal, scheduled_before
 
 log = logging.getLogger(__name__)
-
-BEAT_EVERY = 1.0
-BEAT_TTL = 60
-
 
 class SchedulerProcess(Scheduler):
     """The scheduler process: rq-scheduler's loop (``goalhub.queues.Scheduler``) that also
@@ -92,55 +86,12 @@ def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None
             wait_for_redis()
 
 
-def _key(*parts: str) -> str:
-    return ":".join((config.settings().QUEUE_PREFIX, *parts))
-
-
 def beat(scheduler: Any, *, force: bool = False) -> None:
-    """Record that ``scheduler`` (a ``SchedulerProcess``) polled; at most once a second."""
-    now = time.time()
+    """Record that ``scheduler`` (a ``SchedulerProcess``) polled (``goalhub.liveness``), at most
+    once a second; while it holds rq-scheduler's lock, run the reconciler when it is due."""
     holds_lock = bool(getattr(scheduler, "_lock_acquired", False))
-    if not force and not holds_lock and now - getattr(scheduler, "_goalhub_beat", 0.0) < BEAT_EVERY:
-        return
-    connection = scheduler.connection
-    with connection.pipeline() as pipe:
-        pipe.hset(_key("scheduler", scheduler.name), mapping={
-            "name": scheduler.name, "host": socket.gethostname(), "pid": scheduler.pid,
-            "last_poll": now, "interval": scheduler._interval,
-        })
-        pipe.expire(_key("scheduler", scheduler.name), BEAT_TTL)
-        if holds_lock:
-            pipe.set(_key("scheduler-lock-holder"), scheduler.name, ex=BEAT_TTL)
-            pipe.set(_key("scheduler-lock-taken"), now, ex=BEAT_TTL)
-        pipe.execute()
-    scheduler._goalhub_beat = now
-    if holds_lock:
+    if liveness.record_poll(scheduler, holds_lock=holds_lock, force=force) and holds_lock:
         maybe_reconcile()
-
-
-def schedulers() -> list[dict[str, Any]]:
-    """The schedulers that polled within the last minute, most recent first."""
-    connection = get_redis()
-    found = []
-    for key in connection.scan_iter(match=_key("scheduler", "*"), count=100):
-        raw: dict[bytes, bytes] = connection.hgetall(key)  # type: ignore[assignment]
-        if not raw:
-            continue
-        beat_ = {k.decode(): v.decode() for k, v in raw.items()}
-        found.append({"name": beat_.get("name", ""), "host": beat_.get("host", ""),
-                      "pid": int(beat_.get("pid", 0) or 0), "last_poll": float(beat_.get("last_poll", 0) or 0),
-                      "interval": float(beat_.get("interval", 0) or 0)})
-    return sorted(found, key=lambda b: -b["last_poll"])
-
-
-def lock_holder() -> dict[str, Any]:
-    """Who took rq-scheduler's lock last, when, and whether the lock is held right now."""
-    connection = get_redis()
-    values: list[bytes | None] = connection.mget(  # type: ignore[assignment]
-        _key("scheduler-lock-holder"), _key("scheduler-lock-taken"))
-    holder, taken = values
-    return {"holder": holder.decode() if holder else None, "taken_at": float(taken) if taken else None,
-            "held_now": bool(connection.exists(RQScheduler.scheduler_lock_key))}
 
 
 def maybe_reconcile() -> dict[str, list[str]] | None:
@@ -148,7 +99,7 @@ def maybe_reconcile() -> dict[str, list[str]] | None:
     interval = config.settings().RECONCILE_INTERVAL
     if interval <= 0:
         return None
-    if not get_redis().set(_key("reconcile", "last"), time.time(), nx=True, px=max(int(interval * 1000), 1)):
+    if not get_redis().set(liveness.key("reconcile", "last"), time.time(), nx=True, px=max(int(interval * 1000), 1)):
         return None
     try:
         return reconcile()

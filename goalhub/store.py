@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from goalhub import config, retention
+from goalhub import config, retention, schema
 
 # Indexes every backend gets; plugins declare their own through ``ensure_index``.
 INDEXES: dict[str, list[tuple[str, dict]]] = {
@@ -56,6 +56,7 @@ def open_database(uri: str | None = None) -> Any:
         for keys, options in indexes:
             database[collection].create_index(keys, **options)
     retention.ensure_indexes(database)  # stored_at: TTL indexes, or the embedded store's purge
+    schema.check(database)  # a store written by a newer goalhub is refused (goalhub.schema)
     return database
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
+from rq.job import Job
 
 from goalhub import metrics, outbox, plugins, signals
 from goalhub.logs import current_request_id, job_meta
@@ -52,6 +54,17 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
     goal_id = outbox.accept(get_database(), goal)
     outbox.enqueue(goal_id, fresh=fresh)
     return goal_id
+
+
+def create_jobs() -> Iterator[Job]:
+    """Every ``create_goal`` job Redis holds, whatever its state (a scan: for operators' tools,
+    ``goalhub outcomes --stale`` and the reconciliation after a restore)."""
+    connection = get_queue().connection
+    namespace = Job.redis_job_namespace_prefix
+    for key in connection.scan_iter(match=f"{namespace}{job_id('create', '')}*", count=500):
+        job = Job.fetch_many([key.decode()[len(namespace):]], connection=connection)[0]
+        if job is not None:
+            yield job
 
 
 @overload

@@ -73,12 +73,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Iterator[None]:
     """An isolated goalhub for one test: its own home and store, the shared embedded Redis
-    (flushed), no installed plugin loaded; processes it leaves running fail the test."""
+    (flushed), no installed plugin loaded, no drain delay for API servers it starts; processes
+    it leaves running fail the test."""
     home = tmp_path / "home"
     monkeypatch.setenv("GOALHUB_HOME", str(home))
     monkeypatch.setenv("GOALHUB_REDIS_URL", redis_url)
     monkeypatch.setenv("GOALHUB_LOAD_PLUGINS", "")
     monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "0")
+    monkeypatch.setenv("GOALHUB_DRAIN_DELAY", "0")  # a test's API server stops as soon as it is idle
     for name in ("GOALHUB_MONGO_URI", "GOALHUB_DISABLED_PLUGINS", "GOALHUB_PLUGINS", "GOALHUB_JWT_KEYS"):
         monkeypatch.delenv(name, raising=False)
     # GOALHUB_TEST_STORE_URI runs the suite on another store (a real MongoDB, mongomock://).

@@ -26,9 +26,11 @@ from goalhub import config, metrics, outbox, plugins, receivers, tasks  # noqa: 
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.liveness import worker_dead as _dead
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, get_queue, get_scheduler
 from goalhub.recovery import recover_abandoned_jobs
+from goalhub.schema import PAYLOAD_VERSION
 from goalhub.store import get_database
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,56 @@ def relay_accepted() -> list[str]:
         return []
 
 
-class RecoveringWorker(Worker):
-    """A forking RQ worker that recovers jobs of dead workers whenever it cleans registries
-    (at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric
-    samples of its work-horses itself (``goalhub.metrics``: handed over on a shared page)."""
+def take_over(worker: Worker) -> bool:
+    """Before ``worker`` registers: when its name is held by a worker that is dead
+    (``goalhub.liveness.worker_dead``: killed on this host, or its heartbeat expired), declare that one dead and recover its jobs
+    now, so that a worker restarted under a fixed name (``--name``, systemd's
+    ``goalhub-worker@``) starts at once instead of failing with RQ's "There exists an active
+    worker named ..." until the old entry expires (up to ``worker_ttl + 60`` s). A name held
+    by a live worker is left alone: RQ then refuses to start, as before. Returns whether it
+    took over."""
+    connection = worker.connection
+    if not connection.exists(worker.key) or connection.hexists(worker.key, "death"):
+        return False
+    holder = Worker.find_by_key(worker.key, connection=connection)
+    if holder is not None and not _dead(holder):
+        return False
+    if holder is not None:
+        log.warning("worker %s: the previous worker of this name (pid %s on %s, last heartbeat %s) is dead; "
+                    "taking over its name and recovering its jobs", worker.name, holder.pid, holder.hostname,
+                    holder.last_heartbeat)
+        holder.register_death()
+    recover_abandoned_jobs(worker.queues)  # while the executions still name the dead worker
+    return True
+
+
+class _TakeOver(Worker):
+    """Takes over the name of a dead worker at birth (``take_over``), and refuses a job whose
+    payload is newer than this code (``goalhub.schema.PAYLOAD_VERSION``)."""
+
+    def register_birth(self) -> None:
+        take_over(self)
+        super().register_birth()
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        version = job.meta.get("payload_version", 1)
+        if not isinstance(version, int) or version > PAYLOAD_VERSION:
+            reason = (f"job {job.id} carries payload version {version!r}, newer than this worker's "
+                      f"({PAYLOAD_VERSION}): upgrade this worker; the job stays in the failed registry "
+                      "for `goalhub retry` or RQ's requeue once it is")
+            log.error(reason)
+            job.retries_left = 0  # the same worker would refuse it again
+            self.handle_job_failure(job, queue=queue, exc_string=reason,
+                                    execution=kwargs.get("execution", args[0] if args else None))
+            return False
+        return super().perform_job(job, queue, *args, **kwargs)
+
+
+class RecoveringWorker(_TakeOver, Worker):
+    """A forking RQ worker that takes over the name of a dead worker at start (``take_over``),
+    recovers jobs of dead workers whenever it cleans registries (at start and every
+    ``GOALHUB_MAINTENANCE_INTERVAL`` seconds), and records the metric samples of its
+    work-horses itself (``goalhub.metrics``: handed over on a shared page)."""
 
     def clean_registries(self) -> None:
         recover_abandoned_jobs(self.queues)
@@ -66,7 +114,7 @@ class RecoveringWorker(Worker):
             metrics.handoff_collect()  # the horse has exited, whichever way
 
 
-class RecoveringSimpleWorker(SimpleWorker):
+class RecoveringSimpleWorker(_TakeOver, SimpleWorker):
     """``RecoveringWorker`` without forking."""
 
     def clean_registries(self) -> None:
@@ -110,7 +158,7 @@ def work(worker_class: type[Worker] | type[SimpleWorker], *, burst: bool = False
     """Run one worker of ``worker_class`` on goalhub's queues until it stops (``max_jobs``: after
     that many jobs), outliving a Redis outage. Returns whether it ran a job."""
     while True:
-        worker = worker_class(all_queues(), connection=get_redis(), name=name,
+        worker = worker_class(all_queues(), connection=get_redis(), name=name, worker_ttl=config.settings().WORKER_TTL,
                               maintenance_interval=config.settings().MAINTENANCE_INTERVAL)
         try:
             return worker.work(burst=burst, with_scheduler=False, logging_level=logging_level, max_jobs=max_jobs)

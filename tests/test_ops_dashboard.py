@@ -9,7 +9,7 @@ import time
 import pytest
 from world import basic, countdown, goal_document
 
-from goalhub import scheduler, tasks
+from goalhub import liveness, scheduler, tasks
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_the_scheduled_view_lists_activations_and_ends_with_goal_class_and_due_t
 def test_scheduler_liveness_last_poll_and_lock_holder(client):
     process = scheduler.process()
     process.run(burst=True)
-    beats = scheduler.schedulers()
+    beats = liveness.beats()
     assert [b["name"] for b in beats] == [process.name] and time.time() - beats[0]["last_poll"] < 5
-    assert scheduler.lock_holder()["holder"] == process.name
+    assert liveness.lock_holder()["holder"] == process.name
     home = client.get("/rq/goalhub/", headers=basic()).get_data(as_text=True)
     assert process.name in home and "last taken by" in home and "No scheduler has polled" not in home
 

@@ -3,7 +3,7 @@
 - ``goals``: ``POST /goals`` (and ``/goal``) with ``?type=``/``?goal_type=``, ``GET /goals/<id>``,
   ``POST /goals/<id>/end``
 - ``sessions``: ``POST /sessions``, ``GET /sessions/<id>``, ``POST /sessions/<id>/end``
-- ``health``: ``GET /healthz``, ``GET /readyz``
+- ``health``: ``GET /healthz``, ``GET /readyz``, ``GET /healthz/deep``
 - ``dashboard``: the RQ dashboard under ``/rq``, behind authentication
 - ``access`` (who is calling), ``payload`` (strict JSON in, documents out),
   ``idempotency`` (``x-request-id``/``Idempotency-Key``), ``errors`` (the one error model)

@@ -1,7 +1,8 @@
 """Every error the API answers, in goalhub's one error model.
 
 ``GoalhubError`` keeps its status, code and field; werkzeug's own errors (404 unknown
-route, 405, 413 ...) get the same JSON shape; a backend that is down is a 503; anything
+route, 405, 413 ...) get the same JSON shape; a backend that is down is a 503, and so is a full
+disk (``storage_full``, with ``Retry-After``); anything
 else is a JSON 500 whose details go to the log, never to the client.
 """
 
@@ -14,7 +15,14 @@ from flask import Flask, Response, jsonify
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from goalhub.errors import BackendUnavailable, GoalhubError, PayloadTooLarge, Unauthorized
+from goalhub.errors import (
+    BackendUnavailable,
+    GoalhubError,
+    PayloadTooLarge,
+    StorageFull,
+    Unauthorized,
+    out_of_space,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,9 @@ def _store_down(exc: Exception) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
+    if out_of_space(exc):  # not a bug: the operator frees space, the client retries
+        log.error("a disk is full: %s: %s", type(exc).__name__, exc)
+        return error_response(StorageFull("storage is full; retry later", code="storage_full"))
     log.exception("unhandled error in the API")
     return error_response(GoalhubError("internal error", code="internal"))
 

@@ -1,19 +1,24 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (its store and Redis answer too).
+"""``/healthz`` (the process answers), ``/readyz`` (its store and Redis answer too: send it
+traffic) and ``/healthz/deep`` (the system does its work: live workers, a scheduler polling,
+room on the disk; for monitoring, never for a load balancer, which would take every API
+process out because the workers stopped).
 
 A plugin that failed to load does not make the API unready (the other plugins serve), but
 ``/readyz`` says ``degraded`` and names each broken plugin and whether it ``loaded`` (false:
 left out; true: loaded with a problem, such as a clashing goal type name). ``/readyz`` answers anyone, so it gives no reason:
 an exception's text may name hosts and credentials. ``goalhub plugins`` and the process logs
-give the reasons, redacted."""
+give the reasons, redacted. An API process told to stop answers ``/readyz`` 503 ``draining``
+(``goalhub.drain``)."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Any
 
 from flask import Blueprint
 
-from goalhub import plugins
+from goalhub import config, drain, liveness, plugins
 from goalhub.connection import get_redis
 from goalhub.store import get_database
 
@@ -36,17 +41,51 @@ def _check(name: str, probe: Any) -> str | None:
     return None
 
 
-@blueprint.get("/readyz")
-def readyz() -> tuple[dict[str, Any], int]:
+def _backends_down() -> tuple[dict[str, Any], int] | None:
     down = [name for name in (
         _check("store", lambda: get_database().command("ping")),
         _check("redis", lambda: get_redis().ping()),
     ) if name]
+    if not down:
+        return None
+    error = {"code": "backend_unavailable", "message": f"not ready: {', '.join(down)} unreachable",
+             "field": down[0], "down": down}
+    return {"error": error}, 503
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[dict[str, Any], int]:
+    if drain.draining():  # told to stop: a load balancer sends its requests elsewhere
+        return {"error": {"code": "draining", "message": "not ready: this process is shutting down"}}, 503
+    down = _backends_down()
     if down:
-        error = {"code": "backend_unavailable", "message": f"not ready: {', '.join(down)} unreachable",
-                 "field": down[0], "down": down}
-        return {"error": error}, 503
+        return down
     broken = [{"plugin": problem["plugin"], "loaded": problem["loaded"]} for problem in plugins.problems()]
     if broken:
         return {"status": "degraded", "store": "ok", "redis": "ok", "plugins": broken}, 200
     return {"status": "ready", "store": "ok", "redis": "ok"}, 200
+
+
+# Below this much free space where GOALHUB_HOME is (the embedded store, the metrics files), the
+# deep check fails: SQLite and Redis's AOF fail their writes soon after.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+@blueprint.get("/healthz/deep")
+def deep() -> tuple[dict[str, Any], int]:
+    down = _backends_down()
+    if down:
+        return down
+    work = liveness.work()
+    free = shutil.disk_usage(config.home()).free
+    problems = list(work["problems"]) + (["disk_full"] if free < MIN_FREE_BYTES else [])
+    if problems:
+        window = config.settings().LIVENESS_WINDOW
+        said = {"no_worker": f"no live worker for {window:g} s",
+                "no_scheduler": f"no scheduler poll for {window:g} s",
+                "disk_full": f"{free // (1024 * 1024)} MiB free under GOALHUB_HOME"}
+        error = {"code": "work_stalled" if problems != ["disk_full"] else "storage_full",
+                 "message": "; ".join(said[p] for p in problems), "down": problems}
+        return {"error": error}, 503
+    return {"status": "ok", "workers": work["workers"], "schedulers": work["schedulers"],
+            "scheduler_last_poll_age": work["scheduler_last_poll_age"], "disk_free_bytes": free}, 200

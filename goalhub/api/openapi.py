@@ -35,7 +35,8 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="stable, machine-readable")
     message: str = Field(description="for people")
     field: str | None = Field(None, description="the offending input, when there is one")
-    down: list[str] | None = Field(None, description="/readyz: the backends that are unreachable")
+    down: list[str] | None = Field(None, description="/readyz, /healthz/deep: the backends that are unreachable, "
+                                                     "or what is missing (no_worker, no_scheduler, disk_full)")
 
 
 class Error(BaseModel):
@@ -129,6 +130,14 @@ class Ready(BaseModel):
     status: str
     store: str
     redis: str
+
+
+class DeepHealth(BaseModel):
+    status: str = Field(description='"ok"')
+    workers: dict[str, int] = Field(description="live workers listening on each queue")
+    schedulers: int = Field(description="schedulers that polled within GOALHUB_LIVENESS_WINDOW")
+    scheduler_last_poll_age: float | None = Field(description="seconds since any scheduler polled")
+    disk_free_bytes: int = Field(description="free bytes where GOALHUB_HOME is")
 
 
 class BreakerState(BaseModel):
@@ -246,6 +255,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/healthz", "healthz", "The process answers", "health", {200: Health}, auth=False),
     Operation("get", "/readyz", "readyz", "The store and Redis answer too", "health", {200: Ready, 503: Error},
               auth=False),
+    Operation("get", "/healthz/deep", "healthz_deep",
+              "Workers and a scheduler are doing the work, and the disk has room (for monitoring, not for a "
+              "load balancer)", "health", {200: DeepHealth, 503: Error}, auth=False),
 )
 
 

@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import breaker, scheduler, tasks
+from goalhub import breaker, liveness, tasks
 from goalhub.api import ops_read
 from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis
@@ -128,8 +128,8 @@ def home() -> Response:
     counts = dict.fromkeys(LIFECYCLE_KINDS, 0)
     for job in ops_read.scheduled_jobs():
         counts[job["kind"]] = counts.get(job["kind"], 0) + 1
-    schedulers = [{**s, "age": now - s["last_poll"], "when": ops_read.when(s["last_poll"])} for s in scheduler.schedulers()]
-    lock = scheduler.lock_holder()
+    schedulers = [{**s, "age": now - s["last_poll"], "when": ops_read.when(s["last_poll"])} for s in liveness.beats()]
+    lock = liveness.lock_holder()
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
     tripped = [{"id": rid, "when": ops_read.when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]

@@ -12,7 +12,8 @@ monkey-patch sockets, threads and ``time`` under redis-py, RQ and SQLite: not wo
 Processes: the parent binds the listening socket and forks ``workers`` children that each
 build their own app after the fork (store and Redis connections are never shared) and
 serve the same socket with ``threads`` threads. A child that dies is replaced (with a
-short backoff); SIGTERM/SIGINT stop them all. In production a buffering proxy (nginx,
+short backoff). SIGTERM drains each of them (``goalhub.drain``: ``/readyz`` 503, stop accepting,
+finish what is in flight within a grace), SIGINT stops them at once. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
 
@@ -27,12 +28,15 @@ import sys
 import time
 from typing import Any
 
-from goalhub import config, logs, metrics
+from goalhub import auth, config, drain, logs, metrics
 
 log = logging.getLogger("goalhub.api.server")
 
 # A client may keep this many connections open per process (each costs a file descriptor,
 # not a thread); idle ones are closed after CHANNEL_TIMEOUT seconds.
+# In a process forked by ``_Prefork``: the parent's pid (/metrics reports its siblings too).
+prefork_parent = 0
+
 CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER_BYTES = 64 * 1024
@@ -77,7 +81,12 @@ def serve_socket(sock: socket.socket, threads: int) -> None:
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # waitress's loop closes the server on SystemExit
 
-    signal.signal(signal.SIGTERM, stop)
+    def begin_drain(signum: int, frame: Any) -> None:
+        # Once: a service manager signals the whole group and the pre-fork parent forwards it too.
+        if not drain.draining():
+            drain.start(server, config.settings().DRAIN_DELAY, config.settings().SHUTDOWN_GRACE)  # then SIGINT: stop
+
+    signal.signal(signal.SIGTERM, begin_drain)
     signal.signal(signal.SIGINT, stop)
     with contextlib.suppress(SystemExit):
         server.run()
@@ -92,6 +101,7 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
     logs.configure("api")
+    auth.check_keys()  # a bad key file, or production without keys: refused before listening
     sock = listen(host, port)
     log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
     if workers == 1:
@@ -113,6 +123,8 @@ class _Prefork:
     def spawn(self) -> None:
         pid = os.fork()
         if pid == 0:
+            global prefork_parent
+            prefork_parent = os.getppid()
             code = 0
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -156,8 +168,8 @@ class _Prefork:
             time.sleep(0.1)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+                os.kill(pid, signal.SIGTERM)  # each drains (goalhub.drain), then exits
+        deadline = time.monotonic() + config.settings().DRAIN_DELAY + config.settings().SHUTDOWN_GRACE + 5
         while self.children and time.monotonic() < deadline:
             for pid in list(self.children):
                 with contextlib.suppress(ChildProcessError):

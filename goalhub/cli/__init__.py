@@ -21,7 +21,17 @@ import click
 import redis
 
 from goalhub import config, connection, logs
-from goalhub.cli import configuration, documents, events, introspect, processes, purge, replay, scaffold
+from goalhub.cli import (
+    backup,
+    configuration,
+    documents,
+    events,
+    introspect,
+    processes,
+    purge,
+    replay,
+    scaffold,
+)
 from goalhub.errors import GoalhubError
 
 __all__ = ["main"]
@@ -101,5 +111,7 @@ for _command in (
     scaffold.new_plugin,
     configuration.config_command,
     purge.purge,
+    backup.backup,
+    backup.restore,
 ):
     main.add_command(_command)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from goalhub import breaker, dispatch, outbound, receivers, testfire, validation, worker
+from goalhub import stale as staleness
 from goalhub.cli.introspect import check_goal_class
 from goalhub.cli.output import (
     acts_on,
@@ -208,13 +209,21 @@ def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: st
 @click.command()
 @click.option("--goal", "goal_id", default=None, help="Only this goal's outcomes.")
 @click.option("--failed", is_flag=True, help="Only failed outcomes.")
+@click.option("--stale", is_flag=True,
+              help="Only work running, queued or creating for longer than --older-than, each with a hint.")
+@click.option("--older-than", default=300.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds after which --stale counts work as stale.")
 @click.option("--no-test", is_flag=True, help="Leave out the outcomes of test fires.")
 @click.option("--purge-test", is_flag=True,
               help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs) and exit.")
 @click.option("--json", "as_json", is_flag=True)
-def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool, as_json: bool) -> None:
+def outcomes(goal_id: str | None, failed: bool, stale: bool, older_than: float, no_test: bool, purge_test: bool,
+             as_json: bool) -> None:
     """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first; a test fire's
-    are marked "test"."""
+    are marked "test". --stale: what has been running or creating too long, and why."""
+    if stale:
+        _stale(older_than, as_json)
+        return
     if purge_test:
         with embedded_redis():
             counts = testfire.purge(get_database())
@@ -249,6 +258,19 @@ def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool,
         ],
         {0: status_style, 5: lambda _: {"fg": "red"}},
     )
+
+
+def _stale(older_than: float, as_json: bool) -> None:
+    found = staleness.stale(older_than)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo(f"Nothing running or creating for longer than {older_than:g} s.")
+        return
+    table(["KIND", "STATUS", "AGE", "ID", "HINT"],
+          [[item["kind"], item["status"], f"{item['age']:g} s", item["id"], item["hint"]] for item in found],
+          {1: status_style})
 
 
 @click.command()

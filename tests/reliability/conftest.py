@@ -30,13 +30,14 @@ def faults(tmp_path, use_plugins, worker_kind):
         kind = worker_kind
         code = support.WORKERS[worker_kind]
 
-        def worker(self, name: str, **extra: str):
+        def worker(self, name: str, worker_name: str | None = None, **extra: str):
             # The held receivers wait for the test at the gate: no budget of a few seconds stops them.
             budgets = {"GOALHUB_RECEIVER_BUDGET__FAULT_PLUGIN_HELD_RECEIVER": "60",
                        "GOALHUB_RECEIVER_BUDGET__FAULT_PLUGIN_ISOLATED_RECEIVER": "60"}
             environment = support.env(GOALHUB_PLUGINS="fault_plugin", GOALHUB_TEST_FAULT_DIR=str(fault_dir),
                                       **outbound.environment(), **{**budgets, **extra})
-            process = support.start(name, self.code, environment, tmp_path)
+            code = support.named_worker(worker_name) if worker_name else self.code
+            process = support.start(name, code, environment, tmp_path)
             processes.append(process)
             return process
 

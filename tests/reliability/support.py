@@ -41,6 +41,11 @@ WORKER_KINDS = [kind.strip() for kind in os.environ.get("GOALHUB_TEST_WORKER_KIN
                 if kind.strip() in WORKERS]
 SCHEDULER = "from goalhub.scheduler import run_scheduler; run_scheduler()"
 
+
+def named_worker(name: str) -> str:
+    """A forking worker under a fixed name, as ``goalhub worker --name`` (systemd's units) runs it."""
+    return f"from goalhub.worker import run_worker; run_worker(name={name!r})"
+
 wait_for = api_support.wait_for
 
 

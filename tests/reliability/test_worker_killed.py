@@ -11,12 +11,15 @@ outbound call (RTC, notification, Pusher, analytics) reached the local services 
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
 from bson import ObjectId
+from rq import Worker
 
 from goalhub import tasks
+from goalhub.connection import get_redis
 
 from . import support
 
@@ -129,3 +132,71 @@ def test_a_pool_worker_killed_mid_job_is_replaced_and_the_goal_completes_each_re
     check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
     print(f"\n[reliability] pool worker killed mid-job: its job ran again {recovered_in:.2f} s later, "
           f"the goal settled {15 - (deadline - time.monotonic()):.2f} s after the kill")
+
+
+@pytest.mark.parametrize("worker_kind", ["fork"])  # a named worker, and its horse
+def test_a_worker_restarted_under_the_name_of_its_killed_self_takes_over_and_the_job_completes_once(db, faults):
+    """systemd's ``goalhub-worker@`` restarts a killed worker under the same ``--name``: RQ
+    refused it ("There exists an active worker named ...") until the dead entry expired, and the
+    job sat ``started`` meanwhile. Now the new worker declares the dead one dead, recovers its
+    job at once and runs it again."""
+    world = support.make_world(db)
+    goal = support.show_goal(world)
+    first = faults.worker("worker-1", worker_name="goalhub-test-1", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+
+    [horse] = faults.held("started")
+    support.kill9(horse)
+    support.kill9(first.popen.pid)
+    first.popen.wait(timeout=10)
+    support.wait_for(lambda: not support.pid_alive(horse), timeout=10, what="the horse to die")
+    # The dead worker's entry is still there, not marked dead: what RQ refused to start over.
+    dead = Worker.find_by_key(Worker.redis_worker_namespace_prefix + "goalhub-test-1", connection=get_redis())
+    assert dead is not None and dead.death_date is None and dead.pid == first.popen.pid
+
+    second = faults.worker("worker-2", worker_name="goalhub-test-1", GOALHUB_TEST_HOLD=goal["_cls"])
+    faults.held("started", count=2)  # the receiver runs again, in the new worker's horse
+    assert second.popen.poll() is None, second.output()
+    faults.release()
+
+    outcomes = support.settled(goal_id, ("goal.created", "goal.added"))
+    held = next(o for o in outcomes if o["receiver"] == "held_receiver")
+    assert held["status"] == "ok" and held["attempts"] >= 2
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1
+    check_one_effect_each(db, faults, goal_id, outcomes, expected_calls=3)
+    assert "taking over its name" in second.log_path.read_text()
+    assert second.popen.poll() is None, second.output()
+
+
+@pytest.mark.parametrize("worker_kind", ["fork"])  # a named worker, and its horse
+def test_a_name_held_by_a_live_worker_is_not_taken(db, faults):
+    """Two workers started under one name by mistake: the second is refused, the first keeps
+    its name and its job."""
+    first = faults.worker("worker-1", worker_name="goalhub-test-2")
+    support.wait_for(lambda: "goalhub-test-2" in {w.name for w in Worker.all(connection=get_redis())},
+                     timeout=30, what="the first worker to register")
+    second = faults.worker("worker-2", worker_name="goalhub-test-2")
+    support.wait_for(lambda: second.popen.poll() is not None, timeout=30, what="the second worker to be refused")
+    assert "There exists an active worker named" in second.output()
+    assert first.popen.poll() is None
+
+
+@pytest.mark.parametrize("worker_kind", ["fork"])  # a named worker, and its horse
+def test_sigterm_to_the_worker_alone_finishes_the_job_in_hand(db, faults):
+    """What systemd's ``KillMode=mixed`` does (deploy/systemd/goalhub-worker@.service): SIGTERM to
+    the worker, not to its horse. RQ's warm shutdown lets the horse finish: the receiver runs
+    once, on its first attempt, and the worker exits after it."""
+    world = support.make_world(db)
+    goal = support.show_goal(world)
+    worker = faults.worker("worker-1", worker_name="goalhub-test-3", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+    [horse] = faults.held("started")
+    worker.popen.send_signal(signal.SIGTERM)
+    support.wait_for(lambda: "warm shut down requested" in worker.log_path.read_text(), timeout=30,
+                     what="the worker to begin its warm shutdown")
+    assert support.pid_alive(horse)
+    faults.release()
+    assert worker.popen.wait(timeout=60) == 0
+    held = db.held_runs.find_one({"_id": goal_id})
+    assert held["runs"] == 1 and held["pids"] == [horse]
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1

@@ -1,0 +1,77 @@
+"""Work that has been ``running`` or ``creating`` too long (``goalhub outcomes --stale``), each
+with a hint of why and what to do (docs/RUNBOOK.md).
+
+- An outcome ``running``, ``queued`` or ``retrying`` for longer than the threshold: the hint
+  says whether a job that would finish it is still pending (queued, started: by a live worker
+  or a dead one) or none is (then ``goalhub restore --reconcile-only`` delivers it again).
+- A goal ``creating`` (its ``create_goal`` job is in Redis, the goal is not in the store) for
+  longer than the threshold: the job's status says why (queued behind others, failed, lost
+  with a restore of the store).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bson import ObjectId
+from rq import Worker
+from rq.job import Job, JobStatus
+
+from goalhub import liveness
+from goalhub.connection import get_redis
+from goalhub.queues import PENDING, job_id
+from goalhub.store import get_database
+from goalhub.tasks import create_jobs
+
+UNSETTLED = ("running", "queued", "retrying")
+
+
+def _job_hint(job: Job | None) -> str:
+    connection = get_redis()
+    if job is None:
+        return "no job will finish it: `goalhub restore --reconcile-only` delivers it again"
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED:
+        name = job.worker_name
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=connection) if name else None
+        if liveness.worker_dead(worker):
+            return (f"job {job.id} started by worker {name or '?'}, which is dead: a worker's start or maintenance "
+                    "recovers it (GOALHUB_MAINTENANCE_INTERVAL)")
+        return f"job {job.id} is running on live worker {name}"
+    if status in PENDING:
+        return f"job {job.id} is {status.value}: waiting for a worker (queue depth, `goalhub_workers`)"
+    if status == JobStatus.FAILED:
+        return f"job {job.id} failed: `goalhub outcomes --failed`, then `goalhub retry`"
+    return f"job {job.id} is {status.value} yet the work is not recorded: `goalhub restore --reconcile-only`"
+
+
+def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Outcomes unsettled and goals creating for longer than ``older_than`` seconds, oldest first."""
+    now = time.time() if now is None else now
+    db = get_database()
+    connection = get_redis()
+    found: list[dict[str, Any]] = []
+    for outcome in db.outcomes.find({"status": {"$in": list(UNSETTLED)}}):
+        since = outcome.get("started_at") or outcome.get("queued_at") or 0
+        if now - since < older_than:
+            continue
+        candidates = [job_id("receiver", outcome["_id"])]
+        if outcome.get("event") == "goal.created":
+            candidates.append(job_id("create", str(outcome["goal_id"])))
+        jobs = [job for job in Job.fetch_many(candidates, connection=connection) if job is not None]
+        pending = next((job for job in jobs if job.get_status(refresh=False) in PENDING), None)
+        found.append({"kind": "outcome", "id": outcome["_id"], "goal_id": str(outcome["goal_id"]),
+                      "status": outcome["status"], "age": round(now - since, 1),
+                      "hint": _job_hint(pending or (jobs[0] if jobs else None))})
+    for job in create_jobs():
+        if job.enqueued_at is None:
+            continue
+        age = now - job.enqueued_at.timestamp()
+        goal_id = job.id[len(job_id("create", "")):]
+        if age < older_than or (ObjectId.is_valid(goal_id) and db.goals.count_documents({"_id": ObjectId(goal_id)},
+                                                                                           limit=1)):
+            continue
+        found.append({"kind": "creating", "id": job.id, "goal_id": goal_id, "status": "creating",
+                      "age": round(age, 1), "hint": _job_hint(job)})
+    return sorted(found, key=lambda item: -item["age"])

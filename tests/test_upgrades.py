@@ -1,0 +1,45 @@
+"""Issue 24 item 4 (the parts that stand alone): the store records its schema version and
+goalhub refuses a newer one; job payloads carry a version and a worker refuses a newer one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import api_support
+import pytest
+from rq.job import Job
+
+from goalhub import schema, store
+from goalhub.connection import get_redis
+from goalhub.logs import job_meta
+from goalhub.queues import get_queue
+from goalhub.store import get_database
+from goalhub.worker import RecoveringSimpleWorker, noop
+
+
+def test_the_store_records_its_schema_version_and_a_newer_one_is_refused():
+    db = get_database()
+    assert schema.stored_version(db) == schema.SCHEMA_VERSION
+    db[schema.COLLECTION].update_one({"_id": "schema"}, {"$set": {"version": schema.SCHEMA_VERSION + 1}})
+    store.reset()
+    with pytest.raises(schema.StoreTooNew, match="newer than this goalhub's"):
+        get_database()
+    done = subprocess.run([sys.executable, "-m", "goalhub", "goals", "show", "6800a9073e0c346531958b03"],
+                          env=api_support.process_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "written by a newer goalhub" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_jobs_carry_their_payload_version_and_a_worker_refuses_a_newer_one():
+    queue = get_queue()
+    current = queue.enqueue(noop, meta={"request_id": "r-1"}, job_id="current")
+    assert job_meta() == {"payload_version": schema.PAYLOAD_VERSION}
+    newer = queue.enqueue(noop, meta={"payload_version": schema.PAYLOAD_VERSION + 1}, job_id="newer")
+    RecoveringSimpleWorker([queue], connection=get_redis()).work(burst=True)
+    assert Job.fetch("current", connection=get_redis()).get_status() == "finished"
+    refused = Job.fetch("newer", connection=get_redis())
+    assert refused.get_status() == "failed"
+    assert "newer than this worker's" in (refused.exc_info or "")
+    assert "newer" in queue.failed_job_registry.get_job_ids()
+    assert current.id != newer.id
