@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from goalhub import config, dispatch, liveness, schema, validation
+from goalhub import config, dispatch, liveness, outbox, schema, validation
 from goalhub.errors import BadRequest, Conflict
 from goalhub.queues import PENDING
 from goalhub.store import get_database
@@ -168,14 +168,22 @@ def reconcile() -> dict[str, list[str]]:
     db = get_database()
     recreated: list[str] = []
     for job in create_jobs():
-        if not job.args or not isinstance(job.args[0], dict):
+        if not job.args:
             continue
-        goal = job.args[0]
-        if db.goals.count_documents({"_id": validation.oid(goal["_id"])}, limit=1):
+        goal: Any
+        if isinstance(job.args[0], dict):  # a job of before the outbox: the document is its argument
+            goal, goal_type = job.args[0], None
+        else:  # create_goal(goal_id): the accepted document rides in its meta (goalhub.outbox.enqueue)
+            goal, goal_type = job.meta.get("goal"), job.meta.get("goal_type")
+        if not isinstance(goal, dict) or "_id" not in goal:
             continue
+        goal_id = str(goal["_id"])
+        if db.goals.count_documents({"_id": validation.oid(goal_id)}, limit=1) or outbox.find(db, goal_id):
+            continue  # in the restored store: created, or accepted and relayed from there
+        outbox.accept(db, goal, goal_type=goal_type)  # accepted after the backup: accepted again
         if job.get_status(refresh=False) not in PENDING:
-            enqueue_create_goal(goal)
-        recreated.append(str(goal["_id"]))
+            outbox.enqueue(goal_id, goal=goal, goal_type=goal_type)
+        recreated.append(goal_id)
     announced = {record["goal_id"] for record in db.events.find({"event": "goal.created"}, {"goal_id": 1})}
     resent: list[str] = []
     for goal in db.goals.find({}, {"_id": 1}):

@@ -80,6 +80,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def algorithm_of(key: Any) -> str:
     """RS256, ES256, ES384 or EdDSA, from a public key's type."""
+    # deferred: cryptography is heavy, and needed only with public keys
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     if isinstance(key, rsa.RSAPublicKey):
@@ -97,6 +98,7 @@ def algorithm_of(key: Any) -> str:
 
 
 def _from_pem(kid: str, path: Path) -> VerifyKey:
+    # deferred: cryptography is heavy, and needed only with PEM keys
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     data = path.read_bytes()
@@ -110,7 +112,7 @@ def _from_pem(kid: str, path: Path) -> VerifyKey:
 
 
 def _from_jwks(path: Path) -> list[VerifyKey]:
-    import jwt
+    import jwt  # deferred: PyJWT's JWKS parsing, only with a JWKS file
 
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

@@ -50,6 +50,10 @@ from goalhub import config
 
 log = logging.getLogger(__name__)
 
+# In an API process forked by goalhub.api.server's prefork parent: that parent's pid (set there;
+# /metrics then reports the process samples of its siblings too).
+prefork_parent = 0
+
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 

@@ -79,10 +79,14 @@ def accept(db: Any, goal: dict[str, Any], *, goal_type: str | None = None,
     return goal_id
 
 
-def enqueue(goal_id: str, *, fresh: bool = False) -> None:
-    """Publish: enqueue ``create_goal(goal_id)`` as ``create-<goal_id>`` (unless one is pending)."""
+def enqueue(goal_id: str, *, fresh: bool = False, goal: dict[str, Any] | None = None,
+            goal_type: str | None = None) -> None:
+    """Publish: enqueue ``create_goal(goal_id)`` as ``create-<goal_id>`` (unless one is pending).
+    ``goal`` (the accepted document) rides in the job's meta: what a restore of an older backup
+    accepts again from Redis (``goalhub.backup.reconcile``); the job itself reads the store."""
+    meta = {"goal": {**goal, "_id": goal_id}, "goal_type": goal_type} if goal is not None else None
     enqueue_once(get_queue(), CREATE_GOAL, goal_id, job_id=create_job_id(goal_id), fresh=fresh,
-                 description=f"create_goal {goal_id}")
+                 description=f"create_goal {goal_id}", meta=meta)
 
 
 def withdraw(db: Any, goal_id: str, claims: Iterable[Claim] | None = None) -> bool:
@@ -178,7 +182,7 @@ def requeue_accepted(db: Any, now: float | None = None) -> list[str]:
                                            "publishes": record.get("publishes", 0)}, {"$inc": {"publishes": 1}})
         if not taken.modified_count:
             continue
-        enqueue(goal_id)
+        enqueue(goal_id, goal=record["goal"], goal_type=record.get("goal_type"))
         published.append(goal_id)
         log.warning("outbox: goal %s was accepted %.0f s ago and its job is %s; enqueued again", goal_id,
                     now - record["accepted_at"], status.value if status else "gone", extra={"goal_id": goal_id})

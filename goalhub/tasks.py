@@ -52,7 +52,7 @@ def enqueue_create_goal(goal: dict[str, Any], *, fresh: bool = False) -> str:
     state ``creating``, no claims) and enqueue ``create_goal`` for it. The API accepts with
     its claims through ``goalhub.outbox`` itself."""
     goal_id = outbox.accept(get_database(), goal)
-    outbox.enqueue(goal_id, fresh=fresh)
+    outbox.enqueue(goal_id, fresh=fresh, goal=goal)
     return goal_id
 
 

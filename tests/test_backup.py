@@ -46,7 +46,7 @@ def start_work(env, log_dir, generation: int) -> list[api_support.ChildProcess]:
     return [api_support.ChildProcess(f"worker-{generation}", "from goalhub.worker import run_worker; run_worker()",
                                      env, log_dir),
             api_support.ChildProcess(f"scheduler-{generation}",
-                                     "from goalhub.worker import run_scheduler; run_scheduler()", env, log_dir)]
+                                     "from goalhub.scheduler import run_scheduler; run_scheduler()", env, log_dir)]
 
 
 def settled(goal_ids: list[str]) -> bool:

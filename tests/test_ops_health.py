@@ -54,7 +54,7 @@ def test_deep_health_and_metrics_see_workers_and_schedulers(client, tmp_path, mo
 
     env = api_support.process_env()
     worker = api_support.ChildProcess("worker", "from goalhub.worker import run_worker; run_worker()", env, tmp_path)
-    scheduler = api_support.ChildProcess("scheduler", "from goalhub.worker import run_scheduler; run_scheduler()",
+    scheduler = api_support.ChildProcess("scheduler", "from goalhub.scheduler import run_scheduler; run_scheduler()",
                                          env, tmp_path)
     try:
         body = api_support.wait_for(lambda: (lambda r: r.get_json() if r.status_code == 200 else None)(

@@ -86,9 +86,10 @@ def _create(principal: Principal, goal_type: GoalType, body: dict[str, Any]) -> 
     )
     _check_open_goals(db, draft.conditions.get("session_id"))
     # Stored (state ``creating``) with its claims before the 202: goalhub.outbox.
-    outbox.accept(db, draft.document(goal_id), goal_type=goal_type.name, claims=draft.claims)
+    document = draft.document(goal_id)
+    outbox.accept(db, document, goal_type=goal_type.name, claims=draft.claims)
     try:
-        outbox.enqueue(goal_id, fresh=True)
+        outbox.enqueue(goal_id, fresh=True, goal=document, goal_type=goal_type.name)
     except BaseException:
         # Redis refused the job: the request fails (503) and leaves nothing, unless a relay
         # published the record meanwhile (then it is created, and the 202 is the truth).

@@ -22,7 +22,6 @@ import psutil
 from flask import Blueprint, Response, request
 
 from goalhub import breaker, config, liveness, metrics
-from goalhub.api import server
 from goalhub.api.access import require_dashboard_access
 from goalhub.errors import Unauthorized
 from goalhub.queues import all_queues, get_scheduler
@@ -106,9 +105,9 @@ def _local_processes() -> list[tuple[str, int]]:
     """(role, pid) of the API processes serving with this one, and of the workers and schedulers
     registered in Redis from this host."""
     api = {os.getpid()}
-    if server.prefork_parent:
+    if metrics.prefork_parent:
         try:
-            api |= {child.pid for child in psutil.Process(server.prefork_parent).children()}
+            api |= {child.pid for child in psutil.Process(metrics.prefork_parent).children()}
         except psutil.Error:
             pass
     found = [("api", pid) for pid in sorted(api)]

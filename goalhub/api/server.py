@@ -34,9 +34,6 @@ log = logging.getLogger("goalhub.api.server")
 
 # A client may keep this many connections open per process (each costs a file descriptor,
 # not a thread); idle ones are closed after CHANNEL_TIMEOUT seconds.
-# In a process forked by ``_Prefork``: the parent's pid (/metrics reports its siblings too).
-prefork_parent = 0
-
 CONNECTION_LIMIT = 512
 CHANNEL_TIMEOUT = 30
 MAX_HEADER_BYTES = 64 * 1024
@@ -123,8 +120,7 @@ class _Prefork:
     def spawn(self) -> None:
         pid = os.fork()
         if pid == 0:
-            global prefork_parent
-            prefork_parent = os.getppid()
+            metrics.prefork_parent = os.getppid()  # /metrics reports its siblings too
             code = 0
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)

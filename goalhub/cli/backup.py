@@ -15,7 +15,7 @@ from goalhub.cli.output import echo_json, table
 def backup(path: str, force: bool, as_json: bool) -> None:
     """Copy the embedded store to PATH while goalhub runs (SQLite's backup API: one consistent
     snapshot, what is still in the WAL included). MongoDB: mongodump --oplog (README)."""
-    from goalhub import backup as backups
+    from goalhub import backup as backups  # deferred: only this command needs the store's backup and RQ
 
     done = backups.backup(path, overwrite=force)
     if as_json:
@@ -35,7 +35,7 @@ def restore(path: str | None, force: bool, reconcile_only: bool, as_json: bool) 
     """Bring a backup made by `goalhub backup` back into the embedded store, then reconcile Redis
     with it: goals created after the backup are created again from their jobs, events and
     receivers left unfinished are delivered again. Stop the workers and scheduler first."""
-    from goalhub import backup as backups
+    from goalhub import backup as backups  # deferred: only this command needs the store's backup and RQ
 
     if reconcile_only:
         done = {"reconciled": backups.reconcile()}
