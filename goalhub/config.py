@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
     BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
     STRICT_PLUGINS: bool = Field(False, json_schema_extra=_allowed("1/true/yes/on or 0/false/no/off"))
+    LIVE_INTERVAL: float = Field(5.0, gt=0, le=300, json_schema_extra=_allowed(
+        "seconds > 0 (at most 300) between a process's reports to the live view of plugin health"))
+    LIVE_STALE_AFTER: float = Field(30.0, gt=0, json_schema_extra=_allowed(
+        "seconds > 0 without a report after which the live view shows a process as stale"))
 
     @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS", mode="before")
     @classmethod
@@ -438,3 +442,14 @@ def restart_limit() -> int:
 def restart_window() -> float:
     """``GOALHUB_RESTART_WINDOW``: seconds over which ``goalhub up`` counts a child's crashes."""
     return settings().RESTART_WINDOW
+
+
+def live_interval() -> float:
+    """``GOALHUB_LIVE_INTERVAL``: seconds between each process's reports to the live view of
+    plugin health (``goalhub.liveview``)."""
+    return settings().LIVE_INTERVAL
+
+
+def live_stale_after() -> float:
+    """``GOALHUB_LIVE_STALE_AFTER``: a process that has not reported for this long is shown stale."""
+    return settings().LIVE_STALE_AFTER

@@ -58,6 +58,7 @@ _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
 _goal_types: tuple[tuple[tuple[str, int], ...], dict[str, GoalType], dict[str, GoalType]] | None = None
+_loaded_from: dict[str, str] = {}  # what was installed when the plugins loaded: installed()
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -82,6 +83,8 @@ def loaded_plugin_manager() -> pluggy.PluginManager:
             pm = pluggy.PluginManager("goalhub")
             pm.add_hookspecs(hookspecs)
             _infos.clear()
+            _loaded_from.clear()
+            _loaded_from.update(installed())
             _load(pm)
             _check_goal_types(pm)
             _pm = pm
@@ -120,6 +123,30 @@ def _load(pm: pluggy.PluginManager) -> None:
     for module_name in (m.strip() for m in (config.env("GOALHUB_PLUGINS") or "").split(",")):
         if module_name:
             _register_module(pm, module_name, module_name)
+
+
+def installed() -> dict[str, str]:
+    """The plugin distributions installed right now, read afresh from the entry points:
+    entry-point name -> "dist version (module)"."""
+    found = {}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        origin = f"{dist.name} {dist.version}" if dist else "-"
+        found[entry_point.name] = f"{origin} ({entry_point.value})"
+    return found
+
+
+def installed_changes() -> list[str]:
+    """How the installed plugin distributions differ from those this process loaded (a plugin
+    installed, removed or upgraded since): empty when they are the same. Only a restart
+    (``goalhub reload``) loads the new ones."""
+    loaded_plugin_manager()
+    now = installed()
+    changes = [f"installed since: {name} {now[name]}" for name in sorted(set(now) - set(_loaded_from))]
+    changes += [f"removed since: {name} {_loaded_from[name]}" for name in sorted(set(_loaded_from) - set(now))]
+    changes += [f"changed since: {name} {_loaded_from[name]} -> {now[name]}"
+                for name in sorted(set(now) & set(_loaded_from)) if now[name] != _loaded_from[name]]
+    return changes
 
 
 def _register_module(pm: pluggy.PluginManager, name: str, module_name: str, **meta: Any) -> None:
@@ -309,3 +336,4 @@ def reset() -> None:
         _pm = None
         _goal_types = None
         _infos.clear()
+        _loaded_from.clear()

@@ -19,7 +19,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 
-from goalhub import config, metrics, plugins
+from goalhub import config, liveview, metrics, plugins
 from goalhub.connection import get_redis
 from goalhub.plugins import get_plugin_manager
 from goalhub.queues import all_queues, enqueued_key, get_scheduler
@@ -205,6 +205,8 @@ def run_worker(*, burst: bool = False, simple: bool = False, name: str | None = 
     that died are recovered at start and every ``GOALHUB_MAINTENANCE_INTERVAL`` seconds.
     """
     prepare_worker()
+    if not burst:  # a long-running worker: what it loaded, in the live view of plugin health
+        liveview.start("worker")
     worker_class = RecoveringSimpleWorker if simple else RecoveringWorker
     while True:
         worker = worker_class(all_queues(), connection=get_redis(), name=name,

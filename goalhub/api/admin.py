@@ -1,7 +1,8 @@
 """``/admin``: operators' actions over HTTP (the ADMIN scope): receivers' circuit breakers,
 resuming a paused receiver, and backfilling past events to a newly installed one.
 
-- ``GET /admin/receivers``: every installed receiver and its breaker state
+- ``GET /admin/receivers``: every installed receiver and its breaker state, and the live view
+  of plugin health across processes (``goalhub.liveview``)
 - ``POST /admin/receivers/<target>/resume``: close the breaker, redeliver what it missed
 - ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?}``: 202,
   the backfill runs as a job on the backfill queue
@@ -15,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from goalhub import replay
+from goalhub import liveview, replay
 from goalhub.api.access import ADMIN, caller
 from goalhub.api.payload import json_body
 from goalhub.auth import Principal, require_scope
@@ -47,7 +48,8 @@ def _target(value: Any, field: str = "target") -> str:
 @blueprint.get("/admin/receivers")
 def receivers() -> dict[str, Any]:
     admin()
-    return {"receivers": replay.receiver_states()}
+    liveview.ensure("api")
+    return {"receivers": replay.receiver_states(), "live": liveview.health()}
 
 
 @blueprint.post("/admin/receivers/<target>/resume")

@@ -121,9 +121,17 @@ class Health(BaseModel):
 
 
 class Ready(BaseModel):
-    status: str
+    status: str = Field(description="ready, or degraded when the live view of plugin health shows a problem")
     store: str
     redis: str
+    plugins: list[str] | None = Field(None, description="degraded: the plugins concerned, by name")
+    stale_processes: int | None = Field(None, description="degraded: processes that stopped reporting")
+    reload_needed: int | None = Field(None, description="degraded: processes running other plugins than installed")
+    problems: list[dict[str, Any]] | None = Field(
+        None, description="degraded, ADMIN token only: each problem's plugin, reason and processes")
+    stale: list[str] | None = Field(None, description="degraded, ADMIN token only: the stale processes")
+    reload: dict[str, list[str]] | None = Field(
+        None, description="degraded, ADMIN token only: per process, how its plugins differ from those installed")
 
 
 class BreakerState(BaseModel):
@@ -141,9 +149,11 @@ class ReceiverState(BaseModel):
 
 
 class Receivers(BaseModel):
-    """Every installed receiver and its circuit breaker"""
+    """Every installed receiver and its circuit breaker, and the live view of plugin health"""
 
     receivers: list[ReceiverState]
+    live: dict[str, Any] = Field(description="goalhub.liveview.health(): status, problems, stale, "
+                                             "reload_needed and every process's report")
 
 
 class Resumed(BaseModel):

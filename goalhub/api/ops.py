@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import breaker, reconcile
+from goalhub import breaker, liveview, reconcile
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_queue, get_scheduler, job_id
 from goalhub.store import get_database
@@ -73,6 +73,13 @@ in the last minute{% endif %}; held right now: {{ 'yes' if lock.held_now else 'n
 {% else %}<tr><td colspan="4" class="muted">none: every receiver runs</td></tr>{% endfor %}</table>
 {% if tripped %}<p class="muted"><code>goalhub resume RECEIVER</code> (or <code>POST /admin/receivers/RECEIVER/resume</code>)
 closes one and delivers every event it missed.</p>{% endif %}
+<h3>Plugin health (live view): <span class="{{ 'ok' if live.status == 'ready' else 'failed' }}">{{ live.status }}</span></h3>
+<table><tr><th>process</th><th>state</th><th>plugins loaded</th><th>needs reload</th></tr>
+{% for p in live.processes %}<tr><td>{{ p.id }}</td><td class="{{ 'dead' if p.stale else 'ok' }}">{{ 'stale' if p.stale
+else 'reporting' }} ({{ p.age }} s ago)</td><td>{% for x in p.plugins if x.loaded %}{{ x.name }} {{ x.version or '' }}{{ ', ' if not loop.last }}{% endfor %}</td>
+<td>{{ p.installed_changes|join('; ') or 'no' }}</td></tr>
+{% else %}<tr><td colspan="4" class="dead">no process reports: none is running</td></tr>{% endfor %}</table>
+{% for p in live.problems %}<p class="failed">{{ p.plugin }}: {{ p.reason }} <span class="muted">{{ p.processes|join(', ') }}</span></p>{% endfor %}
 <h3>A goal's receiver outcomes</h3>
 <form method="get" action="{{ prefix }}/goals"><input name="id" size="30" placeholder="goal id (24 hex)">
 <input type="submit" value="Show"></form>"""
@@ -145,8 +152,9 @@ def home() -> Response:
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
     tripped = [{"id": rid, "when": _when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]
+    liveview.ensure("api")
     return _page("operations", _HOME, counts=counts, schedulers=schedulers, lock=lock, queues=queues,
-                 tripped=tripped)
+                 tripped=tripped, live=liveview.health())
 
 
 def scheduled_jobs() -> list[dict[str, Any]]:

@@ -10,9 +10,16 @@ descriptor, never a thread. ``gevent``/``eventlet`` workers would do it too, but
 monkey-patch sockets, threads and ``time`` under redis-py, RQ and SQLite: not worth the risk.
 
 Processes: the parent binds the listening socket and forks ``workers`` children that each
-build their own app after the fork (store and Redis connections are never shared) and
-serve the same socket with ``threads`` threads. A child that dies is replaced (with a
-short backoff); SIGTERM/SIGINT stop them all. In production a buffering proxy (nginx,
+build their own app after the fork (store and Redis connections are never shared, and the
+plugins load in the child: the parent never imports one) and serve the same socket with
+``threads`` threads. A child that dies is replaced (with a short backoff); SIGTERM/SIGINT
+stop them all. Each child reports to the live view (``goalhub.liveview``).
+
+Reload (SIGHUP to the parent, what ``goalhub reload`` sends through ``goalhub up``): the
+children are replaced one at a time. A new child is forked and, once its app is built (its
+plugins loaded afresh), an old one is told to drain (SIGHUP to it): it stops accepting,
+finishes the requests it holds, closes its idle connections and exits. The socket never
+stops listening, so no request is refused. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
 
@@ -21,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import time
 from typing import Any
 
-from goalhub import config, logs, metrics
+from goalhub import config, liveview, logs, metrics
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -63,22 +71,62 @@ def waitress_options(threads: int) -> dict[str, Any]:
     }
 
 
-def serve_socket(sock: socket.socket, threads: int) -> None:
-    """Serve the API on an already-listening socket in this process; blocks until SIGTERM/SIGINT."""
+def serve_socket(sock: socket.socket, threads: int, ready: int | None = None) -> None:
+    """Serve the API on an already-listening socket in this process; blocks until SIGTERM/SIGINT
+    (stop now) or SIGHUP (drain, then stop). ``ready``: a pipe written to once the app is built."""
     import waitress
+    from waitress import wasyncore
 
     from goalhub.api import create_app
 
     app = create_app()
     server = waitress.create_server(app, sockets=[sock], **waitress_options(threads))
+    liveview.start("api")
+    draining: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)  # waitress's loop closes the server on SystemExit
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with contextlib.suppress(SystemExit):
-        server.run()
+    signal.signal(signal.SIGHUP, lambda signum, frame: draining.append(signum))
+    if ready is not None:
+        with contextlib.suppress(OSError):  # nobody waits for it (not a reload)
+            os.write(ready, b"1")
+        os.close(ready)
+    try:
+        with contextlib.suppress(SystemExit):
+            while not draining:
+                wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map,
+                               use_poll=True, count=1)
+            _drain(server, wasyncore)
+        server.task_dispatcher.shutdown()
+    finally:
+        liveview.withdraw()
+
+
+# A connection with nothing in flight for this long is closed by a draining process.
+DRAIN_IDLE = 1.0
+
+
+def _drain(server: Any, wasyncore: Any) -> None:
+    """Stop accepting (the other processes take the new connections from the shared socket),
+    serve what the open connections already sent, close them once idle; at most API_TIMEOUT."""
+    server.accepting = False
+    log.info("API process %d draining: no new connections, finishing the open ones", os.getpid())
+    deadline = time.monotonic() + config.api_timeout()
+    while time.monotonic() < deadline:
+        now = time.time()
+        busy = False
+        for channel in [c for c in server._map.values() if hasattr(c, "requests")]:
+            if channel.requests or channel.total_outbufs_len or now - channel.last_activity < DRAIN_IDLE:
+                busy = True
+            else:
+                channel.handle_close()
+        if not busy:
+            return
+        wasyncore.loop(timeout=0.1, map=server._map, use_poll=True, count=1)
+    log.warning("API process %d still had connections after draining %d s", os.getpid(), config.api_timeout())
 
 
 def run(host: str, port: int, workers: int, threads: int = 4) -> None:
@@ -87,14 +135,12 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     logs.configure("api")
     sock = listen(host, port)
     log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
-    if workers == 1:
-        serve_socket(sock, threads)
-        return
     _Prefork(sock, workers, threads).run()
 
 
 class _Prefork:
-    """The parent of the serving processes: forks them, replaces one that dies, stops them all."""
+    """The parent of the serving processes: forks them, replaces one that dies, replaces them
+    all one at a time on SIGHUP (a reload), stops them all on SIGTERM/SIGINT."""
 
     def __init__(self, sock: socket.socket, workers: int, threads: int) -> None:
         self.sock = sock
@@ -102,14 +148,18 @@ class _Prefork:
         self.threads = threads
         self.children: dict[int, float] = {}  # pid -> started (monotonic)
         self.stopping = False
+        self.reloading = False
 
-    def spawn(self) -> None:
+    def spawn(self) -> tuple[int, int]:
+        """Fork a serving process; returns its pid and a pipe readable once its app is built."""
+        readable, writable = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                os.close(readable)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                serve_socket(self.sock, self.threads)
+                serve_socket(self.sock, self.threads, ready=writable)
             except BaseException:  # noqa: BLE001  (a child reports and exits; the parent replaces it)
                 log.exception("API process failed")
                 code = 1
@@ -117,19 +167,29 @@ class _Prefork:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        os.close(writable)
         self.children[pid] = time.monotonic()
         log.info("API process %d started", pid)
+        return pid, readable
 
     def run(self) -> None:
         def stop(signum: int, frame: Any) -> None:
             self.stopping = True
 
+        def reload(signum: int, frame: Any) -> None:
+            self.reloading = True
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
         for _ in range(self.workers):
-            self.spawn()
+            os.close(self.spawn()[1])
         backoff = 0.5
         while not self.stopping:
+            if self.reloading:
+                self.reloading = False
+                self.reload()
+                continue
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -144,7 +204,7 @@ class _Prefork:
                             pid, status, lived, backoff)
                 time.sleep(backoff)
                 if not self.stopping:
-                    self.spawn()
+                    os.close(self.spawn()[1])
                 continue
             time.sleep(0.1)
         for pid in list(self.children):
@@ -164,3 +224,44 @@ class _Prefork:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.sock.close()
+
+    def reload(self) -> None:
+        """Replace every serving process, one at a time: the new one is serving before the old
+        one drains, so the API answers throughout. A new one that fails to start ends the reload
+        with the old ones still serving."""
+        old = list(self.children)
+        log.info("reloading %d API process(es) one at a time", len(old))
+        for retiring in old:
+            pid, ready = self.spawn()
+            started = _readable(ready, timeout=120)
+            os.close(ready)
+            if not started:
+                log.error("API process %d did not start; reload stopped, the others keep serving", pid)
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(retiring, signal.SIGHUP)  # drain: finish what it holds, then exit
+            self._reap(retiring, timeout=config.api_timeout() + 5)
+            if self.stopping:
+                return
+        log.info("reloaded %d API process(es)", len(old))
+
+    def _reap(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.pop(pid, None)
+        metrics.process_dead(pid)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` gave a byte within ``timeout`` (EOF first: its writer died)."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) == b"1"
