@@ -243,7 +243,8 @@ def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: st
 @click.option("--failed", is_flag=True, help="Only failed outcomes.")
 @click.option("--no-test", is_flag=True, help="Leave out the outcomes of test fires.")
 @click.option("--purge-test", is_flag=True,
-              help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs) and exit.")
+              help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs, and what each "
+                   "plugin's purge_test_fires hook deletes) and exit.")
 @click.option("--json", "as_json", is_flag=True)
 def outcomes(goal_id: str | None, failed: bool, no_test: bool, purge_test: bool, as_json: bool) -> None:
     """Receiver outcomes (ok, skipped, queued, retrying, failed), oldest first; a test fire's

@@ -94,6 +94,15 @@ def {receiver}(goal_id: str, _cls: str, conditions: dict[str, Any]) -> dict[str,
     return {{"recorded": goal_id}}
 '''
 
+PURGE = '''
+
+@goalhub.hookimpl
+def purge_test_fires(goal_ids: list[str]) -> int:
+    """``goalhub outcomes --purge-test``: delete what this plugin wrote for test fires (a
+    receiver knows it handles one by its ``test_fire`` argument)."""
+    return goalhub.get_database().{collection}.delete_many({{"_id": {{"$in": goal_ids}}}}).deleted_count
+'''
+
 MODULE_GOAL_TYPE = '''
 
 def prepare_{goal_type}(request: goalhub.CreateRequest) -> goalhub.GoalDraft:
@@ -223,7 +232,7 @@ def write_plugin(name: str, directory: Path, goal_type: bool = False, goal_class
                   "class_snake": class_snake} for e in events]
     module = MODULE_HEAD.format(**n, events=", ".join(events), and_types=", and the goal type creating them"
                                 if goal_type else "")
-    module += "".join(RECEIVER.format(**n, **r) for r in receivers)
+    module += "".join(RECEIVER.format(**n, **r) for r in receivers) + PURGE.format(**n)
     if goal_type:
         module += MODULE_GOAL_TYPE.format(**n)
     loaded = [n["plugin"]] + ([owner] if owner and not goal_type else [])
