@@ -151,3 +151,17 @@ def test_purge_test_calls_each_plugins_purge_hook_and_keeps_live_data(db, inline
     assert counts["plugin:tally"] == 2 and counts["goals"] == 2
     assert counts["plugin:broken"] == "failed: RuntimeError: cannot purge"
     assert [t["goal_id"] for t in db.tallies.find()] == [live["_id"]]
+
+
+JSON = {"str": "string", "bool": "boolean", "dict": "object", "list": "array",
+        "float or None": ["number", "null"], "str or None": ["string", "null"]}
+
+
+def test_the_openapi_document_has_each_events_payload_as_documented():
+    from goalhub.api import create_app
+
+    schemas = create_app().test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    for hook in HOOKS.values():
+        properties = schemas[f"Event_{hook}"]["properties"]
+        rows = documented(f"### `{hook}`")
+        assert {name: p["type"] for name, p in properties.items()} == {name: JSON[t] for name, t in rows.items()}

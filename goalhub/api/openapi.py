@@ -12,6 +12,7 @@ document as soon as its plugin is installed, and a new route cannot be forgotten
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,7 +20,9 @@ from typing import Any, Literal
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
 
+from goalhub import hookspecs
 from goalhub.api import admin, sessions
+from goalhub.hookspecs import EVENT_HOOKS
 
 OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
@@ -316,9 +319,34 @@ def _goal_type_query(goal_types: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+JSON_TYPES = {"str": "string", "bool": "boolean", "dict": "object", "list": "array", "float": "number",
+              "int": "integer", "None": "null"}
+
+
+def event_schemas() -> dict[str, Any]:
+    """``Event_<hook>``: the keyword arguments each event's receivers get, with their JSON
+    types and meanings, read from the hook specs (their annotations and ``:param:`` lines)."""
+    schemas = {}
+    for event, hook in EVENT_HOOKS.items():
+        spec = getattr(hookspecs, hook)
+        meanings = {name: " ".join(text.split()) for name, text in
+                    re.findall(r":param (\w+): (.+?)(?=\n\s*:param|\n\s*\n|\Z)", spec.__doc__ or "", re.S)}
+        properties = {}
+        for name, parameter in inspect.signature(spec).parameters.items():
+            kinds = [JSON_TYPES[part.strip().split("[")[0]] for part in str(parameter.annotation).split("|")]
+            properties[name] = {"type": kinds[0] if len(kinds) == 1 else kinds, "description": meanings.get(name, "")}
+        schemas[f"Event_{hook}"] = {
+            "title": f"{event} ({hook})", "type": "object", "properties": properties, "required": list(properties),
+            "description": f"The keyword arguments a receiver of {event} gets (it asks for those it needs). "
+                           "Ids are 24-hex strings; the store's _id values are ObjectIds (docs/plugins.md)."}
+    return schemas
+
+
 def document(goal_types: dict[str, Any], version: str = "0") -> dict[str, Any]:
-    """The OpenAPI 3.1 document for the installed goal types (``name -> GoalType``)."""
+    """The OpenAPI 3.1 document for the installed goal types (``name -> GoalType``), with
+    the event payloads receivers get as ``Event_<hook>`` schemas."""
     components = _Components()
+    components.schemas.update(event_schemas())
     error = components.ref(Error)
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
