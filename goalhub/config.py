@@ -102,6 +102,8 @@ class Settings(BaseSettings):
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)"))
     BREAKER_WINDOW: float = Field(300.0, gt=0, json_schema_extra=_allowed("seconds > 0"))
     STRICT_PLUGINS: bool = Field(False, json_schema_extra=_allowed("1/true/yes/on or 0/false/no/off"))
+    SLOW_ISOLATE_FOR: float = Field(600.0, ge=0, json_schema_extra=_allowed(
+        "seconds >= 0 a receiver that overran its budget runs as its own job (0: never isolate)"))
     LIVE_INTERVAL: float = Field(5.0, gt=0, le=300, json_schema_extra=_allowed(
         "seconds > 0 (at most 300) between a process's reports to the live view of plugin health"))
     LIVE_STALE_AFTER: float = Field(30.0, gt=0, json_schema_extra=_allowed(
@@ -453,3 +455,9 @@ def live_interval() -> float:
 def live_stale_after() -> float:
     """``GOALHUB_LIVE_STALE_AFTER``: a process that has not reported for this long is shown stale."""
     return settings().LIVE_STALE_AFTER
+
+
+def slow_isolate_for() -> float:
+    """``GOALHUB_SLOW_ISOLATE_FOR``: seconds a receiver that overran its budget runs as its own
+    job instead of inline beside its siblings (``goalhub.slowness``; 0: never)."""
+    return settings().SLOW_ISOLATE_FOR

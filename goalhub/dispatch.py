@@ -46,7 +46,7 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, logs, metrics, redaction, retention, signals
+from goalhub import breaker, budget, config, logs, metrics, redaction, retention, signals, slowness
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
 from goalhub.queues import enqueue_once, get_queue, job_id
@@ -205,6 +205,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     inline = not backfill and _inline_here()
     stamp = retention.stamp()  # ``stored_at``: when the record expires (goalhub.retention)
     documents, acting = [], []
+    record_taken: dict[str, bool] = {}  # outcome id -> run inline by this delivery
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
                   "dist": receiver.dist, "version": receiver.version, **stamp}
@@ -214,8 +215,9 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
             # which reads the event's arguments from the record; an inline run has them at hand
             # and writes them only when a job will need them (``_keep_arguments``).
-            taken = inline and not receiver.isolated
+            taken = inline and not receiver.isolated and not slowness.is_isolated(receiver.id)
             record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now)
+            record_taken[record["_id"]] = taken
             if not taken:
                 record["arguments"] = arguments
             acting.append(receiver)
@@ -246,7 +248,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             status = existing.get(_id)
             if status in DONE:
                 continue
-            if status is None and inline and not receiver.isolated:
+            if status is None and record_taken.get(_id):
                 job = _run_inline(db, receiver, _id, arguments, ran_ok)
             else:
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
@@ -318,6 +320,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
+        if timed_out:
+            slowness.record_overrun(receiver.id, seconds, receiver.budget)
         breaker.record_failure(receiver.id, outcome_parts(outcome_key)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
         return exc, None

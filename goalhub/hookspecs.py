@@ -221,7 +221,7 @@ def receiver(
             name: value
             for name, value in (("isolated", isolated), ("budget", budget), ("retries", retries),
                                 ("backoff", tuple(backoff) if backoff is not None else None))
-            if value not in (None, False)
+            if value is not None and value is not False  # not `in (None, False)`: retries=0 == False
         }
         return hookimpl(specname=EVENT_HOOKS[event], **hookimpl_options)(function)
 

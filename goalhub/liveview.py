@@ -9,8 +9,8 @@ per change: ``goalhub reload`` loads them). A process that stops cleanly withdra
 report; one that has not reported for ``GOALHUB_LIVE_STALE_AFTER`` seconds is shown
 ``stale`` (and dropped from the view after ten times that).
 
-``health`` reads the reports and the circuit breakers (which live in Redis already,
-``goalhub.breaker``) into one verdict: ``ready``, or ``degraded`` with what is wrong and
+``health`` reads the reports, the circuit breakers and the slow receivers' isolation (which
+live in Redis already, ``goalhub.breaker``, ``goalhub.slowness``) into one verdict: ``ready``, or ``degraded`` with what is wrong and
 where. ``goalhub plugins``, ``/readyz``, ``/admin/receivers``, ``/rq/goalhub/`` and
 ``goalhub up``'s output all read it.
 
@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from goalhub import breaker, config, dispatch, plugins
+from goalhub import breaker, config, dispatch, plugins, slowness
 from goalhub.connection import get_redis
 from goalhub.hookspecs import EVENT_HOOKS
 
@@ -203,8 +203,9 @@ def health() -> dict[str, Any]:
     reload_needed = {e["id"]: e["installed_changes"] for e in reports
                      if not e["stale"] and e.get("installed_changes")}
     degraded = bool(problems or stale or reload_needed)
+    # Slow receivers run as their own jobs: worth knowing, not a degradation.
     return {"status": "degraded" if degraded else "ready", "problems": problems, "stale": stale,
-            "reload_needed": reload_needed, "processes": reports}
+            "reload_needed": reload_needed, "slow": slowness.isolated(), "processes": reports}
 
 
 def summary(view: dict[str, Any]) -> list[str]:
@@ -216,6 +217,8 @@ def summary(view: dict[str, Any]) -> list[str]:
     lines += [f"  {p['plugin']}: {p['reason']}" + (f"  [{', '.join(p['processes'])}]" if p["processes"] else "")
               for p in view["problems"]]
     lines += [f"  stale (no report for over {config.live_stale_after():g} s): {pid}" for pid in view["stale"]]
+    lines += [f"  {rid} runs as its own job (overran its budget: {s['overrun_s']} s > {s['budget_s']} s)"
+              for rid, s in sorted(view.get("slow", {}).items())]
     lines += [f"  {pid} runs other plugins than are installed ({'; '.join(changes)}): `goalhub reload` loads them"
               for pid, changes in view["reload_needed"].items()]
     return lines

@@ -33,7 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from goalhub import breaker, dispatch
+from goalhub import breaker, dispatch, slowness
 from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.hookspecs import EVENT_HOOKS
@@ -195,10 +195,12 @@ def redeliver(outcome_key: str) -> str | None:
 
 
 def resume(target: str) -> dict[str, Any]:
-    """Close the breaker of every receiver ``target`` names and deliver their ``paused`` and
-    ``failed`` outcomes again. Returns the receivers that were tripped and the outcome ids."""
+    """Close the breaker of every receiver ``target`` names, end their isolation as slow
+    receivers (``goalhub.slowness``) and deliver their ``paused`` and ``failed`` outcomes again.
+    Returns the receivers that were tripped, those that were isolated and the outcome ids."""
     chosen = target_receivers(target)
     closed = [r.id for r in chosen if breaker.close(r.id)]
+    unisolated = [r.id for r in chosen if slowness.reset(r.id)]
     redelivered = []
     for receiver in chosen:
         for outcome in get_database().outcomes.find(
@@ -207,14 +209,17 @@ def resume(target: str) -> dict[str, Any]:
         ):
             if redeliver(outcome["_id"]):
                 redelivered.append(outcome["_id"])
-    return {"target": target, "closed": closed, "receivers": [r.id for r in chosen], "redelivered": redelivered}
+    return {"target": target, "closed": closed, "unisolated": unisolated, "receivers": [r.id for r in chosen],
+            "redelivered": redelivered}
 
 
 def receiver_states() -> list[dict[str, Any]]:
-    """Every installed receiver with its breaker state (``tripped``: when, failures, last error)."""
+    """Every installed receiver with its breaker state (``tripped``: when, failures, last error)
+    and whether it is isolated as slow (``slow``: since, until, the overrun)."""
     tripped = breaker.tripped()
-    return [{"id": r.id, "event": r.event, "plugin": r.plugin, "receiver": r.name, "tripped": tripped.get(r.id)}
-            for event in EVENT_HOOKS for r in dispatch.receivers(event)]
+    slow = slowness.isolated()
+    return [{"id": r.id, "event": r.event, "plugin": r.plugin, "receiver": r.name, "tripped": tripped.get(r.id),
+             "slow": slow.get(r.id)} for event in EVENT_HOOKS for r in dispatch.receivers(event)]
 
 
 # --- backfill as a job (the ADMIN API) -------------------------------------------------------

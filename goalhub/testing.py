@@ -43,7 +43,7 @@ import psutil
 import pytest
 from rq import SimpleWorker
 
-from goalhub import connection, plugins, store
+from goalhub import connection, plugins, slowness, store
 from goalhub.connection import get_redis
 from goalhub.queues import all_queues, get_scheduler
 
@@ -79,6 +79,7 @@ def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) 
     store.reset()
     plugins.reset()
     get_redis().flushdb()
+    slowness.forget()  # this process's copy of what the flushed Redis held
     yield
     store.reset()
     plugins.reset()

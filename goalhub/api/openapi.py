@@ -149,6 +149,8 @@ class ReceiverState(BaseModel):
     plugin: str
     receiver: str
     tripped: BreakerState | None
+    slow: dict[str, float] | None = Field(None, description="isolated after overrunning its budget: since, "
+                                                            "until, overrun_s, budget_s (goalhub.slowness)")
 
 
 class Receivers(BaseModel):
@@ -164,6 +166,7 @@ class Resumed(BaseModel):
 
     target: str
     closed: list[str]
+    unisolated: list[str] = Field(description="receivers no longer isolated as slow")
     receivers: list[str]
     redelivered: list[str]
 

@@ -10,6 +10,7 @@ process loaded, which are stale, which run other plugins than are installed now.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
@@ -209,4 +210,10 @@ def hooks(goal_class: str | None, as_json: bool) -> None:
                 click.echo(f"     {'DISABLED (GOALHUB_DISABLED_RECEIVERS), ' if s['disabled'] else ''}"
                            f"{'isolated job' if s['isolated'] else 'inline'}; "
                            + "; ".join(f"{k} {s[k]['value']} ({s[k]['from']})" for k in ("budget", "retries", "backoff")))
+                if r["slow"]:
+                    click.echo("     " + click.style(
+                        f"SLOW: overran its budget ({r['slow']['overrun_s']} s "
+                        f"> {r['slow']['budget_s']} s); runs as its own job until "
+                        f"{time.strftime('%H:%M:%S', time.localtime(r['slow']['until']))} (`goalhub resume` ends it)",
+                        fg="yellow"))
         click.echo()
