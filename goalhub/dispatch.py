@@ -214,7 +214,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
             # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
             # which reads the event's arguments from the record; an inline run has them at hand
-            # and writes them only when a job will need them (``_keep_arguments``).
+            # and writes them only when a job will need them (``keep_arguments``).
             taken = inline and not receiver.isolated and not slowness.is_isolated(receiver.id)
             record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now)
             record_taken[record["_id"]] = taken
@@ -254,7 +254,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
                 # (none if one is pending already).
                 if status is not None:  # taken inline by a horse that died: its job needs the arguments
-                    _keep_arguments(db, _id, arguments)
+                    keep_arguments(db, _id, arguments)
                 job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
             if job is not None:
                 enqueued.append(job.id)
@@ -345,7 +345,7 @@ def _job_id() -> str | None:
     return job.id if job is not None else None
 
 
-def _keep_arguments(db: Any, outcome_key: str, arguments: dict[str, Any]) -> None:
+def keep_arguments(db: Any, outcome_key: str, arguments: dict[str, Any]) -> None:
     """Write the event's arguments into an outcome record that lacks them (an inline run's)."""
     db.outcomes.update_one({"_id": outcome_key, "arguments": {"$exists": False}}, {"$set": {"arguments": arguments}})
 

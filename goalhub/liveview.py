@@ -52,7 +52,7 @@ def did_you_mean(name: str, known: set[str]) -> str:
 
 def class_warnings() -> list[dict[str, Any]]:
     """Receivers declared for a goal class that no installed goal type creates (a typo such
-    as ``KaraokeGaol``: every goal of the real class would be ``skipped`` for it)."""
+    as ``ConfettiGaol``: every goal of the real class would be ``skipped`` for it)."""
     known = set(plugins.goal_classes())
     found = []
     for event in EVENT_HOOKS:

@@ -17,6 +17,12 @@ Each event gets the outcome id it would have had live, and an event whose target
 receivers all have an outcome already is skipped, so running a backfill twice, or again
 after an interrupted one, delivers each (event, receiver) once.
 
+``redeliver_skipped`` (``--redeliver-skipped``) repairs what a class typo skipped: an event
+whose outcome for a targeted receiver is ``skipped`` (the receiver did not act on the
+event's class then) and which the receiver acts on now is delivered to it again, once: its
+outcome turns from ``skipped`` to ``queued`` in one atomic update, so two backfills cannot
+both deliver it, and once ``ok`` it is done like any other.
+
 **Resume** closes a tripped receiver's breaker (``goalhub.breaker``) and delivers its
 ``paused`` and ``failed`` outcomes again, exactly once each.
 """
@@ -126,7 +132,8 @@ def past_events(event: str, goal_class: str | None = None, since: float | None =
 class Progress:
     """How far a backfill got. ``delivered``: events handed to the target; ``already_done``:
     events whose targeted receivers all had an outcome; ``not_acting``: events of a class no
-    targeted receiver acts on; ``outcomes``: the outcome ids this run created."""
+    targeted receiver acts on; ``redelivered_skipped``: ``skipped`` outcomes delivered again
+    (``redeliver_skipped``); ``outcomes``: the outcome ids this run created or redelivered."""
 
     target: str
     event: str
@@ -135,6 +142,7 @@ class Progress:
     delivered: int = 0
     already_done: int = 0
     not_acting: int = 0
+    redelivered_skipped: int = 0
     dry_run: bool = False
     started_at: float = field(default_factory=time.time)
     outcomes: list[str] = field(default_factory=list)
@@ -148,7 +156,7 @@ class Progress:
 
 def backfill(target: str, event: str, *, goal_class: str | None = None, since: float | None = None,
              until: float | None = None, dry_run: bool = False, rate: float | None = None,
-             on_progress: Callable[[Progress], None] | None = None) -> Progress:
+             redeliver_skipped: bool = False, on_progress: Callable[[Progress], None] | None = None) -> Progress:
     """Deliver past ``event`` s to ``target`` only, at most ``rate`` events a second; see the module."""
     chosen = target_receivers(target, event)
     ids = {r.id for r in chosen}
@@ -169,9 +177,15 @@ def backfill(target: str, event: str, *, goal_class: str | None = None, since: f
         else:
             key = dispatch.event_id(event, arguments)
             wanted = [dispatch.outcome_id(key, r) for r in acting]
-            done = {o["_id"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"_id": 1})}
+            found = {o["_id"]: o["status"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"status": 1})}
+            done = set(found)
+            skipped = [w for w in wanted if found.get(w) == "skipped"] if redeliver_skipped else []
+            for outcome_key in skipped:  # acts on the class now, skipped then: once
+                if dry_run or _redeliver_skipped(outcome_key, arguments):
+                    progress.redelivered_skipped += 1
+                    progress.outcomes.append(outcome_key)
             if len(done) == len(wanted):
-                progress.already_done += 1
+                progress.already_done += 0 if skipped else 1
             else:
                 progress.delivered += 1
                 progress.outcomes += [w for w in wanted if w not in done]
@@ -180,6 +194,17 @@ def backfill(target: str, event: str, *, goal_class: str | None = None, since: f
         if on_progress:
             on_progress(progress)
     return progress
+
+
+def _redeliver_skipped(outcome_key: str, arguments: dict[str, Any]) -> bool:
+    """Deliver a ``skipped`` outcome's event to its receiver again (its own job, backfill queue);
+    False when it is no longer ``skipped`` (another backfill took it)."""
+    dispatch.keep_arguments(get_database(), outcome_key, arguments)  # its job reads them there
+    try:
+        dispatch.retry_outcome(outcome_key, statuses=("skipped",), kind="redeliver", queue="backfill")
+    except LookupError:
+        return False
+    return True
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -256,6 +281,7 @@ def run_backfill_job(backfill_id: str, params: dict[str, Any]) -> dict[str, Any]
 
     try:
         progress = backfill(params["target"], params["event"], goal_class=params.get("cls"),
+                            redeliver_skipped=bool(params.get("redeliver_skipped")),
                             since=params.get("since"), until=params.get("until"),
                             dry_run=bool(params.get("dry_run")), rate=params.get("rate"), on_progress=report)
     except Exception as exc:

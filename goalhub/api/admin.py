@@ -4,7 +4,7 @@ resuming a paused receiver, and backfilling past events to a newly installed one
 - ``GET /admin/receivers``: every installed receiver and its breaker state, and the live view
   of plugin health across processes (``goalhub.liveview``)
 - ``POST /admin/receivers/<target>/resume``: close the breaker, redeliver what it missed
-- ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?}``: 202,
+- ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?, redeliver_skipped?}``: 202,
   the backfill runs as a job on the backfill queue
 - ``GET /admin/backfill/<id>``: its progress
 """
@@ -30,7 +30,7 @@ blueprint = Blueprint("admin", __name__)
 TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
 GOAL_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MAX_RATE = 10000
-BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate"}
+BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate", "redeliver_skipped"}
 
 
 def admin() -> Principal:
@@ -84,6 +84,10 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
     if not isinstance(dry_run, bool):
         raise BadRequest("dry_run must be true or false", code="invalid_type", field="dry_run")
     params["dry_run"] = dry_run
+    redeliver_skipped = body.get("redeliver_skipped", False)
+    if not isinstance(redeliver_skipped, bool):
+        raise BadRequest("redeliver_skipped must be true or false", code="invalid_type", field="redeliver_skipped")
+    params["redeliver_skipped"] = redeliver_skipped
     rate = body.get("rate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE):
         raise BadRequest("rate must be a number of events a second, above 0", code="invalid_rate", field="rate")

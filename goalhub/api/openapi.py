@@ -182,6 +182,8 @@ class BackfillBody(BaseModel):
     until: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h")
     dry_run: bool = False
     rate: float | None = Field(None, gt=0, le=admin.MAX_RATE, description="at most this many events a second")
+    redeliver_skipped: bool = Field(False, description="also deliver, once, events recorded skipped for the "
+                                                       "target that it acts on now (a fixed class typo)")
 
 
 class BackfillStarted(BaseModel):

@@ -273,7 +273,7 @@ def new_plugin(name: str, directory: Path, goal_class: str | None, events: str, 
     """Write a plugin distribution: entry point, one receiver per event, README, tests.
 
     Receiver-only by default (react to the goals another plugin's goal type creates:
-    --cls KaraokeGoal); --goal-type also writes a goal type of its own.
+    --cls ConfettiGoal); --goal-type also writes a goal type of its own.
     """
     n = names(name)  # a bad name is the first thing said
     owner = None
