@@ -41,7 +41,7 @@ ROLES = ("api", "worker", "scheduler")
 
 # This process's reporting: its role once started, when it last published, what it last warned.
 _me: dict[str, Any] = {"role": None, "pid": 0, "started_at": 0.0, "published": 0.0, "warned": (),
-                       "beating": 0}
+                       "beating": 0, "withdrawn": 0}
 _lock = threading.Lock()
 
 
@@ -92,14 +92,16 @@ def report(role: str) -> dict[str, Any]:
 def publish(role: str) -> dict[str, Any]:
     """Report this process now; log (once per change) when the installed plugins differ."""
     found = report(role)
-    with _lock:
+    with _lock:  # never after ``withdraw``: a report written then would show a stopped process stale
+        if _me["withdrawn"] == os.getpid():
+            return found
         _me.update(role=role, published=time.monotonic())
         changes = tuple(found["installed_changes"])
         if changes and changes != _me["warned"]:
             log.warning("the installed plugin distributions differ from those this %s process loaded "
                         "(%s); `goalhub reload` loads them", role, "; ".join(changes))
         _me["warned"] = changes
-    get_redis().hset(KEY, found["id"], json.dumps(found))
+        get_redis().hset(KEY, found["id"], json.dumps(found))
     return found
 
 
@@ -114,30 +116,32 @@ def withdraw() -> None:
     """Remove this process's report (it stops cleanly: gone, not stale)."""
     role = _me["role"]
     if role is not None and _me["pid"] == os.getpid():
-        try:
-            get_redis().hdel(KEY, process_id(role))
-        except Exception as exc:  # noqa: BLE001  (stopping anyway; the report will go stale)
-            log.warning("could not withdraw this process's live report: %s", exc)
+        with _lock:
+            _me["withdrawn"] = os.getpid()
+            try:
+                get_redis().hdel(KEY, process_id(role))
+            except Exception as exc:  # noqa: BLE001  (stopping anyway; the report will go stale)
+                log.warning("could not withdraw this process's live report: %s", exc)
 
 
 def start(role: str) -> None:
-    """Report now and then every ``GOALHUB_LIVE_INTERVAL`` seconds from a daemon thread; the
-    report is withdrawn at exit."""
+    """Report at once and then every ``GOALHUB_LIVE_INTERVAL`` seconds, from a daemon thread
+    (the process does not wait for it); the report is withdrawn at exit."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    publish(role)
+    _me["role"] = role
     if _me["beating"] == os.getpid():
         return  # one heartbeat thread a process
     _me["beating"] = os.getpid()
     atexit.register(withdraw)
 
     def beat() -> None:
-        while True:
-            time.sleep(config.live_interval())
+        while True:  # the first report at once, from here: the process serves meanwhile
             try:
                 publish(_me["role"])
             except Exception as exc:  # noqa: BLE001  (Redis away: the next beat tries again)
                 log.warning("live view report failed: %s: %s", type(exc).__name__, exc)
+            time.sleep(config.live_interval())
 
     threading.Thread(target=beat, name="goalhub-liveview", daemon=True).start()
 

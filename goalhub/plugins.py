@@ -84,7 +84,6 @@ def loaded_plugin_manager() -> pluggy.PluginManager:
             pm.add_hookspecs(hookspecs)
             _infos.clear()
             _loaded_from.clear()
-            _loaded_from.update(installed())
             _load(pm)
             _check_goal_types(pm)
             _pm = pm
@@ -109,6 +108,7 @@ def _load(pm: pluggy.PluginManager) -> None:
         _register_module(pm, module_name, module_name, dist="goalhub", version=_core_version())
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry_point.dist
+        _loaded_from[entry_point.name] = _origin(entry_point)
         info = PluginInfo(
             name=entry_point.name,
             module=entry_point.value,
@@ -128,12 +128,12 @@ def _load(pm: pluggy.PluginManager) -> None:
 def installed() -> dict[str, str]:
     """The plugin distributions installed right now, read afresh from the entry points:
     entry-point name -> "dist version (module)"."""
-    found = {}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = entry_point.dist
-        origin = f"{dist.name} {dist.version}" if dist else "-"
-        found[entry_point.name] = f"{origin} ({entry_point.value})"
-    return found
+    return {entry_point.name: _origin(entry_point) for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _origin(entry_point: metadata.EntryPoint) -> str:
+    dist = entry_point.dist
+    return f"{dist.name if dist else '-'} {dist.version if dist else ''} ({entry_point.value})"
 
 
 def installed_changes() -> list[str]:
