@@ -95,7 +95,7 @@ def publish(role: str) -> dict[str, Any]:
     with _lock:  # never after ``withdraw``: a report written then would show a stopped process stale
         if _me["withdrawn"] == os.getpid():
             return found
-        _me.update(role=role, published=time.monotonic())
+        _me.update(role=role, published=time.monotonic(), plugins=_plugin_set())
         changes = tuple(found["installed_changes"])
         if changes and changes != _me["warned"]:
             log.warning("the installed plugin distributions differ from those this %s process loaded "
@@ -106,10 +106,16 @@ def publish(role: str) -> dict[str, Any]:
 
 
 def ensure(role: str) -> None:
-    """Publish unless this process did within the interval (a process without a heartbeat
-    thread, such as an app under a test client, still shows in the view it reads)."""
-    if _me["pid"] != os.getpid() or time.monotonic() - _me["published"] >= config.live_interval():
+    """Publish unless this process did within the interval, with the plugins it has now, and
+    its report is still there (a process without a heartbeat thread, such as an app under a
+    test client, still shows in the view it reads)."""
+    if (_me["pid"] != os.getpid() or time.monotonic() - _me["published"] >= config.live_interval()
+            or _me.get("plugins") != _plugin_set() or not get_redis().hexists(KEY, process_id(role))):
         publish(role)
+
+
+def _plugin_set() -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((name, id(plugin)) for name, plugin in plugins.loaded_plugin_manager().list_name_plugin()))
 
 
 def withdraw() -> None:
