@@ -289,7 +289,9 @@ def start_api(env: dict[str, str], log_dir: Path, workers: int = 2, threads: int
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
-        except requests.ConnectionError:
+        # Refused, or accepted by the listening socket before a serving process is up (a slow
+        # start on a busy machine): not ready yet either way.
+        except (requests.ConnectionError, requests.Timeout):
             pass
         if server.popen.poll() is not None or time.monotonic() > deadline:
             server.stop()
