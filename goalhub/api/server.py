@@ -26,6 +26,7 @@ an ALB) still sits in front: it absorbs slow clients at the edge and terminates 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -153,11 +154,13 @@ class _Prefork:
     def spawn(self) -> tuple[int, int]:
         """Fork a serving process; returns its pid and a pipe readable once its app is built."""
         readable, writable = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 os.close(readable)
+                _die_with(parent)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 serve_socket(self.sock, self.threads, ready=writable)
             except BaseException:  # noqa: BLE001  (a child reports and exits; the parent replaces it)
@@ -259,6 +262,19 @@ class _Prefork:
                 os.waitpid(pid, 0)
         self.children.pop(pid, None)
         metrics.process_dead(pid)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """A serving process dies with the parent that forked it (Linux): a parent killed with
+    ``kill -9`` leaves no orphan answering on its socket while its replacement starts."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
 
 
 def _readable(fd: int, timeout: float) -> bool:
