@@ -44,6 +44,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
+
 from goalhub.config import env as _env
 from goalhub.errors import BadRequest, Conflict, Forbidden, GoalhubError, NotFound, Unprocessable
 from goalhub.goaltypes import TEST_FIRE, Claim, CreateRequest, GoalDraft, GoalType, SampleRequest
@@ -163,7 +166,8 @@ def send_event(event: str, **arguments: Any) -> None:
     hook's keyword ``arguments``: every receiver of it gets its own outcome and job.
 
     The same as sending the blinker signal (``goalhub.signals``) yourself, except that the
-    core is surely connected to it first, whatever was imported before.
+    core is surely connected to it first, whatever was imported before, and ``test_fire``,
+    when not given, is looked up from the goal (a receiver can rely on having it).
     """
     # Deferred: the signals bring the core's delivery (RQ, the store), which a plugin module's
     # ``import goalhub`` should not pay for.
@@ -171,6 +175,13 @@ def send_event(event: str, **arguments: Any) -> None:
 
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; one of {sorted(EVENTS)}")
+    if "test_fire" not in arguments and isinstance(arguments.get("goal_id"), str) and \
+            len(arguments["goal_id"]) == 24:
+        try:
+            goal = get_database().goals.find_one({"_id": ObjectId(arguments["goal_id"])}, {TEST_FIRE: 1})
+        except InvalidId:
+            goal = None
+        arguments["test_fire"] = bool(goal and goal.get(TEST_FIRE))
     signal, _hook = EVENTS[event]
     signal.send(event, **arguments)
 

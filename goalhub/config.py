@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     LIVENESS_WINDOW: float = _setting(
         30.0, "seconds without a live worker or a scheduler poll before `/healthz/deep` answers 503",
         "seconds > 0 without a live worker or a scheduler poll before /healthz/deep fails", gt=0, le=3600)
+    SLOW_ISOLATE_FOR: float = _setting(
+        600.0, "seconds a receiver that overran its budget runs as its own job instead of inline beside its "
+        "siblings (0: never isolate)",
+        "seconds >= 0 a receiver that overran its budget runs as its own job (0: never isolate)", ge=0)
+    LIVE_INTERVAL: float = _setting(
+        5.0, "seconds between each process's reports to the live view of plugin health (`goalhub plugins`, `/readyz`)",
+        "seconds > 0 (at most 300) between a process's reports to the live view of plugin health", gt=0, le=300)
+    LIVE_STALE_AFTER: float = _setting(
+        30.0, "seconds without a report after which the live view shows a process as stale",
+        "seconds > 0 without a report after which the live view shows a process as stale", gt=0)
     BREAKER_THRESHOLD: int = _setting(
         5, "a receiver failing this many different events in a row is paused until resumed (0: never)",
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)", ge=0)

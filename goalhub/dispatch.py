@@ -45,7 +45,7 @@ from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention
+from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, slowness
 from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
 from goalhub.store import get_database
@@ -98,6 +98,7 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     documents, acting = [], []
     # Receivers that finished this event before, whatever retention purged since (goalhub.ledger).
     finished = ledger.finished(db, arguments["goal_id"]) if any(r.acts_on(goal_class) for r in chosen) else ()
+    record_taken: dict[str, bool] = {}  # outcome id -> run inline by this delivery
     for receiver in chosen:
         record = {"_id": outcome_id(key, receiver), **base, "receiver": receiver.name, "plugin": receiver.plugin,
                   "dist": receiver.dist, "version": receiver.version, **stamp}
@@ -108,9 +109,10 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             # horse that dies mid-event leaves it so, and its rerun counts a second attempt).
             # Its own ``started_at`` is written with its outcome. Else ``queued`` for its own job,
             # which reads the event's arguments from the record; an inline run has them at hand
-            # and writes them only when a job will need them (``_keep_arguments``).
-            taken = inline and not receiver.isolated
+            # and writes them only when a job will need them (``keep_arguments``).
+            taken = inline and not receiver.isolated and not slowness.is_isolated(receiver.id)
             record.update(status="running" if taken else "queued", attempts=int(taken), queued_at=now)
+            record_taken[record["_id"]] = taken
             if not taken:
                 record["arguments"] = arguments
             acting.append(receiver)
@@ -141,13 +143,13 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
             status = existing.get(_id)
             if status in DONE:
                 continue
-            if status is None and inline and not receiver.isolated:
+            if status is None and record_taken.get(_id):
                 job = _run_inline(db, receiver, _id, arguments, ran_ok)
             else:
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
                 # (none if one is pending already).
                 if status is not None:  # taken inline by a horse that died: its job needs the arguments
-                    _keep_arguments(db, _id, arguments)
+                    keep_arguments(db, _id, arguments)
                 job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
             if job is not None:
                 enqueued.append(job.id)
@@ -213,6 +215,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
+        if timed_out:
+            slowness.record_overrun(receiver.id, seconds, receiver.budget)
         breaker.record_failure(receiver.id, outcome_parts(outcome_key)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
         return exc, None
@@ -255,7 +259,7 @@ def _job_id() -> str | None:
     return job.id if job is not None else None
 
 
-def _keep_arguments(db: Any, outcome_key: str, arguments: dict[str, Any]) -> None:
+def keep_arguments(db: Any, outcome_key: str, arguments: dict[str, Any]) -> None:
     """Write the event's arguments into an outcome record that lacks them (an inline run's)."""
     db.outcomes.update_one({"_id": outcome_key, "arguments": {"$exists": False}}, {"$set": {"arguments": arguments}})
 

@@ -29,7 +29,7 @@ from typing import Any
 import pluggy
 
 #: The version of the hook API this goalhub implements (every spec's version is at most this).
-HOOK_API_VERSION = "0.1"
+HOOK_API_VERSION = "0.2"
 
 _spec_marker = pluggy.HookspecMarker("goalhub")
 hookimpl = pluggy.HookimplMarker("goalhub")
@@ -78,6 +78,8 @@ def goal_created(
     levels: list[dict[str, Any]],
     nbf: float | None,
     exp: float | None,
+    streamer_id: str | None,
+    test_fire: bool,
 ) -> Any:
     """A goal was stored. Sent as blinker signal ``features.leaderboards`` with sender
     ``goal.created`` by the ``create_goal`` task, with the seeds' arguments.
@@ -90,8 +92,11 @@ def goal_created(
     :param levels: ``[{"target": number}, ...]``.
     :param nbf: epoch seconds before which the goal is not active, or None.
     :param exp: epoch seconds at which the goal ends, or None.
+    :param streamer_id: the streamer who created the goal (user id, 24 hex), or None.
+    :param test_fire: whether this is a test fire (``goalhub fire``, the ``fire`` fixture).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``streamer_id`` and ``test_fire``.
     """
 
 
@@ -103,6 +108,7 @@ def goal_added(
     context: dict[str, Any],
     session_id: str,
     streamer_id: str,
+    test_fire: bool,
 ) -> Any:
     """A goal was added to a live session. Sent as blinker signal ``features.livestream``
     with sender ``goal.added``, by a plugin through ``goalhub.send_event`` (the show plugin does).
@@ -113,8 +119,10 @@ def goal_added(
     :param context: the goal's context.
     :param session_id: the live session the goal was added to.
     :param streamer_id: the session's streamer (user id).
+    :param test_fire: whether the goal is a test fire's.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``test_fire``.
     """
 
 
@@ -125,6 +133,7 @@ def goal_ended(
     conditions: dict[str, Any],
     context: dict[str, Any],
     reason: str,
+    test_fire: bool,
 ) -> Any:
     """A goal ended (``POST /goals/<id>/end``, its ``exp`` passed, or its session ended).
     Sent as blinker signal ``features.leaderboards`` with sender ``goal.ended``.
@@ -134,8 +143,23 @@ def goal_ended(
     :param conditions: the goal's conditions.
     :param context: the goal's context.
     :param reason: ``ended`` (by request), ``expired`` (at exp) or ``session_ended``.
+    :param test_fire: whether the goal is a test fire's.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``test_fire``.
+    """
+
+
+@hookspec("0.2")
+def purge_test_fires(goal_ids: list[str], session_ids: list[str]) -> Any:
+    """Delete what this plugin wrote for test fires. Not an event: called (with
+    ``hookimpl``) by ``goalhub outcomes --purge-test`` before it removes the test goals and
+    sessions themselves. Return a count (or a dict of counts) to have it reported.
+
+    :param goal_ids: the test-fire goals' ids (24 hex each).
+    :param session_ids: the test-fire sessions' ids.
+
+    .. versionadded:: 0.2
     """
 
 
@@ -205,7 +229,7 @@ def receiver(
             name: value
             for name, value in (("isolated", isolated), ("budget", budget), ("retries", retries),
                                 ("backoff", tuple(backoff) if backoff is not None else None))
-            if value not in (None, False)
+            if value is not None and value is not False  # not `in (None, False)`: retries=0 == False
         }
         return hookimpl(specname=EVENT_HOOKS[event], **hookimpl_options)(function)
 

@@ -96,6 +96,8 @@ def _make() -> dict[str, Any]:
                             ["plugin", "receiver", "status"]),
         "duration": Histogram("goalhub_receiver_duration_seconds", "Time a receiver ran",
                               ["plugin", "receiver"], buckets=DURATION_BUCKETS),
+        "isolated": Counter("goalhub_receivers_isolated", "Receivers isolated after overrunning their budget",
+                            ["plugin", "receiver"]),
         "lateness": Histogram("goalhub_activation_lateness_seconds", "activated_at - nbf of activated goals",
                               buckets=LATENESS_BUCKETS),
         "reconciled": Counter("goalhub_reconciled", "Overdue goals the reconciler activated or ended late, lost jobs it requeued",
@@ -203,6 +205,11 @@ def receiver_outcome(plugin: str, receiver: str, status: str, seconds: float | N
     _record("outcomes", {"plugin": plugin, "receiver": receiver, "status": status}, "inc")
     if seconds is not None:
         _record("duration", {"plugin": plugin, "receiver": receiver}, "observe", max(seconds, 0.0))
+
+
+def receiver_isolated(plugin: str, receiver: str) -> None:
+    """A receiver overran its budget and now runs as its own job (``goalhub.slowness``)."""
+    _record("isolated", {"plugin": plugin, "receiver": receiver}, "inc")
 
 
 def activation(lateness_seconds: float) -> None:

@@ -59,6 +59,7 @@ _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
 _goal_types: tuple[tuple[tuple[str, int], ...], dict[str, GoalType], dict[str, GoalType]] | None = None
+_loaded_from: dict[str, str] = {}  # what was installed when the plugins loaded: installed()
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -83,6 +84,7 @@ def loaded_plugin_manager() -> pluggy.PluginManager:
             pm = pluggy.PluginManager("goalhub")
             pm.add_hookspecs(hookspecs)
             _infos.clear()
+            _loaded_from.clear()
             _load(pm)
             _check_goal_types(pm)
             _pm = pm
@@ -107,6 +109,7 @@ def _load(pm: pluggy.PluginManager) -> None:
         _register_module(pm, module_name, module_name, dist="goalhub", version=_core_version())
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry_point.dist
+        _loaded_from[entry_point.name] = _origin(entry_point)
         info = PluginInfo(
             name=entry_point.name,
             module=entry_point.value,
@@ -121,6 +124,30 @@ def _load(pm: pluggy.PluginManager) -> None:
     for module_name in config.settings().PLUGINS:
         if module_name:
             _register_module(pm, module_name, module_name)
+
+
+def installed() -> dict[str, str]:
+    """The plugin distributions installed right now, read afresh from the entry points:
+    entry-point name -> "dist version (module)"."""
+    return {entry_point.name: _origin(entry_point) for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _origin(entry_point: metadata.EntryPoint) -> str:
+    dist = entry_point.dist
+    return f"{dist.name if dist else '-'} {dist.version if dist else ''} ({entry_point.value})"
+
+
+def installed_changes() -> list[str]:
+    """How the installed plugin distributions differ from those this process loaded (a plugin
+    installed, removed or upgraded since): empty when they are the same. Only a restart
+    (``goalhub reload``) loads the new ones."""
+    loaded_plugin_manager()
+    now = installed()
+    changes = [f"installed since: {name} {now[name]}" for name in sorted(set(now) - set(_loaded_from))]
+    changes += [f"removed since: {name} {_loaded_from[name]}" for name in sorted(set(_loaded_from) - set(now))]
+    changes += [f"changed since: {name} {_loaded_from[name]} -> {now[name]}"
+                for name in sorted(set(now) & set(_loaded_from)) if now[name] != _loaded_from[name]]
+    return changes
 
 
 def _register_module(pm: pluggy.PluginManager, name: str, module_name: str, **meta: Any) -> None:
@@ -310,3 +337,4 @@ def reset() -> None:
         _pm = None
         _goal_types = None
         _infos.clear()
+        _loaded_from.clear()

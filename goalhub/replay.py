@@ -17,6 +17,12 @@ Each event gets the outcome id it would have had live, and an event whose target
 receivers all have an outcome already is skipped, so running a backfill twice, or again
 after an interrupted one, delivers each (event, receiver) once.
 
+``redeliver_skipped`` (``--redeliver-skipped``) repairs what a class typo skipped: an event
+whose outcome for a targeted receiver is ``skipped`` (the receiver did not act on the
+event's class then) and which the receiver acts on now is delivered to it again, once: its
+outcome turns from ``skipped`` to ``queued`` in one atomic update, so two backfills cannot
+both deliver it, and once ``ok`` it is done like any other.
+
 **Resume** closes a tripped receiver's breaker (``goalhub.breaker``) and delivers its
 ``paused`` and ``failed`` outcomes again, exactly once each.
 """
@@ -34,7 +40,7 @@ from typing import Any
 from bson import ObjectId
 from rq.job import Job
 
-from goalhub import breaker, config, dispatch, ledger, receivers
+from goalhub import breaker, config, dispatch, ledger, receivers, slowness
 from goalhub.connection import get_redis
 from goalhub.errors import BadRequest, NotFound
 from goalhub.hookspecs import EVENT_HOOKS
@@ -127,7 +133,8 @@ def past_events(event: str, goal_class: str | None = None, since: float | None =
 class Progress:
     """How far a backfill got. ``delivered``: events handed to the target; ``already_done``:
     events whose targeted receivers all had an outcome; ``not_acting``: events of a class no
-    targeted receiver acts on; ``outcomes``: the outcome ids this run created."""
+    targeted receiver acts on; ``redelivered_skipped``: ``skipped`` outcomes delivered again
+    (``redeliver_skipped``); ``outcomes``: the outcome ids this run created or redelivered."""
 
     target: str
     event: str
@@ -136,6 +143,7 @@ class Progress:
     delivered: int = 0
     already_done: int = 0
     not_acting: int = 0
+    redelivered_skipped: int = 0
     dry_run: bool = False
     started_at: float = field(default_factory=time.time)
     outcomes: list[str] = field(default_factory=list)
@@ -149,17 +157,17 @@ class Progress:
 
 def backfill(target: str, event: str, *, goal_class: str | None = None, since: float | None = None,
              until: float | None = None, dry_run: bool = False, rate: float | None = None,
-             on_progress: Callable[[Progress], None] | None = None) -> Progress:
+             redeliver_skipped: bool = False, on_progress: Callable[[Progress], None] | None = None) -> Progress:
     """Deliver past ``event`` s to ``target`` only, at most ``rate`` events a second, in this
     process (``goalhub backfill``: a foreground command, so it waits out the pacing itself;
     the ADMIN API's backfill runs as chunks instead, ``run_backfill_chunk``). Events already
-    done cost no pacing."""
+    done cost no pacing. ``redeliver_skipped``: see the module."""
     chosen = target_receivers(target, event)
     progress = Progress(target=target, event=event, dry_run=dry_run)
     events = list(past_events(event, goal_class, since, until))
     progress.total = len(events)
     for arguments in events:
-        wanted = _undone(chosen, event, arguments, progress)
+        wanted = _undone(chosen, event, arguments, progress, redeliver_skipped)
         if wanted:
             if rate:  # paced from the start, by the events delivered: a slow one does not make the next burst
                 pause = progress.started_at + progress.delivered / rate - time.time()
@@ -171,9 +179,11 @@ def backfill(target: str, event: str, *, goal_class: str | None = None, since: f
     return progress
 
 
-def _undone(chosen: list[dispatch.Receiver], event: str, arguments: dict[str, Any], progress: Progress) -> list[str]:
+def _undone(chosen: list[receivers.Receiver], event: str, arguments: dict[str, Any], progress: Progress,
+            redeliver_skipped: bool = False) -> list[str]:
     """Count one past event in ``progress``; the outcome ids of the targeted receivers that
-    act on it and have not done it (none: not acting, or already done)."""
+    act on it and have not done it (none: not acting, or already done). ``redeliver_skipped``:
+    a targeted receiver recorded ``skipped`` that acts on the class now is delivered to, once."""
     progress.seen += 1
     acting = [r for r in chosen if r.acts_on(arguments["_cls"])]
     if not acting:
@@ -182,22 +192,39 @@ def _undone(chosen: list[dispatch.Receiver], event: str, arguments: dict[str, An
     db = get_database()
     key = dispatch.event_id(event, arguments)
     wanted = [dispatch.outcome_id(key, r) for r in acting]
-    done = {o["_id"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"_id": 1})}
+    found = {o["_id"]: o["status"] for o in db.outcomes.find({"_id": {"$in": wanted}}, {"status": 1})}
+    done = set(found)
     if len(done) < len(wanted):  # outcomes purged by retention: the ledger still knows
         finished = ledger.finished(db, arguments["goal_id"])
         done |= {dispatch.outcome_id(key, r) for r in acting if ledger.entry(event, r.id) in finished}
+    skipped = [w for w in wanted if found.get(w) == "skipped"] if redeliver_skipped else []
+    for outcome_key in skipped:  # acts on the class now, skipped then: once
+        if progress.dry_run or _redeliver_skipped(outcome_key, arguments):
+            progress.redelivered_skipped += 1
+            progress.outcomes.append(outcome_key)
     if len(done) == len(wanted):
-        progress.already_done += 1
+        progress.already_done += 0 if skipped else 1
         return []
     return [w for w in wanted if w not in done]
 
 
-def _deliver(chosen: list[dispatch.Receiver], event: str, arguments: dict[str, Any], wanted: list[str],
+def _deliver(chosen: list[receivers.Receiver], event: str, arguments: dict[str, Any], wanted: list[str],
              progress: Progress) -> None:
     progress.delivered += 1
     progress.outcomes += wanted
     if not progress.dry_run:
         dispatch.deliver(event, arguments, only={r.id for r in chosen}, backfill=True)
+
+
+def _redeliver_skipped(outcome_key: str, arguments: dict[str, Any]) -> bool:
+    """Deliver a ``skipped`` outcome's event to its receiver again (its own job, backfill queue);
+    False when it is no longer ``skipped`` (another backfill took it)."""
+    dispatch.keep_arguments(get_database(), outcome_key, arguments)  # its job reads them there
+    try:
+        dispatch.retry_outcome(outcome_key, statuses=("skipped",), kind="redeliver", queue="backfill")
+    except LookupError:
+        return False
+    return True
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -213,10 +240,12 @@ def redeliver(outcome_key: str) -> str | None:
 
 
 def resume(target: str) -> dict[str, Any]:
-    """Close the breaker of every receiver ``target`` names and deliver their ``paused`` and
-    ``failed`` outcomes again. Returns the receivers that were tripped and the outcome ids."""
+    """Close the breaker of every receiver ``target`` names, end their isolation as slow
+    receivers (``goalhub.slowness``) and deliver their ``paused`` and ``failed`` outcomes again.
+    Returns the receivers that were tripped, those that were isolated and the outcome ids."""
     chosen = target_receivers(target)
     closed = [r.id for r in chosen if breaker.close(r.id)]
+    unisolated = [r.id for r in chosen if slowness.reset(r.id)]
     redelivered = []
     for receiver in chosen:
         for outcome in get_database().outcomes.find(
@@ -225,13 +254,17 @@ def resume(target: str) -> dict[str, Any]:
         ):
             if redeliver(outcome["_id"]):
                 redelivered.append(outcome["_id"])
-    return {"target": target, "closed": closed, "receivers": [r.id for r in chosen], "redelivered": redelivered}
+    return {"target": target, "closed": closed, "unisolated": unisolated, "receivers": [r.id for r in chosen],
+            "redelivered": redelivered}
 
 
 def receiver_states() -> list[dict[str, Any]]:
-    """Every installed receiver with its breaker state (``tripped``: when, failures, last error)."""
+    """Every installed receiver with its breaker state (``tripped``: when, failures, last error)
+    and whether it is isolated as slow (``slow``: since, until, the overrun)."""
     tripped = breaker.tripped()
-    return [{"id": r.id, "event": r.event, "plugin": r.plugin, "receiver": r.name, "tripped": tripped.get(r.id)}
+    slow = slowness.isolated()
+    return [{"id": r.id, "event": r.event, "plugin": r.plugin, "receiver": r.name, "tripped": tripped.get(r.id),
+             "slow": slow.get(r.id)}
             for event in EVENT_HOOKS for r in receivers.receivers(event)]
 
 
@@ -253,6 +286,8 @@ CHUNK_SCAN = 2000  # and a chunk looks at no more than this many past events
 # minutes; above the maximum pacing means nothing.
 MIN_RATE = 0.01
 MAX_RATE = 10000.0
+# The counts of Progress a backfill's record keeps from chunk to chunk.
+COUNTS = ("seen", "delivered", "already_done", "not_acting", "redelivered_skipped")
 
 
 def start_backfill_job(params: dict[str, Any]) -> str:
@@ -264,7 +299,7 @@ def start_backfill_job(params: dict[str, Any]) -> str:
     params = {**params, "until": params.get("until") if params.get("until") is not None else now}
     get_database()[BACKFILLS].insert_one({
         "_id": backfill_id, "params": params, "state": "queued", "chunk": 0, "next_at": now,
-        **{name: 0 for name in ("total", "seen", "delivered", "already_done", "not_acting")},
+        **{name: 0 for name in ("total", *COUNTS)},
         "started_at": now})
     _enqueue_chunk(backfill_id, 0)
     return backfill_id
@@ -291,7 +326,7 @@ def run_backfill_chunk(backfill_id: str, chunk: int) -> dict[str, Any]:
     rate = params.get("rate")
     progress = Progress(target=params["target"], event=params["event"], dry_run=bool(params.get("dry_run")),
                         started_at=record["started_at"],
-                        **{name: record[name] for name in ("seen", "delivered", "already_done", "not_acting")})
+                        **{name: record.get(name, 0) for name in COUNTS})
     began = time.time()
     try:
         chosen = target_receivers(params["target"], params["event"])
@@ -307,7 +342,9 @@ def run_backfill_chunk(backfill_id: str, chunk: int) -> dict[str, Any]:
                 more = True
                 break
             scanned += 1
-            wanted = _undone(chosen, params["event"], arguments, progress)
+            before = progress.redelivered_skipped
+            wanted = _undone(chosen, params["event"], arguments, progress, bool(params.get("redeliver_skipped")))
+            delivered += progress.redelivered_skipped - before
             if wanted:
                 _deliver(chosen, params["event"], arguments, wanted, progress)
                 delivered += 1
@@ -320,7 +357,7 @@ def run_backfill_chunk(backfill_id: str, chunk: int) -> dict[str, Any]:
     moved = db[BACKFILLS].update_one({"_id": backfill_id, "chunk": chunk}, {"$set": {
         "state": "finished" if finished else "running", "chunk": chunk + 1, "next_at": next_at,
         "total": progress.seen if finished else max(record["total"], progress.seen),  # goals deleted meanwhile
-        **{name: getattr(progress, name) for name in ("seen", "delivered", "already_done", "not_acting")},
+        **{name: getattr(progress, name) for name in COUNTS},
         **({"finished_at": time.time()} if finished else {})}})
     if moved.modified_count and not finished:
         _enqueue_chunk(backfill_id, chunk + 1, delay=max(next_at - time.time(), 0))

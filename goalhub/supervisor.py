@@ -14,8 +14,16 @@ a non-zero exit code. The embedded Redis is watched the same way (``goalhub.conn
 started again when it stops answering, and every redis-server that served this run,
 whoever started it, is stopped at the end.
 
-Stopping: on Ctrl-C, SIGTERM or SIGHUP, SIGTERM to every child's group, a grace period,
-then SIGKILL to whatever is left.
+Reloading (SIGHUP, ``goalhub reload``): the children are restarted one at a time, so the
+API keeps answering and the plugins installed now load everywhere. The API child is told to
+reload (SIGHUP: it replaces its serving processes one by one, ``goalhub.api.server``); a worker
+or the scheduler gets SIGTERM (a worker finishes its current job first) and is started again
+at once. Each next child waits until the previous one is ready again (``ready_after``: its new
+processes report to the live view). A reload is not a crash: it is not counted, and the
+restart count stays as it was. Its state is written to ``<home>/up.reload`` for ``goalhub reload``.
+
+Stopping: on Ctrl-C or SIGTERM, SIGTERM to every child's group, a grace period, then SIGKILL
+to whatever is left.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     quick_exits: int = 0  # consecutive runs shorter than STABLE_AFTER: the backoff's exponent
+    reloading: bool = False  # asked to stop by a reload: started again at once, not a crash
+    reloads: int = 0
 
 
 def goalhub_command(*args: str) -> list[str]:
@@ -111,6 +121,11 @@ class Supervisor:
         self._stopping = threading.Event()
         self._force = threading.Event()
         self._own_before: set[int] = set()
+        self._reload: threading.Thread | None = None
+        self.announced = False  # everything came up once (``run``'s ``ready``)
+        self.reload_state: Callable[[dict[str, Any]], None] = lambda state: None
+        # (child, since) -> whether the child's processes started since then are ready (live view)
+        self.ready_after: Callable[[Child, float], bool] = lambda child, since: True
 
     # -- output ---------------------------------------------------------------------
 
@@ -154,7 +169,7 @@ class Supervisor:
         )
         child.reader.start()
         child.started_at = time.monotonic()
-        verb = "restarted" if child.restarts else "started"
+        verb = "reloaded" if child.reloading else "restarted" if child.restarts else "started"
         self.say("goalhub", f"{verb} {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
 
     def heal(self, now: float | None = None) -> Child | None:
@@ -165,7 +180,14 @@ class Supervisor:
         for child in self.children:
             if child.process is None:
                 continue
-            if child.restart_at is None and child.process.poll() is not None:
+            if child.restart_at is None and child.process.poll() is not None and child.reloading:
+                if child.reader is not None:
+                    child.reader.join(timeout=1)
+                if not self._stopping.is_set():
+                    self._spawn(child)  # a reload stopped it: at once, not counted as a crash
+                    child.reloads += 1
+                child.reloading = False
+            elif child.restart_at is None and child.process.poll() is not None:
                 child.crashes = [t for t in child.crashes if now - t < window] + [now]
                 # Kill what the dead child left in its process group (a work-horse, the API.s processes).
                 _signal_group(child.process.pid, signal.SIGKILL)
@@ -185,6 +207,37 @@ class Supervisor:
                 child.restarts += 1
                 self._spawn(child)
         return None
+
+    def reload(self, timeout: float = 300.0) -> bool:
+        """Restart every child gracefully, one at a time (see the module's docstring); whether
+        each came back ready. Runs in the calling thread; ``run`` calls it from a thread of its own."""
+        started = time.time()
+        self.reload_state({"state": "reloading", "started_at": started})
+        self.say("goalhub", "reloading: restarting the processes one at a time")
+        ok = True
+        for child in self.children:
+            if self._stopping.is_set() or child.process is None:
+                break
+            since = time.time()
+            old = child.process
+            if child.name == "api":
+                _signal_pid(old.pid, signal.SIGHUP)  # it replaces its serving processes itself
+            else:
+                child.reloading = True
+                _signal_pid(old.pid, signal.SIGTERM)  # a worker finishes its current job first
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if child.process is not old or child.name == "api":
+                    if self.ready_after(child, since):
+                        break
+                time.sleep(0.1)
+            else:
+                ok = False
+                self.say("goalhub", f"reload: {child.name} was not ready again within {timeout:g} s", "red")
+        state = "done" if ok and not self._stopping.is_set() else "failed"
+        self.reload_state({"state": state, "started_at": started, "took": round(time.time() - started, 2)})
+        self.say("goalhub", f"reload {state} in {time.time() - started:.1f} s", "white" if ok else "red")
+        return ok
 
     def exited(self) -> Child | None:
         """The first child that has exited, if any."""
@@ -267,8 +320,9 @@ class Supervisor:
         ready_message: str = "",
         watch: Callable[[], None] | None = None,
     ) -> int:
-        """Start, restart children that exit, until SIGINT/SIGTERM/SIGHUP or a crash loop; stop
-        everything. ``watch`` is called about once a second (the embedded Redis's check).
+        """Start, restart children that exit, until SIGINT/SIGTERM or a crash loop; stop
+        everything. SIGHUP reloads (``reload``, once everything is up; one at a time).
+        ``watch`` is called about once a second (the embedded Redis's check).
 
         Returns 0 after a signal, 1 after a crash loop.
         """
@@ -281,14 +335,24 @@ class Supervisor:
             received.append(signum)
             wake.set()
 
-        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        reloads: list[int] = []
+
+        def on_reload(signum: int, frame: Any) -> None:
+            reloads.append(signum)
+
+        handled = (signal.SIGINT, signal.SIGTERM)
         previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_reload)
         code = 0
         try:
             self.start()
-            announced = ready is None
+            announced = self.announced = ready is None
             watched = time.monotonic()
             while not wake.wait(0.1):
+                if reloads and announced and (self._reload is None or not self._reload.is_alive()):
+                    reloads.clear()
+                    self._reload = threading.Thread(target=self.reload, name="goalhub-reload", daemon=True)
+                    self._reload.start()
                 if self.heal() is not None:
                     code = 1
                     break
@@ -302,7 +366,7 @@ class Supervisor:
                         self.say("goalhub", f"embedded Redis check failed: {exc}", "red")
                 if not announced and ready is not None and ready():
                     self.say("goalhub", ready_message or "ready", "bright_white")
-                    announced = True
+                    announced = self.announced = True
             if received:
                 self.say("goalhub", f"{signal.Signals(received[0]).name} received; stopping everything")
         finally:
@@ -318,6 +382,11 @@ def _become_subreaper() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _signal_pid(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -22,6 +22,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from goalhub import metrics, outbox, plugins, signals
+from goalhub.goaltypes import TEST_FIRE
 from goalhub.logs import current_request_id, job_meta
 from goalhub.queues import get_queue, get_scheduler, job_id
 from goalhub.store import get_database
@@ -44,6 +45,8 @@ def created_arguments(goal: dict[str, Any]) -> dict[str, Any]:
         "levels": goal["levels"],
         "nbf": goal.get("nbf"),
         "exp": goal.get("exp"),
+        "streamer_id": (goal.get("metadata") or {}).get("user_id"),
+        "test_fire": bool(goal.get(TEST_FIRE)),
     }
 
 
@@ -169,6 +172,7 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
         conditions=goal["conditions"],
         context=goal["context"],
         reason=goal.get("end_reason", reason),
+        test_fire=bool(goal.get(TEST_FIRE)),
     )
     return result.modified_count == 1
 

@@ -68,7 +68,7 @@ def goal(db: Any, goal_class: str, *, goal_id: str | None = None, session_id: st
     document = draft.document(goal_id)
     document["context"] = {**document["context"], **(context or {})}
     db.goals.insert_one({**document, "_id": ObjectId(goal_id), TEST_FIRE: True})
-    return {**document, "_id": ObjectId(goal_id)}
+    return {**document, "_id": ObjectId(goal_id), TEST_FIRE: True}
 
 
 def arguments(event: str, goal: dict[str, Any], *, streamer_id: str | None = None) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def arguments(event: str, goal: dict[str, Any], *, streamer_id: str | None = Non
     base = created_arguments(goal)
     if event == "goal.created":
         return base
-    common = {k: base[k] for k in ("goal_id", "_cls", "conditions", "context")}
+    common = {k: base[k] for k in ("goal_id", "_cls", "conditions", "context", "test_fire")}
     if event == "goal.added":
         return {
             **common,
@@ -96,6 +96,8 @@ def purge(db: Any) -> dict[str, int]:
     """Remove everything test fires wrote: their goals, sessions, outcomes (with the receivers'
     failed RQ jobs), event records and recorded outbound calls. Returns the counts."""
     goal_ids = [str(g["_id"]) for g in db.goals.find({TEST_FIRE: True}, {"_id": 1})]
+    session_ids = [str(s["_id"]) for s in db.sessions.find({TEST_FIRE: True}, {"_id": 1})]
+    plugins_purged = _purge_plugins(goal_ids, session_ids)
     outcome_query = {"$or": [{TEST_FIRE: True}, {"goal_id": {"$in": goal_ids}}]}
     outcome_ids = [o["_id"] for o in db.outcomes.find(outcome_query, {"_id": 1})]
     for outcome_id in outcome_ids:
@@ -110,4 +112,19 @@ def purge(db: Any) -> dict[str, int]:
         "goals": db.goals.delete_many({TEST_FIRE: True}).deleted_count,
         "sessions": db.sessions.delete_many({TEST_FIRE: True}).deleted_count,
     }
-    return counts
+    return {**counts, **plugins_purged}
+
+
+def _purge_plugins(goal_ids: list[str], session_ids: list[str]) -> dict[str, Any]:
+    """Each plugin's ``purge_test_fires`` hook, first (while the goals are still there to look
+    at): ``plugin:<name>`` -> what it returned, or the error it raised (the others go on)."""
+    found: dict[str, Any] = {}
+    if not goal_ids and not session_ids:
+        return found
+    for impl in plugins.get_plugin_manager().hook.purge_test_fires.get_hookimpls():
+        given = {"goal_ids": list(goal_ids), "session_ids": list(session_ids)}
+        try:  # only the arguments it asks for: a hook may take fewer than the spec has
+            found[f"plugin:{impl.plugin_name}"] = impl.function(**{a: given[a] for a in impl.argnames if a in given})
+        except Exception as exc:  # noqa: BLE001  (one plugin's failure is reported; the purge goes on)
+            found[f"plugin:{impl.plugin_name}"] = f"failed: {type(exc).__name__}: {exc}"
+    return found

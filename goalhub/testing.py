@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from goalhub import connection, plugins, store
+from goalhub import connection, plugins, slowness, store
 from goalhub.connection import get_redis
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def goalhub_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str) 
     store.reset()
     plugins.reset()
     get_redis().flushdb()
+    slowness.forget()  # this process's copy of what the flushed Redis held
     yield
     store.reset()
     plugins.reset()

@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 import goalhub
-from goalhub import config, metrics, outbox, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
+from goalhub import config, liveview, metrics, outbox, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
@@ -157,6 +157,8 @@ def work(worker_class: type[Worker] | type[SimpleWorker], *, burst: bool = False
          logging_level: str = "INFO", max_jobs: int | None = None) -> bool:
     """Run one worker of ``worker_class`` on goalhub's queues until it stops (``max_jobs``: after
     that many jobs), outliving a Redis outage. Returns whether it ran a job."""
+    if not burst:  # a long-running worker: what it loaded, in the live view of plugin health
+        liveview.start("worker")
     while True:
         worker = worker_class(all_queues(), connection=get_redis(), name=name, worker_ttl=config.settings().WORKER_TTL,
                               maintenance_interval=config.settings().MAINTENANCE_INTERVAL)

@@ -180,27 +180,37 @@ def test_check_and_strict_mode_turn_a_broken_plugin_into_a_non_zero_exit(env):
     assert up.returncode == 1
     assert "plugin problem(s); GOALHUB_STRICT_PLUGINS is set, nothing starts" in up.stderr
     assert "bp_import (NOT LOADED): ImportError: No module named feedkit" in up.stderr
-    # With the only broken plugins blocked, --check passes.
-    clean = {**env, "GOALHUB_LOAD_PLUGINS": "bp_clash_a,bp_good"}
-    assert goalhub(clean, "plugins", "--check").returncode == 0
+    # With the broken plugins blocked, a receiver declared for a class no installed goal type
+    # creates (bp_good.misspelt: every ConfettiGoal would be skipped for it) still fails --check.
+    typo = goalhub({**env, "GOALHUB_LOAD_PLUGINS": "bp_clash_a,bp_good"}, "plugins", "--check")
+    assert typo.returncode == 1
+    assert ("broken plugin bp_good: bp_good.misspelt names goal class 'ConfettiGaol', which no installed "
+            "goal type creates; did you mean ConfettiGoal?") in typo.stderr
+    assert goalhub({**env, "GOALHUB_LOAD_PLUGINS": "bp_clash_a"}, "plugins", "--check").returncode == 0
 
 
 def test_the_api_is_ready_but_degraded_and_each_process_logs_each_broken_plugin_once(env):
     probe = textwrap.dedent("""
         import json
         from goalhub.api import create_app
+        from goalhub.auth import mint_token
         client = create_app().test_client()
         for _ in range(2):
             response = client.get("/readyz")
-        print(json.dumps({"status": response.status_code, "body": response.get_json()}))
+        admin = client.get("/readyz", headers={"Authorization": "Bearer " + mint_token("6800a9073e0c346531958b03", ["ADMIN"])})
+        print(json.dumps({"status": response.status_code, "body": response.get_json(), "admin": admin.get_json()}))
         """)
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     ready = json.loads(result.stdout.strip().splitlines()[-1])
     assert ready["status"] == 200 and ready["body"]["status"] == "degraded"
-    reported = {p["plugin"]: p for p in ready["body"]["plugins"]}
-    assert set(reported) == BROKEN | {"bp_clash_a", "bp_clash_b"}
-    assert reported["bp_typo"]["loaded"] is False and reported["bp_clash_a"]["loaded"] is True
+    # Anyone gets the plugins' names; the reasons (paths, hosts) only with an ADMIN token.
+    named = BROKEN | {"bp_clash_a", "bp_clash_b", "bp_good"}  # bp_good: its ConfettiGaol receiver
+    assert set(ready["body"]["plugins"]) == named
+    assert "problems" not in ready["body"] and "feedkit" not in json.dumps(ready["body"])
+    reasons = {(p["plugin"], p["reason"]) for p in ready["admin"]["problems"]}
+    assert ("bp_import", "failed to load: ImportError: No module named feedkit") in reasons
+    assert {plugin for plugin, _ in reasons} == named
     for name in BROKEN:
         assert result.stderr.count(f"goalhub plugin {name} is broken") == 1, result.stderr
 

@@ -26,7 +26,7 @@ def spec_functions() -> dict[str, Any]:
 
 def test_every_hook_carries_the_version_it_was_added_in() -> None:
     specs = spec_functions()
-    assert set(specs) == {"goal_created", "goal_added", "goal_ended", "goal_types"}
+    assert set(specs) == {"goal_created", "goal_added", "goal_ended", "goal_types", "purge_test_fires"}
     assert goalhub.__hook_api_version__ == hookspecs.HOOK_API_VERSION
     for name, function in specs.items():
         version = function.goalhub_hook_version

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -238,3 +239,113 @@ def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):
     assert [p for p in processes if not gone(p)] == []
 
 
+PROBE_PLUGIN = {
+    "gh_reload_probe.py": (
+        "import goalhub\n\n\n"
+        "@goalhub.receiver(\"goal.created\")\n"
+        "def probe(goal_id):\n"
+        "    return {\"probed\": goal_id}\n"
+    ),
+    "setup.cfg": (
+        "[metadata]\nname = goalhub-reload-probe\nversion = 1.0.0\n\n"
+        "[options]\npy_modules = gh_reload_probe\n\n"
+        "[options.entry_points]\ngoalhub =\n    reload_probe = gh_reload_probe\n"
+    ),
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n',
+}
+
+
+@pytest.mark.serial  # installs a plugin into the shared venv: run alone, not beside the parallel suite
+def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_without_a_failed_request(tmp_path, monkeypatch):
+    """Install a plugin (pip) into a running ``goalhub up``; every process says its plugins
+    differ from those installed; ``goalhub reload`` restarts API processes, worker and scheduler
+    one at a time while a client keeps calling: no request fails, nothing counts as a crash,
+    and the next goal reaches the new receiver."""
+    from goalhub.auth import mint_token
+
+    monkeypatch.setenv("GOALHUB_JWT_KEYS", "k1:a-test-signing-key-of-enough-length-1234567890")
+    home, port, site = tmp_path / "up-home", free_port(), tmp_path / "site"
+    home.mkdir()
+    site.mkdir()
+    source = tmp_path / "probe-src"
+    source.mkdir()
+    for name, text in PROBE_PLUGIN.items():
+        (source / name).write_text(text)
+    env = {"GOALHUB_LOAD_PLUGINS": PLUGINS + ",reload_probe", "PYTHONPATH": str(site),
+           "GOALHUB_LIVE_INTERVAL": "0.3", "GOALHUB_RATE_LIMIT_GOALS": "off"}
+    up = start_up(home, port, "--api-workers", "2", env=env)
+    lines: list[str] = []  # read as it comes: a full pipe would block up (the caller's requests log)
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    cli_env = {**os.environ, "GOALHUB_HOME": str(home), **env}
+    cli_env.pop("GOALHUB_REDIS_URL", None)
+    calls: list[int | str] = []
+    calling = threading.Event()
+
+    def keep_calling() -> None:
+        while not calling.is_set():
+            try:
+                calls.append(requests.get(f"{base}/readyz", timeout=30).status_code)
+            except requests.RequestException as exc:
+                calls.append(repr(exc))
+
+    try:
+        wait_healthy(up, port)
+        token = mint_token(STREAMER, ["CREATOR"])
+        wait_for(lambda: requests.get(f"{base}/readyz", timeout=5).json()["status"] == "ready", timeout=60)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
+                       check=True, capture_output=True, timeout=300)
+        # Every process notices: /readyz is degraded, `goalhub plugins` names each process.
+        wait_for(lambda: requests.get(f"{base}/readyz", timeout=5).json().get("reload_needed") == 4, timeout=60)
+        listed = subprocess.run([sys.executable, "-m", "goalhub", "plugins"], env=cli_env,
+                                capture_output=True, text=True, timeout=60)
+        assert listed.stdout.count("installed since: reload_probe goalhub-reload-probe 1.0.0") == 4, listed.stdout
+        caller = threading.Thread(target=keep_calling)
+        caller.start()
+        try:
+            reloaded = subprocess.run([sys.executable, "-m", "goalhub", "reload", "--timeout", "120"],
+                                      env=cli_env, capture_output=True, text=True, timeout=180)
+        finally:
+            calling.set()
+            caller.join()
+        if reloaded.returncode != 0:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=60)
+            reader.join(timeout=10)
+            pytest.fail(reloaded.stdout + reloaded.stderr + "".join(lines))
+        assert "live view: ready" in reloaded.stdout, reloaded.stdout
+        print(f"{len(calls)} requests during the reload, {sum(c != 200 for c in calls)} failed")
+        assert calls and all(code == 200 for code in calls), [c for c in calls if c != 200][:5]
+        goal_id = _create_goal(base, token)
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def probed() -> bool:
+            outcomes = requests.get(f"{base}/goals/{goal_id}", headers=auth, timeout=10).json().get("outcomes", [])
+            return any(o.get("plugin") == "reload_probe" and o.get("status") == "ok" for o in outcomes)
+
+        wait_for(probed, timeout=60)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert up.returncode == 0, output
+    assert "reload done in" in output, output
+    for name in ("worker-1", "scheduler"):
+        assert f"reloaded {name} (pid" in output, output
+    # Not a crash: no exit reported as one, nothing restarted, the crash count untouched.
+    assert "exited with code" not in output and "restarted " not in output and "crash" not in output, output
+    assert output.count("draining: no new connections") == 2, output
+
+
+def _create_goal(base: str, token: str) -> str:
+    auth = {"Authorization": f"Bearer {token}"}
+    session = requests.post(f"{base}/sessions", json={}, headers=auth, timeout=10)
+    assert session.status_code == 201, session.text
+    body = {"levels": [{"target": 60}], "context": {"session_id": session.json()["_id"]},
+            "nbf": round(time.time() + 3600, 3), "exp": round(time.time() + 7200, 3)}
+    created = requests.post(f"{base}/goals?type=trigger_exclusive", json=body, headers=auth, timeout=10)
+    assert created.status_code == 202, created.text
+    return created.json()["goal_id"]

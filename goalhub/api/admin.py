@@ -1,9 +1,10 @@
 """``/admin``: operators' actions over HTTP (the ADMIN scope): receivers' circuit breakers,
 resuming a paused receiver, and backfilling past events to a newly installed one.
 
-- ``GET /admin/receivers``: every installed receiver and its breaker state
+- ``GET /admin/receivers``: every installed receiver and its breaker state, and the live view
+  of plugin health across processes (``goalhub.liveview``)
 - ``POST /admin/receivers/<target>/resume``: close the breaker, redeliver what it missed
-- ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?}``: 202,
+- ``POST /admin/backfill`` ``{target, event, cls?, since?, until?, dry_run?, rate?, redeliver_skipped?}``: 202,
   the backfill runs as a job on the backfill queue
 - ``GET /admin/backfill/<id>``: its progress
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from goalhub import replay
+from goalhub import liveview, replay
 from goalhub.api.access import caller
 from goalhub.api.payload import json_body
 from goalhub.auth import ADMIN, Principal, require_scope
@@ -30,7 +31,7 @@ TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
 GOAL_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # The latest time a backfill may name: 9999-12-31T23:59:59Z (epoch seconds).
 LATEST = 253402300799.0
-BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate"}
+BACKFILL_FIELDS = {"target", "event", "cls", "since", "until", "dry_run", "rate", "redeliver_skipped"}
 
 
 def admin() -> Principal:
@@ -48,7 +49,8 @@ def _target(value: Any, field: str = "target") -> str:
 @blueprint.get("/admin/receivers")
 def receivers() -> dict[str, Any]:
     admin()
-    return {"receivers": replay.receiver_states()}
+    liveview.ensure("api")
+    return {"receivers": replay.receiver_states(), "live": liveview.health()}
 
 
 @blueprint.post("/admin/receivers/<target>/resume")
@@ -86,6 +88,10 @@ def start_backfill() -> tuple[dict[str, Any], int, dict[str, str]]:
     if not isinstance(dry_run, bool):
         raise BadRequest("dry_run must be true or false", code="invalid_type", field="dry_run")
     params["dry_run"] = dry_run
+    redeliver_skipped = body.get("redeliver_skipped", False)
+    if not isinstance(redeliver_skipped, bool):
+        raise BadRequest("redeliver_skipped must be true or false", code="invalid_type", field="redeliver_skipped")
+    params["redeliver_skipped"] = redeliver_skipped
     rate = body.get("rate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
                              or not replay.MIN_RATE <= rate <= replay.MAX_RATE):  # nan is neither

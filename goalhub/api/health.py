@@ -3,12 +3,13 @@ traffic) and ``/healthz/deep`` (the system does its work: live workers, a schedu
 room on the disk; for monitoring, never for a load balancer, which would take every API
 process out because the workers stopped).
 
-A plugin that failed to load does not make the API unready (the other plugins serve), but
-``/readyz`` says ``degraded`` and names each broken plugin and whether it ``loaded`` (false:
-left out; true: loaded with a problem, such as a clashing goal type name). ``/readyz`` answers anyone, so it gives no reason:
-an exception's text may name hosts and credentials. ``goalhub plugins`` and the process logs
-give the reasons, redacted. An API process told to stop answers ``/readyz`` 503 ``draining``
-(``goalhub.drain``)."""
+A plugin problem does not make the API unready (the other plugins serve), but ``/readyz``
+says ``degraded`` when the live view (``goalhub.liveview``: every API process, worker and
+scheduler, and the circuit breakers) shows one: a plugin that failed to load or warns in any
+process, a receiver paused by its breaker, a stale process, one that needs ``goalhub reload``.
+Anyone gets the names of the plugins concerned; the reasons and processes need an ADMIN
+bearer token (they can carry paths and hostnames; redacted even then). An API process told to
+stop answers ``/readyz`` 503 ``draining`` (``goalhub.drain``)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import logging
 import shutil
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
-from goalhub import config, drain, liveness, plugins
+from goalhub import config, drain, liveness, liveview
+from goalhub.api.access import ADMIN
+from goalhub.auth import bearer_principal
 from goalhub.connection import get_redis
 from goalhub.store import get_database
 
@@ -60,10 +63,16 @@ def readyz() -> tuple[dict[str, Any], int]:
     down = _backends_down()
     if down:
         return down
-    broken = [{"plugin": problem["plugin"], "loaded": problem["loaded"]} for problem in plugins.problems()]
-    if broken:
-        return {"status": "degraded", "store": "ok", "redis": "ok", "plugins": broken}, 200
-    return {"status": "ready", "store": "ok", "redis": "ok"}, 200
+    liveview.ensure("api")  # this process is in the view it reads, heartbeat thread or not
+    view = liveview.health()
+    if view["status"] == "ready":
+        return {"status": "ready", "store": "ok", "redis": "ok"}, 200
+    body: dict[str, Any] = {"status": "degraded", "store": "ok", "redis": "ok",
+                            "plugins": sorted({p["plugin"] for p in view["problems"]}),
+                            "stale_processes": len(view["stale"]), "reload_needed": len(view["reload_needed"])}
+    if _is_admin():
+        body.update(problems=view["problems"], stale=view["stale"], reload=view["reload_needed"])
+    return body, 200
 
 
 # Below this much free space where GOALHUB_HOME is (the embedded store, the metrics files), the
@@ -89,3 +98,13 @@ def deep() -> tuple[dict[str, Any], int]:
         return {"error": error}, 503
     return {"status": "ok", "workers": work["workers"], "schedulers": work["schedulers"],
             "scheduler_last_poll_age": work["scheduler_last_poll_age"], "disk_free_bytes": free}, 200
+
+
+def _is_admin() -> bool:
+    header = request.headers.get("Authorization")
+    if not header:
+        return False
+    try:
+        return bearer_principal(header).has_scope(ADMIN)
+    except Exception:  # noqa: BLE001  (a bad token on a health probe: the public answer)
+        return False

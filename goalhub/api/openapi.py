@@ -12,6 +12,7 @@ document as soon as its plugin is installed, and a new route cannot be forgotten
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,8 +20,9 @@ from typing import Any, Literal
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
 
-from goalhub import replay
+from goalhub import hookspecs, replay
 from goalhub.api import admin, sessions
+from goalhub.hookspecs import EVENT_HOOKS
 
 OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
@@ -127,9 +129,17 @@ class Health(BaseModel):
 
 
 class Ready(BaseModel):
-    status: str
+    status: str = Field(description="ready, or degraded when the live view of plugin health shows a problem")
     store: str
     redis: str
+    plugins: list[str] | None = Field(None, description="degraded: the plugins concerned, by name")
+    stale_processes: int | None = Field(None, description="degraded: processes that stopped reporting")
+    reload_needed: int | None = Field(None, description="degraded: processes running other plugins than installed")
+    problems: list[dict[str, Any]] | None = Field(
+        None, description="degraded, ADMIN token only: each problem's plugin, reason and processes")
+    stale: list[str] | None = Field(None, description="degraded, ADMIN token only: the stale processes")
+    reload: dict[str, list[str]] | None = Field(
+        None, description="degraded, ADMIN token only: per process, how its plugins differ from those installed")
 
 
 class DeepHealth(BaseModel):
@@ -152,12 +162,16 @@ class ReceiverState(BaseModel):
     plugin: str
     receiver: str
     tripped: BreakerState | None
+    slow: dict[str, float] | None = Field(None, description="isolated after overrunning its budget: since, "
+                                                            "until, overrun_s, budget_s (goalhub.slowness)")
 
 
 class Receivers(BaseModel):
-    """Every installed receiver and its circuit breaker"""
+    """Every installed receiver and its circuit breaker, and the live view of plugin health"""
 
     receivers: list[ReceiverState]
+    live: dict[str, Any] = Field(description="goalhub.liveview.health(): status, problems, stale, "
+                                             "reload_needed and every process's report")
 
 
 class Resumed(BaseModel):
@@ -165,6 +179,7 @@ class Resumed(BaseModel):
 
     target: str
     closed: list[str]
+    unisolated: list[str] = Field(description="receivers no longer isolated as slow")
     receivers: list[str]
     redelivered: list[str]
 
@@ -183,6 +198,8 @@ class BackfillBody(BaseModel):
     dry_run: bool = False
     rate: float | None = Field(None, ge=replay.MIN_RATE, le=replay.MAX_RATE,
                                description="at most this many events a second, paced by scheduled chunks (no job sleeps)")
+    redeliver_skipped: bool = Field(False, description="also deliver, once, events recorded skipped for the "
+                                                       "target that it acts on now (a fixed class typo)")
 
 
 class BackfillStarted(BaseModel):
@@ -326,9 +343,34 @@ def _goal_type_query(goal_types: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+JSON_TYPES = {"str": "string", "bool": "boolean", "dict": "object", "list": "array", "float": "number",
+              "int": "integer", "None": "null"}
+
+
+def event_schemas() -> dict[str, Any]:
+    """``Event_<hook>``: the keyword arguments each event's receivers get, with their JSON
+    types and meanings, read from the hook specs (their annotations and ``:param:`` lines)."""
+    schemas = {}
+    for event, hook in EVENT_HOOKS.items():
+        spec = getattr(hookspecs, hook)
+        meanings = {name: " ".join(text.split()) for name, text in
+                    re.findall(r":param (\w+): (.+?)(?=\n\s*:param|\n\s*\n|\Z)", spec.__doc__ or "", re.S)}
+        properties = {}
+        for name, parameter in inspect.signature(spec).parameters.items():
+            kinds = [JSON_TYPES[part.strip().split("[")[0]] for part in str(parameter.annotation).split("|")]
+            properties[name] = {"type": kinds[0] if len(kinds) == 1 else kinds, "description": meanings.get(name, "")}
+        schemas[f"Event_{hook}"] = {
+            "title": f"{event} ({hook})", "type": "object", "properties": properties, "required": list(properties),
+            "description": f"The keyword arguments a receiver of {event} gets (it asks for those it needs). "
+                           "Ids are 24-hex strings; the store's _id values are ObjectIds (docs/plugins.md)."}
+    return schemas
+
+
 def document(goal_types: dict[str, Any], version: str = "0") -> dict[str, Any]:
-    """The OpenAPI 3.1 document for the installed goal types (``name -> GoalType``)."""
+    """The OpenAPI 3.1 document for the installed goal types (``name -> GoalType``), with
+    the event payloads receivers get as ``Event_<hook>`` schemas."""
     components = _Components()
+    components.schemas.update(event_schemas())
     error = components.ref(Error)
     paths: dict[str, Any] = {}
     for op in OPERATIONS:

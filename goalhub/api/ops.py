@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from rq.job import Job
 from werkzeug.wrappers import Response as BaseResponse
 
-from goalhub import breaker, liveness, tasks
+from goalhub import breaker, liveness, liveview, tasks
 from goalhub.api import ops_read
 from goalhub.api.access import require_dashboard_access, require_same_origin
 from goalhub.connection import get_redis
@@ -73,6 +73,13 @@ in the last minute{% endif %}; held right now: {{ 'yes' if lock.held_now else 'n
 {% else %}<tr><td colspan="4" class="muted">none: every receiver runs</td></tr>{% endfor %}</table>
 {% if tripped %}<p class="muted"><code>goalhub resume RECEIVER</code> (or <code>POST /admin/receivers/RECEIVER/resume</code>)
 closes one and delivers every event it missed.</p>{% endif %}
+<h3>Plugin health (live view): <span class="{{ 'ok' if live.status == 'ready' else 'failed' }}">{{ live.status }}</span></h3>
+<table><tr><th>process</th><th>state</th><th>plugins loaded</th><th>needs reload</th></tr>
+{% for p in live.processes %}<tr><td>{{ p.id }}</td><td class="{{ 'dead' if p.stale else 'ok' }}">{{ 'stale' if p.stale
+else 'reporting' }} ({{ p.age }} s ago)</td><td>{% for x in p.plugins if x.loaded %}{{ x.name }} {{ x.version or '' }}{{ ', ' if not loop.last }}{% endfor %}</td>
+<td>{{ p.installed_changes|join('; ') or 'no' }}</td></tr>
+{% else %}<tr><td colspan="4" class="dead">no process reports: none is running</td></tr>{% endfor %}</table>
+{% for p in live.problems %}<p class="failed">{{ p.plugin }}: {{ p.reason }} <span class="muted">{{ p.processes|join(', ') }}</span></p>{% endfor %}
 <h3>A goal's receiver outcomes</h3>
 <form method="get" action="{{ prefix }}/goals"><input name="id" size="30" placeholder="goal id (24 hex)">
 <input type="submit" value="Show"></form>"""
@@ -133,8 +140,9 @@ def home() -> Response:
     lock["ago"] = f"{now - lock['taken_at']:.1f} s ago" if lock.get("taken_at") else ""
     queues = [{"name": q.name, "count": q.count, "failed": q.failed_job_registry.count} for q in all_queues()]
     tripped = [{"id": rid, "when": ops_read.when(state["tripped_at"]), **state} for rid, state in breaker.tripped().items()]
+    liveview.ensure("api")
     return _page("operations", _HOME, counts=counts, schedulers=schedulers, lock=lock, queues=queues,
-                 tripped=tripped)
+                 tripped=tripped, live=liveview.health())
 
 
 @blueprint.get("/scheduled")

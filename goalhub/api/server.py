@@ -10,25 +10,34 @@ descriptor, never a thread. ``gevent``/``eventlet`` workers would do it too, but
 monkey-patch sockets, threads and ``time`` under redis-py, RQ and SQLite: not worth the risk.
 
 Processes: the parent binds the listening socket and forks ``workers`` children that each
-build their own app after the fork (store and Redis connections are never shared) and
-serve the same socket with ``threads`` threads. A child that dies is replaced (with a
-short backoff). SIGTERM drains each of them (``goalhub.drain``: ``/readyz`` 503, stop accepting,
-finish what is in flight within a grace), SIGINT stops them at once. In production a buffering proxy (nginx,
+build their own app after the fork (store and Redis connections are never shared, and the
+plugins load in the child: the parent never imports one) and serve the same socket with
+``threads`` threads. A child that dies is replaced (with a short backoff). SIGTERM drains each
+of them (``goalhub.drain``: ``/readyz`` 503, stop accepting, finish what is in flight within a
+grace), SIGINT stops them at once. Each child reports to the live view (``goalhub.liveview``).
+
+Reload (SIGHUP to the parent, what ``goalhub reload`` sends through ``goalhub up``): the
+children are replaced one at a time. A new child is forked and, once its app is built (its
+plugins loaded afresh), an old one is told to drain (SIGHUP to it: the same drain, without the
+delay a load balancer needs, since the new child already serves the same socket). The socket
+never stops listening, so no request is refused. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import time
 from typing import Any
 
-from goalhub import auth, config, drain, logs, metrics
+from goalhub import auth, config, drain, liveview, logs, metrics
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -64,8 +73,9 @@ def waitress_options(threads: int) -> dict[str, Any]:
     }
 
 
-def serve_socket(sock: socket.socket, threads: int) -> None:
-    """Serve the API on an already-listening socket in this process; blocks until SIGTERM/SIGINT."""
+def serve_socket(sock: socket.socket, threads: int, ready: int | None = None) -> None:
+    """Serve the API on an already-listening socket in this process; blocks until SIGINT (stop
+    now), or SIGTERM or SIGHUP (drain, then stop). ``ready``: a pipe written to once the app is built."""
     # Deferred: each forked child imports waitress and builds its app (Flask, the blueprints,
     # the plugins) after the fork, never the parent.
     import waitress
@@ -74,19 +84,31 @@ def serve_socket(sock: socket.socket, threads: int) -> None:
 
     app = create_app()
     server = waitress.create_server(app, sockets=[sock], **waitress_options(threads))
+    liveview.start("api")
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # waitress's loop closes the server on SystemExit
 
     def begin_drain(signum: int, frame: Any) -> None:
         # Once: a service manager signals the whole group and the pre-fork parent forwards it too.
+        # SIGTERM: a load balancer is given GOALHUB_DRAIN_DELAY to see /readyz at 503; SIGHUP (a
+        # reload): the parent's new child serves the same socket already, so no delay.
         if not drain.draining():
-            drain.start(server, config.settings().DRAIN_DELAY, config.settings().SHUTDOWN_GRACE)  # then SIGINT: stop
+            delay = config.settings().DRAIN_DELAY if signum == signal.SIGTERM else 0.0
+            drain.start(server, delay, config.settings().SHUTDOWN_GRACE)  # then SIGINT: stop
 
     signal.signal(signal.SIGTERM, begin_drain)
+    signal.signal(signal.SIGHUP, begin_drain)
     signal.signal(signal.SIGINT, stop)
-    with contextlib.suppress(SystemExit):
-        server.run()
+    if ready is not None:
+        with contextlib.suppress(OSError):  # nobody waits for it (not a reload)
+            os.write(ready, b"1")
+        os.close(ready)
+    try:
+        with contextlib.suppress(SystemExit):
+            server.run()
+    finally:
+        liveview.withdraw()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4) -> None:
@@ -101,14 +123,12 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     auth.check_keys()  # a bad key file, or production without keys: refused before listening
     sock = listen(host, port)
     log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
-    if workers == 1:
-        serve_socket(sock, threads)
-        return
     _Prefork(sock, workers, threads).run()
 
 
 class _Prefork:
-    """The parent of the serving processes: forks them, replaces one that dies, stops them all."""
+    """The parent of the serving processes: forks them, replaces one that dies, replaces them
+    all one at a time on SIGHUP (a reload), stops them all on SIGTERM/SIGINT."""
 
     def __init__(self, sock: socket.socket, workers: int, threads: int) -> None:
         self.sock = sock
@@ -116,15 +136,21 @@ class _Prefork:
         self.threads = threads
         self.children: dict[int, float] = {}  # pid -> started (monotonic)
         self.stopping = False
+        self.reloading = False
 
-    def spawn(self) -> None:
+    def spawn(self) -> tuple[int, int]:
+        """Fork a serving process; returns its pid and a pipe readable once its app is built."""
+        readable, writable = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             metrics.prefork_parent = os.getppid()  # /metrics reports its siblings too
             code = 0
             try:
+                os.close(readable)
+                _die_with(parent)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                serve_socket(self.sock, self.threads)
+                serve_socket(self.sock, self.threads, ready=writable)
             except BaseException:  # noqa: BLE001  (a child reports and exits; the parent replaces it)
                 log.exception("API process failed")
                 code = 1
@@ -132,19 +158,29 @@ class _Prefork:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        os.close(writable)
         self.children[pid] = time.monotonic()
         log.info("API process %d started", pid)
+        return pid, readable
 
     def run(self) -> None:
         def stop(signum: int, frame: Any) -> None:
             self.stopping = True
 
+        def reload(signum: int, frame: Any) -> None:
+            self.reloading = True
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
         for _ in range(self.workers):
-            self.spawn()
+            os.close(self.spawn()[1])
         backoff = 0.5
         while not self.stopping:
+            if self.reloading:
+                self.reloading = False
+                self.reload()
+                continue
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -159,7 +195,7 @@ class _Prefork:
                             pid, status, lived, backoff)
                 time.sleep(backoff)
                 if not self.stopping:
-                    self.spawn()
+                    os.close(self.spawn()[1])
                 continue
             time.sleep(0.1)
         for pid in list(self.children):
@@ -179,3 +215,57 @@ class _Prefork:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.sock.close()
+
+    def reload(self) -> None:
+        """Replace every serving process, one at a time: the new one is serving before the old
+        one drains, so the API answers throughout. A new one that fails to start ends the reload
+        with the old ones still serving."""
+        old = list(self.children)
+        log.info("reloading %d API process(es) one at a time", len(old))
+        for retiring in old:
+            pid, ready = self.spawn()
+            started = _readable(ready, timeout=120)
+            os.close(ready)
+            if not started:
+                log.error("API process %d did not start; reload stopped, the others keep serving", pid)
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(retiring, signal.SIGHUP)  # drain: finish what it holds, then exit
+            self._reap(retiring, timeout=config.settings().SHUTDOWN_GRACE + 5)
+            if self.stopping:
+                return
+        log.info("reloaded %d API process(es)", len(old))
+
+    def _reap(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.pop(pid, None)
+        metrics.process_dead(pid)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """A serving process dies with the parent that forked it (Linux): a parent killed with
+    ``kill -9`` leaves no orphan answering on its socket while its replacement starts."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` gave a byte within ``timeout`` (EOF first: its writer died)."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) == b"1"

@@ -5,7 +5,7 @@ Human output by default (tables; colour only on a terminal), ``--json`` for scri
 Every mistake a user can make (a bad id, an unknown class, Redis or the store down) is one
 line on stderr and a non-zero exit, never a traceback.
 
-One module per group of commands: ``processes`` (serve, worker, scheduler, up),
+One module per group of commands: ``processes`` (serve, worker, scheduler, up, reload),
 ``introspect`` (plugins, hooks), ``events`` (fire, outcomes, retry, outbound),
 ``documents`` (token, goals, sessions), ``scaffold`` (new-plugin); ``output`` holds the
 shared formatting.
@@ -96,6 +96,7 @@ for _command in (
     processes.worker,
     processes.scheduler,
     processes.up,
+    processes.reload,
     introspect.plugins,
     introspect.hooks,
     events.fire,

@@ -215,7 +215,8 @@ def _fire(signal_name: str, goal_class: str, goal_id: str | None, session_id: st
               help="Seconds after which --stale counts work as stale.")
 @click.option("--no-test", is_flag=True, help="Leave out the outcomes of test fires.")
 @click.option("--purge-test", is_flag=True,
-              help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs) and exit.")
+              help="Delete everything test fires wrote (goals, sessions, outcomes, failed jobs, and what each "
+                   "plugin's purge_test_fires hook deletes) and exit.")
 @click.option("--json", "as_json", is_flag=True)
 def outcomes(goal_id: str | None, failed: bool, stale: bool, older_than: float, no_test: bool, purge_test: bool,
              as_json: bool) -> None:

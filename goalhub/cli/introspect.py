@@ -2,18 +2,20 @@
 
 The known goal classes are those the installed goal types create. A receiver declared for
 a class no installed goal type creates (a typo such as ``ConfettiGaol``) is warned about in
-both listings; a broken plugin is listed with its reason (``--check``: exit status 1).
+both listings; a broken plugin is listed with its reason. ``--check`` exits 1 for either.
+``goalhub plugins`` also shows the live view (``goalhub.liveview``): what every running
+process loaded, which are stale, which run other plugins than are installed now.
 """
 
 from __future__ import annotations
 
-import difflib
 import sys
+import time
 from typing import Any
 
 import click
 
-from goalhub import breaker, config, receivers
+from goalhub import breaker, config, liveview, receivers
 from goalhub.cli.output import acts_on, echo_json, receiver_dict
 from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
@@ -44,21 +46,7 @@ def goal_types_by_plugin() -> dict[str, Any]:
 
 def unknown_class_warnings() -> list[dict[str, Any]]:
     """Receivers declared for a goal class that no installed goal type creates."""
-    known = set(goal_classes())
-    found = []
-    for event in EVENT_HOOKS:
-        for r in receivers.receivers(event):
-            named = set(r.classes or ()) | set(r.excluded)
-            for name in sorted(named - known):
-                found.append({"plugin": r.plugin, "receiver": r.name, "event": event, "class": name,
-                              "warning": f"{r.id} names goal class {name!r}, which no installed goal type creates"
-                              + _did_you_mean(name, known)})
-    return found
-
-
-def _did_you_mean(name: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"; did you mean {close[0]}?" if close else ""
+    return liveview.class_warnings()
 
 
 def _echo_warnings(warnings: list[dict[str, Any]]) -> None:
@@ -68,14 +56,23 @@ def _echo_warnings(warnings: list[dict[str, Any]]) -> None:
 
 @click.command()
 @click.option("--all", "show_all", is_flag=True, help="Also the core's built-in and blocked plugins.")
-@click.option("--check", is_flag=True, help="Exit with status 1 if a plugin is broken (for CI).")
+@click.option("--check", is_flag=True,
+              help="Exit with status 1 if a plugin is broken or a receiver names an unknown goal class (CI).")
+@click.option("--live/--no-live", default=None,
+              help="Also the live view of every running process [default: on, off with --json; "
+                   "--json --live prints {plugins, live}].")
 @click.option("--json", "as_json", is_flag=True)
-def plugins(show_all: bool, check: bool, as_json: bool) -> None:
+def plugins(show_all: bool, check: bool, live: bool | None, as_json: bool) -> None:
     """Installed plugins: distribution, version, hooks, receivers, goal types, load errors.
 
     A broken plugin (import error, unknown hook, wrong hook argument, bad goal type, a goal
     type name claimed twice) is listed with its reason; the others load and run. With
-    --check or GOALHUB_STRICT_PLUGINS=1, a broken plugin makes the exit status 1.
+    --check or GOALHUB_STRICT_PLUGINS=1, a broken plugin makes the exit status 1; with
+    --check, so does a receiver declared for a goal class no installed goal type creates,
+    and with --check --live, anything that makes the live view degraded.
+
+    Then the live view: every running API process, worker and scheduler, what it loaded,
+    tripped breakers, stale processes, and processes that need `goalhub reload`.
     """
     pm = loaded_plugin_manager()
     goal_types = goal_types_by_plugin()
@@ -107,8 +104,11 @@ def plugins(show_all: bool, check: bool, as_json: bool) -> None:
             }
         )
     broken = problems()
+    live_asked = bool(live)
+    live = not as_json if live is None else live
+    view = liveview.health() if live else {}
     if as_json:
-        echo_json(listed)
+        echo_json({"plugins": listed, "live": view} if live else listed)
     elif not listed:
         click.echo("No plugins installed." + ("" if show_all else " (--all lists built-in and blocked ones)"))
     for entry in [] if as_json else listed:
@@ -135,8 +135,17 @@ def plugins(show_all: bool, check: bool, as_json: bool) -> None:
         elif types:
             named = ", ".join(f"{t['name']} ({t['goal_class']})" for t in types)
             click.echo(f"  goal types: {named}")
-    if broken and (check or config.settings().STRICT_PLUGINS):
-        for problem in broken:
+    if not as_json and live:
+        click.echo()
+        for line in liveview.summary(view):
+            click.echo(click.style(line, fg="red" if view["status"] != "ready" else None))
+    failing = broken + [{"plugin": w["plugin"], "reason": w["warning"]} for w in warnings if check]
+    if check and live_asked:  # --check --live: the running processes' problems count too
+        failing += [{"plugin": p["plugin"], "reason": p["reason"]} for p in view["problems"]]
+        failing += [{"plugin": "-", "reason": f"process {pid} is stale"} for pid in view["stale"]]
+        failing += [{"plugin": "-", "reason": f"process {pid} needs `goalhub reload`"} for pid in view["reload_needed"]]
+    if failing and (check or config.settings().STRICT_PLUGINS):
+        for problem in failing:
             click.echo(f"broken plugin {problem['plugin']}: {problem['reason']}", err=True)
         sys.exit(1)
 
@@ -146,7 +155,7 @@ def check_goal_class(name: str) -> str:
     known = set(goal_classes())
     if name not in known:
         raise BadRequest(
-            f"unknown goal class {name!r}{_did_you_mean(name, known)}; installed goal types create: "
+            f"unknown goal class {name!r}{liveview.did_you_mean(name, known)}; installed goal types create: "
             + (", ".join(sorted(known)) or "none (no plugin with goal types is loaded)")
         )
     return name
@@ -201,4 +210,10 @@ def hooks(goal_class: str | None, as_json: bool) -> None:
                 click.echo(f"     {'DISABLED (GOALHUB_DISABLED_RECEIVERS), ' if s['disabled'] else ''}"
                            f"{'isolated job' if s['isolated'] else 'inline'}; "
                            + "; ".join(f"{k} {s[k]['value']} ({s[k]['from']})" for k in ("budget", "retries", "backoff")))
+                if r["slow"]:
+                    click.echo("     " + click.style(
+                        f"SLOW: overran its budget ({r['slow']['overrun_s']} s "
+                        f"> {r['slow']['budget_s']} s); runs as its own job until "
+                        f"{time.strftime('%H:%M:%S', time.localtime(r['slow']['until']))} (`goalhub resume` ends it)",
+                        fg="yellow"))
         click.echo()

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from bson import ObjectId
 
-from goalhub import dispatch, receivers
+from goalhub import dispatch, receivers, slowness
 from goalhub.plugins import plugin_info
 
 STATUS_COLOURS = {
@@ -80,6 +80,7 @@ def receiver_dict(receiver: receivers.Receiver) -> dict[str, Any]:
         "excluded": sorted(receiver.excluded),
         "acts_on": acts_on(receiver),
         "settings": receiver.settings(),
+        "slow": slowness.isolated().get(receiver.id),  # isolated after overrunning its budget
     }
 
 

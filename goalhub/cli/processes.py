@@ -1,15 +1,23 @@
-"""``goalhub serve``, ``worker``, ``scheduler`` and ``up``: the long-running processes."""
+"""``goalhub serve``, ``worker``, ``scheduler`` and ``up``: the long-running processes, and
+``goalhub reload``, which restarts those of a running ``up`` one at a time."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import click
+import psutil
 
-from goalhub import config, logs, metrics, plugins
+from goalhub import config, liveview, logs, metrics, plugins
 from goalhub.connection import embedded_redis
-from goalhub.supervisor import Supervisor, goalhub_processes
+from goalhub.errors import NotFound
+from goalhub.supervisor import Child, Supervisor, goalhub_processes
 
 
 @click.command()
@@ -76,6 +84,7 @@ def scheduler(interval: float | None, burst: bool) -> None:
     from goalhub.scheduler import run_scheduler  # deferred: only this command needs rq-scheduler and the jobs
 
     plugins.get_plugin_manager()  # broken plugins are logged by every process at start
+    liveview.start("scheduler")
     run_scheduler(interval=interval, burst=burst)
 
 
@@ -101,7 +110,9 @@ def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_ti
 
     A process that crashes is restarted with backoff (1, 2, 4 ... 30 s); one that crashes
     GOALHUB_RESTART_LIMIT times in GOALHUB_RESTART_WINDOW s stops everything. Ctrl-C or
-    SIGTERM stops every process it started.
+    SIGTERM stops every process it started. SIGHUP (or `goalhub reload`) restarts them
+    one at a time, not counted as crashes, loading the plugins installed now. Changes in the
+    live view of plugin health (every process's report) are printed as they happen.
     """
     import requests  # deferred: heavy, and only this command polls the API
 
@@ -111,6 +122,8 @@ def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_ti
 
     supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers, fork), stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
+    pidfile, statefile = _up_files()
+    pidfile.write_text(str(os.getpid()))
 
     def ready() -> bool:
         try:
@@ -118,10 +131,97 @@ def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_ti
         except requests.RequestException:
             return False
 
+    def ready_after(child: Child, since: float) -> bool:
+        """The child's processes started since ``since`` report to the live view (and for the
+        API, only they: the ones it replaced are gone)."""
+        assert child.process is not None
+        pid = child.process.pid
+        reports = [e for e in liveview.processes() if not e["stale"] and (e["pid"] == pid or e["ppid"] == pid)]
+        if child.name == "api":
+            return len(reports) >= api_workers and all(e["started_at"] >= since for e in reports)
+        return any(e["started_at"] >= since for e in reports)
+
+    def write_state(state: dict[str, Any]) -> None:
+        statefile.write_text(json.dumps({**state, "pid": os.getpid()}))
+        if state["state"] != "reloading":
+            shown.clear()  # say the live view again after a reload
+
+    shown: list[str] = []
+
+    def say_live_view() -> None:
+        lines = liveview.summary(liveview.health())
+        if lines != shown:
+            shown[:] = lines
+            for line in lines:
+                supervisor.say("goalhub", line, "white" if lines[0].startswith("live view: ready") else "red")
+
+    supervisor.ready_after = ready_after
+    supervisor.reload_state = write_state
     with embedded_redis(lambda line: supervisor.say("goalhub", line)) as redis_server:
-        code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything",
-                              watch=redis_server.watch if redis_server else None)
+        checked = [0.0]
+
+        def watch() -> None:
+            if redis_server:
+                redis_server.watch()
+            if supervisor.announced and time.monotonic() - checked[0] >= config.settings().LIVE_INTERVAL:
+                checked[0] = time.monotonic()
+                say_live_view()
+
+        try:
+            code = supervisor.run(ready, f"goalhub is up: {base} (dashboard {base}/rq); Ctrl-C stops everything; "
+                                  "`goalhub reload` restarts the processes one at a time", watch=watch)
+        finally:
+            pidfile.unlink(missing_ok=True)
     sys.exit(code)
+
+
+def _up_files() -> tuple[Path, Path]:
+    """Where a running ``goalhub up`` leaves its pid and the state of its last reload."""
+    return config.home() / "up.pid", config.home() / "up.reload"
+
+
+@click.command()
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds to wait for the reload to finish.")
+@click.option("--no-wait", is_flag=True, help="Ask for the reload and return at once.")
+def reload(timeout: float, no_wait: bool) -> None:
+    """Restart the processes of the running `goalhub up` (same GOALHUB_HOME) one at a time.
+
+    The API keeps answering (its processes are replaced one by one, each new one serving
+    before an old one drains), a worker finishes its current job first, and none of it counts
+    as a crash. Every process then runs the plugins installed now. Same as SIGHUP to `up`.
+    """
+    pidfile, statefile = _up_files()
+    try:
+        pid = int(pidfile.read_text().strip())
+        command = psutil.Process(pid).cmdline()
+    except (OSError, ValueError, psutil.Error):
+        raise NotFound(f"no `goalhub up` is running with GOALHUB_HOME={config.home()}",
+                       code="not_running") from None
+    if "up" not in command[2:] or "goalhub" not in " ".join(command):
+        raise NotFound(f"pid {pid} in {pidfile} is not a `goalhub up`", code="not_running")
+    before = statefile.stat().st_mtime_ns if statefile.exists() else 0
+    asked = time.time()
+    os.kill(pid, signal.SIGHUP)
+    click.echo(f"asked goalhub up (pid {pid}) to reload")
+    if no_wait:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if not statefile.exists() or statefile.stat().st_mtime_ns == before:
+            continue
+        state = json.loads(statefile.read_text() or "{}")
+        if state.get("state") in ("done", "failed") and state.get("started_at", 0) >= asked - 1:
+            for line in liveview.summary(liveview.health()):
+                click.echo(line)
+            if state["state"] != "done":
+                click.secho(f"reload failed after {state.get('took')} s (see goalhub up's output)", fg="red", err=True)
+                sys.exit(1)
+            click.echo(f"reloaded in {state.get('took')} s")
+            return
+    click.secho(f"the reload did not finish within {timeout:g} s", fg="red", err=True)
+    sys.exit(1)
 
 
 def _report_broken_plugins() -> None:

@@ -35,13 +35,18 @@ def _bar(progress: replay.Progress) -> str:
 @click.option("--rate", type=click.FloatRange(min=0.01), default=None, help="At most N events a second.")
 @click.option("--no-wait", is_flag=True, help="Return once delivered, without waiting for the outcomes.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the outcomes.")
+@click.option("--redeliver-skipped", is_flag=True,
+              help="Also deliver, once, events recorded `skipped` for TARGET that it acts on now (a fixed class typo).")
 @click.option("--json", "as_json", is_flag=True)
 def backfill(target: str, event: str, goal_class: str | None, since: str | None, until: str | None,
-             dry_run: bool, rate: float | None, no_wait: bool, timeout: float, as_json: bool) -> None:
+             dry_run: bool, rate: float | None, no_wait: bool, timeout: float, redeliver_skipped: bool,
+             as_json: bool) -> None:
     """Deliver past EVENTs to TARGET only (`plugin` or `plugin.receiver`), once each.
 
     Already-delivered (event, receiver) pairs are skipped, so running it again, or after
-    Ctrl-C, resumes. Jobs go to the backfill queue, which workers take after live work."""
+    Ctrl-C, resumes. Jobs go to the backfill queue, which workers take after live work.
+    --redeliver-skipped repairs a class typo: an event TARGET was recorded `skipped` for,
+    because it did not act on the class then, is delivered once if it acts on it now."""
     since_at, until_at = replay.parse_when(since, "--since"), replay.parse_when(until, "--until")
     show = sys.stderr.isatty() and not as_json
 
@@ -51,7 +56,8 @@ def backfill(target: str, event: str, goal_class: str | None, since: str | None,
 
     try:
         progress = replay.backfill(target, event, goal_class=goal_class, since=since_at, until=until_at,
-                                   dry_run=dry_run, rate=rate, on_progress=on_progress)
+                                   dry_run=dry_run, rate=rate, redeliver_skipped=redeliver_skipped,
+                                   on_progress=on_progress)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: run the same command again to resume (done events are skipped)", err=True)
         sys.exit(130)
@@ -71,6 +77,7 @@ def backfill(target: str, event: str, goal_class: str | None, since: str | None,
         verb = "would deliver" if dry_run else "delivered"
         click.echo(f"{event} -> {target}: {summary['total']} events; {verb} {summary['delivered']}, "
                    f"skipped {summary['already_done']} already done, {summary['not_acting']} not acted on, "
+                   + (f"redelivered {summary['redelivered_skipped']} skipped before, " if redeliver_skipped else "") +
                    f"{summary['failed']} failed  ({summary['rate']} ev/s)")
     if summary["failed"] or summary.get("finished") is False:
         sys.exit(1)
