@@ -46,7 +46,7 @@ def relay_accepted() -> list[str]:
         return []
 
 
-def take_over(worker: Worker) -> bool:
+def take_over(worker: BaseWorker) -> bool:
     """Before ``worker`` registers: when its name is held by a worker that is dead
     (``goalhub.liveness.worker_dead``: killed on this host, or its heartbeat expired), declare that one dead and recover its jobs
     now, so that a worker restarted under a fixed name (``--name``, systemd's
@@ -69,7 +69,7 @@ def take_over(worker: Worker) -> bool:
     return True
 
 
-class _TakeOver(Worker):
+class _TakeOver(BaseWorker):
     """Takes over the name of a dead worker at birth (``take_over``), and refuses a job whose
     payload is newer than this code (``goalhub.schema.PAYLOAD_VERSION``)."""
 

@@ -161,7 +161,9 @@ def test_one_request_id_is_in_the_api_log_the_job_log_and_every_outcome_record(s
 
 def test_a_deleted_activation_job_does_not_lose_its_goal(stack):
     session_id = start_session(stack)
-    nbf = time.time() + 3
+    # Far enough ahead that the delete below comes before the scheduler moves the job, even
+    # when creating and settling the goal takes seconds on a loaded machine.
+    nbf = time.time() + 8
     created = post(stack, "/goals?type=trigger_private", {"levels": [{"target": 60}], "context": {"session_id": session_id},
                                                            "nbf": nbf, "exp": nbf + 120})
     goal_id = created.json()["goal_id"]
@@ -170,6 +172,7 @@ def test_a_deleted_activation_job_does_not_lose_its_goal(stack):
     page = requests.get(f"{stack.base}/rq/goalhub/scheduled", auth=DASHBOARD, timeout=10)
     assert job_id in page.text and "TriggerPrivateGoal" in page.text
     # The operator deletes the pending activation from rq-dashboard's job page.
+    assert time.time() < nbf - 1, "too slow to delete the activation before it was due"
     deleted = requests.post(f"{stack.base}/rq/job/{job_id}/delete", auth=DASHBOARD,
                             headers={"Origin": stack.base}, timeout=10)
     assert deleted.status_code == 200, deleted.text
