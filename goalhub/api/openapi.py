@@ -63,7 +63,8 @@ class Outcome(BaseModel):
     event: str
     receiver: str
     plugin: str
-    status: str = Field(description="skipped, queued, running, ok, retrying, failed, timed out, paused")
+    status: str = Field(description="skipped, queued, running, ok, retrying, failed, timed out, paused, "
+                                    "retargeted, dropped (an operator moved or dropped it: goalhub retarget, drop)")
 
 
 class DeliveredEvent(BaseModel):
