@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.worker import BaseWorker
@@ -41,6 +42,10 @@ def relay_accepted() -> list[str]:
     worker's start and each registry maintenance, so no scheduler is needed for it."""
     try:
         return outbox.requeue_accepted(get_database())
+    except StopRequested:
+        # RQ's SIGTERM handler raises it in an idle worker (a pool worker whose parent died):
+        # swallowed here, the worker would never stop.
+        raise
     except Exception:
         log.exception("could not publish accepted goals again; the next maintenance tries again")
         return []

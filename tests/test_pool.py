@@ -179,3 +179,19 @@ def test_worker_options_are_checked(goalhub_env):
     assert taken.returncode == 1 and taken.stderr.startswith("Error: cannot serve metrics on 203.0.113.9:"), taken.stderr
     assert config.settings().WORKER_MAX_JOBS == 10000 and config.settings().WORKER_MAX_RSS_GROWTH == 256
     assert get_redis().ping()
+
+
+def test_a_stop_requested_during_the_outbox_relay_stops_the_worker(goalhub_env, monkeypatch):
+    """RQ's SIGTERM handler raises StopRequested in an idle worker, wherever it is: during the
+    outbox relay of its maintenance (a pool worker whose parent just died), it must not be taken
+    for a relay failure and swallowed, or the orphan works on for ever."""
+    from rq.exceptions import StopRequested
+
+    from goalhub import outbox, worker
+
+    def stop(*args, **kwargs):
+        raise StopRequested()
+
+    monkeypatch.setattr(outbox, "requeue_accepted", stop)
+    with pytest.raises(StopRequested):
+        worker.relay_accepted()
