@@ -28,10 +28,21 @@ import api_support
 import pytest
 import requests
 import span_capture
+from bson import ObjectId
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rq.job import Job
 from world import STREAMER
 
 import goalhub
+from goalhub import outbox, tracing
 from goalhub.auth import mint_token
+from goalhub.connection import get_redis
+from goalhub.queues import job_id
+from goalhub.scheduler import reconcile
+from goalhub.testing import enqueue_create_goal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -226,10 +237,6 @@ def test_one_goal_is_one_trace_across_the_api_the_worker_and_the_scheduler(tmp_p
 def exported():
     """Tracing on in this process, into the SDK's in-memory exporter; ``exported()`` is every
     span finished so far. Off again afterwards."""
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from goalhub import tracing
-
     exporter = InMemorySpanExporter()
     assert tracing.configure("test", exporters=[exporter])
 
@@ -248,16 +255,11 @@ def only(spans: list[Any], name: str) -> Any:
 
 
 def sample_goal(nbf: float | None = None, exp: float | None = None) -> dict[str, Any]:
-    from bson import ObjectId
-
     return {"_id": str(ObjectId()), "_cls": "TraceGoal", "active": nbf is None, "conditions": {},
             "levels": [{"target": 1}], "nbf": nbf, "exp": exp, "context": {}, "metadata": {"user_id": STREAMER}}
 
 
 def test_the_outbox_relay_re_creates_a_lost_create_job_in_the_goals_trace(exported, db, drain):
-    from goalhub import outbox, tracing
-    from goalhub.connection import get_redis
-
     goal = sample_goal()
     with tracing.span("POST /goals", kind="server"):
         outbox.accept(db, goal)
@@ -269,20 +271,12 @@ def test_the_outbox_relay_re_creates_a_lost_create_job_in_the_goals_trace(export
     request, relay, create = only(spans, "POST /goals"), only(spans, "relay create_goal"), only(spans, "create_goal")
     assert relay.context.trace_id == create.context.trace_id == request.context.trace_id
     assert relay.parent.span_id == request.context.span_id and create.parent.span_id == relay.context.span_id
-    stored = db.goals.find_one({"_id": __import__("bson").ObjectId(goal["_id"])})
+    stored = db.goals.find_one({"_id": ObjectId(goal["_id"])})
     assert stored[tracing.FIELD]["traceparent"].split("-")[1:3] == [f"{request.context.trace_id:032x}",
                                                                       f"{request.context.span_id:016x}"]
 
 
 def test_the_reconciler_activates_a_goal_whose_job_was_lost_in_the_goals_trace(exported, db, drain):
-    from goalhub import tracing
-    from rq.job import Job
-
-    from goalhub.connection import get_redis
-    from goalhub.queues import job_id
-    from goalhub.scheduler import reconcile
-    from goalhub.testing import enqueue_create_goal
-
     goal = sample_goal(nbf=time.time() + 0.5)
     with tracing.span("POST /goals", kind="server"):
         enqueue_create_goal(goal)
@@ -292,7 +286,7 @@ def test_the_reconciler_activates_a_goal_whose_job_was_lost_in_the_goals_trace(e
     drain()
     spans = exported()
     request, reconciled, activate = only(spans, "POST /goals"), only(spans, "reconcile activate"), only(spans, "activate_goal")
-    assert db.goals.find_one({"_id": __import__("bson").ObjectId(goal["_id"])})["active"] is True
+    assert db.goals.find_one({"_id": ObjectId(goal["_id"])})["active"] is True
     assert reconciled.context.trace_id == activate.context.trace_id == request.context.trace_id
     assert activate.parent.span_id == reconciled.context.span_id
     assert reconciled.kind.name == "PRODUCER" and not reconciled.links  # no other trace was current
@@ -334,8 +328,6 @@ class Leaky:
 
 
 def test_span_attributes_and_errors_are_redacted_and_bounded(exported, inline_plugin, fire, client):
-    from goalhub import tracing
-
     inline_plugin(Leaky(), "leaky")
     assert fire("goal.created", "LeakyGoal")["leaky.raises"]["status"] == "failed"
     with tracing.span("x" * 1000, {"url.path": "/a?password=Pw-3Jk&" + "y" * 100_000, "n": 3, "gone": None}):
@@ -369,8 +361,6 @@ def test_span_attributes_and_errors_are_redacted_and_bounded(exported, inline_pl
     ({"OTEL_SERVICE_NAME": "goalhub"}, False),  # naming the service is not asking for traces
 ])
 def test_what_configures_traces(monkeypatch, variables, wanted):
-    from goalhub import tracing
-
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         monkeypatch.delenv(name)
     for name, value in variables.items():
@@ -379,11 +369,6 @@ def test_what_configures_traces(monkeypatch, variables, wanted):
 
 
 def test_exporters_are_found_by_their_standard_names(monkeypatch, caplog):
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-    from goalhub import tracing
-
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,console")
     assert [type(e) for e in tracing.environment_exporters()] == [OTLPSpanExporter, ConsoleSpanExporter]
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon")
@@ -418,8 +403,6 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_the_standard_variables_alone_send_goalhubs_spans_over_otlp(tmp_path):
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -453,7 +436,7 @@ from goalhub.api import create_app
 from goalhub.auth import mint_token
 from goalhub.worker import drain
 client = create_app().test_client()
-auth = {"Authorization": "Bearer " + mint_token("%s", ["CREATOR"])}
+auth = {"Authorization": "Bearer " + mint_token("STREAMER_ID", ["CREATOR"])}
 session = client.post("/sessions", json={}, headers=auth).get_json()["_id"]
 now = time.time()
 created = client.post("/goals?type=trigger_private", headers=auth, json={
@@ -465,7 +448,7 @@ assert goal["end_reason"] == "expired" and goal["activated_at"], goal
 assert {o["receiver"]: o["status"] for o in goal["outcomes"]}["track_goals"] == "ok"
 from goalhub import tracing
 print(json.dumps({"before": before, "after": otel(), "tracing": tracing.enabled()}))
-''' % STREAMER
+'''.replace("STREAMER_ID", STREAMER)
 
 BLOCKER = '''
 class Blocker:
