@@ -1,7 +1,7 @@
 """Failed dashboard logins are throttled per user name and client address, so one outsider's
 failures never refuse an operator's correct password (issue 22, row 4): neither from another
 address, nor behind the reverse proxy (with ``GOALHUB_TRUSTED_PROXY_HEADER``), nor under
-another user name. The client's own failures still throttle it (tests/test_hardening.py)."""
+another user name. The client's own failures still throttle it (tests/test_dashboard.py)."""
 
 from __future__ import annotations
 
