@@ -127,6 +127,9 @@ class RecoveringWorker(_TakeOver, Worker):
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         metrics.handoff_start()
+        # This process's spans (its maintenance's) exported first: never fork mid-export, with
+        # the exporter's connection locked in the horse's copy.
+        tracing.flush()
         super().fork_work_horse(job, queue)
 
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
