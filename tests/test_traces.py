@@ -318,6 +318,40 @@ def test_an_end_requested_over_the_api_joins_the_goals_trace_linked_to_the_reque
     assert only(spans, "karaoke.bind_karaoke_goal_to_session").attributes["goalhub.outcome"] == "ok"
 
 
+class FailsOnce:
+    runs = 0
+
+    @goalhub.receiver("goal.created", "TraceGoal", retries=0)
+    def flaky(self, goal_id):
+        FailsOnce.runs += 1
+        if FailsOnce.runs == 1:
+            raise RuntimeError("down")
+
+
+def test_a_retry_by_hand_runs_in_the_goals_trace_as_its_second_attempt(exported, inline_plugin, db, drain):
+    from goalhub.dispatch import retry_outcome
+
+    inline_plugin(FailsOnce(), "flaky")
+    goal = sample_goal()
+    with tracing.span("POST /goals", kind="server"):
+        enqueue_create_goal(goal)
+    drain()
+    key = f"goal.created:{goal['_id']}|flaky.flaky"
+    assert db.outcomes.find_one({"_id": key})["status"] == "failed"
+    retry_outcome(key)  # `goalhub retry`, later, outside any trace
+    drain()
+    spans = exported()
+    request = only(spans, "POST /goals")
+    first, second = sorted((s for s in spans if s.name == "flaky.flaky"), key=lambda s: s.start_time)
+    assert first.attributes["goalhub.attempt"] == 1 and first.attributes["goalhub.outcome"] == "failed"
+    assert first.status.description == "RuntimeError: down"
+    assert second.attributes["goalhub.attempt"] == 2 and second.attributes["goalhub.outcome"] == "ok"
+    assert first.context.trace_id == second.context.trace_id == request.context.trace_id
+    job = only(spans, "run_receiver")
+    assert second.parent.span_id == job.context.span_id
+    assert job.parent.span_id == only(spans, "retry flaky.flaky").context.span_id
+
+
 # --- hostile input --------------------------------------------------------------------------
 
 
