@@ -51,10 +51,11 @@ from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
 from goalhub.store import get_database
 
-# A receiver in one of these is never run again by a delivery or a job.
 log = logging.getLogger(__name__)
 
-DONE = ("ok", "skipped")
+# A receiver in one of these is never run again by a delivery or a job: ``retargeted`` (its work
+# moved to another receiver) and ``dropped`` are an operator's decision (``goalhub.retarget``).
+DONE = ("ok", "skipped", "retargeted", "dropped")
 # The result of an outcome written ``ok`` because the ledger says its receiver finished the event.
 FINISHED_BEFORE = {"finished_before": True}
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
@@ -157,7 +158,7 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
                 # (none if one is pending already).
                 if status is not None:  # taken inline by a horse that died: its job needs the arguments
                     keep_arguments(db, _id, arguments)
-                job = _enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
+                job = enqueue_receiver(receiver, _id, key, queue="backfill" if backfill else "default")
             if job is not None:
                 enqueued.append(job.id)
     finally:
@@ -196,7 +197,7 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
         return None
     # Today's retry path, alone: its own job after the first backoff, the rest of its retries on it.
     backoff = receiver.backoff
-    return _enqueue_receiver(receiver, outcome_key, outcome_parts(outcome_key)[0], retries=retries - 1,
+    return enqueue_receiver(receiver, outcome_key, outcome_parts(outcome_key)[0], retries=retries - 1,
                              backoff=backoff[1:] or backoff[-1:], delay=backoff[0])
 
 
@@ -266,7 +267,7 @@ def _finish(db: Any, outcome_key: str) -> None:
     ledger.finish(db, goal_id, event, receiver_id)
 
 
-def _finished_before(db: Any, outcome_key: str) -> bool:
+def finished_before(db: Any, outcome_key: str) -> bool:
     """Whether the ledger says the outcome's receiver finished its event (its outcome is then
     made ``ok``, without a run)."""
     event_key, receiver_id = outcome_parts(outcome_key)
@@ -302,7 +303,7 @@ def _record_paused(db: Any, outcome_key: str, arguments: dict[str, Any] | None =
         metrics.receiver_outcome(plugin, name, "paused", 0.0)
 
 
-def _enqueue_receiver(receiver: Receiver, outcome_key: str, event_key: str, *, queue: str = "default",
+def enqueue_receiver(receiver: Receiver, outcome_key: str, event_key: str, *, queue: str = "default",
                       retries: int | None = None, backoff: tuple[int, ...] | None = None,
                       delay: float = 0) -> Job | None:
     """The receiver's own ``run_receiver`` job, with its retries and backoff (after ``delay``)."""
@@ -342,7 +343,7 @@ def delivered_outcomes(goal_id: str, events: list[str] | None = None) -> tuple[l
 def run_receiver(outcome_key: str) -> Any:
     """The job of one (event, receiver): run it unless it already succeeded, and record how it went."""
     db = get_database()
-    if _finished_before(db, outcome_key):  # finished, whatever its outcome record says or lost
+    if finished_before(db, outcome_key):  # finished, whatever its outcome record says or lost
         return {"status": "not run", "reason": "finished before"}
     if breaker.is_paused(outcome_parts(outcome_key)[1]):  # tripped: no run, and no retry after this
         _record_paused(db, outcome_key)
@@ -358,8 +359,10 @@ def run_receiver(outcome_key: str) -> Any:
     receiver = find_receiver(outcome["event"], receiver_id)
     job = get_current_job()
     retries_left = (job.retries_left or 0) if job else 0
-    if receiver is None:
-        _cannot_run(db, outcome_key, f"receiver {receiver_id} is not installed", retries_left)
+    if receiver is None:  # renamed or removed by an upgrade, or not installed on this worker yet
+        _cannot_run(db, outcome_key, f"receiver {receiver_id} is not installed on this worker: if a plugin upgrade "
+                    f"renamed or removed it, `goalhub retarget {receiver_id} NEW_ID` or `goalhub drop "
+                    f"{receiver_id}` (docs/RUNBOOK.md)", retries_left)
     if "arguments" not in outcome:  # never expected: every path that makes a job writes them first
         _cannot_run(db, outcome_key, f"outcome {outcome_key} has no recorded arguments to run it with", 0)
     failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left,
@@ -373,12 +376,13 @@ def run_receiver(outcome_key: str) -> Any:
 
 def _cannot_run(db: Any, outcome_key: str, reason: str, retries_left: int) -> NoReturn:
     """Record why a receiver job could not run its receiver at all, and fail the job."""
+    status = "retrying" if retries_left else "failed"
+    log.error("outcome %s %s: %s", outcome_key, status, reason, extra={"outcome_id": outcome_key})
     try:
         raise LookupError(reason)
     except LookupError as exc:
         db.outcomes.update_one({"_id": outcome_key}, {"$set": {
-            "status": "retrying" if retries_left else "failed", **redaction.failure_fields(exc),
-            "finished_at": time.time()}})
+            "status": status, **redaction.failure_fields(exc), "finished_at": time.time()}})
         raise
 
 
@@ -462,7 +466,7 @@ def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
             continue  # not installed here; its job would fail saying so
         with tracing.span(f"reconcile {receiver.id}", {"goalhub.goal_id": outcome.get("goal_id")}, kind="producer",
                           parent=goal_trace(db, outcome.get("goal_id"))):  # the job joins the goal's trace
-            job = _enqueue_receiver(receiver, key, outcome_parts(key)[0])
+            job = enqueue_receiver(receiver, key, outcome_parts(key)[0])
         if job is not None:
             requeued.append(key)
             log.warning("reconciler: outcome %s was %s with no job; enqueued again", key, outcome["status"],

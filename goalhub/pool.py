@@ -49,7 +49,7 @@ from rq.job import Job
 from rq.worker import Worker
 from rq.worker_pool import WorkerData, WorkerPool
 
-from goalhub import config, metrics
+from goalhub import config, liveview, metrics
 from goalhub.connection import REDIS_GONE, get_redis
 from goalhub.queues import all_queues
 from goalhub.recovery import recover_abandoned_jobs
@@ -97,7 +97,13 @@ def _run_pool_worker(name: str, burst: bool, logging_level: str) -> None:
         if os.getppid() != parent:  # the parent died before the request took effect
             return
     max_jobs = config.settings().WORKER_MAX_JOBS or None
-    work(PoolWorker, burst=burst, name=name, logging_level=logging_level, max_jobs=max_jobs)
+    try:
+        work(PoolWorker, burst=burst, name=name, logging_level=logging_level, max_jobs=max_jobs)
+    finally:
+        # A forked process leaves by os._exit, so its atexit handlers (the live report's
+        # withdrawal) never run: withdrawn here, or a stopped worker shows in the live view
+        # with the plugins it had until its report goes stale (after a reload: "runs other plugins").
+        liveview.withdraw()
 
 
 class Pool(WorkerPool):

@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from goalhub import config, redaction
+from goalhub.errors import BadRequest
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.plugins import get_plugin_manager, plugin_info
+
+#: What names a plugin or one of its receivers (``plugin`` or ``plugin.receiver``: entry-point and
+#: Python names), as an operator gives it (backfill, resume, retarget, drop): checked with fullmatch.
+TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
+
+
+def check_target(value: Any, field: str = "target") -> str:
+    """``value`` if it names a plugin or a receiver (``TARGET``), else 400 ``invalid_target``."""
+    if not isinstance(value, str) or not TARGET.fullmatch(value):
+        raise BadRequest(f"{field} must name a plugin or plugin.receiver", code="invalid_target", field=field)
+    return value
 
 
 @dataclass(frozen=True)

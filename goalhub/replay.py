@@ -293,16 +293,31 @@ COUNTS = ("seen", "delivered", "already_done", "not_acting", "redelivered_skippe
 def start_backfill_job(params: dict[str, Any]) -> str:
     """Store the backfill and enqueue its first chunk; its id names its record."""
     backfill_id = str(ObjectId())
+    _store_backfill(backfill_id, params)
+    _enqueue_chunk(backfill_id, 0)
+    return backfill_id
+
+
+def _store_backfill(backfill_id: str, params: dict[str, Any]) -> None:
+    """The backfill's record, at its first chunk (kept as it is when it exists: a rerun)."""
     now = time.time()
     # Until now when not given: events of goals created during the backfill are live ones, and
     # the chunks' positions in the list of past events stay put.
     params = {**params, "until": params.get("until") if params.get("until") is not None else now}
-    get_database()[BACKFILLS].insert_one({
-        "_id": backfill_id, "params": params, "state": "queued", "chunk": 0, "next_at": now,
+    get_database()[BACKFILLS].update_one({"_id": backfill_id}, {"$setOnInsert": {
+        "params": params, "state": "queued", "chunk": 0, "next_at": now,
         **{name: 0 for name in ("total", *COUNTS)},
-        "started_at": now})
-    _enqueue_chunk(backfill_id, 0)
-    return backfill_id
+        "started_at": now}}, upsert=True)
+
+
+def run_backfill_job(backfill_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The backfill job of goalhub before backfills ran as chunks (one long job, its progress in
+    Redis), still queued when the workers were upgraded (payload version 1): it becomes a chunked
+    backfill under the same id, so ``GET /admin/backfill/<id>`` finds it in the store, and runs
+    its first chunk here. A rerun finds the record moved on and does nothing more."""
+    _store_backfill(backfill_id, params)
+    get_redis().delete(f"goalhub:backfill:{backfill_id}")  # where that version kept its progress
+    return run_backfill_chunk(backfill_id, 0)
 
 
 def _chunk_job_id(backfill_id: str, chunk: int) -> str:

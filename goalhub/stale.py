@@ -3,7 +3,8 @@ with a hint of why and what to do (docs/RUNBOOK.md).
 
 - An outcome ``running``, ``queued`` or ``retrying`` for longer than the threshold: the hint
   says whether a job that would finish it is still pending (queued, started: by a live worker
-  or a dead one) or none is (then ``goalhub restore --reconcile-only`` delivers it again).
+  or a dead one) or none is (then ``goalhub restore --reconcile-only`` delivers it again), and
+  whether its receiver is not installed here (renamed or removed: ``goalhub retarget``/``drop``).
 - A goal ``creating`` (its ``create_goal`` job is in Redis, the goal is not in the store) for
   longer than the threshold: the job's status says why (queued behind others, failed, lost
   with a restore of the store).
@@ -20,7 +21,9 @@ from rq.job import Job, JobStatus
 
 from goalhub import liveness
 from goalhub.connection import get_redis
+from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.queues import PENDING, job_id
+from goalhub.receivers import find_receiver
 from goalhub.store import get_database
 from goalhub.tasks import create_jobs
 
@@ -61,9 +64,13 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
             candidates.append(job_id("create", str(outcome["goal_id"])))
         jobs = [job for job in Job.fetch_many(candidates, connection=connection) if job is not None]
         pending = next((job for job in jobs if job.get_status(refresh=False) in PENDING), None)
+        hint = _job_hint(pending or (jobs[0] if jobs else None))
+        receiver_id = f"{outcome.get('plugin')}.{outcome.get('receiver')}"
+        if outcome.get("event") in EVENT_HOOKS and find_receiver(outcome["event"], receiver_id) is None:
+            hint = (f"receiver {receiver_id} is not installed here: renamed or removed by an upgrade? "
+                    f"`goalhub retarget {receiver_id} NEW_ID` or `goalhub drop {receiver_id}`; {hint}")
         found.append({"kind": "outcome", "id": outcome["_id"], "goal_id": str(outcome["goal_id"]),
-                      "status": outcome["status"], "age": round(now - since, 1),
-                      "hint": _job_hint(pending or (jobs[0] if jobs else None))})
+                      "status": outcome["status"], "age": round(now - since, 1), "hint": hint})
     for job in create_jobs():
         if job.enqueued_at is None:
             continue

@@ -240,12 +240,27 @@ def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):
 
 
 PROBE_PLUGIN = {
-    "gh_reload_probe.py": (
-        "import goalhub\n\n\n"
-        "@goalhub.receiver(\"goal.created\")\n"
-        "def probe(goal_id):\n"
-        "    return {\"probed\": goal_id}\n"
-    ),
+    # A receiver, and a goal type the API does not know until the reload.
+    "gh_reload_probe.py": '''import goalhub
+
+
+@goalhub.receiver("goal.created")
+def probe(goal_id):
+    return {"probed": goal_id}
+
+
+def prepare(req):
+    session_id = goalhub.object_id(goalhub.required(req.body, "session_id"), "session_id")
+    return goalhub.GoalDraft(cls="ReloadProbeGoal", active=True, conditions={"session_id": session_id},
+                             levels=[{"target": 1}], nbf=None, exp=None,
+                             context={"type": "reload_probe", "session_id": session_id},
+                             metadata={"user_id": req.user_id})
+
+
+@goalhub.hookimpl
+def goal_types():
+    return [goalhub.GoalType("reload_probe", "ReloadProbeGoal", prepare, activate_at_nbf=False, end_at_exp=False)]
+''',
     "setup.cfg": (
         "[metadata]\nname = goalhub-reload-probe\nversion = 1.0.0\n\n"
         "[options]\npy_modules = gh_reload_probe\n\n"
@@ -258,9 +273,10 @@ PROBE_PLUGIN = {
 @pytest.mark.serial  # installs a plugin into the shared venv: run alone, not beside the parallel suite
 def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_without_a_failed_request(tmp_path, monkeypatch):
     """Install a plugin (pip) into a running ``goalhub up``; every process says its plugins
-    differ from those installed; ``goalhub reload`` restarts API processes, worker and scheduler
-    one at a time while a client keeps calling: no request fails, nothing counts as a crash,
-    and the next goal reaches the new receiver."""
+    differ from those installed, and its goal type is unknown to every API process;
+    ``goalhub reload`` restarts API processes, worker and scheduler one at a time while a
+    client keeps calling: no request fails, nothing counts as a crash, the next goal reaches
+    the new receiver, and a goal of the new type is accepted and created by a worker."""
     from goalhub.auth import mint_token
 
     monkeypatch.setenv("GOALHUB_JWT_KEYS", "k1:a-test-signing-key-of-enough-length-1234567890")
@@ -302,6 +318,12 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
         listed = subprocess.run([sys.executable, "-m", "goalhub", "plugins"], env=cli_env,
                                 capture_output=True, text=True, timeout=60)
         assert listed.stdout.count("installed since: reload_probe goalhub-reload-probe 1.0.0") == 4, listed.stdout
+        auth = {"Authorization": f"Bearer {token}"}
+        session_id = _session(base, token)
+        for _ in range(4):  # both API processes (each connection may land on either)
+            unknown = requests.post(f"{base}/goals?type=reload_probe", json={"session_id": session_id},
+                                    headers={**auth, "Connection": "close"}, timeout=10)
+            assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_goal_type", unknown.text
         caller = threading.Thread(target=keep_calling)
         caller.start()
         try:
@@ -319,13 +341,23 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
         print(f"{len(calls)} requests during the reload, {sum(c != 200 for c in calls)} failed")
         assert calls and all(code == 200 for code in calls), [c for c in calls if c != 200][:5]
         goal_id = _create_goal(base, token)
-        auth = {"Authorization": f"Bearer {token}"}
 
-        def probed() -> bool:
+        def probed(goal_id: str) -> bool:
             outcomes = requests.get(f"{base}/goals/{goal_id}", headers=auth, timeout=10).json().get("outcomes", [])
             return any(o.get("plugin") == "reload_probe" and o.get("status") == "ok" for o in outcomes)
 
-        wait_for(probed, timeout=60)
+        wait_for(lambda: probed(goal_id), timeout=60)
+        # The new goal type, on every API process now, and created by a worker.
+        new_type = []
+        for _ in range(4):
+            accepted = requests.post(f"{base}/goals?type=reload_probe", json={"session_id": session_id},
+                                     headers={**auth, "Connection": "close"}, timeout=10)
+            assert accepted.status_code == 202, accepted.text
+            new_type.append(accepted.json()["goal_id"])
+        for new_goal in new_type:
+            wait_for(lambda new_goal=new_goal: probed(new_goal), timeout=60)
+            shown = requests.get(f"{base}/goals/{new_goal}", headers=auth, timeout=10).json()
+            assert shown["_cls"] == "ReloadProbeGoal" and "created_at" in shown, shown  # stored by create_goal
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=60)
@@ -333,18 +365,23 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
     output = "".join(lines)
     assert up.returncode == 0, output
     assert "reload done in" in output, output
-    for name in ("worker-1", "scheduler"):
+    for name in ("workers", "scheduler"):  # the workers: one pool (up's default)
         assert f"reloaded {name} (pid" in output, output
     # Not a crash: no exit reported as one, nothing restarted, the crash count untouched.
     assert "exited with code" not in output and "restarted " not in output and "crash" not in output, output
-    assert output.count("draining: no new connections") == 2, output
+    # Each API process the reload replaced drained (the final stop drains the new ones again).
+    assert output[:output.index("reload done in")].count("draining: /readyz answers 503") == 2, output
+
+
+def _session(base: str, token: str) -> str:
+    session = requests.post(f"{base}/sessions", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert session.status_code == 201, session.text
+    return session.json()["_id"]
 
 
 def _create_goal(base: str, token: str) -> str:
     auth = {"Authorization": f"Bearer {token}"}
-    session = requests.post(f"{base}/sessions", json={}, headers=auth, timeout=10)
-    assert session.status_code == 201, session.text
-    body = {"levels": [{"target": 60}], "context": {"session_id": session.json()["_id"]},
+    body = {"levels": [{"target": 60}], "context": {"session_id": _session(base, token)},
             "nbf": round(time.time() + 3600, 3), "exp": round(time.time() + 7200, 3)}
     created = requests.post(f"{base}/goals?type=trigger_exclusive", json=body, headers=auth, timeout=10)
     assert created.status_code == 202, created.text

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from goalhub import hookspecs, replay
 from goalhub.api import admin, sessions
 from goalhub.hookspecs import EVENT_HOOKS
+from goalhub.receivers import TARGET
 
 OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
@@ -62,7 +63,8 @@ class Outcome(BaseModel):
     event: str
     receiver: str
     plugin: str
-    status: str = Field(description="skipped, queued, running, ok, retrying, failed, timed out, paused")
+    status: str = Field(description="skipped, queued, running, ok, retrying, failed, timed out, paused, "
+                                    "retargeted, dropped (an operator moved or dropped it: goalhub retarget, drop)")
 
 
 class DeliveredEvent(BaseModel):
@@ -188,7 +190,7 @@ class BackfillBody(BaseModel):
     """``POST /admin/backfill``: past events to deliver to one plugin or receiver."""
 
     model_config = ConfigDict(extra="forbid")
-    target: str = Field(pattern=f"^{admin.TARGET.pattern}$")
+    target: str = Field(pattern=f"^{TARGET.pattern}$")
     event: Literal["goal.created", "goal.added", "goal.ended"] = "goal.created"
     cls: str | None = Field(None, pattern=f"^{admin.GOAL_CLASS.pattern}$")
     since: float | str | None = Field(None, description="epoch seconds, ISO 8601, or an age such as 12h; "
@@ -200,6 +202,50 @@ class BackfillBody(BaseModel):
                                description="at most this many events a second, paced by scheduled chunks (no job sleeps)")
     redeliver_skipped: bool = Field(False, description="also deliver, once, events recorded skipped for the "
                                                        "target that it acts on now (a fixed class typo)")
+
+
+class RetargetBody(BaseModel):
+    """``POST /admin/receivers/{old}/retarget``: the receiver (or plugin) that takes old's pending work."""
+
+    model_config = ConfigDict(extra="forbid")
+    new: str = Field(pattern=f"^{TARGET.pattern}$", description="a receiver id (plugin.receiver) when old is "
+                                                                "one, a plugin name when old is a plugin")
+    dry_run: bool = False
+
+
+class DropBody(BaseModel):
+    """``POST /admin/receivers/{old}/drop``"""
+
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = False
+
+
+class Retargeted(BaseModel):
+    """What a retarget did (at most 1000 outcomes a call: again while more)"""
+
+    old: str
+    new: str
+    dry_run: bool
+    pending: int = Field(description="old's pending outcomes taken by this call (or found, dry run)")
+    retargeted: list[str] = Field(description="new outcome ids written queued, their jobs enqueued")
+    jobs: list[str]
+    already_delivered: list[str] = Field(description="new's outcomes that existed already (kept as they are)")
+    skipped: list[str] = Field(description="new outcome ids written skipped: new does not act on the goal's class")
+    finished_before: list[str] = Field(description="old outcomes made ok: the ledger says old finished them")
+    outcomes: list[str] | None = Field(None, description="dry run: the outcome ids that would move")
+    more: bool
+
+
+class Dropped(BaseModel):
+    """What a drop did (at most 1000 outcomes a call: again while more)"""
+
+    old: str
+    dry_run: bool
+    pending: int
+    dropped: list[str]
+    finished_before: list[str]
+    outcomes: list[str] | None = None
+    more: bool
 
 
 class BackfillStarted(BaseModel):
@@ -265,6 +311,12 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: Receivers}),
     Operation("post", "/admin/receivers/{target}/resume", "resume_receiver",
               "Close a receiver's breaker and deliver what it missed (ADMIN)", "admin", {200: Resumed}),
+    Operation("post", "/admin/receivers/{old}/retarget", "retarget_receiver",
+              "Move the pending work of a renamed or removed receiver (or plugin) to another (ADMIN)", "admin",
+              {200: Retargeted}, body=RetargetBody),
+    Operation("post", "/admin/receivers/{old}/drop", "drop_receiver",
+              "Drop the pending work of a removed receiver (or plugin) (ADMIN)", "admin", {200: Dropped},
+              body=DropBody, body_required=False),
     Operation("post", "/admin/backfill", "start_backfill", "Backfill past events to one plugin or receiver (ADMIN)",
               "admin", {202: BackfillStarted}, body=BackfillBody),
     Operation("get", "/admin/backfill/{backfill_id}", "backfill_progress", "A backfill's progress (ADMIN)", "admin",
@@ -311,8 +363,14 @@ class _Components:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+# Path parameters that name a plugin or receiver; every other one is an ObjectId.
+TARGET_PARAMETERS = ("target", "old")
+
+
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "description": "a 24-hex ObjectId",
+    return [{"name": name, "in": "path", "required": True, "description": "a plugin or plugin.receiver",
+             "schema": {"type": "string", "pattern": f"^{TARGET.pattern}$"}} if name in TARGET_PARAMETERS else
+            {"name": name, "in": "path", "required": True, "description": "a 24-hex ObjectId",
              "schema": {"type": "string", "pattern": OBJECT_ID}} for name in re.findall(r"\{(\w+)\}", path)]
 
 

@@ -106,6 +106,8 @@ for _command in (
     replay.backfill,
     replay.resume,
     replay.breakers,
+    replay.retarget_command,
+    replay.drop_command,
     documents.token,
     documents.goals,
     documents.sessions,

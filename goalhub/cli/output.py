@@ -20,6 +20,8 @@ STATUS_COLOURS = {
     "skipped": "bright_black",
     "queued": "cyan",
     "paused": "magenta",
+    "retargeted": "blue",
+    "dropped": "bright_black",
 }
 
 

@@ -1,14 +1,16 @@
-"""``goalhub backfill``, ``resume`` and ``breakers``: past events for a new receiver, and
-receivers paused by their circuit breaker (``goalhub.replay``, ``goalhub.breaker``)."""
+"""``goalhub backfill``, ``resume``, ``breakers``, ``retarget`` and ``drop``: past events for a new
+receiver, receivers paused by their circuit breaker (``goalhub.replay``, ``goalhub.breaker``),
+and the pending work of a receiver an upgrade renamed or removed (``goalhub.retarget``)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from goalhub import replay
+from goalhub import replay, retarget
 from goalhub.cli.events import wait_for_outcome_ids
 from goalhub.cli.output import clock, echo_json, print_outcomes, table
 from goalhub.hookspecs import EVENT_HOOKS
@@ -122,3 +124,75 @@ def breakers(as_json: bool) -> None:
           [[s["id"], clock(s["tripped"]["tripped_at"]), s["tripped"]["failures"], s["tripped"]["last_error"]]
            for s in states], {0: lambda _: {"fg": "red"}})
     click.echo("\n`goalhub resume RECEIVER` closes one and delivers what it missed.")
+
+
+def _batches(call: Callable[[], dict[str, Any]], dry_run: bool) -> dict[str, Any]:
+    """``call`` (a retarget or a drop, one batch a call) until nothing more is pending, its
+    results added up; once for a dry run (it takes nothing, so the next call finds the same)."""
+    total: dict[str, Any] = {}
+    while True:
+        result = call()
+        for name, value in result.items():
+            if isinstance(value, list | int) and not isinstance(value, bool):
+                total[name] = total.get(name, type(value)()) + value
+            else:
+                total[name] = value
+        if dry_run or not result["more"]:
+            return total
+
+
+@click.command("retarget")
+@click.argument("old")
+@click.argument("new")
+@click.option("--dry-run", is_flag=True, help="List the pending outcomes that would move; change nothing.")
+@click.option("--no-wait", is_flag=True, help="Return once moved, without waiting for the new outcomes.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the new outcomes.")
+@click.option("--json", "as_json", is_flag=True)
+def retarget_command(old: str, new: str, dry_run: bool, no_wait: bool, timeout: float, as_json: bool) -> None:
+    """Move the pending work of receiver OLD (renamed or removed by an upgrade) to NEW, once.
+
+    OLD and NEW are receiver ids (plugin.receiver), or plugin names for a renamed plugin (each
+    receiver goes to NEW's receiver of the same name). OLD's queued, retrying, failed, paused or
+    timed-out outcomes become `retargeted`, never run by OLD again, and NEW gets each event with
+    its recorded arguments, unless it has it already or the ledger says it finished it."""
+    result = _batches(lambda: retarget.retarget(old, new, dry_run=dry_run), dry_run)
+    found: list[dict[str, Any]] = []
+    if result["retargeted"] and not dry_run and not no_wait:
+        found, result["finished"] = wait_for_outcome_ids(result["retargeted"], timeout)
+    result["failed"] = sum(1 for o in found if o["status"] in ("failed", "paused"))
+    if as_json:
+        echo_json(result)
+    elif dry_run:
+        click.echo(f"{old} -> {new}: would move {result['pending']} pending outcome(s)"
+                   + (" (the first 1000; more wait)" if result["more"] else ""))
+        for outcome_id in result["outcomes"]:
+            click.echo(f"  {outcome_id}")
+    else:
+        click.echo(f"{old} -> {new}: {result['pending']} pending outcome(s); moved {len(result['retargeted'])} "
+                   f"({len(result['jobs'])} job(s)), {len(result['already_delivered'])} already delivered to "
+                   f"{new}, {len(result['skipped'])} skipped ({new} does not act on the class), "
+                   f"{len(result['finished_before'])} finished before")
+        if found:
+            print_outcomes(found)
+    if result["failed"] or result.get("finished") is False:
+        sys.exit(1)
+
+
+@click.command("drop")
+@click.argument("old")
+@click.option("--dry-run", is_flag=True, help="List the pending outcomes that would be dropped; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def drop_command(old: str, dry_run: bool, as_json: bool) -> None:
+    """Drop the pending work of receiver (or plugin) OLD, removed by an upgrade: its queued,
+    retrying, failed, paused or timed-out outcomes become `dropped`, never run."""
+    result = _batches(lambda: retarget.drop(old, dry_run=dry_run), dry_run)
+    if as_json:
+        echo_json(result)
+    elif dry_run:
+        click.echo(f"{old}: would drop {result['pending']} pending outcome(s)"
+                   + (" (the first 1000; more wait)" if result["more"] else ""))
+        for outcome_id in result["outcomes"]:
+            click.echo(f"  {outcome_id}")
+    else:
+        click.echo(f"{old}: dropped {len(result['dropped'])} pending outcome(s), "
+                   f"{len(result['finished_before'])} finished before")

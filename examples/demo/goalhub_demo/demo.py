@@ -253,7 +253,8 @@ class Demo:
         # At eta = nbf the scheduler runs activate_goal; the goal is active already: nothing to update.
         def activation() -> Job | None:
             job = Job.fetch_many([job_id("activate", goal_id)], connection=get_redis())[0]
-            return job if job is not None and job.is_finished else None
+            # RQ writes the finished status and ended_at in separate steps: both, or not yet.
+            return job if job is not None and job.is_finished and job.ended_at is not None else None
 
         job = self.wait("activate_goal at the exclusive goal's nbf", activation)
         self.activation_result = job.return_value()
