@@ -124,7 +124,7 @@ def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, fl
         statuses.clear()
         versions: dict[str, dict[str, Any]] = {"as it is": {}}
         if path.startswith("/goals"):
-            versions["without enqueue"] = {"enqueue": lambda goal_id, fresh=False: None}
+            versions["without enqueue"] = {"enqueue": lambda goal_id, **_: None}
             versions["without store write"] = {"accept": lambda db, goal, **_: str(goal["_id"])}
         samples: dict[str, list[float]] = {version: [] for version in versions}
         for _ in range(4):  # the first is a warm-up

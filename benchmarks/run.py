@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("bench_dispatch.py", True),
     ("bench_e2e.py", True),
     ("bench_receivers.py", True),
+    ("bench_tracing.py", True),
     ("bench_activation.py", True),
     ("bench_http.py", True),
     ("bench_store.py", False),

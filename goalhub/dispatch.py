@@ -40,12 +40,13 @@ import time
 from collections.abc import Collection
 from typing import Any, NoReturn
 
+from bson import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from rq import Callback, Retry, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, slowness
+from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, slowness, tracing
 from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
 from goalhub.store import get_database
@@ -85,7 +86,13 @@ def deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | No
     """Record the receivers of one event and run the acting ones (inline, or as jobs: see the
     module's docstring). ``only``: receiver ids or plugin names to deliver to; no record is
     written for any other receiver. ``backfill``: the acting receivers run as jobs on the
-    backfill queue, never inline. Returns the ids of the jobs enqueued."""
+    backfill queue, never inline. Returns the ids of the jobs enqueued. Traced as a span named
+    after the event, the parent of its inline receivers' spans."""
+    with tracing.span(event, {"goalhub.event": event, "goalhub.goal_id": arguments.get("goal_id")}):
+        return _deliver(event, arguments, only=only, backfill=backfill)
+
+
+def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | None, backfill: bool) -> list[str]:
     db = get_database()
     key = event_id(event, arguments)
     goal_class = arguments.get("_cls", "")
@@ -195,9 +202,27 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
 
 
 def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
-             retries_left: int, quiet: bool = False) -> tuple[BaseException | None, Any]:
+             retries_left: int, attempt: int = 1, quiet: bool = False) -> tuple[BaseException | None, Any]:
     """One run of a claimed receiver within its budget, recorded: (its exception or None, its
-    result). A failure is always logged; an ok run unless ``quiet`` (its caller logs it)."""
+    result). A failure is always logged; an ok run unless ``quiet`` (its caller logs it). Traced
+    as a span named after the receiver: its plugin, name, event, goal, ``attempt`` and outcome."""
+    if not tracing.enabled():
+        failure, result, _ = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet)
+        return failure, result
+    event = outcome_parts(outcome_key)[0].partition(":")[0]
+    with tracing.span(receiver.id, {"goalhub.plugin": receiver.plugin, "goalhub.receiver": receiver.name,
+                                    "goalhub.event": event, "goalhub.goal_id": arguments.get("goal_id"),
+                                    "goalhub.attempt": attempt}) as span:
+        failure, result, status = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet)
+        span.set({"goalhub.outcome": status})
+        if failure is not None:
+            span.error(failure)
+        return failure, result
+
+
+def _run(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
+         retries_left: int, quiet: bool) -> tuple[BaseException | None, Any, str]:
+    """``_attempt``'s run and record: (its exception or None, its result, the outcome's status)."""
     started = time.time()
     clock = time.perf_counter()
     try:
@@ -220,7 +245,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
             slowness.record_overrun(receiver.id, seconds, receiver.budget)
         breaker.record_failure(receiver.id, outcome_parts(outcome_key)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
-        return exc, None
+        return exc, None, status
     seconds = time.perf_counter() - clock
     plain = _plain(result)
     _finish(db, outcome_key)  # the durable fact first (goalhub.ledger), then the outcome
@@ -233,7 +258,7 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
     if not quiet:
         log.info("receiver %s ok", receiver.id, extra={"outcome_id": outcome_key})
-    return None, plain
+    return None, plain, "ok"
 
 
 def _finish(db: Any, outcome_key: str) -> None:
@@ -340,7 +365,8 @@ def run_receiver(outcome_key: str) -> Any:
                     f"{receiver_id}` (docs/RUNBOOK.md)", retries_left)
     if "arguments" not in outcome:  # never expected: every path that makes a job writes them first
         _cannot_run(db, outcome_key, f"outcome {outcome_key} has no recorded arguments to run it with", 0)
-    failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left)
+    failure, _ = _attempt(db, receiver, outcome_key, outcome["arguments"], retries_left=retries_left,
+                          attempt=outcome.get("attempts", 0) + 1)
     if failure is not None:
         raise failure
     # The RQ job result (shown by the dashboard) is a fixed summary: a receiver's return value
@@ -395,11 +421,22 @@ def retry_outcome(outcome_key: str, *, statuses: Collection[str] = ("failed",), 
         raise LookupError(f"no {' or '.join(statuses)} outcome {outcome_key!r}")
     jid = job_id(kind, f"{outcome_key}|{outcome.get('attempts', 0)}")
     db.outcomes.update_one({"_id": outcome_key}, {"$set": {"job_id": jid}})  # what the reconciler looks for
-    get_queue(queue).enqueue(
-        run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
-        description=f"{kind} {outcome_key}",
-    )
+    with tracing.span(f"{kind} {outcome_parts(outcome_key)[1]}", {"goalhub.goal_id": outcome.get("goal_id")},
+                      kind="producer", parent=goal_trace(db, outcome.get("goal_id"))):
+        get_queue(queue).enqueue(
+            run_receiver, outcome_key, job_id=jid, on_failure=Callback(on_receiver_job_failure),
+            description=f"{kind} {outcome_key}", meta=logs.job_meta({"request_id": outcome.get("request_id")}
+                                                                  if outcome.get("request_id") else None),
+        )
     return jid
+
+
+def goal_trace(db: Any, goal_id: str | None) -> dict[str, str] | None:
+    """The goal's stored trace context (``goalhub.tracing.stamp``), when tracing: what a job
+    re-created for it (a retry, a resume, a job Redis lost) joins."""
+    if not goal_id or not tracing.enabled() or not ObjectId.is_valid(goal_id):
+        return None
+    return (db.goals.find_one({"_id": ObjectId(goal_id)}, {tracing.FIELD: 1}) or {}).get(tracing.FIELD)
 
 
 def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
@@ -414,7 +451,7 @@ def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
                      {"status": "running", "started_at": {"$lte": due - config.settings().JOB_TIMEOUT}}],
              "arguments": {"$exists": True}}
     found = list(db.outcomes.find(query, {"_id": 1, "event": 1, "plugin": 1, "receiver": 1, "job_id": 1,
-                                          "status": 1, "finished_at": 1}).limit(limit))
+                                          "status": 1, "finished_at": 1, "goal_id": 1}).limit(limit))
     requeued = []
     for outcome in found:
         if outcome["status"] in ("retrying", "timed out") and (outcome.get("finished_at") or 0) > due:
@@ -427,7 +464,10 @@ def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
         receiver = find_receiver(outcome["event"], f"{outcome['plugin']}.{outcome['receiver']}")
         if receiver is None:
             continue  # not installed here; its job would fail saying so
-        if enqueue_receiver(receiver, key, outcome_parts(key)[0]) is not None:
+        with tracing.span(f"reconcile {receiver.id}", {"goalhub.goal_id": outcome.get("goal_id")}, kind="producer",
+                          parent=goal_trace(db, outcome.get("goal_id"))):  # the job joins the goal's trace
+            job = enqueue_receiver(receiver, key, outcome_parts(key)[0])
+        if job is not None:
             requeued.append(key)
             log.warning("reconciler: outcome %s was %s with no job; enqueued again", key, outcome["status"],
                         extra={"outcome_id": key})

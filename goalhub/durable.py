@@ -21,7 +21,7 @@ from typing import Any
 from rq import Callback
 from rq.job import Job, JobStatus
 
-from goalhub import config
+from goalhub import config, tracing
 from goalhub.connection import get_redis
 from goalhub.queues import PENDING, enqueue_once, get_queue
 from goalhub.store import get_database
@@ -42,7 +42,8 @@ def enqueue(db: Any, func: Any, *args: Any, job_id: str, **options: Any) -> Job 
         return None
     kept = {key: value for key, value in options.items() if key in KEPT_OPTIONS}
     db[COLLECTION].update_one({"_id": job_id}, {"$set": {"func": name, "args": list(args), "options": kept,
-                                                          "state": "pending", "enqueued_at": time.time()},
+                                                          "state": "pending", "enqueued_at": time.time(),
+                                                          **tracing.stamp()},
                                                  "$setOnInsert": {"publishes": 0}}, upsert=True)
     return _enqueue(name, args, job_id, {**options, "fresh": True})
 
@@ -79,7 +80,9 @@ def requeue_jobs(db: Any, now: float | None = None) -> list[str]:
                                           {"$inc": {"publishes": 1}, "$set": {"enqueued_at": time.time()}})
         if not taken.modified_count:
             continue
-        _enqueue(record["func"], record["args"], record["_id"], dict(record.get("options") or {}))
+        with tracing.span(f"reconcile {record['func'].rpartition('.')[2]}", kind="producer",
+                          parent=record.get(tracing.FIELD)):  # the job joins the trace that enqueued it
+            _enqueue(record["func"], record["args"], record["_id"], dict(record.get("options") or {}))
         requeued.append(record["_id"])
         log.warning("reconciler: job %s (%s) was lost; enqueued again", record["_id"], record["func"])
     return requeued

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from goalhub import config
+from goalhub import config, tracing
 from goalhub.redaction import redact
 from goalhub.schema import PAYLOAD_VERSION
 
@@ -92,12 +92,16 @@ def new_request_id(given: str | None = None) -> str:
 
 
 def job_meta(meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """RQ job ``meta`` carrying the current request id (for jobs enqueued while handling it) and
-    the version of the job's payload (``goalhub.schema.PAYLOAD_VERSION``: a worker refuses newer)."""
+    """RQ job ``meta`` carrying the current request id (for jobs enqueued while handling it), the
+    version of the job's payload (``goalhub.schema.PAYLOAD_VERSION``: a worker refuses newer) and,
+    when tracing, the current span's W3C trace context (``goalhub.tracing.FIELD``: the job's span
+    is its child)."""
     meta = {"payload_version": PAYLOAD_VERSION, **(meta or {})}
     request_id = current_request_id()
     if request_id and "request_id" not in meta:
         meta["request_id"] = request_id
+    if tracing.FIELD not in meta:
+        meta.update(tracing.stamp())
     return meta
 
 

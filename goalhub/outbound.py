@@ -19,7 +19,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from goalhub import retention
+from goalhub import retention, tracing
 from goalhub.redaction import redact
 from goalhub.store import get_database
 
@@ -36,7 +36,22 @@ def send_once(
 
     Returns the record, with ``duplicate: True`` when nothing was sent this time.
     A ``send`` that raises leaves the record ``pending`` with the error, and re-raises.
+    Traced (``goalhub.tracing``) as a client span ``outbound <kind>``: kind, key, goal, transport,
+    whether it was a duplicate, the error's redacted text.
     """
+    if not tracing.enabled():
+        return _send_once(kind, key, payload, send, goal_id)
+    with tracing.span(f"outbound {kind}", {"goalhub.outbound.kind": kind, "goalhub.outbound.key": key,
+                                           "goalhub.goal_id": goal_id,
+                                           "goalhub.outbound.transport": "recorded" if send is None else "real"},
+                      kind="client") as span:
+        sent = _send_once(kind, key, payload, send, goal_id)
+        span.set({"goalhub.outbound.duplicate": sent["duplicate"]})
+        return sent
+
+
+def _send_once(kind: str, key: str, payload: dict[str, Any], send: Callable[[], Any] | None,
+               goal_id: str | None) -> dict[str, Any]:
     db = get_database()
     _id = f"{kind}:{key}"
     record = {
@@ -91,7 +106,8 @@ def kinds() -> list[str]:
 
 class HttpSink:
     """A plain HTTP endpoint for outbound events: POSTs each as JSON with an ``Idempotency-Key``
-    header (the ``kind:key`` of ``send_once``), so the receiving service can drop a resend."""
+    header (the ``kind:key`` of ``send_once``), so the receiving service can drop a resend, and,
+    when tracing, the W3C ``traceparent`` of the call's span."""
 
     def __init__(self, url: str, timeout: float = 5.0, *, setting: str = "sink URL") -> None:
         if not url.startswith(("http://", "https://")):
@@ -102,6 +118,7 @@ class HttpSink:
     def send(self, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         import requests  # only a configured sink needs it
 
-        response = requests.post(self.url, json=payload, headers={"Idempotency-Key": key}, timeout=self.timeout)
+        response = requests.post(self.url, json=payload, headers={"Idempotency-Key": key, **tracing.carrier()},
+                                 timeout=self.timeout)
         response.raise_for_status()
         return {"status": response.status_code}

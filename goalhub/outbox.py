@@ -34,7 +34,7 @@ from typing import Any
 from bson import ObjectId
 from rq.job import Job, JobStatus
 
-from goalhub import config, metrics
+from goalhub import config, metrics, tracing
 from goalhub.connection import get_redis
 from goalhub.errors import Conflict
 from goalhub.goaltypes import Claim
@@ -63,7 +63,8 @@ def accept(db: Any, goal: dict[str, Any], *, goal_type: str | None = None,
     releases the claims made. Returns the goal id."""
     goal_id = str(goal["_id"])
     claims = list(claims)
-    record = {"_id": ObjectId(goal_id), "state": "creating", "goal": {**goal, "_id": goal_id},
+    # The goal's trace context (the request's span) goes with it: what re-creates its jobs later joins it.
+    record = {"_id": ObjectId(goal_id), "state": "creating", "goal": {**goal, "_id": goal_id, **tracing.stamp()},
               "goal_type": goal_type, "session_id": (goal.get("conditions") or {}).get("session_id"),
               "user_id": (goal.get("metadata") or {}).get("user_id"), "accepted_at": now or time.time(),
               "publishes": 0, "claims": [_plain_claim(c) for c in claims]}
@@ -182,7 +183,9 @@ def requeue_accepted(db: Any, now: float | None = None) -> list[str]:
                                            "publishes": record.get("publishes", 0)}, {"$inc": {"publishes": 1}})
         if not taken.modified_count:
             continue
-        enqueue(goal_id, goal=record["goal"], goal_type=record.get("goal_type"))
+        with tracing.span("relay create_goal", {"goalhub.goal_id": goal_id}, kind="producer",
+                          parent=record["goal"].get(tracing.FIELD)):  # in the goal's trace
+            enqueue(goal_id, goal=record["goal"], goal_type=record.get("goal_type"))
         published.append(goal_id)
         log.warning("outbox: goal %s was accepted %.0f s ago and its job is %s; enqueued again", goal_id,
                     now - record["accepted_at"], status.value if status else "gone", extra={"goal_id": goal_id})

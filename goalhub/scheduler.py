@@ -36,7 +36,7 @@ from typing import Any
 from bson import ObjectId
 from rq.job import Job
 
-from goalhub import config, durable, liveness, logs, metrics, outbox, retention
+from goalhub import config, durable, liveness, logs, metrics, outbox, retention, tracing
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import requeue_unfinished
 from goalhub.queues import PENDING, Scheduler, get_queue, job_id
@@ -76,6 +76,7 @@ def run_scheduler(*, interval: float | None = None, burst: bool = False) -> None
     """Run rq-scheduler: moves due ``activate_goal``/``end_goal`` jobs to the lifecycle queue.
     A Redis outage pauses it; it goes on once Redis is back (scheduled jobs are kept there)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    tracing.configure("scheduler")  # what the reconciler re-creates joins its goal's trace
     while True:
         try:
             return process(interval).run(burst=burst)
@@ -137,10 +138,13 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
             jid = job_id(action, goal_id)
             if _pending(jid):
                 continue
-            request_id = (db.goals.find_one({"_id": ObjectId(goal_id)}, {"request_id": 1}) or {}).get("request_id")
-            get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid,
-                                                meta=logs.job_meta({"reconciled": True} | (
-                                                    {"request_id": request_id} if request_id else {})))
+            stored = db.goals.find_one({"_id": ObjectId(goal_id)}, {"request_id": 1, tracing.FIELD: 1}) or {}
+            request_id = stored.get("request_id")
+            with tracing.span(f"reconcile {action}", {"goalhub.goal_id": goal_id}, kind="producer",
+                              parent=stored.get(tracing.FIELD)):  # the job joins the goal's trace
+                get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid,
+                                                    meta=logs.job_meta({"reconciled": True} | (
+                                                        {"request_id": request_id} if request_id else {})))
             metrics.reconciled(action)
             done[action].append(goal_id)
             log.warning("reconciler: %s of goal %s (%s) was overdue with no pending job; enqueued now",

@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from rq import get_current_job
 from rq.job import Job
 
-from goalhub import metrics, outbox, plugins, signals
+from goalhub import metrics, outbox, plugins, signals, tracing
 from goalhub.goaltypes import TEST_FIRE
 from goalhub.logs import current_request_id, job_meta
 from goalhub.queues import get_queue, get_scheduler, job_id
@@ -102,6 +102,10 @@ def create_goal(goal: dict[str, Any] | str) -> str | None:
     document = {**fields, "_id": ObjectId(fields["_id"]), "created_at": time.time()}
     if current_request_id():
         document["request_id"] = current_request_id()
+    if tracing.enabled():
+        tracing.annotate({"goalhub.goal_id": fields["_id"]})
+        if tracing.FIELD not in document:  # accepted outside a trace: the goal's trace starts with this job
+            document.update(tracing.stamp())
     try:
         db.goals.insert_one(document)
         metrics.goal_created(document["_cls"])
@@ -131,6 +135,7 @@ def _cannot_create(record: dict[str, Any]) -> str | None:
 def activate_goal(goal_id: str) -> bool:
     """Seed 000: update ``{_id, active: False}`` to ``active: True``; an active goal is left alone."""
     db = get_database()
+    tracing.annotate({"goalhub.goal_id": goal_id})
     goal = _not_before(db, "activate", goal_id, "nbf")
     if goal is None:
         return False
@@ -152,6 +157,7 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     Returns whether this run ended it.
     """
     db = get_database()
+    tracing.annotate({"goalhub.goal_id": goal_id, "goalhub.end_reason": reason})
     _id = ObjectId(goal_id)
     if reason == "expired" and _not_before(db, "end", goal_id, "exp", reason=reason) is None:
         return False
@@ -200,7 +206,8 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
     function = {"activate": activate_goal, "end": end_goal}[kind]
     jid = job_id(kind, goal_id)
     if (at is None or at <= time.time()) and get_current_job() is not None:
-        function(goal_id, **kwargs)
+        with tracing.span(function.__name__, {"goalhub.goal_id": goal_id}):  # what its job's span would show
+            function(goal_id, **kwargs)
         return jid
     # Marks the goal as scheduled: the reconciler (goalhub.scheduler) finds it if the job is lost.
     get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {_marker(kind): at or time.time()}})

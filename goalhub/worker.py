@@ -23,7 +23,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 import goalhub
-from goalhub import config, liveview, metrics, outbox, plugins, receivers, tasks  # noqa: F401  (tasks: the jobs, imported before forking)
+from goalhub import config, liveview, metrics, outbox, plugins, receivers, tasks, tracing  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
@@ -74,7 +74,29 @@ def take_over(worker: BaseWorker) -> bool:
     return True
 
 
-class _TakeOver(BaseWorker):
+class _Traced(BaseWorker):
+    """Runs each job in a span (``goalhub.tracing``: the child of the context its meta carries,
+    so that it joins the trace of the work that enqueued it, or of its goal), and exports the
+    job's spans when it ends: a forked work-horse exits without ``atexit``, and so does a pool
+    worker. Nothing when tracing is off."""
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        if not tracing.enabled():
+            return super().perform_job(job, queue, *args, **kwargs)
+        attributes = {"messaging.system": "rq", "messaging.destination.name": queue.name,
+                      "messaging.message.id": job.id, "goalhub.request_id": job.meta.get("request_id")}
+        try:
+            with tracing.span((job.func_name or "job").rpartition(".")[2], attributes, kind="consumer",
+                              parent=job.meta.get(tracing.FIELD)) as span:
+                done = super().perform_job(job, queue, *args, **kwargs)
+                if not done:
+                    span.error("the job failed (its error is in RQ's failed registry or its outcome)")
+                return done
+        finally:
+            tracing.flush()
+
+
+class _TakeOver(_Traced):
     """Takes over the name of a dead worker at birth (``take_over``), and refuses a job whose
     payload is newer than this code (``goalhub.schema.PAYLOAD_VERSION``)."""
 
@@ -110,6 +132,9 @@ class RecoveringWorker(_TakeOver, Worker):
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         metrics.handoff_start()
+        # This process's spans (its maintenance's) exported first: never fork mid-export, with
+        # the exporter's connection locked in the horse's copy.
+        tracing.flush()
         super().fork_work_horse(job, queue)
 
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Execution) -> None:
@@ -141,6 +166,7 @@ def prepare_worker() -> None:
         receivers.receivers(event)
     plugins.goal_types()  # the goal types and their classes, worked out once (dispatch asks per receiver)
     get_database()  # the store opened and its indexes ensured; a horse reuses it (goalhub.store)
+    tracing.configure("worker")  # the SDK imported once, when traces are configured, not in every horse
     metrics.prepare()  # prometheus-client imported once, not in every horse (about 20 ms each)
     for name in goalhub.__all__:  # the public names a plugin uses, imported lazily: once, here
         getattr(goalhub, name)
@@ -199,6 +225,10 @@ def workers_alive() -> bool:
     return Worker.count(connection=get_redis(), queue=get_queue()) > 0
 
 
+class _LocalWorker(_Traced, SimpleWorker):
+    """RQ's ``SimpleWorker``, its jobs traced (``goalhub fire``, tests)."""
+
+
 def drain(*, scheduled: bool = True, rounds: int = 20, logging_level: str = "WARNING",
           with_scheduler: bool = False) -> None:
     """Run every queued job (and, ``scheduled``, the due scheduled ones) in this process with a
@@ -206,7 +236,7 @@ def drain(*, scheduled: bool = True, rounds: int = 20, logging_level: str = "WAR
     for _ in range(rounds):
         if scheduled:
             get_scheduler().enqueue_jobs()
-        SimpleWorker(all_queues(), connection=get_redis()).work(
+        _LocalWorker(all_queues(), connection=get_redis()).work(
             burst=True, with_scheduler=with_scheduler, logging_level=logging_level)
         if not any(queue.count for queue in all_queues()):
             return

@@ -16,7 +16,7 @@ from typing import Any
 from bson import ObjectId
 from flask import Blueprint, request
 
-from goalhub import config, outbox, plugins
+from goalhub import config, logs, outbox, plugins, tracing
 from goalhub.api import limits
 from goalhub.api.access import caller, check_owner, check_reader, creator
 from goalhub.api.idempotency import Answer, idempotent
@@ -183,10 +183,13 @@ def end(goal_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     if claimed.modified_count != 1:
         raise Conflict("the goal is already ending", code="goal_ending", field="goal_id")
     try:
-        # On the lifecycle queue, like every end: the worker sends goal.ended to the receivers.
-        get_queue("lifecycle").enqueue_call(
-            end_goal, args=(gid,), kwargs={"reason": "ended"}, job_id=job_id("end-request", gid)
-        )
+        # On the lifecycle queue, like every end: the worker sends goal.ended to the receivers. In
+        # the goal's trace (linked to this request's).
+        with tracing.span("end requested", {"goalhub.goal_id": gid}, kind="producer", parent=goal.get(tracing.FIELD)):
+            get_queue("lifecycle").enqueue_call(
+                end_goal, args=(gid,), kwargs={"reason": "ended"}, job_id=job_id("end-request", gid),
+                meta=logs.job_meta(),
+            )
     except BaseException:
         db.goals.update_one({"_id": goal["_id"], "end_requested_at": requested_at},
                             {"$unset": {"end_requested_at": ""}})

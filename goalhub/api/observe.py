@@ -1,5 +1,5 @@
-"""Every request: its id (``x-request-id``, or a new one), one structured log line, and the
-HTTP metrics by route and status. The id is answered in the ``X-Request-Id`` header and
+"""Every request: its id (``x-request-id``, or a new one), one structured log line, the
+HTTP metrics by route and status, and, when tracing (``goalhub.tracing``), its span. The id is answered in the ``X-Request-Id`` header and
 travels into every job the request enqueues (``goalhub.logs``).
 
 The log line names the client's address (``client_address``: the connection's peer, or the
@@ -15,7 +15,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from goalhub import config, logs, metrics
+from goalhub import config, logs, metrics, tracing
 
 log = logging.getLogger("goalhub.api.requests")
 
@@ -23,6 +23,32 @@ log = logging.getLogger("goalhub.api.requests")
 def _start() -> None:
     g.request_id = logs.new_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     g.request_started = time.perf_counter()
+    if tracing.enabled():
+        g.trace_span = _request_span()
+
+
+# Not traced: probes, scrapes, the dashboard's pages and the API docs (noise in every trace store).
+UNTRACED = ("/healthz", "/readyz", "/metrics", "/rq", "/docs", "/static", "/openapi.json")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+def _request_span() -> tracing.Span | None:
+    """The request's span (``goalhub.tracing``): named ``METHOD route`` (the rule, never the
+    client's path), the child of the client's ``traceparent`` when it sent one. Every job the
+    request enqueues is its child."""
+    route = request.url_rule.rule if request.url_rule is not None else None
+    if route is not None and route.startswith(UNTRACED):
+        return None
+    method = request.method if request.method in HTTP_METHODS else "_OTHER"
+    return tracing.start(f"{method} {route}" if route else method, {
+        "http.request.method": method, "http.route": route, "url.path": request.path,
+        "goalhub.request_id": g.request_id}, kind="server", parent=tracing.incoming(request.headers))
+
+
+def _end_trace(exc: BaseException | None) -> None:
+    span = g.pop("trace_span", None)
+    if span is not None:
+        span.close(exc)
 
 
 MAX_LOGGED_METHOD = 16
@@ -59,6 +85,11 @@ def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.http_request(request.method, route, response.status_code, seconds)
+    span = g.get("trace_span")
+    if span is not None:
+        span.set({"http.response.status_code": response.status_code})
+        if response.status_code >= 500:
+            span.error(f"HTTP {response.status_code}")
     if not route.startswith(("/rq/", "/docs/")) or response.status_code >= 400:
         method = _bounded(request.method, MAX_LOGGED_METHOD)
         path = _bounded(request.path, MAX_LOGGED_PATH)
@@ -72,3 +103,4 @@ def register(app: Flask) -> None:
     # First in, last out: every other hook (the dashboard's guard too) sees the request id.
     app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
+    app.teardown_request(_end_trace)

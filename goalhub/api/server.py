@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from goalhub import auth, config, drain, liveview, logs, metrics
+from goalhub import auth, config, drain, liveview, logs, metrics, tracing
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -109,6 +109,7 @@ def serve_socket(sock: socket.socket, threads: int, ready: int | None = None) ->
             server.run()
     finally:
         liveview.withdraw()
+        tracing.shutdown()  # this process ends with os._exit: its last spans are exported now
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4) -> None:
@@ -120,6 +121,7 @@ def run(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
     logs.configure("api")
+    tracing.configure("api")  # before forking: the SDK imported once, the children inherit it
     auth.check_keys()  # a bad key file, or production without keys: refused before listening
     sock = listen(host, port)
     log.info("goalhub API listening on %s:%s (%d processes x %d threads)", host, port, workers, threads)
