@@ -142,10 +142,12 @@ def test_one_goal_is_one_trace_across_the_api_the_worker_and_the_scheduler(tmp_p
         session = requests.post(f"{base}/sessions", json={}, headers=auth, timeout=10)
         assert session.status_code == 201, session.text
         now = time.time()
-        # A countdown: created now, activated by the scheduler at nbf, ended by it at exp.
+        # A countdown: created now, activated by the scheduler at nbf, ended by it at exp (nbf far
+        # enough ahead that create_goal runs before it even on a loaded machine: else the
+        # activation, due already, runs inline in create_goal, without a job of its own).
         created = requests.post(f"{base}/goals?type=trigger_private&token={QUERY_TOKEN}", headers=auth, timeout=10,
                                 json={"levels": [{"target": 30}], "context": {"session_id": session.json()["_id"]},
-                                      "nbf": round(now + 1.5, 3), "exp": round(now + 3, 3)})
+                                      "nbf": round(now + 4, 3), "exp": round(now + 5.5, 3)})
         assert created.status_code == 202, created.text
         goal_id = created.json()["goal_id"]
 
@@ -277,11 +279,14 @@ def test_the_outbox_relay_re_creates_a_lost_create_job_in_the_goals_trace(export
 
 
 def test_the_reconciler_activates_a_goal_whose_job_was_lost_in_the_goals_trace(exported, db, drain):
-    goal = sample_goal(nbf=time.time() + 0.5)
+    goal = sample_goal(nbf=time.time() + 60)
     with tracing.span("POST /goals", kind="server"):
         enqueue_create_goal(goal)
     drain()  # created; the lifecycle receiver scheduled the activation at nbf
     Job.fetch(job_id("activate", goal["_id"]), connection=get_redis()).delete()  # and the scheduled job is lost
+    # ...and nbf has passed (the goal's times moved back rather than the test waiting a minute).
+    past = time.time() - 1
+    db.goals.update_one({"_id": ObjectId(goal["_id"])}, {"$set": {"nbf": past, "lifecycle.activate_at": past}})
     assert reconcile(now=time.time() + 60)["activate"] == [goal["_id"]]
     drain()
     spans = exported()
