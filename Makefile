@@ -32,7 +32,7 @@ test: $(STAMP) chromium promtool
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	# In parallel (pytest-xdist: each worker its own embedded Redis, each test its own home and
-	# ports), then the serial tests (they change the shared venv or hold a deadline of seconds), alone. Both print the 15 slowest tests.
+	# ports), then the serial tests (they hold a deadline of seconds), alone. Both print the 15 slowest tests.
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
 	$(BIN)/python -m pytest -m serial
 

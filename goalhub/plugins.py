@@ -22,6 +22,8 @@ import copy
 import difflib
 import importlib
 import logging
+import os
+import site
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -148,6 +150,27 @@ def installed_changes() -> list[str]:
     changes += [f"changed since: {name} {_loaded_from[name]} -> {now[name]}"
                 for name in sorted(set(now) & set(_loaded_from)) if now[name] != _loaded_from[name]]
     return changes
+
+
+def path_files() -> frozenset[str]:
+    """The ``.pth`` files in this interpreter's site directories now (an editable install,
+    ``pip install -e``, puts the plugin's path or import hook in one)."""
+    dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    return frozenset(os.path.join(d, name) for d in dirs if os.path.isdir(d)
+                     for name in os.listdir(d) if name.endswith(".pth"))
+
+
+def read_path_files_since(known: frozenset[str]) -> list[str]:
+    """Read the ``.pth`` files that are not in ``known`` (taken by ``path_files()`` when this
+    process, or the parent that forked it, started), as Python's ``site`` does at start: for a
+    process forked by a parent that was running before a plugin was installed editable, which
+    would otherwise never see it. Returns those read."""
+    new = sorted(path_files() - known)
+    for path in new:
+        site.addpackage(os.path.dirname(path), os.path.basename(path), None)
+    if new:
+        importlib.invalidate_caches()
+    return new
 
 
 def _register_module(pm: pluggy.PluginManager, name: str, module_name: str, **meta: Any) -> None:

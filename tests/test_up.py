@@ -18,6 +18,7 @@ import redis
 import requests
 from rq import Queue
 from rq.job import Job, JobStatus
+from venv_copy import private_venv
 
 from goalhub import connection
 from goalhub.queues import queue_names
@@ -27,13 +28,13 @@ pytestmark = pytest.mark.e2e
 
 
 def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.Popen:
+             env: dict[str, str] | None = None, python: Path | str = sys.executable) -> subprocess.Popen:
     env = {**os.environ, "GOALHUB_HOME": str(home), **(env or {})}
     env.pop("GOALHUB_REDIS_URL", None)
     if redis_url:
         env["GOALHUB_REDIS_URL"] = redis_url
     return subprocess.Popen(
-        [sys.executable, "-m", "goalhub", "up", "--port", str(port), "--workers", "1", "--api-workers", "1", *extra],
+        [str(python), "-m", "goalhub", "up", "--port", str(port), "--workers", "1", "--api-workers", "1", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -270,26 +271,25 @@ def goal_types():
 }
 
 
-@pytest.mark.serial  # installs a plugin into the shared venv: run alone, not beside the parallel suite
 def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_without_a_failed_request(tmp_path, monkeypatch):
-    """Install a plugin (pip) into a running ``goalhub up``; every process says its plugins
-    differ from those installed, and its goal type is unknown to every API process;
+    """Install a plugin editable (``pip install -e``, what ``goalhub new-plugin`` suggests) into
+    the venv of a running ``goalhub up``; every process says its plugins differ from those
+    installed, and its goal type is unknown to every API process;
     ``goalhub reload`` restarts API processes, worker and scheduler one at a time while a
     client keeps calling: no request fails, nothing counts as a crash, the next goal reaches
     the new receiver, and a goal of the new type is accepted and created by a worker."""
     from goalhub.auth import mint_token
 
     monkeypatch.setenv("GOALHUB_JWT_KEYS", "k1:a-test-signing-key-of-enough-length-1234567890")
-    home, port, site = tmp_path / "up-home", free_port(), tmp_path / "site"
+    home, port, python = tmp_path / "up-home", free_port(), private_venv(tmp_path)
     home.mkdir()
-    site.mkdir()
     source = tmp_path / "probe-src"
     source.mkdir()
     for name, text in PROBE_PLUGIN.items():
         (source / name).write_text(text)
-    env = {"GOALHUB_LOAD_PLUGINS": PLUGINS + ",reload_probe", "PYTHONPATH": str(site),
+    env = {"GOALHUB_LOAD_PLUGINS": PLUGINS + ",reload_probe",
            "GOALHUB_LIVE_INTERVAL": "0.3", "GOALHUB_RATE_LIMIT_GOALS": "off"}
-    up = start_up(home, port, "--api-workers", "2", env=env)
+    up = start_up(home, port, "--api-workers", "2", env=env, python=python)
     lines: list[str] = []  # read as it comes: a full pipe would block up (the caller's requests log)
     reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
     reader.start()
@@ -310,12 +310,12 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
         wait_healthy(up, port)
         token = mint_token(STREAMER, ["CREATOR"])
         wait_for(lambda: requests.get(f"{base}/readyz", timeout=5).json()["status"] == "ready", timeout=60)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                        "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "-e", str(source)],
                        check=True, capture_output=True, timeout=300)
         # Every process notices: /readyz is degraded, `goalhub plugins` names each process.
         wait_for(lambda: requests.get(f"{base}/readyz", timeout=5).json().get("reload_needed") == 4, timeout=60)
-        listed = subprocess.run([sys.executable, "-m", "goalhub", "plugins"], env=cli_env,
+        listed = subprocess.run([str(python), "-m", "goalhub", "plugins"], env=cli_env,
                                 capture_output=True, text=True, timeout=60)
         assert listed.stdout.count("installed since: reload_probe goalhub-reload-probe 1.0.0") == 4, listed.stdout
         auth = {"Authorization": f"Bearer {token}"}
@@ -327,7 +327,7 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
         caller = threading.Thread(target=keep_calling)
         caller.start()
         try:
-            reloaded = subprocess.run([sys.executable, "-m", "goalhub", "reload", "--timeout", "120"],
+            reloaded = subprocess.run([str(python), "-m", "goalhub", "reload", "--timeout", "120"],
                                       env=cli_env, capture_output=True, text=True, timeout=180)
         finally:
             calling.set()

@@ -18,7 +18,8 @@ grace), SIGINT stops them at once. Each child reports to the live view (``goalhu
 
 Reload (SIGHUP to the parent, what ``goalhub reload`` sends through ``goalhub up``): the
 children are replaced one at a time. A new child is forked and, once its app is built (its
-plugins loaded afresh), an old one is told to drain (SIGHUP to it: the same drain, without the
+plugins loaded afresh; it first reads the ``.pth`` files added since the parent started, so a
+plugin installed editable meanwhile is found, as in a new process), an old one is told to drain (SIGHUP to it: the same drain, without the
 delay a load balancer needs, since the new child already serves the same socket). The socket
 never stops listening, so no request is refused. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
@@ -37,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from goalhub import auth, config, drain, liveview, logs, metrics, tracing
+from goalhub import auth, config, drain, liveview, logs, metrics, plugins, tracing
 
 log = logging.getLogger("goalhub.api.server")
 
@@ -139,6 +140,9 @@ class _Prefork:
         self.children: dict[int, float] = {}  # pid -> started (monotonic)
         self.stopping = False
         self.reloading = False
+        # What this interpreter read at its start: a child reads the .pth files added since
+        # (a plugin installed editable after `goalhub serve` started, then a reload).
+        self.path_files = plugins.path_files()
 
     def spawn(self) -> tuple[int, int]:
         """Fork a serving process; returns its pid and a pipe readable once its app is built."""
@@ -152,6 +156,7 @@ class _Prefork:
                 os.close(readable)
                 _die_with(parent)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                plugins.read_path_files_since(self.path_files)
                 serve_socket(self.sock, self.threads, ready=writable)
             except BaseException:  # noqa: BLE001  (a child reports and exits; the parent replaces it)
                 log.exception("API process failed")

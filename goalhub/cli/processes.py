@@ -190,6 +190,8 @@ def reload(timeout: float, no_wait: bool) -> None:
     The API keeps answering (its processes are replaced one by one, each new one serving
     before an old one drains), a worker finishes its current job first, and none of it counts
     as a crash. Every process then runs the plugins installed now. Same as SIGHUP to `up`.
+    Exits 1 if the reload failed, or if a process then fails to load a plugin or runs other
+    plugins than are installed (the live view is printed either way).
     """
     pidfile, statefile = _up_files()
     try:
@@ -213,12 +215,21 @@ def reload(timeout: float, no_wait: bool) -> None:
             continue
         state = json.loads(statefile.read_text() or "{}")
         if state.get("state") in ("done", "failed") and state.get("started_at", 0) >= asked - 1:
-            for line in liveview.summary(liveview.health()):
+            view = liveview.health()
+            for line in liveview.summary(view):
                 click.echo(line)
             if state["state"] != "done":
                 click.secho(f"reload failed after {state.get('took')} s (see goalhub up's output)", fg="red", err=True)
                 sys.exit(1)
             click.echo(f"reloaded in {state.get('took')} s")
+            # A process that still fails to load a plugin, or runs other plugins than are
+            # installed, makes the reload a failure for a script (a tripped breaker does not:
+            # a reload does not change it).
+            unclean = sorted({pid for p in view["problems"] for pid in p["processes"]} | set(view["reload_needed"]))
+            if unclean:
+                click.secho(f"but {len(unclean)} process(es) do not run the installed plugins cleanly "
+                            f"(above): {', '.join(unclean)}", fg="red", err=True)
+                sys.exit(1)
             return
     click.secho(f"the reload did not finish within {timeout:g} s", fg="red", err=True)
     sys.exit(1)
