@@ -19,6 +19,8 @@ $(STAMP): $(REQUIREMENTS) setup.cfg pyproject.toml $(wildcard goalhub_*/setup.cf
 	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -r $(REQUIREMENTS) ) \
 	|| ( $(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel \
 	  && $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation -r $(REQUIREMENTS) )
+	# The otel extra, into .venv/otel (outside the venv's path): for the trace tests alone.
+	$(BIN)/python scripts/install_otel.py
 	touch $(STAMP)
 
 install: $(STAMP)

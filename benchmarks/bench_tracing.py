@@ -42,6 +42,9 @@ from support import Headline, Spread
 N_VALUES = (1, 10, 20)
 MODES = ("off", "memory", "otlp")
 MODE_NAMES = {"off": "off", "memory": "on, in memory", "otlp": "on, OTLP/HTTP"}
+# goalhub's otel extra, where `make install` puts it (scripts/install_otel.py): outside the
+# venv's path, so this process puts it on its own (last: the venv's packages first).
+sys.path.append(str(Path(sys.prefix) / "otel"))
 
 COLLECTOR = """
 import http.server, sys

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
-from world import DASHBOARD_PASSWORD, DASHBOARD_USER
+from world import DASHBOARD_PASSWORD, DASHBOARD_USER, OTEL_SITE
 
 from goalhub.api import create_app
+
+# The otel extra, for the trace tests' in-process parts; last on the path, after the venv.
+if str(OTEL_SITE) not in sys.path:
+    sys.path.append(str(OTEL_SITE))
 
 
 @pytest.fixture

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import configparser
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
+
+from world import OTEL_SITE
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = "requirements-dev.txt"
@@ -61,3 +64,22 @@ def test_what_the_list_names_is_installed_here():
         name.read(ROOT / directory / "setup.cfg")
         distribution = metadata.distribution(name["metadata"]["name"])
         assert distribution.version == name["metadata"]["version"], directory
+
+
+def test_the_otel_extra_is_installed_outside_the_venvs_path_by_make_install_and_tox():
+    """goalhub's ``otel`` extra (setup.cfg) is in ``<venv>/otel`` (scripts/install_otel.py, run by
+    `make install` and tox), and not in the venv itself: there, redis-py would import
+    opentelemetry in every process the suite starts."""
+    assert "$(BIN)/python scripts/install_otel.py" in (ROOT / "Makefile").read_text()
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    assert "python scripts/install_otel.py" in tox["testenv"]["commands_pre"]
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    wanted = {re.split(r"[<>=!~\[; ]", line.strip())[0].lower().replace("_", "-")
+              for line in setup["options.extras_require"]["otel"].splitlines() if line.strip()}
+    assert wanted and "otel" not in [extra for extras in editable_dirs().values() for extra in extras.strip("[]").split(",")]
+    in_site = {d.metadata["Name"].lower().replace("_", "-") for d in metadata.distributions(path=[str(OTEL_SITE)])}
+    assert wanted <= in_site, wanted - in_site
+    in_venv = {d.metadata["Name"].lower() for d in metadata.distributions(path=[p for p in sys.path if p != str(OTEL_SITE)])}
+    assert not wanted & in_venv, wanted & in_venv

@@ -8,8 +8,10 @@ without their receivers).
 from __future__ import annotations
 
 import base64
+import sys
 import time
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -19,6 +21,10 @@ from goalhub.auth import mint_token
 from goalhub.errors import BadRequest
 from goalhub.goaltypes import CreateRequest, GoalDraft, GoalType
 
+# goalhub's otel extra (opentelemetry-sdk and the OTLP exporter): installed by
+# scripts/install_otel.py outside the venv's path, for the trace tests alone (conftest.py puts it
+# on this process's path, the trace tests on their child processes' PYTHONPATH).
+OTEL_SITE = Path(sys.prefix) / "otel"
 STREAMER = "6800a9073e0c346531958b03"
 OTHER = "6800a9073e0c346531958b04"
 PLATFORM_SERVICE = "6800a9073e0c346531958bff"  # the platform backend's own service identity
