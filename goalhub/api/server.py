@@ -91,12 +91,13 @@ def serve_socket(sock: socket.socket, threads: int, ready: int | None = None) ->
         raise SystemExit(0)  # waitress's loop closes the server on SystemExit
 
     def begin_drain(signum: int, frame: Any) -> None:
-        # Once: a service manager signals the whole group and the pre-fork parent forwards it too.
-        # SIGTERM: a load balancer is given GOALHUB_DRAIN_DELAY to see /readyz at 503; SIGHUP (a
-        # reload): the parent's new child serves the same socket already, so no delay.
-        if not drain.draining():
-            delay = config.settings().DRAIN_DELAY if signum == signal.SIGTERM else 0.0
-            drain.start(server, delay, config.settings().SHUTDOWN_GRACE)  # then SIGINT: stop
+        # Once (drain.start): a service manager signals the whole group and the pre-fork parent
+        # forwards it too. SIGTERM: a load balancer is given GOALHUB_DRAIN_DELAY to see /readyz at
+        # 503; SIGHUP (a reload): the parent's new child serves the same socket already, so
+        # neither the 503 nor the delay.
+        stopping = signum == signal.SIGTERM
+        drain.start(server, config.settings().DRAIN_DELAY if stopping else 0.0,
+                    config.settings().SHUTDOWN_GRACE, announce=stopping)  # then SIGINT: stop
 
     signal.signal(signal.SIGTERM, begin_drain)
     signal.signal(signal.SIGHUP, begin_drain)
