@@ -27,7 +27,8 @@ def main() -> None:
     shutil.rmtree(target, ignore_errors=True)
     uv = Path(sys.executable).with_name("uv")
     if uv.exists():  # uv when `make install` could have it, else pip
-        command = [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "--target", str(target)]
+        command = [str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", sys.executable,
+                   "--target", str(target)]
     else:
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                    "--target", str(target)]

@@ -111,7 +111,7 @@ def test_metrics_scrape_after_a_seed_flow_counts_what_happened(stack):
                           status="ok") >= 2)
         return samples if done else None
 
-    samples = api_support.wait_for(recorded, timeout=10, what="the activation's samples, recorded by its worker")
+    samples = api_support.wait_for(recorded, timeout=30, what="the activation's samples, recorded by its worker")
     assert value(samples, "goalhub_goals_created_total", goal_type="KaraokeGoal") == 1
     assert value(samples, "goalhub_goals_created_total", goal_type="TriggerPrivateGoal") == 1
     # karaoke: its binding and track_goals ran ok, once per goal that they act on.
