@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 # the example app, all editable (one list; tests/test_install_list.py checks it is complete).
 REQUIREMENTS := requirements-dev.txt
 STAMP := $(VENV)/.installed
-# pytest-xdist processes for `make test` (the end-to-end tests mostly wait on their processes).
-TEST_WORKERS ?= 3
+# pytest-xdist processes for `make test` (the end-to-end tests partly wait on their processes).
+TEST_WORKERS ?= 4
+# Bytecode caches are written, whatever the environment says: without them every process the
+# suite starts compiles its imports again, and every pytest process rewrites every test module.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test lint typecheck bench soak screenshots chromium promtool clean
 
