@@ -30,10 +30,22 @@ from rq.timeouts import JobTimeoutException
 MARGIN = 0.25
 # The least time a receiver gets when the job has almost none left.
 MINIMUM = 0.01
+# The least job time left, beyond MARGIN, for an inline receiver to start at all
+# (``goalhub.dispatch`` gives it its own job otherwise).
+START = 0.5
 
 
 class ReceiverTimeout(JobTimeoutException):
     """A receiver ran over its time budget."""
+
+
+def job_time_left() -> float | None:
+    """Seconds left before the job's own timeout (RQ's alarm) in this process, or None when no
+    alarm is armed or this is not the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    return left or None
 
 
 @contextmanager

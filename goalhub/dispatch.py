@@ -15,7 +15,9 @@ receivers:
   that raises or runs over its budget is recorded
   (``retrying`` / ``timed out``) and gets a job of its own: the retry path below. The others
   are final at once.
-- **As jobs**: a receiver declared ``isolated=True``, a retry, an event sent outside a job
+- **As jobs**: a receiver declared ``isolated=True``, one whose turn comes when the job has
+  under ``budget.START`` (0.5 s) left beyond its margin (it is not started, so the job's
+  timeout does not cut it at once; that is not an attempt), a retry, an event sent outside a job
   (``goalhub fire``, a test calling a task directly), and a backfill (``backfill=True``, on the
   ``<prefix>-backfill`` queue) run as one ``run_receiver`` RQ job per (event, receiver),
   retried alone with the receiver's backoff; after its last try a receiver stays ``failed``
@@ -151,8 +153,14 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
             status = existing.get(_id)
             if status in DONE:
                 continue
-            if status is None and record_taken.get(_id):
+            if status is None and record_taken.get(_id) and _time_for(receiver):
                 job = _run_inline(db, receiver, _id, arguments, ran_ok)
+            elif status is None and record_taken.get(_id):
+                # Taken inline, but the job has almost no time left: its own job instead, before
+                # it starts (not an attempt), rather than a run cut short by the job's timeout.
+                db.outcomes.update_one({"_id": _id, "status": "running"},
+                                       {"$set": {"status": "queued", "attempts": 0, "arguments": arguments}})
+                job = enqueue_receiver(receiver, _id, key)
             else:
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
                 # (none if one is pending already).
@@ -165,6 +173,13 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
         if ran_ok:  # one line for the event's inline runs that went well (each failure has its own)
             log.info("%s: %s", key, ", ".join(f"{receiver_id} ok" for receiver_id in ran_ok), extra={"event_id": key})
     return enqueued
+
+
+def _time_for(receiver: Receiver) -> bool:
+    """Whether the job has time left for the receiver to start inline: ``budget.START`` seconds
+    and the margin kept for recording (``goalhub.budget``)."""
+    left = budget.job_time_left()
+    return left is None or left >= budget.START + budget.MARGIN
 
 
 def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:
@@ -241,7 +256,7 @@ def _run(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any
         )
         log.warning("receiver %s %s: %s", receiver.id, "timed out" if timed_out else status, fields["error"],
                     extra={"outcome_id": outcome_key})
-        if timed_out:
+        if isinstance(exc, budget.ReceiverTimeout):  # its own budget; not the job's timeout
             slowness.record_overrun(receiver.id, seconds, receiver.budget)
         breaker.record_failure(receiver.id, outcome_parts(outcome_key)[0], fields["error"])
         metrics.receiver_outcome(receiver.plugin, receiver.name, "timed out" if timed_out else status, seconds)
