@@ -62,7 +62,8 @@ class GoalhubGroup(click.Group):
         except Exception as exc:
             # pymongo is only imported when a real MongoDB is configured.
             if type(exc).__module__.startswith("pymongo.errors"):
-                _fail(f"the store is not reachable: {exc}")
+                unreachable = any(c.__name__ == "ConnectionFailure" for c in type(exc).__mro__)
+                _fail(f"the store is not reachable: {exc}" if unreachable else f"the store refused: {exc}")
             raise
 
 
