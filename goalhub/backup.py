@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from goalhub import config, dispatch, liveness, outbox, schema, validation
 from goalhub.errors import BadRequest, Conflict
 from goalhub.queues import PENDING
@@ -182,13 +180,7 @@ def reconcile() -> dict[str, list[str]]:
         goal_id = str(goal["_id"])
         if db.goals.count_documents({"_id": validation.oid(goal_id)}, limit=1) or outbox.find(db, goal_id):
             continue  # in the restored store: created, or accepted and relayed from there
-        try:
-            outbox.accept(db, goal, goal_type=goal_type)  # accepted after the backup: accepted again
-        except DuplicateKeyError:
-            # Its accepted record is there after all (seen under load in a fresh-clone run, cause
-            # not pinned down): accepted once, and the outbox's relay publishes it from there.
-            log.warning("restore: goal %s was accepted already; not accepted again", goal_id)
-            continue
+        outbox.accept(db, goal, goal_type=goal_type)  # accepted after the backup: accepted again
         if job.get_status(refresh=False) not in PENDING:
             outbox.enqueue(goal_id, goal=goal, goal_type=goal_type)
         recreated.append(goal_id)
@@ -197,7 +189,13 @@ def reconcile() -> dict[str, list[str]]:
     for goal in db.goals.find({}, {"_id": 1}):
         goal_id = str(goal["_id"])
         if goal_id not in announced and goal_id not in recreated:
-            enqueue_create_goal({**db.goals.find_one({"_id": goal["_id"]}), "_id": goal_id})
+            document = {**db.goals.find_one({"_id": goal["_id"]}), "_id": goal_id}
+            if outbox.find(db, goal_id):
+                # Stored, and still accepted: its create job was under way when the backup was
+                # taken. Accepted once already: only published again.
+                outbox.enqueue(goal_id, goal=document)
+            else:
+                enqueue_create_goal(document)
             resent.append(goal_id)
     redelivered: list[str] = []
     stuck: list[str] = []

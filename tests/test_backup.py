@@ -128,3 +128,19 @@ def test_a_backup_taken_under_load_restores_to_consistent_goals(tmp_path, monkey
     print(f"[backup] {restored_count} of {len(documents)} goals in the backup; the restore re-created "
           f"{len(reconciled['recreated'])} from their jobs, sent goal.created again for {len(reconciled['resent'])}, "
           f"delivered {len(reconciled['redelivered'])} outcomes again, left {len(reconciled['stuck'])}")
+
+
+def test_a_restored_goal_stored_but_not_announced_and_still_accepted_is_published_not_accepted_twice(db):
+    """The backup caught a create job half-way: the goal stored, its accepted record still
+    there, ``goal.created`` not sent yet. The reconciliation publishes it again (the job sends
+    the event); it does not accept it a second time (a duplicate key stopped the restore)."""
+    from goalhub import backup, outbox
+    from goalhub.queues import get_queue
+
+    goal = {**goal_document(), "_id": str(ObjectId())}
+    outbox.accept(db, goal)
+    db.goals.insert_one({**goal, "_id": ObjectId(goal["_id"]), "created_at": time.time()})
+    reconciled = backup.reconcile()
+    assert reconciled["resent"] == [goal["_id"]] and reconciled["recreated"] == []
+    assert db.accepted.count_documents({"_id": ObjectId(goal["_id"])}) == 1
+    assert outbox.create_job_id(goal["_id"]) in get_queue().get_job_ids()
