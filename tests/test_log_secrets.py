@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,12 +55,8 @@ class Sink(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def sink():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{SINK_USER}:{SINK_PASSWORD}@127.0.0.1:{server.server_port}/analytics?apikey={SINK_KEY}&token={SINK_TOKEN}"
-    server.shutdown()
-    server.server_close()
+    with api_support.http_server(Sink) as port:
+        yield f"http://{SINK_USER}:{SINK_PASSWORD}@127.0.0.1:{port}/analytics?apikey={SINK_KEY}&token={SINK_TOKEN}"
 
 
 def secrets(token: str) -> list[str]:

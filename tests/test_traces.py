@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -80,12 +79,8 @@ class Sink(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sink():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://analytics:{SINK_PASSWORD}@127.0.0.1:{server.server_port}/analytics?token={SINK_TOKEN}"
-    server.shutdown()
-    server.server_close()
+    with api_support.http_server(Sink) as port:
+        yield f"http://analytics:{SINK_PASSWORD}@127.0.0.1:{port}/analytics?token={SINK_TOKEN}"
 
 
 def traced_env(tmp_path: Path, **extra: str) -> tuple[dict[str, str], Path]:
@@ -447,17 +442,12 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_the_standard_variables_alone_send_goalhubs_spans_over_otlp(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = with_otel(api_support.process_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_port}"))
+    with api_support.http_server(OtlpReceiver) as port:
+        env = with_otel(api_support.process_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}"))
         done = run_python("from goalhub import tracing\n"
                           "with tracing.span('hello', {'goalhub.goal_id': 'g1'}): pass\n"
                           "tracing.shutdown()", env)
         assert done.returncode == 0, done.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
     request = ExportTraceServiceRequest()
     request.ParseFromString(OtlpReceiver.bodies[-1])
     [resource] = request.resource_spans
