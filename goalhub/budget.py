@@ -39,13 +39,14 @@ class ReceiverTimeout(JobTimeoutException):
     """A receiver ran over its time budget."""
 
 
-def job_time_left() -> float | None:
-    """Seconds left before the job's own timeout (RQ's alarm) in this process, or None when no
-    alarm is armed or this is not the main thread."""
+def time_to_start() -> bool:
+    """Whether the job has time left to start a receiver inline: ``START`` seconds beyond
+    ``MARGIN`` before its own timeout (RQ's alarm). True when no alarm is armed or this is not
+    the main thread (no timeout can cut the receiver here)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return True
     left, _ = signal.getitimer(signal.ITIMER_REAL)
-    return left or None
+    return not left or left >= START + MARGIN
 
 
 @contextmanager

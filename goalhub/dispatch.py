@@ -153,14 +153,15 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
             status = existing.get(_id)
             if status in DONE:
                 continue
-            if status is None and record_taken.get(_id) and _time_for(receiver):
-                job = _run_inline(db, receiver, _id, arguments, ran_ok)
-            elif status is None and record_taken.get(_id):
-                # Taken inline, but the job has almost no time left: its own job instead, before
-                # it starts (not an attempt), rather than a run cut short by the job's timeout.
-                db.outcomes.update_one({"_id": _id, "status": "running"},
-                                       {"$set": {"status": "queued", "attempts": 0, "arguments": arguments}})
-                job = enqueue_receiver(receiver, _id, key)
+            if status is None and record_taken.get(_id):
+                if budget.time_to_start():
+                    job = _run_inline(db, receiver, _id, arguments, ran_ok)
+                else:
+                    # Taken inline, but the job has almost no time left: its own job instead, before
+                    # it starts (not an attempt), rather than a run cut short by the job's timeout.
+                    db.outcomes.update_one({"_id": _id, "status": "running"},
+                                           {"$set": {"status": "queued", "attempts": 0, "arguments": arguments}})
+                    job = enqueue_receiver(receiver, _id, key)
             else:
                 # Isolated, outside a job, a backfill, or delivered before and not done: its own job
                 # (none if one is pending already).
@@ -173,13 +174,6 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
         if ran_ok:  # one line for the event's inline runs that went well (each failure has its own)
             log.info("%s: %s", key, ", ".join(f"{receiver_id} ok" for receiver_id in ran_ok), extra={"event_id": key})
     return enqueued
-
-
-def _time_for(receiver: Receiver) -> bool:
-    """Whether the job has time left for the receiver to start inline: ``budget.START`` seconds
-    and the margin kept for recording (``goalhub.budget``)."""
-    left = budget.job_time_left()
-    return left is None or left >= budget.START + budget.MARGIN
 
 
 def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:

@@ -19,8 +19,9 @@ grace), SIGINT stops them at once. Each child reports to the live view (``goalhu
 Reload (SIGHUP to the parent, what ``goalhub reload`` sends through ``goalhub up``): the
 children are replaced one at a time. A new child is forked and, once its app is built (its
 plugins loaded afresh; it first reads the ``.pth`` files added since the parent started, so a
-plugin installed editable meanwhile is found, as in a new process), an old one is told to drain (SIGHUP to it: the same drain, without the
-delay a load balancer needs, since the new child already serves the same socket). The socket
+plugin installed editable meanwhile is found, as in a new process), an old one is told to
+drain (SIGHUP to it: the same drain, without the 503 and the delay a load balancer needs,
+since the new child already serves the same socket). The socket
 never stops listening, so no request is refused. In production a buffering proxy (nginx,
 an ALB) still sits in front: it absorbs slow clients at the edge and terminates TLS.
 """
