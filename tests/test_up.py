@@ -27,13 +27,37 @@ from goalhub.testing import free_port
 pytestmark = pytest.mark.e2e
 
 
+class Up(subprocess.Popen):
+    """``goalhub up``, its output read as it comes (a full pipe would block up and every child
+    that logs) and kept for the assertions and for any failure's message."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.stdout.readline, "")), daemon=True)
+        self._reader.start()
+
+    def output(self, tail: int = 12000) -> str:
+        return "".join(self.lines)[-tail:]
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for up to exit; all it printed."""
+        self.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> str:
+        self.send_signal(sig)
+        return self.finish(timeout)
+
+
 def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None,
-             env: dict[str, str] | None = None, python: Path | str = sys.executable) -> subprocess.Popen:
+             env: dict[str, str] | None = None, python: Path | str = sys.executable) -> Up:
     env = {**os.environ, "GOALHUB_HOME": str(home), **(env or {})}
     env.pop("GOALHUB_REDIS_URL", None)
     if redis_url:
         env["GOALHUB_REDIS_URL"] = redis_url
-    return subprocess.Popen(
+    return Up(
         [str(python), "-m", "goalhub", "up", "--port", str(port), "--workers", "1", "--api-workers", "1", *extra],
         env=env,
         stdout=subprocess.PIPE,
@@ -42,10 +66,10 @@ def start_up(home: Path, port: int, *extra: str, redis_url: str | None = None,
     )
 
 
-def wait_healthy(up: subprocess.Popen, port: int, timeout: float = 60) -> None:
+def wait_healthy(up: Up, port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert up.poll() is None, up.stdout.read()
+        assert up.poll() is None, up.output()
         try:
             if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
                 return
@@ -53,7 +77,7 @@ def wait_healthy(up: subprocess.Popen, port: int, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     up.kill()
-    pytest.fail(f"goalhub up never became healthy:\n{up.stdout.read()}")
+    pytest.fail(f"goalhub up never became healthy:\n{up.finish()}")
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -67,10 +91,10 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
-def wait_for(predicate, timeout: float = 30) -> None:
+def wait_for(predicate, timeout: float = 30, detail=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out\n{detail()}"
         time.sleep(0.05)
 
 
@@ -91,8 +115,7 @@ def test_ctrl_c_stops_every_process_including_a_busy_pool_worker_and_the_embedde
         assert {"goalhub serve", "goalhub worker", "goalhub scheduler"} <= set(names), names
         assert names.count("goalhub worker") >= 2  # the pool and its busy worker (forked, same command line)
     finally:
-        up.send_signal(signal.SIGINT)
-        output, _ = up.communicate(timeout=60)
+        output = up.stop()
 
     assert up.returncode == 0, output
     for prefix in ("api       |", "workers   |", "scheduler |", "goalhub   | SIGINT received; stopping everything"):
@@ -115,7 +138,7 @@ def test_a_child_that_crashes_in_a_loop_stops_everything_and_up_exits_non_zero(t
             processes.append(scheduler)
             scheduler.kill()
             wait_for(lambda scheduler=scheduler: gone(scheduler))
-        output, _ = up.communicate(timeout=60)
+        output = up.finish()
     finally:
         if up.poll() is None:
             up.kill()
@@ -129,7 +152,7 @@ def test_a_child_that_crashes_in_a_loop_stops_everything_and_up_exits_non_zero(t
     assert redis.Redis.from_url(redis_url).ping()
 
 
-def wait_for_child(up: subprocess.Popen, command: str, exclude: set[int] = frozenset()) -> psutil.Process:
+def wait_for_child(up: Up, command: str, exclude: set[int] = frozenset()) -> psutil.Process:
     """The running ``goalhub <command>`` child of ``up`` (not one of ``exclude``)."""
     found: list[psutil.Process] = []
 
@@ -151,17 +174,17 @@ PLUGINS = "exclusive,show,karaoke,snapshot,analytics,livestream"
 STREAMER = "6800a9073e0c346531958b03"
 
 
-def goal_round_trip(base: str, token: str) -> None:
+def goal_round_trip(up: Up, base: str, token: str) -> None:
     """A session and a countdown goal over HTTP: created, dispatched (its receivers ok) and
     activated at its nbf by the scheduler and a worker."""
     auth = {"Authorization": f"Bearer {token}"}
     session = requests.post(f"{base}/sessions", json={}, headers=auth, timeout=10)
-    assert session.status_code == 201, session.text
+    assert session.status_code == 201, (session.text, up.output())
     now = time.time()
     body = {"levels": [{"target": 60}], "context": {"session_id": session.json()["_id"]},
             "nbf": round(now + 1, 3), "exp": round(now + 3600, 3)}
     created = requests.post(f"{base}/goals?type=trigger_exclusive", json=body, headers=auth, timeout=10)
-    assert created.status_code == 202, created.text
+    assert created.status_code == 202, (created.text, up.output())
     goal_id = created.json()["goal_id"]
     seen: dict = {}
 
@@ -173,7 +196,7 @@ def goal_round_trip(base: str, token: str) -> None:
         statuses = {o["status"] for o in seen["outcomes"]}
         return seen["active"] is True and bool(statuses) and statuses <= {"ok", "skipped"}
 
-    wait_for(settled, timeout=60)
+    wait_for(settled, timeout=60, detail=lambda: f"{seen}\n{up.output()}")
     assert seen["activated_at"] >= body["nbf"]
 
 
@@ -190,7 +213,7 @@ def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_
     try:
         wait_healthy(up, port)
         token = mint_token(STREAMER, ["CREATOR"])
-        goal_round_trip(base, token)
+        goal_round_trip(up, base, token)
         for command in ("worker", "scheduler", "serve"):
             child = wait_for_child(up, command)
             child.kill()
@@ -198,18 +221,17 @@ def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_
             wait_for(lambda child=child: gone(child))
             wait_for_child(up, command, exclude={child.pid})
             wait_healthy(up, port)
-            goal_round_trip(base, token)
+            goal_round_trip(up, base, token)
         redis_pid = connection.embedded_redis_pid(home)
         redis_pids.add(redis_pid)
         os.kill(redis_pid, signal.SIGKILL)
         wait_for(lambda: connection.embedded_redis_pid(home) not in (None, redis_pid), timeout=30)
         redis_pids.add(connection.embedded_redis_pid(home))
         wait_healthy(up, port)
-        goal_round_trip(base, token)
+        goal_round_trip(up, base, token)
         processes = tree(up.pid)
     finally:
-        up.send_signal(signal.SIGINT)
-        output, _ = up.communicate(timeout=60)
+        output = up.stop()
     assert up.returncode == 0, output
     for command in ("workers", "scheduler", "api"):
         assert f"{command} exited with code -9; restarting it in 1 s" in output, output
@@ -233,8 +255,7 @@ def test_sigterm_stops_up_like_ctrl_c(tmp_path, redis_url):
         wait_healthy(up, port)
         processes = tree(up.pid)
     finally:
-        up.terminate()
-        output, _ = up.communicate(timeout=60)
+        output = up.stop(signal.SIGTERM)
     assert up.returncode == 0, output
     assert "SIGTERM received; stopping everything" in output
     assert [p for p in processes if not gone(p)] == []
@@ -290,9 +311,6 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
     env = {"GOALHUB_LOAD_PLUGINS": PLUGINS + ",reload_probe",
            "GOALHUB_LIVE_INTERVAL": "0.3", "GOALHUB_RATE_LIMIT_GOALS": "off"}
     up = start_up(home, port, "--api-workers", "2", env=env, python=python)
-    lines: list[str] = []  # read as it comes: a full pipe would block up (the caller's requests log)
-    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
-    reader.start()
     base = f"http://127.0.0.1:{port}"
     cli_env = {**os.environ, "GOALHUB_HOME": str(home), **env}
     cli_env.pop("GOALHUB_REDIS_URL", None)
@@ -333,13 +351,10 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
             calling.set()
             caller.join()
         if reloaded.returncode != 0:
-            up.send_signal(signal.SIGINT)
-            up.wait(timeout=60)
-            reader.join(timeout=10)
-            pytest.fail(reloaded.stdout + reloaded.stderr + "".join(lines))
+            pytest.fail(reloaded.stdout + reloaded.stderr + up.stop())
         assert "live view: ready" in reloaded.stdout, reloaded.stdout
         print(f"{len(calls)} requests during the reload, {sum(c != 200 for c in calls)} failed")
-        assert calls and all(code == 200 for code in calls), ([c for c in calls if c != 200][:5], "".join(lines)[-6000:])
+        assert calls and all(code == 200 for code in calls), ([c for c in calls if c != 200][:5], up.output())
         goal_id = _create_goal(base, token)
 
         def probed(goal_id: str) -> bool:
@@ -359,10 +374,7 @@ def test_a_plugin_installed_into_a_running_up_serves_after_goalhub_reload_withou
             shown = requests.get(f"{base}/goals/{new_goal}", headers=auth, timeout=10).json()
             assert shown["_cls"] == "ReloadProbeGoal" and "created_at" in shown, shown  # stored by create_goal
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
-        reader.join(timeout=10)
-    output = "".join(lines)
+        output = up.stop()
     assert up.returncode == 0, output
     assert "reload done in" in output, output
     for name in ("workers", "scheduler"):  # the workers: one pool (up's default)

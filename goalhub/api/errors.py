@@ -62,6 +62,8 @@ def _http_error(exc: HTTPException) -> Response:
     if isinstance(exc, RequestEntityTooLarge):
         return error_response(PayloadTooLarge("the request body is too large"))
     status = exc.code or 500
+    if status == 500:  # Flask's wrapper of an error outside the view (an after-request hook): it logged it
+        return error_response(GoalhubError("internal error", code="internal"))
     error = GoalhubError(exc.description or exc.name, code=_HTTP_CODES.get(status, "http_error"))
     error.status = status
     response = error_response(error)

@@ -11,6 +11,7 @@ requests may overshoot a limit by as many as run at once). ADMIN tokens are neve
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from goalhub import config
 from goalhub.auth import ADMIN, Principal
 from goalhub.connection import get_redis
 from goalhub.errors import GoalhubError
+
+log = logging.getLogger(__name__)
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _LIMIT = re.compile(r"\s*(\d+)\s*/\s*(?:(\d+)\s*s|(second|minute|hour|day)s?)\s*", re.IGNORECASE)
@@ -91,8 +94,15 @@ def limit_user(kind: str, principal: Principal, setting: str) -> None:
 
     @after_this_request
     def counted(response: Response) -> Response:
+        # The request's work is done and answered: a counter that cannot be written (Redis gone
+        # for a moment) costs one uncounted request, never a 500 for what succeeded (the client
+        # would retry, and create it twice).
         if response.status_code < 400:
-            count(kind, principal.user_id, rate)
+            try:
+                count(kind, principal.user_id, rate)
+            except Exception as exc:
+                log.warning("could not count a %s request against its rate limit: %s: %s",
+                            kind, type(exc).__name__, exc)
         return response
 
 
