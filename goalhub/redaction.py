@@ -35,14 +35,15 @@ _LINE_VALUE = re.compile(r"[^'\"\r\n\\]+")
 # strings, form bodies, dicts, JSON (escaped inside another JSON string too), reprs, keyword
 # arguments. Whether the name is a secret's is ``_secret_name``'s to say. An unquoted value
 # (``_BARE``) runs to a space, "&" or "#" (quotes included: a query value may hold one, and a
-# quoted value is one only if a space, ",", ";", "}", "]", "&", "#", "<", ">", "\\" or the end
+# quoted value is one only if a space, ",", ";", ")", "}", "]", "&", "#", "<", ">", "\\" or the end
 # follows its closing quote: ``password='0000'0000`` is one bare value); after
 # ":" it never starts a nested dict or list (whose own pairs are matched in turn). A quoted
 # value is looked for up to 2048 characters: every scan is bounded, so no text (a client's, in
 # a log line) can make redaction slow.
+_QUOTED_END = r"""(?=[\s,;)}\]&#<>\\]|$)"""  # what may follow a quoted value's closing quote
 _PAIR = re.compile(
     r"""(?:(?P<open>\\{0,3}['"])|(?<![\w.-]))(?P<name>[A-Za-z_][\w.-]*)(?P<close>\\{0,3}['"])?\s*(?P<op>[:=])\s*"""
-    r"""(?:"(?P<dq>(?:[^"\\\n]|\\.){0,2048})"(?=[\s,;}\]&#<>\\]|$)|'(?P<sq>(?:[^'\\\n]|\\.){0,2048})'(?=[\s,;}\]&#<>\\]|$)"""
+    rf"""(?:"(?P<dq>(?:[^"\\\n]|\\.){{0,2048}})"{_QUOTED_END}|'(?P<sq>(?:[^'\\\n]|\\.){{0,2048}})'{_QUOTED_END}"""
     r"""|(?P<esc>\\{1,3}["'])(?P<eq>[^\n]{0,2048}?)(?P=esc)|(?P<bare>(?=[^\s\\<>&#])))""")
 _BARE = re.compile(r"[^\s\\<>&#]+")
 _AFTER_COLON = re.compile(r"[{\[(]")

@@ -91,6 +91,7 @@ S = "Zq7SECRETv9"
     f"password: {S}",
     f'token="{S}"',
     f"Foo(token='{S}', n=1)",
+    f"Client(password='0000&{S}')",  # a repr's last keyword: ")" ends the quoted value (hypothesis found it)
     json.dumps({"outer": json.dumps({"apiKey": S})}),
     repr({"nested": {"credentials": {"pw": S}}}),
     repr({"note": "it's", "refresh_token": f"a'b\"{S}"}),
