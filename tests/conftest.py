@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
+from hypothesis import settings
 from world import DASHBOARD_PASSWORD, DASHBOARD_USER, OTEL_SITE
 
 from goalhub.api import create_app
+
+# Property tests draw the same examples on every run ("ci", the default: a red CI must be a
+# change's fault, not a new draw's); HYPOTHESIS_PROFILE=explore draws new ones each run.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The otel extra, for the trace tests' in-process parts; last on the path, after the venv.
 if str(OTEL_SITE) not in sys.path:
