@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -134,7 +135,8 @@ class Progress:
     """How far a backfill got. ``delivered``: events handed to the target; ``already_done``:
     events whose targeted receivers all had an outcome; ``not_acting``: events of a class no
     targeted receiver acts on; ``redelivered_skipped``: ``skipped`` outcomes delivered again
-    (``redeliver_skipped``); ``outcomes``: the outcome ids this run created or redelivered."""
+    (``redeliver_skipped``); ``outcomes``: the outcome ids this run created or redelivered;
+    ``stopped``: asked to stop, it stopped between two events."""
 
     target: str
     event: str
@@ -145,6 +147,7 @@ class Progress:
     not_acting: int = 0
     redelivered_skipped: int = 0
     dry_run: bool = False
+    stopped: bool = False
     started_at: float = field(default_factory=time.time)
     outcomes: list[str] = field(default_factory=list)
 
@@ -157,22 +160,31 @@ class Progress:
 
 def backfill(target: str, event: str, *, goal_class: str | None = None, since: float | None = None,
              until: float | None = None, dry_run: bool = False, rate: float | None = None,
-             redeliver_skipped: bool = False, on_progress: Callable[[Progress], None] | None = None) -> Progress:
+             redeliver_skipped: bool = False, on_progress: Callable[[Progress], None] | None = None,
+             stop: threading.Event | None = None) -> Progress:
     """Deliver past ``event`` s to ``target`` only, at most ``rate`` events a second, in this
     process (``goalhub backfill``: a foreground command, so it waits out the pacing itself;
     the ADMIN API's backfill runs as chunks instead, ``run_backfill_chunk``). Events already
-    done cost no pacing. ``redeliver_skipped``: see the module."""
+    done cost no pacing. ``redeliver_skipped``: see the module. ``stop`` (set by Ctrl-C) ends
+    it between two events, never inside one: an event's outcome records written and its jobs
+    not enqueued would count as done when the backfill is run again."""
     chosen = target_receivers(target, event)
     progress = Progress(target=target, event=event, dry_run=dry_run)
     events = list(past_events(event, goal_class, since, until))
     progress.total = len(events)
+    stop = stop or threading.Event()
     for arguments in events:
+        if stop.is_set():
+            progress.stopped = True
+            break
         wanted = _undone(chosen, event, arguments, progress, redeliver_skipped)
         if wanted:
             if rate:  # paced from the start, by the events delivered: a slow one does not make the next burst
                 pause = progress.started_at + progress.delivered / rate - time.time()
-                if pause > 0:
-                    time.sleep(pause)
+                if pause > 0 and stop.wait(pause):
+                    progress.seen -= 1  # not delivered: the next run counts it
+                    progress.stopped = True
+                    break
             _deliver(chosen, event, arguments, wanted, progress)
         if on_progress:
             on_progress(progress)

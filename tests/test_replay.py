@@ -7,6 +7,7 @@ end-to-end versions, through the real stack, are in ``test_replay_e2e.py``.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -231,6 +232,38 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(db, inline_plugin, dra
     resumed = replay.backfill("latecomer", "goal.created")
     drain()
     assert (resumed.delivered, resumed.already_done) == (7, 5)
+    assert sorted(late.seen) == sorted(goals)
+
+
+def test_a_stopped_backfill_ends_between_events_and_at_once_inside_a_pause(db, inline_plugin, drain):
+    """Ctrl-C (``goalhub backfill``'s ``stop``) never ends a backfill inside an event: each event
+    it delivered has its receiver's job enqueued, so a resumed run that counts it done is right.
+    A stop during a pause ends the pause at once."""
+    goals = stored_goals(db, 12)
+    late = Latecomer()
+    inline_plugin(late, "latecomer")
+    stop = threading.Event()
+
+    def stop_after_five(progress):
+        if progress.delivered == 5:
+            stop.set()
+
+    first = replay.backfill("latecomer", "goal.created", on_progress=stop_after_five, stop=stop)
+    assert first.stopped and (first.seen, first.delivered) == (5, 5)
+    assert db.outcomes.count_documents({"plugin": "latecomer", "status": "queued"}) == 5
+    drain()
+    assert len(late.seen) == 5 and statuses(db, "welcome") == ["ok"] * 5
+
+    stop.clear()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    paced = replay.backfill("latecomer", "goal.created", rate=0.01, stop=stop)  # a 100 s pause after the first
+    assert time.monotonic() - started < 10
+    assert paced.stopped and (paced.delivered, paced.already_done) == (1, 5)
+    drain()
+    resumed = replay.backfill("latecomer", "goal.created")
+    drain()
+    assert (resumed.delivered, resumed.already_done) == (6, 6)
     assert sorted(late.seen) == sorted(goals)
 
 

@@ -4,7 +4,9 @@ and the pending work of a receiver an upgrade renamed or removed (``goalhub.reta
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -56,11 +58,25 @@ def backfill(target: str, event: str, goal_class: str | None, since: str | None,
         if show:
             click.echo(_bar(progress), nl=False, err=True)
 
+    # Ctrl-C stops between two events (the one in hand is recorded and enqueued whole); a
+    # second Ctrl-C stops at once.
+    stop = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         progress = replay.backfill(target, event, goal_class=goal_class, since=since_at, until=until_at,
                                    dry_run=dry_run, rate=rate, redeliver_skipped=redeliver_skipped,
-                                   on_progress=on_progress)
+                                   on_progress=on_progress, stop=stop)
     except KeyboardInterrupt:
+        progress = None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if progress is None or progress.stopped:
         click.echo("\ninterrupted: run the same command again to resume (done events are skipped)", err=True)
         sys.exit(130)
     if show:
