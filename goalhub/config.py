@@ -1,7 +1,8 @@
 """Configuration, read from ``GOALHUB_*`` environment variables and parsed in one place.
 
-:class:`Settings` (pydantic-settings) declares every core variable with its type, default
-and what is allowed; :func:`settings` parses the environment as it is now (re-parsed only
+:class:`Settings` declares every core variable with its type, default and what is allowed
+(parsed here, by type, with no library: pydantic-settings cost every process, CLI commands
+included, about 0.2 s of CPU to import); :func:`settings` parses the environment as it is now (re-parsed only
 when a ``GOALHUB_*`` variable changed, so a test or a CLI option that sets one sees it take
 effect). A bad value raises :class:`ConfigError` with one line naming the variable, the
 value and what is allowed; the CLI prints that line and exits 1. The rest of goalhub reads
@@ -14,12 +15,12 @@ README's table and ``goalhub config --help`` are made from them (``reference()``
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Any, Literal
 
 from goalhub.errors import GoalhubError
 from goalhub.redaction import redact
@@ -34,14 +35,86 @@ class ConfigError(GoalhubError):
     code = "bad_configuration"
 
 
+class Field:
+    """One variable's declaration: its default, its one description (``description``: the
+    README's table and ``goalhub config --help``), what values are allowed (``allowed``: a bad
+    value's error line), whether it is a secret (True hides the whole value, "url" only a URL's
+    password), how its default reads (``shown``; the default itself otherwise) and its bounds
+    (``ge``, ``gt``, ``le``, ``pattern``, ``min_length``). Its type is its annotation in
+    :class:`Settings`."""
+
+    def __init__(self, default: Any, description: str, allowed: str, secret: bool | str, shown: str | None,
+                 bounds: dict[str, Any]) -> None:
+        self.default, self.description, self.allowed = default, description, allowed
+        self.secret, self.shown, self.bounds = secret, shown, bounds
+        self.name = ""
+        self.annotation: Any = None
+
+    def parse(self, text: str) -> Any:
+        """The value of the variable's ``text``; ValueError saying why it is not allowed."""
+        kind = self.annotation
+        if typing.get_origin(kind) in (typing.Union, _UnionType):  # X | None: a value given is an X
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        if typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            value: Any = [self._check(_parse_one(item, part.strip()))
+                          for part in text.split(",") if part.strip()]
+            if len(value) < self.bounds.get("min_length", 0):
+                raise ValueError(f"at least {self.bounds['min_length']} value(s)")
+            return value
+        return self._check(_parse_one(kind, text), whole=True)
+
+    def _check(self, value: Any, whole: bool = False) -> Any:
+        bounds = self.bounds
+        if "ge" in bounds and not value >= bounds["ge"]:
+            raise ValueError(f"must be >= {bounds['ge']}")
+        if "gt" in bounds and not value > bounds["gt"]:
+            raise ValueError(f"must be > {bounds['gt']}")
+        if "le" in bounds and not value <= bounds["le"]:
+            raise ValueError(f"must be <= {bounds['le']}")
+        if whole and "pattern" in bounds and not re.search(bounds["pattern"], value):
+            raise ValueError(f"must match {bounds['pattern']}")
+        if whole and isinstance(value, str) and len(value) < bounds.get("min_length", 0):
+            raise ValueError(f"must be at least {bounds['min_length']} characters")
+        return value
+
+
+_UnionType = type(int | None)
+_TRUE, _FALSE = {"1", "true", "yes", "on", "t", "y"}, {"0", "false", "no", "off", "f", "n"}
+
+
+def _parse_one(kind: Any, text: str) -> Any:
+    if typing.get_origin(kind) is Literal:
+        if text not in typing.get_args(kind):
+            raise ValueError(f"must be one of {', '.join(typing.get_args(kind))}")
+        return text
+    if kind is bool:
+        if text.strip().lower() in _TRUE | _FALSE:
+            return text.strip().lower() in _TRUE
+        raise ValueError("must be a boolean")
+    if kind is int:
+        if not re.fullmatch(r"\s*[+-]?\d{1,18}\s*", text):
+            raise ValueError("must be a whole number")
+        return int(text)
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        return number
+    if kind is Path:
+        if not text or "\0" in text:
+            raise ValueError("must be a path")
+        return Path(text)
+    return text  # str
+
+
 def _setting(default: Any, description: str, allowed: str, *, secret: bool | str = False,
-             shown: str | None = None, **constraints: Any) -> Any:
-    """A variable's one description: what it does (``description``, the README's table and
-    ``goalhub config --help``), what values are allowed (``allowed``, a bad value's error line),
-    whether it is a secret (True hides the whole value, "url" only a URL's password) and how its
-    default reads (``shown``; the default itself otherwise)."""
-    return Field(default, description=description,
-                 json_schema_extra={"allowed": allowed, "secret": secret, "shown": shown}, **constraints)
+             shown: str | None = None, **bounds: Any) -> Any:
+    """A variable's one declaration (:class:`Field`)."""
+    return Field(default, description, allowed, secret, shown, bounds)
 
 
 RATE = r"(?i)^\s*(off|0|\d+\s*/\s*(\d+\s*s|(second|minute|hour|day)s?))\s*$"
@@ -49,14 +122,12 @@ RATE_TEXT = "N/second, N/minute, N/hour, N/day, N/<seconds>s, or off"
 SECONDS_KEPT = "whole seconds >= 0 (0: for ever)"
 
 
-class Settings(BaseSettings):
+class Settings:
     """The core's variables (``GOALHUB_<NAME>``), each described once, here; plugins read their own.
 
     The README's configuration table and ``goalhub config --help`` are made from these fields
     (``reference()``; tests/test_settings_reference.py fails on a difference)."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore",
-                                      case_sensitive=True, validate_default=True)
 
     HOME: Path = _setting(Path("./.goalhub"), "embedded store, embedded Redis, dev keys (created 0700)",
                           "a directory path", shown="./.goalhub")
@@ -74,13 +145,13 @@ class Settings(BaseSettings):
         "1-64 letters, digits, '_' or '-'", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     RECEIVER_RETRIES: int = _setting(3, "retries of a failing receiver or `create_goal` (0: none)",
                                      "a whole number from 0 to 100", ge=0, le=100)
-    RECEIVER_BACKOFF: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = _setting(
+    RECEIVER_BACKOFF: list[int] = _setting(
         [1, 5, 30], "seconds between retries (the last repeats)", "comma-separated whole seconds >= 0, e.g. 1,5,30",
-        shown="1,5,30", min_length=1)
+        shown="1,5,30", min_length=1, ge=0)
     RECEIVER_BUDGET: float = _setting(
         5.0, "seconds one run of a receiver may take before it is stopped, recorded `timed out` and retried alone",
         "seconds > 0 one receiver run may take", gt=0)
-    DISABLED_RECEIVERS: Annotated[list[str], NoDecode] = _setting(
+    DISABLED_RECEIVERS: list[str] = _setting(
         [], "receiver ids (`plugin.receiver`) not delivered to: not run, no outcome record",
         "comma-separated receiver ids (plugin.receiver)", shown="")
     JOB_TIMEOUT: int = _setting(60, "seconds a job may run before it is stopped", "a whole number of seconds >= 1",
@@ -118,12 +189,12 @@ class Settings(BaseSettings):
     BREAKER_WINDOW: float = _setting(300.0, "seconds within which those failures must fall", "seconds > 0", gt=0)
     SCHEDULER_INTERVAL: float = _setting(0.05, "seconds between rq-scheduler polls (rq-scheduler's default is 60)",
                                          "seconds > 0 (e.g. 0.05)", gt=0, le=3600)
-    DISABLED_PLUGINS: Annotated[list[str], NoDecode] = _setting(
+    DISABLED_PLUGINS: list[str] = _setting(
         [], "entry-point names to block", "comma-separated entry-point names", shown="")
-    LOAD_PLUGINS: Annotated[list[str] | None, NoDecode] = _setting(
+    LOAD_PLUGINS: list[str] | None = _setting(
         None, "when set (even empty), only these entry points load", "comma-separated entry-point names",
         shown="unset: all")
-    PLUGINS: Annotated[list[str], NoDecode] = _setting(
+    PLUGINS: list[str] = _setting(
         [], "extra plugin modules to load by import name", "comma-separated importable module names", shown="")
     STRICT_PLUGINS: bool = _setting(
         False, "`1`: a broken plugin stops every process at start instead of being left out and reported (CI)",
@@ -218,13 +289,44 @@ class Settings(BaseSettings):
         5.0, "how long past its time a lifecycle job may still be pending before the reconciler steps in",
         "seconds >= 0 a due lifecycle job is given before the reconciler steps in", ge=0)
 
-    @field_validator("RECEIVER_BACKOFF", "DISABLED_PLUGINS", "LOAD_PLUGINS", "PLUGINS", "DISABLED_RECEIVERS",
-                     mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    fields: typing.ClassVar[dict[str, Field]]
+
+    def __init__(self, values: dict[str, str]) -> None:
+        """The settings of ``values`` (variable names without the prefix -> their text); a
+        field not in it takes its default. ValueError names the first bad one."""
+        for name, field in self.fields.items():
+            text = values.get(name)
+            if text is None:
+                value = list(field.default) if isinstance(field.default, list) else field.default
+            else:
+                try:
+                    value = field.parse(text)
+                except ValueError as exc:
+                    raise SettingError(name, text, str(exc)) from None
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{name}=...' for name in self.fields)})"
+
+
+class SettingError(ValueError):
+    def __init__(self, name: str, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name, self.text, self.reason = name, text, reason
+
+
+def _declare() -> None:
+    """Each field learns its name and its type (its annotation)."""
+    hints = typing.get_type_hints(Settings)
+    Settings.fields = {}
+    for name, value in list(vars(Settings).items()):
+        if isinstance(value, Field):
+            value.name, value.annotation = name, hints[name]
+            Settings.fields[name] = value
+            delattr(Settings, name)  # an instance's own attribute, never the declaration
+
+
+_declare()
 
 
 _cache: dict[tuple[Any, ...], Settings] = {}
@@ -255,8 +357,8 @@ def settings() -> Settings:
     found = _cache.get(key)
     if found is None:
         try:
-            found = Settings(**_from_files())  # type: ignore[arg-type]  # init values: the *_FILE secrets
-        except ValidationError as exc:
+            found = Settings(_values())
+        except SettingError as exc:
             raise ConfigError(_describe(exc), code="bad_configuration") from None
         if len(_cache) > 64:
             _cache.clear()
@@ -266,17 +368,22 @@ def settings() -> Settings:
     return found
 
 
-def _describe(exc: ValidationError) -> str:
-    """One line: the first bad variable, its value, what is allowed, pydantic's reason."""
-    error = exc.errors()[0]
-    name = str(error["loc"][0]) if error["loc"] else "?"
-    variable = PREFIX + name
-    value = os.environ.get(variable, error.get("input"))
-    field = Settings.model_fields.get(name)
-    extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
-    secret = extra.get("secret")
-    shown = mask(str(value), secret) if isinstance(secret, bool | str) and secret else str(value)
-    return f"{variable}={shown!r} is not allowed: {extra.get('allowed', 'see README')} ({error['msg']})"
+def _values() -> dict[str, str]:
+    """The variables set (an empty one counts as unset, except ``LOAD_PLUGINS``: see
+    ``load_plugins``), and the ``*_FILE`` secrets."""
+    found = {}
+    for name in Settings.fields:
+        text = os.environ.get(PREFIX + name)
+        if text or (text is not None and name == "LOAD_PLUGINS"):
+            found[name] = text
+    return found | _from_files()
+
+
+def _describe(exc: SettingError) -> str:
+    """One line: the bad variable, its value, what is allowed, and why."""
+    field = Settings.fields[exc.name]
+    shown = mask(exc.text, field.secret) if field.secret else exc.text
+    return f"{PREFIX}{exc.name}={shown!r} is not allowed: {field.allowed} ({exc.reason})"
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -303,14 +410,12 @@ def effective() -> dict[str, Any]:
     """Every variable and its effective value, secrets masked (``goalhub config``)."""
     current = settings()
     shown: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
+    for name, field in Settings.fields.items():
         value = getattr(current, name)
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if isinstance(value, Path):
             value = str(value)
-        secret = extra.get("secret")
-        if isinstance(secret, bool | str) and secret and value is not None:
-            value = mask(value, secret)
+        if field.secret and value is not None:
+            value = mask(value, field.secret)
         shown[PREFIX + name] = value
     allowed = load_plugins()
     shown[PREFIX + "LOAD_PLUGINS"] = None if allowed is None else sorted(allowed)
@@ -321,26 +426,24 @@ def reference() -> list[dict[str, str]]:
     """Every variable's one description, in declaration order: ``variable``, ``default`` (as it
     reads), ``meaning`` and ``allowed``. The README's table and ``goalhub config --help``."""
     rows = []
-    for name, field in Settings.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        shown = extra.get("shown")
+    for name, field in Settings.fields.items():
+        shown = field.shown
         if shown is None:
             default = field.default
             if isinstance(default, float) and default.is_integer():
                 default = int(default)  # 5, not 5.0
             shown = str(default) if not isinstance(default, list) else ",".join(map(str, default))
         meaning = field.description or ""
-        if extra.get("secret"):
+        if field.secret:
             meaning += f" (or `{PREFIX}{name}_FILE`: the path of a file holding it)"
         rows.append({"variable": PREFIX + name, "default": str(shown), "meaning": meaning,
-                     "allowed": str(extra.get("allowed", ""))})
+                     "allowed": field.allowed})
     return rows
 
 
 def secret_names() -> list[str]:
     """The settings that hold secrets: each may also be given as ``GOALHUB_<NAME>_FILE``."""
-    return [name for name, field in Settings.model_fields.items()
-            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("secret")]
+    return [name for name, field in Settings.fields.items() if field.secret]
 
 
 def _from_files() -> dict[str, str]:
@@ -410,7 +513,7 @@ def metrics_dir() -> Path:
 
 def load_plugins() -> set[str] | None:
     """``GOALHUB_LOAD_PLUGINS`` (None: unset). The one variable whose empty value means something
-    (load no entry point), which pydantic-settings reads as unset: its presence is read here."""
+    (load no entry point), where every other empty variable counts as unset: its presence is read here."""
     if PREFIX + "LOAD_PLUGINS" not in os.environ:
         return None
     return set(settings().LOAD_PLUGINS or ())

@@ -87,3 +87,40 @@ def test_home_is_private(tmp_path, monkeypatch):
     monkeypatch.setenv("GOALHUB_HOME", str(old))
     assert stat.S_IMODE(config.home().stat().st_mode) == 0o700
 
+
+
+@pytest.mark.parametrize(("variable", "text", "expected"), [
+    ("GOALHUB_STRICT_PLUGINS", "yes", True), ("GOALHUB_STRICT_PLUGINS", "Off", False),
+    ("GOALHUB_STRICT_PLUGINS", "1", True), ("GOALHUB_JOB_TIMEOUT", " 42 ", 42),
+    ("GOALHUB_SCHEDULER_INTERVAL", "1e-2", 0.01), ("GOALHUB_RECEIVER_BACKOFF", " 2 , 4,", [2, 4]),
+    ("GOALHUB_DISABLED_PLUGINS", "a, b", ["a", "b"]), ("GOALHUB_LOG_LEVEL", "DEBUG", "DEBUG"),
+    ("GOALHUB_METRICS_DIR", "/tmp/m", config.Path("/tmp/m")), ("GOALHUB_TRUSTED_PROXY_HEADER", "X-Real-IP", "X-Real-IP"),
+])
+def test_each_type_parses_what_its_allowed_text_says(monkeypatch, variable, text, expected):
+    monkeypatch.setenv(variable, text)
+    assert getattr(config.settings(), variable.removeprefix(config.PREFIX)) == expected
+
+
+@pytest.mark.parametrize(("variable", "text"), [
+    ("GOALHUB_STRICT_PLUGINS", "maybe"), ("GOALHUB_JOB_TIMEOUT", "1.5"), ("GOALHUB_JOB_TIMEOUT", "1e3"),
+    ("GOALHUB_JOB_TIMEOUT", "9" * 40), ("GOALHUB_BREAKER_WINDOW", "inf"), ("GOALHUB_BREAKER_WINDOW", "nan"),
+    ("GOALHUB_SCHEDULER_INTERVAL", "0"), ("GOALHUB_SCHEDULER_INTERVAL", "3601"), ("GOALHUB_RECEIVER_BACKOFF", ","),
+    ("GOALHUB_RECEIVER_BACKOFF", "1,-1"), ("GOALHUB_LOG_LEVEL", "debug"), ("GOALHUB_MONGO_DB", "a b"),
+    ("GOALHUB_RATE_LIMIT_GOALS", "5/fortnight"), ("GOALHUB_TRUSTED_PROXY_HEADER", "X-Forwarded-For: 1"),
+])
+def test_a_value_outside_what_is_allowed_is_refused_naming_it(monkeypatch, variable, text):
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(config.ConfigError, match=f"^{variable}="):
+        config.settings()
+
+
+def test_a_refused_secret_is_masked_in_its_error_and_load_plugins_empty_loads_none(monkeypatch):
+    monkeypatch.setenv("GOALHUB_METRICS_TOKEN", "short-secret")  # fewer than 32 characters
+    with pytest.raises(config.ConfigError) as refused:
+        config.settings()
+    assert "short-secret" not in str(refused.value) and "GOALHUB_METRICS_TOKEN='***'" in str(refused.value)
+    monkeypatch.delenv("GOALHUB_METRICS_TOKEN")
+    monkeypatch.setenv("GOALHUB_LOAD_PLUGINS", "")
+    assert config.load_plugins() == set()
+    monkeypatch.delenv("GOALHUB_LOAD_PLUGINS")
+    assert config.load_plugins() is None

@@ -43,7 +43,7 @@ def test_goalhub_config_help_lists_every_setting_with_its_description() -> None:
 
 def test_a_changed_description_changes_the_table(monkeypatch) -> None:
     """The table is made from the fields, not kept beside them."""
-    field = config.Settings.model_fields["JOB_TIMEOUT"]
+    field = config.Settings.fields["JOB_TIMEOUT"]
     monkeypatch.setattr(field, "description", "something else entirely")
     assert "| `GOALHUB_JOB_TIMEOUT` | `60` | something else entirely |" in config.markdown_table()
     assert readme_table() != config.markdown_table()
@@ -52,7 +52,7 @@ def test_a_changed_description_changes_the_table(monkeypatch) -> None:
 def test_the_code_reads_goalhub_settings_only_through_the_model() -> None:
     """No ``os.environ``/``os.getenv``/``config.env`` read of a ``GOALHUB_*`` core variable outside
     goalhub/config.py (goalhub.testing's test-only variables aside)."""
-    fields = {config.PREFIX + name for name in config.Settings.model_fields}
+    fields = {config.PREFIX + name for name in config.Settings.fields}
     found = []
     for path in sorted((ROOT / "goalhub").rglob("*.py")):
         if path.name == "config.py":

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from goalhub.api import csp, openapi
+from goalhub.api import csp
 from goalhub.api.goals import installed_goal_types
 
 blueprint = Blueprint("openapi", __name__)
@@ -40,6 +40,8 @@ def openapi_json() -> Response:
     key = tuple(id(goal_type) for goal_type in types.values())
     built = _built
     if built is None or built[0] != key:
+        from goalhub.api import openapi  # deferred: pydantic is heavy, and only this view needs it
+
         document: dict[str, Any] = openapi.document(types, _version())
         built = _built = (key, json.dumps(document).encode())
     return Response(built[1], mimetype="application/json")

@@ -75,7 +75,7 @@ def worker(burst: bool, pool: int | None, fork: bool, simple: bool, name: str | 
     "--interval",
     type=float,
     default=None,
-    help=f"Seconds between polls [default: {config.Settings.model_fields['SCHEDULER_INTERVAL'].default}]",
+    help=f"Seconds between polls [default: {config.Settings.fields['SCHEDULER_INTERVAL'].default}]",
 )
 @click.option("--burst", is_flag=True, help="Move due jobs once and quit.")
 def scheduler(interval: float | None, burst: bool) -> None:
