@@ -6,7 +6,6 @@ import click
 from bson import ObjectId
 
 from goalhub import dispatch, validation
-from goalhub.auth import mint_token
 from goalhub.cli.output import clock, echo_json, outcome_json, print_outcomes, show_document, table
 from goalhub.errors import BadRequest, NotFound
 from goalhub.store import get_database
@@ -20,6 +19,9 @@ from goalhub.store import get_database
 )
 def token(sub: str, scopes: tuple[str, ...], ttl: int) -> None:
     """Mint a dev bearer token signed with the configured key; prints the token alone."""
+    # Deferred: pyjwt loads cryptography (~0.1 s of CPU), and only this command signs.
+    from goalhub.auth import mint_token
+
     try:
         click.echo(mint_token(sub, scopes or ("CREATOR",), ttl=ttl))
     except (ValueError, TypeError) as exc:
