@@ -35,13 +35,3 @@ def dashboard_client(monkeypatch):
     monkeypatch.setenv("GOALHUB_DASHBOARD_PASSWORD", DASHBOARD_PASSWORD)
     return create_app().test_client()
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first, then the other end-to-end ones, then the rest (each group in file
-    order): pytest-xdist hands tests out in this order, so the run ends on short tests and
-    every worker finishes at about the same time, not one on a 30 s test started last."""
-    def weight(item: pytest.Item) -> int:
-        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
-
-    items.sort(key=weight)
-
