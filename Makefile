@@ -43,9 +43,8 @@ test: $(STAMP) chromium promtool
 	# The import contract (.importlinter): plugins import goalhub, never goalhub.* submodules.
 	PYTHONPATH=examples/goalhub-welcome $(BIN)/lint-imports --no-cache
 	# In parallel (pytest-xdist: each worker its own embedded Redis, each test its own home and
-	# ports), with mypy beside them (its
-	# verdict printed after theirs), then the serial tests (they hold a deadline of seconds),
-	# alone. Both pytest runs print the 15 slowest tests.
+	# ports), with mypy beside them (its verdict printed after theirs), then the serial tests
+	# (they hold a deadline of seconds), alone. Both pytest runs print the 15 slowest tests.
 	$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & typing=$$!; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"; tests=$$?; \
 	wait $$typing; typed=$$?; echo "mypy: $$(cat $(VENV)/mypy.out)"; \
