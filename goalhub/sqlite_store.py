@@ -275,6 +275,8 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
     through embedded documents included. None: anything else, left to mongomock (a path through an
     array or a non-document, ``_id``, two paths that overlap, a non-number ``$inc``...), so
     semantics and errors stay its."""
+    if update.keys() == {"$addToSet"}:
+        return _add_to_set_simple(doc, update["$addToSet"])
     if not update.keys() <= {"$set", "$inc", "$unset"}:
         return None
     paths: list[tuple[str, ...]] = []
@@ -333,6 +335,27 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
                 if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, current)):
                     return None
                 target[leaf] = current + value
+    return new
+
+
+def _add_to_set_simple(doc: dict, fields: Any) -> dict | None:
+    """``$addToSet`` of one string to a top-level array, or to a field not there yet (the ledger's
+    ``done``, one entry per finished receiver: through mongomock it cost twice the outcome's own
+    update). None: anything else (``$each``, a non-string, a path, a field that is not an array)."""
+    if not _is_mapping(fields) or len(fields) != 1:
+        return None
+    ((name, value),) = fields.items()
+    if (type(name) is not str or not name or "." in name or name == "_id" or name[0] == "$" or name.isdigit()
+            or type(value) is not str):
+        return None
+    current = doc.get(name, _ABSENT)
+    if current is not _ABSENT and type(current) is not list:
+        return None
+    new = dict(doc)  # shares the array when it already holds the value: unchanged, not rewritten
+    if current is _ABSENT:
+        new[name] = [value]
+    elif value not in current:  # a string equals only an equal string, in Python as in BSON
+        new[name] = [*current, value]
     return new
 
 

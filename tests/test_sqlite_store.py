@@ -207,6 +207,12 @@ FAST_UPDATES = [
     ({"_id": 1, "ctx": {"type": "t"}}, {"$set": {"ctx.exclusive_goal_id": "g"}, "$unset": {"gone": ""}}),
     ({"_id": 1, "status": "running", "n": 1}, {"$set": {"status": "ok", "result": [1, {"a": 2}], "error": None},
                                                "$inc": {"n": 1}, "$unset": {"gone": ""}}),
+    # The ledger's entry (goalhub.ledger): a string added to a top-level array once.
+    ({"_id": 1, "done": ["goal.created|a.x"]}, {"$addToSet": {"done": "goal.created|b.y"}}),
+    ({"_id": 1, "done": ["goal.created|a.x"]}, {"$addToSet": {"done": "goal.created|a.x"}}),
+    ({"_id": 1}, {"$addToSet": {"done": "goal.created|a.x"}}),
+    ({"_id": 1, "done": [1, None, {"a": "x"}, ["x"]]}, {"$addToSet": {"done": "x"}}),
+    ({"_id": 1, "done": []}, {"$addToSet": {"done": ""}}),
 ]
 MONGOMOCK_ONLY = [
     ({"_id": 1, "a": None}, {"$set": {"a.b": 1}}),  # through a null: Mongo's error
@@ -218,6 +224,12 @@ MONGOMOCK_ONLY = [
     ({"_id": 1}, {"$set": {"$x": 1}}),
     ({"_id": 1}, {"$set": {"_id.x": 1}}),
     ({"_id": 1}, {"$push": {"a": 1}}),
+    ({"_id": 1, "a": "text"}, {"$addToSet": {"a": "x"}}),  # not an array: Mongo's error
+    ({"_id": 1, "a": [1]}, {"$addToSet": {"a": 1}}),  # a number (1 and 1.0 are one value in BSON)
+    ({"_id": 1, "a": []}, {"$addToSet": {"a": {"$each": ["x", "y"]}}}),
+    ({"_id": 1, "a": {"b": []}}, {"$addToSet": {"a.b": "x"}}),
+    ({"_id": 1}, {"$addToSet": {"a": "x", "b": "y"}}),
+    ({"_id": 1}, {"$addToSet": {"a": "x"}, "$set": {"b": 1}}),
 ]
 
 
