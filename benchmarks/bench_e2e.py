@@ -15,7 +15,9 @@ to the store before the clock starts. Then, per worker count:
 - the plain floor: a plain ``rq worker --burst`` (RQ's own CLI, one forking worker, no goalhub)
   drains M ``time.time`` jobs from the same Redis (jobs/s, from the first job's start to the
   last one's end), right before each throughput run: the issue's measure is goals/s per worker
-  process against it, per pair of runs (goal: 1.2x on the pool);
+  process against it, per pair of runs (goal: 1.2x on the pool); for N = 2, also against 2
+  plain ``rq worker --burst`` processes draining them together (per process), as the 2 workers
+  under test share the 2 cores;
 - the workers' own floor: the same workers drain M no-op RQ jobs (``goalhub.worker.noop``,
   imported before forking), also before each throughput run; the forking worker's must be
   within 2x of the plain floor (else every figure measured against it would mislead);
@@ -96,9 +98,10 @@ def floor_run(jobs: int) -> float:
     return jobs / (last - first)
 
 
-def plain_rq_floor(jobs: int, home: Path) -> float:
-    """No-op jobs per second of a plain ``rq worker --burst`` (RQ's own CLI, forking, no goalhub)
-    on the same Redis, on a queue of its own; the job is ``time.time``, imported by every worker."""
+def plain_rq_floor(jobs: int, home: Path, workers: int = 1) -> float:
+    """No-op jobs per second of ``workers`` plain ``rq worker --burst`` processes started together
+    (RQ's own CLI, forking, no goalhub) on the same Redis, on a queue of their own; the job is
+    ``time.time``, imported by every worker. Per worker process: divide by ``workers``."""
     import subprocess
     import sys
 
@@ -112,11 +115,13 @@ def plain_rq_floor(jobs: int, home: Path) -> float:
     for _ in range(jobs):
         queue.enqueue(time.time)
     rq = Path(sys.executable).with_name("rq")
-    subprocess.run([str(rq), "worker", "--burst", "--url", redis_url(), "--logging_level", "WARNING", queue.name],
-                   check=True, cwd=home, capture_output=True)
+    started = [subprocess.Popen([str(rq), "worker", "--burst", "--url", redis_url(), "--logging_level", "WARNING",
+                                 queue.name], cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(workers)]
+    assert all(process.wait() == 0 for process in started), "a plain rq worker failed"
     ids = set(FinishedJobRegistry(queue=queue).get_job_ids()) - before
     first, last, failed = job_times(ids)
-    assert len(ids) == jobs and failed == 0, "the plain rq worker did not run every no-op job"
+    assert len(ids) == jobs and failed == 0, "the plain rq workers did not run every no-op job"
     return jobs / (last - first)
 
 
@@ -306,9 +311,10 @@ def main() -> None:
                     # Alternated: the plain rq floor and these workers' own floor right before each
                     # throughput run; the ratios are taken per triple, so the machine's drift between
                     # runs (it is shared) does not enter them.
-                    plain, floor, runs, peaks = [], [], [], []
+                    plain, plain_n, floor, runs, peaks = [], [], [], [], []
                     for _ in range(repeats):
                         plain.append(plain_rq_floor(floor_jobs, home))
+                        plain_n.append(plain_rq_floor(floor_jobs, home, count) if count > 1 else plain[-1])
                         floor.append(floor_run(floor_jobs))
                         with Peak(started) as peak:
                             runs.append(throughput_run(db, client, goals, n_receivers))
@@ -318,7 +324,7 @@ def main() -> None:
                     light = 0.5 * Spread.of(r["goals_per_s"] for r in runs).median
                     latency = latency_run(db, client, light, seconds, n_receivers, least)
                     support.log(f"e2e: {label}: latency p50 {latency['p50']:.0f} ms p95 {latency['p95']:.0f} ms")
-                    results[(kind, count)] = {"plain": plain, "floor": floor, "runs": runs, "latency": latency,
+                    results[(kind, count)] = {"plain": plain, "plain_n": plain_n, "floor": floor, "runs": runs, "latency": latency,
                                               "idle": idle, "loaded": max(peaks)}
         honest = _report(results, repeats, floor_jobs, goals, n_receivers, options.json)
     if not honest:
@@ -363,6 +369,18 @@ def _report(results: dict[tuple[str, int], dict[str, Any]], repeats: int, floor_
                                   f"{goals_s.median:.2f} goals/s ({goals_s.median / count:.2f} per process)",
                                   f"plain rq worker --burst {plain.median:.0f} no-op jobs/s (same run, alternating)",
                                   f"{vs_plain.median:.2f} [{vs_plain.low:.2f} - {vs_plain.high:.2f}] ({target}){meets}"))
+        if count > 1:
+            # The same N as plain RQ workers: N processes sharing the cores with Redis, as the
+            # N workers under test share them (with the API and the client besides).
+            vs_plain_n = Spread.of(x["goals_per_s"] / p for x, p in zip(r["runs"], r["plain_n"], strict=True))
+            plain_n = Spread.of(r["plain_n"])
+            meets_n = f": {'meets' if vs_plain_n.median >= 1.2 else 'misses'}" if kind == "pool" else ""
+            headlines.append(Headline(
+                "e2e", f"goals/s per worker process vs plain rq no-op jobs/s per process, {count} {KINDS[kind]} "
+                       f"against {count} plain rq workers",
+                f"{goals_s.median / count:.2f} goals/s per process",
+                f"{count} plain rq worker --burst: {plain_n.median / count:.0f} no-op jobs/s per process",
+                f"{vs_plain_n.median:.2f} [{vs_plain_n.low:.2f} - {vs_plain_n.high:.2f}] ({target}){meets_n}"))
         headlines.append(Headline("e2e", f"RQ jobs per exclusive goal, {count} {KINDS[kind]}", f"{per_goal.median:.1f}",
                                   "was 2.0", f"goal 1: {'meets' if per_goal.median <= 1.05 else 'misses'}"))
     print(support.table(
