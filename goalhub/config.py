@@ -47,8 +47,7 @@ class Field:
                  bounds: dict[str, Any]) -> None:
         self.default, self.description, self.allowed = default, description, allowed
         self.secret, self.shown, self.bounds = secret, shown, bounds
-        self.name = ""
-        self.annotation: Any = None
+        self.annotation: Any = None  # its type, set by ``_declare``
 
     def parse(self, text: str) -> Any:
         """The value of the variable's ``text``; ValueError saying why it is not allowed."""
@@ -316,12 +315,12 @@ class SettingError(ValueError):
 
 
 def _declare() -> None:
-    """Each field learns its name and its type (its annotation)."""
+    """Each field learns its type (its annotation) and is listed in ``Settings.fields`` by name."""
     hints = typing.get_type_hints(Settings)
     Settings.fields = {}
     for name, value in list(vars(Settings).items()):
         if isinstance(value, Field):
-            value.name, value.annotation = name, hints[name]
+            value.annotation = hints[name]
             Settings.fields[name] = value
             delattr(Settings, name)  # an instance's own attribute, never the declaration
 

@@ -272,7 +272,7 @@ def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
 def _apply_simple(doc: dict, update: Mapping) -> dict | None:
     """The common update without mongomock: ``$set``/``$inc``/``$unset`` of fields of an existing
     document (goalhub's outcome and outbound bookkeeping, and the plugins' bindings), dotted paths
-    through embedded documents included. None: anything else, left to mongomock (a path through an
+    through embedded documents included, or the ledger's ``$addToSet`` (``_add_to_set_simple``). None: anything else, left to mongomock (a path through an
     array or a non-document, ``_id``, two paths that overlap, a non-number ``$inc``...), so
     semantics and errors stay its."""
     if update.keys() == {"$addToSet"}:
@@ -288,7 +288,7 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
             if type(name) is not str or not name:
                 return None
             if "." not in name:
-                if name == "_id" or name[0] == "$" or name.isdigit():
+                if not _plain_top_level(name):
                     return None
                 paths.append((name,))
                 continue
@@ -338,6 +338,12 @@ def _apply_simple(doc: dict, update: Mapping) -> dict | None:
     return new
 
 
+def _plain_top_level(name: str) -> bool:
+    """Whether ``name`` is a top-level field the fast paths may write: not ``_id``, no path, no
+    operator, no array index."""
+    return bool(name) and "." not in name and name != "_id" and name[0] != "$" and not name.isdigit()
+
+
 def _add_to_set_simple(doc: dict, fields: Any) -> dict | None:
     """``$addToSet`` of one string to a top-level array, or to a field not there yet (the ledger's
     ``done``, one entry per finished receiver: through mongomock it cost twice the outcome's own
@@ -345,8 +351,7 @@ def _add_to_set_simple(doc: dict, fields: Any) -> dict | None:
     if not _is_mapping(fields) or len(fields) != 1:
         return None
     ((name, value),) = fields.items()
-    if (type(name) is not str or not name or "." in name or name == "_id" or name[0] == "$" or name.isdigit()
-            or type(value) is not str):
+    if type(name) is not str or not _plain_top_level(name) or type(value) is not str:
         return None
     current = doc.get(name, _ABSENT)
     if current is not _ABSENT and type(current) is not list:

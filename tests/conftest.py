@@ -34,4 +34,3 @@ def dashboard_client(monkeypatch):
     monkeypatch.setenv("GOALHUB_DASHBOARD_USER", DASHBOARD_USER)
     monkeypatch.setenv("GOALHUB_DASHBOARD_PASSWORD", DASHBOARD_PASSWORD)
     return create_app().test_client()
-
