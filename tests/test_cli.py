@@ -354,3 +354,25 @@ def test_python_m_goalhub_runs_the_same_command():
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: GOAL_ID must be a 24-character hex id"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    ("ServerSelectionTimeoutError", "the store is not reachable: no server"),
+    ("AutoReconnect", "the store is not reachable: no server"),
+    ("DuplicateKeyError", "the store refused: no server"),
+    ("OperationFailure", "the store refused: no server"),
+])
+def test_a_store_error_is_one_line_saying_whether_the_store_was_reached(error, line):
+    from pymongo import errors
+
+    from goalhub.cli import GoalhubGroup
+
+    group = GoalhubGroup()
+
+    @group.command()
+    def broken() -> None:
+        raise getattr(errors, error)("no server")
+
+    result = CliRunner().invoke(group, ["broken"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert line in result.output, result.output

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 import redis
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from goalhub import config, connection, logs
 from goalhub.cli import (
@@ -59,12 +60,10 @@ class GoalhubGroup(click.Group):
             sys.exit(1)
         except OSError as exc:  # ConnectionError, an address in use, a missing file...
             _fail(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            # pymongo is only imported when a real MongoDB is configured.
-            if type(exc).__module__.startswith("pymongo.errors"):
-                unreachable = any(c.__name__ == "ConnectionFailure" for c in type(exc).__mro__)
-                _fail(f"the store is not reachable: {exc}" if unreachable else f"the store refused: {exc}")
-            raise
+        except ConnectionFailure as exc:  # MongoDB, or the embedded store, cannot be reached
+            _fail(f"the store is not reachable: {exc}")
+        except PyMongoError as exc:  # it answered, and refused (a write error, a bad query...)
+            _fail(f"the store refused: {exc}")
 
 
 def _fail(message: str) -> NoReturn:
