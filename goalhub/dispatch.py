@@ -133,6 +133,11 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
     for record in documents:
         if record["status"] == "skipped" and record["_id"] not in existing:
             metrics.receiver_outcome(record["plugin"], record["receiver"], "skipped", 0.0)
+        elif record.get("result") == FINISHED_BEFORE and existing.get(record["_id"], "ok") not in DONE:
+            # Its record from an earlier delivery is not final, though the ledger has the run: a
+            # process died between the two writes (goalhub.ledger). Final now, never run again.
+            db.outcomes.update_one({"_id": record["_id"], "status": {"$nin": list(DONE)}},
+                                   {"$set": {"status": "ok", "result": FINISHED_BEFORE, "finished_at": now}})
     # Written after the outcome records: once it is there, every receiver of the event has its
     # record, so a reader can tell "all outcomes final" from "not all outcomes written yet".
     ids = [receiver.id for receiver in chosen]

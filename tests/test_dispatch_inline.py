@@ -292,6 +292,24 @@ def test_a_receiver_a_dead_horse_left_running_gets_its_arguments_from_the_redeli
     assert again["arguments"]["goal_id"] == goal["_id"]
 
 
+def test_a_receiver_killed_after_its_ledger_entry_is_made_ok_by_the_redelivered_event_not_run(
+        db, inline_plugin, drain):
+    """Found by the chaos soak: a worker killed between a receiver's ledger entry and its ``ok``
+    outcome (a window as long as the outcome's write waits for the store's lock under load) left
+    the outcome ``running`` for ever: the redelivered event saw the ledger, did not run the
+    receiver (right) and did not touch its record (wrong)."""
+    counting, goal = created_with_counting(inline_plugin, drain)
+    second = outcomes(db, goal["_id"])["second"]
+    db.outcomes.update_one({"_id": second["_id"]}, {"$set": {"status": "running", "attempts": 1},
+                                                    "$unset": {"result": "", "finished_at": ""}})
+    get_queue().enqueue(tasks.create_goal, {**goal}, job_id="create-again")  # RQ runs the create job again
+    drain()
+    assert sorted(counting.runs) == ["first", "second"]  # not run again: the ledger has it
+    again = db.outcomes.find_one({"_id": second["_id"]})
+    assert (again["status"], again["result"], again["attempts"]) == ("ok", dispatch.FINISHED_BEFORE, 1)
+    assert again["finished_at"] >= again["queued_at"]
+
+
 def test_a_receiver_job_without_arguments_fails_saying_so(db, inline_plugin, drain):
     counting, goal = created_with_counting(inline_plugin, drain)
     first = outcomes(db, goal["_id"])["first"]
