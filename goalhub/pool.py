@@ -52,13 +52,15 @@ from rq.worker_pool import WorkerData, WorkerPool
 from goalhub import config, liveview, metrics
 from goalhub.connection import REDIS_GONE, get_redis
 from goalhub.queues import all_queues
-from goalhub.recovery import recover_abandoned_jobs
+from goalhub.recovery import held_by, recover_abandoned_jobs
 from goalhub.worker import RecoveringSimpleWorker, prepare_worker, work
 
 log = logging.getLogger(__name__)
 
 # Seconds past its job's timeout before the parent kills a worker whose job the alarm did not stop.
 STUCK_GRACE = 10.0
+# Seconds the parent keeps trying to recover a dead worker's job before leaving it to the net.
+RECOVER_PATIENCE = 60.0
 _PR_SET_PDEATHSIG = 1
 _MIB = 1024 * 1024
 
@@ -112,6 +114,7 @@ class Pool(WorkerPool):
 
     def __init__(self, size: int) -> None:
         super().__init__(all_queues(), connection=get_redis(), num_workers=size, worker_class=PoolWorker)
+        self._dead: dict[str, float] = {}  # dead workers whose jobs are being recovered -> since
 
     def get_worker_process(self, name: str, burst: bool, _sleep: float = 0,
                            logging_level: str = "INFO") -> BaseProcess:
@@ -123,27 +126,43 @@ class Pool(WorkerPool):
         code = worker_data.process.exitcode
         if code == 0:
             return  # stopped on request, recycled or done (burst)
-        log.warning("pool worker %s (pid %d) died with exit code %s; recovering its job",
-                    worker_data.name, worker_data.pid, code)
-        self._recover_pending = True
+        try:
+            held = held_by({worker_data.name}, all_queues())
+        except REDIS_GONE:
+            held = ["(Redis away: not known yet)"]
+        log.warning("pool worker %s (pid %d) died with exit code %s; recovering its job: %s",
+                    worker_data.name, worker_data.pid, code, ", ".join(held) or "none started")
+        self._dead.setdefault(worker_data.name, time.monotonic())
 
-    _recover_pending = False
+    @property
+    def _recover_pending(self) -> bool:
+        return bool(self._dead)
 
     def recover(self) -> list[str]:
-        """Retry (or fail, without retries left) the jobs of dead workers now. Another process
-        may hold a queue's recovery lock for a moment: tried again a few times; with Redis away,
-        at the next check."""
+        """Retry (or fail, without retries left) the jobs of dead workers now, until no started
+        registry holds a job under a dead worker's name. Another process may hold a queue's
+        recovery lock for a moment: tried again a few times here, then at each next check (with
+        Redis away too), for up to ``RECOVER_PATIENCE`` seconds; after that the workers'
+        registry maintenance and the reconciler are the net."""
         recovered: list[str] = []
+        left: list[str] = []
         try:
             for _ in range(5):
-                recovered += recover_abandoned_jobs(all_queues())
-                if recovered:
+                recovered += recover_abandoned_jobs(all_queues(), dead=set(self._dead))
+                left = held_by(set(self._dead), all_queues())
+                if not left:
                     break
                 time.sleep(0.2)
         except REDIS_GONE as exc:
             log.error("could not recover the jobs of dead pool workers yet (%s); trying again", exc)
             return recovered
-        self._recover_pending = False
+        if left and time.monotonic() - min(self._dead.values()) < RECOVER_PATIENCE:
+            log.warning("jobs of dead pool workers not recovered yet: %s; trying again", ", ".join(left))
+            return recovered
+        if left:
+            log.error("jobs of dead pool workers still not recovered after %.0f s: %s; left to the workers' "
+                      "registry maintenance and the reconciler", RECOVER_PATIENCE, ", ".join(left))
+        self._dead.clear()
         return recovered
 
     def check_workers(self, respawn: bool = True) -> None:

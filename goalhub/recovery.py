@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Collection
 
 import redis
 from rq import Queue, Worker
@@ -26,7 +27,7 @@ from goalhub.queues import all_queues, enqueued_key
 log = logging.getLogger(__name__)
 
 
-def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
+def recover_abandoned_jobs(queues: list[Queue] | None = None, dead: Collection[str] = ()) -> list[str]:
     """Hand jobs left ``started`` by a dead worker to RQ's abandoned-job handling now.
 
     RQ notices an abandoned job only once its heartbeat expires (about 90 s after the
@@ -34,6 +35,10 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
     whose worker and work-horse were killed stays ``started`` that long. Here such a job's
     entry is marked expired and ``StartedJobRegistry.cleanup`` retries it (if it has retries
     left) or moves it to the failed registry, as it would have done later. Returns the ids.
+
+    ``dead``: names of workers known to be dead (a pool's parent reaped them), whatever their
+    registration says: after Redis lost its data, a worker's next heartbeat writes back a
+    registration with no pid or host, from which nobody else can tell that it died.
     """
     connection = get_redis()
     recovered: list[str] = []
@@ -51,7 +56,7 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
                     Execution(execution_id, job_id, connection).key, "worker_name")
                 worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name.decode(),
                                             connection=connection) if name else None
-                if worker_dead(worker):  # one owner of the verdict: goalhub.liveness
+                if (name is not None and name.decode() in dead) or worker_dead(worker):  # goalhub.liveness
                     abandoned[f"{job_id}:{execution_id}"] = 0
                     recovered.append(job_id)
             if abandoned:
@@ -67,6 +72,22 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None) -> list[str]:
         finally:
             connection.delete(lock)
     return recovered
+
+
+def held_by(worker_names: set[str], queues: list[Queue] | None = None) -> list[str]:
+    """Ids of the jobs still ``started`` under one of ``worker_names`` in the queues' started
+    registries (whose executions name the worker): what a recovery of their jobs has yet to take."""
+    if not worker_names:
+        return []
+    connection = get_redis()
+    held = []
+    for queue in queues or all_queues():
+        for job_id, execution_id in queue.started_job_registry.get_job_and_execution_ids(cleanup=False):
+            name: bytes | None = connection.hget(  # type: ignore[assignment]
+                Execution(execution_id, job_id, connection).key, "worker_name")
+            if name is not None and name.decode() in worker_names:
+                held.append(job_id)
+    return held
 
 
 # A job queued in no queue list and no registry this long, seen so twice, was taken by a worker

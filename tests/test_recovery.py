@@ -58,3 +58,79 @@ def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, mon
     assert recovery.requeue_lost_jobs() == [] and connection.zcard(enqueued_key()) == 0  # started: watched no more
 
 
+
+
+def test_the_pool_keeps_recovering_a_dead_workers_job_while_another_process_holds_the_lock(db, monkeypatch):
+    """A pool worker killed mid-job: the parent's recovery meets the queue's recovery lock held by
+    another process (a new worker's maintenance, or one killed holding it). It does not give up
+    after its first tries: the job is recovered at a later check, once the lock is free."""
+    from rq import Worker
+
+    from goalhub import pool as pools
+
+    monkeypatch.setattr(pools.time, "sleep", lambda _: None)  # the retries within one check
+    queue = get_queue()
+    job = queue.enqueue(time.sleep, 0, job_id="held-by-a-killed-pool-worker", retry=None)
+    dead = Worker([queue], connection=queue.connection, name="killed-pool-worker")
+    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
+    dead.prepare_execution(taken)
+    dead.prepare_job_execution(taken)  # started, as a worker that runs it
+    queue.connection.delete(dead.key)  # kill -9: its registration is gone
+    assert recovery.held_by({dead.name}, [queue]) == [job.id]
+
+    parent = pools.Pool.__new__(pools.Pool)  # the parent's recovery alone, no processes
+    parent._dead = {dead.name: time.monotonic()}
+    lock = f"goalhub:recover-abandoned:{queue.name}"
+    queue.connection.set(lock, "another-process", ex=30)
+    assert parent.recover() == [] and parent._recover_pending  # not given up: tried at the next check
+    queue.connection.delete(lock)
+    assert parent.recover() == [job.id] and not parent._recover_pending
+    assert recovery.held_by({dead.name}, [queue]) == [] and job.id not in queue.started_job_registry
+
+
+def test_the_pool_leaves_a_job_it_cannot_recover_to_the_net_after_its_patience(db, monkeypatch, caplog):
+    from rq import Worker
+
+    from goalhub import pool as pools
+
+    monkeypatch.setattr(pools.time, "sleep", lambda _: None)
+    queue = get_queue()
+    queue.enqueue(time.sleep, 0, job_id="held-past-patience")
+    dead = Worker([queue], connection=queue.connection, name="killed-long-ago")
+    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
+    dead.prepare_execution(taken)
+    dead.prepare_job_execution(taken)
+    queue.connection.delete(dead.key)
+    parent = pools.Pool.__new__(pools.Pool)
+    parent._dead = {dead.name: time.monotonic() - pools.RECOVER_PATIENCE - 1}
+    queue.connection.set(f"goalhub:recover-abandoned:{queue.name}", "another-process", ex=30)
+    assert parent.recover() == [] and not parent._recover_pending
+    assert "still not recovered" in caplog.text and "held-past-patience" in caplog.text
+
+
+def test_the_pool_recovers_the_job_of_a_worker_killed_after_redis_lost_its_registration(db, monkeypatch):
+    """Found by the chaos soak: a FLUSHALL while a pool worker ran a job, then the worker's next
+    heartbeat wrote back a registration with only ``last_heartbeat`` (no pid, no host), then it was
+    killed. Nobody can tell from that registration that it died, so its job waited ~35 s for the
+    outbox relay. The parent, which reaped it, names it dead: the job is recovered at once."""
+    from rq import Worker
+
+    from goalhub import pool as pools
+    from goalhub.recovery import recover_abandoned_jobs
+
+    monkeypatch.setattr(pools.time, "sleep", lambda _: None)
+    queue = get_queue()
+    job = queue.enqueue(time.sleep, 0, job_id="held-across-a-flush")
+    dead = Worker([queue], connection=queue.connection, name="flushed-then-killed")
+    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
+    dead.prepare_execution(taken)
+    dead.prepare_job_execution(taken)
+    queue.connection.delete(dead.key)  # Redis lost its registration ...
+    dead.heartbeat()  # ... and its next beat wrote back a part of it
+    assert queue.connection.hkeys(dead.key) == [b"last_heartbeat"]
+    assert recover_abandoned_jobs([queue]) == []  # alive or dead: nobody can tell from that
+
+    parent = pools.Pool.__new__(pools.Pool)
+    parent._dead = {dead.name: time.monotonic()}
+    assert parent.recover() == [job.id] and not parent._recover_pending
+    assert job.id not in queue.started_job_registry
