@@ -6,8 +6,12 @@ deterministic key (what it does and for which goal), written to the ``outbound``
 collection before it is made and marked ``sent`` after. Delivering the same event again
 finds the key ``sent`` and makes no second call. A worker killed between a real call
 and its ``sent`` mark leaves it ``pending``; the retry makes the call again (at least
-once, for that one window), which is why the real clients send only idempotent calls.
-Operators read the records with ``goalhub outbound`` or in the ``outbound`` collection.
+once, for that one window), which is why the real clients send only idempotent calls,
+under the same key (``HttpSink``'s ``Idempotency-Key``), so the service drops the resend.
+The record counts both: ``tries``, the real calls begun, and ``attempts``, those that came
+back (answered or raised); ``tries - attempts`` calls were cut off by a crash, and so are
+the only resends a service can see. Operators read the records with ``goalhub outbound``
+or in the ``outbound`` collection.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ def _send_once(kind: str, key: str, payload: dict[str, Any], send: Callable[[], 
         "payload": payload,
         "transport": "recorded" if send is None else "real",
         "status": "pending",
+        "tries": int(send is not None),  # this call, begun right after the insert
         "attempts": 0,
         "created_at": time.time(),
         **retention.stamp(),
@@ -72,6 +77,8 @@ def _send_once(kind: str, key: str, payload: dict[str, Any], send: Callable[[], 
         existing = db.outbound.find_one({"_id": _id})
         if existing["status"] == "sent":
             return {**existing, "duplicate": True}
+        if send is not None:  # a try again: after a raise, or after a crash cut one off
+            db.outbound.update_one({"_id": _id}, {"$inc": {"tries": 1}})
     response = None
     if send is not None:
         try:

@@ -42,10 +42,39 @@ def test_a_failed_call_stays_pending_and_the_next_delivery_sends_it(db: Any) -> 
     sent = send_once("rtc", "StopSnapshot:g2:room-1", {"RoomId": "room-1"}, lambda: "ok", goal_id="g2")
     assert (sent["status"], sent["attempts"], sent["response"], sent["error"], sent["duplicate"]) == (
         "sent", 2, "ok", None, False)
+    assert sent["tries"] == 2  # both calls came back: none was cut off
     assert {k: v for k, v in sent.items() if k != "duplicate"} == db.outbound.find_one({"_id": sent["_id"]})
+
+
+class Killed(BaseException):
+    """A process killed in the middle of a call (``kill -9``): nothing after it runs."""
+
+
+def test_a_call_cut_off_by_a_crash_is_counted_so_its_resend_is_told_apart(db: Any) -> None:
+    sink: list[str] = []  # what the service received, by Idempotency-Key
+
+    def reached_then_killed() -> None:
+        sink.append("rtc:StopSnapshot:g4:room-1")
+        raise Killed  # the service got it; the mark is never written
+
+    with pytest.raises(Killed):
+        send_once("rtc", "StopSnapshot:g4:room-1", {"RoomId": "room-1"}, reached_then_killed, goal_id="g4")
+    cut = db.outbound.find_one({"_id": "rtc:StopSnapshot:g4:room-1"})
+    assert (cut["status"], cut["tries"], cut["attempts"]) == ("pending", 1, 0)
+
+    def answered() -> str:
+        sink.append("rtc:StopSnapshot:g4:room-1")
+        return "ok"
+
+    sent = send_once("rtc", "StopSnapshot:g4:room-1", {"RoomId": "room-1"}, answered, goal_id="g4")
+    # The one resend the service saw, under the same key, is the call the crash cut off.
+    assert sink == ["rtc:StopSnapshot:g4:room-1"] * 2
+    assert (sent["status"], sent["tries"], sent["attempts"]) == ("sent", 2, 1)
+    assert sent["tries"] - sent["attempts"] == len(sink) - 1
 
 
 def test_a_recorded_only_call_is_marked_sent_without_a_transport(db: Any) -> None:
     record = send_once("notification", "goal_added:g3", {"text": "hi"}, goal_id="g3")
     assert (record["transport"], record["status"], record["response"], record["duplicate"]) == (
         "recorded", "sent", None, False)
+    assert record["tries"] == 0  # nothing was called
