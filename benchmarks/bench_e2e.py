@@ -27,6 +27,11 @@ to the store before the clock starts. Then, per worker count:
   finished and failed registries; goals/s per worker against the floor's jobs/s;
 - latency at half the measured throughput, for ~10 s, evenly paced; p50/p95 from each POST to
   that goal's last receiver outcome;
+- CPU: during each throughput run, the CPU seconds of every process (the API server, the workers,
+  Redis, the scheduler, and this process's client threads), per goal; during each plain floor,
+  the CPU seconds of the plain workers (``wait4``: with their horses) and of Redis, per no-op job.
+  When everything shares the machine's cores, goals/s cannot pass cores / (CPU per goal): this
+  says what a goal costs the whole machine against what a plain no-op job does;
 - memory: RSS and PSS summed over the workers' processes (a pool's parent and its workers, a
   forking worker and its horse), idle after a warm-up and at the peak of the throughput runs
   (sampled every 0.1 s), for 1, 2 and 4 workers of each kind (4: one throughput run only).
@@ -98,31 +103,66 @@ def floor_run(jobs: int) -> float:
     return jobs / (last - first)
 
 
-def plain_rq_floor(jobs: int, home: Path, workers: int = 1) -> float:
+def plain_rq_floor(jobs: int, home: Path, workers: int = 1) -> tuple[float, float]:
     """No-op jobs per second of ``workers`` plain ``rq worker --burst`` processes started together
     (RQ's own CLI, forking, no goalhub) on the same Redis, on a queue of their own; the job is
-    ``time.time``, imported by every worker. Per worker process: divide by ``workers``."""
+    ``time.time``, imported by every worker. Per worker process: divide by ``workers``. Also the
+    CPU milliseconds per job of the workers (their horses included) and Redis together."""
+    import os
     import subprocess
     import sys
 
     from rq import Queue
     from rq.registry import FinishedJobRegistry
 
-    from goalhub.connection import get_redis, redis_url
+    from goalhub.connection import embedded_redis_pid, get_redis, redis_url
 
     queue = Queue("bench-plain-rq", connection=get_redis())
     before = set(FinishedJobRegistry(queue=queue).get_job_ids())
     for _ in range(jobs):
         queue.enqueue(time.time)
     rq = Path(sys.executable).with_name("rq")
+    redis = {"redis": [embedded_redis_pid(home) or 0]}
+    redis_before = cpu_seconds(redis)["redis"]
     started = [subprocess.Popen([str(rq), "worker", "--burst", "--url", redis_url(), "--logging_level", "WARNING",
                                  queue.name], cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(workers)]
-    assert all(process.wait() == 0 for process in started), "a plain rq worker failed"
+    cpu = 0.0
+    for process in started:  # wait4: the exit status and the CPU of the worker and its reaped horses
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0, "a plain rq worker failed"
+        cpu += usage.ru_utime + usage.ru_stime
+    cpu += cpu_seconds(redis)["redis"] - redis_before
     ids = set(FinishedJobRegistry(queue=queue).get_job_ids()) - before
     first, last, failed = job_times(ids)
     assert len(ids) == jobs and failed == 0, "the plain rq workers did not run every no-op job"
-    return jobs / (last - first)
+    return jobs / (last - first), cpu * 1000 / jobs
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role's processes and their descendants:
+    the live ones read one by one, the ones that ended (a forking worker's horses) through their
+    parent's counts of its reaped children."""
+    import psutil
+
+    used = {}
+    for role, roots in pids.items():
+        used[role] = 0.0
+        tree = []
+        for pid in roots:
+            try:
+                root = psutil.Process(pid)
+                tree += [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            used[role] += times.user + times.system + times.children_user + times.children_system
+    return used
 
 
 class Client:
@@ -132,6 +172,8 @@ class Client:
         self.base = base
         self.headers = {"Authorization": f"Bearer {token}"}
         self._local = threading.local()
+        self.cpu = 0.0  # CPU seconds of the client threads in ``post``: the caller's share of a goal
+        self._cpu_lock = threading.Lock()
 
     def post(self, session_id: str, trigger_id: str) -> tuple[str, float]:
         import requests
@@ -141,8 +183,10 @@ class Client:
             session = self._local.session = requests.Session()
         body = {"levels": [{"target": 300}], "context": {"session_id": session_id, "trigger_exclusive_goal_id": trigger_id},
                 "nbf": round(time.time(), 3)}
-        sent = time.time()
+        sent, clock = time.time(), time.thread_time()
         response = session.post(f"{self.base}/goals?type=exclusive", json=body, headers=self.headers, timeout=30)
+        with self._cpu_lock:
+            self.cpu += time.thread_time() - clock
         if response.status_code != 202:
             raise RuntimeError(f"POST /goals?type=exclusive: {response.status_code} {response.text[:300]}")
         return response.json()["goal_id"], sent
@@ -179,14 +223,21 @@ def settle(db: Any, goal_ids: list[str], receivers: int, timeout: float = 300) -
     return last
 
 
-def throughput_run(db: Any, client: Client, goals: int, receivers: int) -> dict[str, float]:
+def throughput_run(db: Any, client: Client, goals: int, receivers: int,
+                   pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """G goals as fast as the API takes them; with ``pids`` (role -> process), also the CPU
+    milliseconds per goal of each role, and of the client threads, from the first POST until
+    every goal settled."""
     pairs = prepare(db, goals)
     before = rq_job_ids()
+    cpu_before, client_before = cpu_seconds(pids or {}), client.cpu
     start = time.time()
     with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
         posted = list(pool.map(lambda pair: client.post(*pair), pairs))
     posted_in = time.time() - start
     last = settle(db, [gid for gid, _ in posted], receivers)
+    cpu = {role: (used - cpu_before[role]) * 1000 / goals for role, used in cpu_seconds(pids or {}).items()}
+    cpu["client"] = (client.cpu - client_before) * 1000 / goals
     support.wait_for(rq_idle, timeout=120, interval=0.1, what="the queues to drain")
     ran = rq_job_ids() - before
     _, last_job, failed = job_times(ran)
@@ -201,6 +252,7 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int) -> dict[
         "jobs_per_goal": len(ran) / goals,
         "post_per_s": goals / posted_in,
         "create_ms": create_job_ms(ran),
+        "cpu_ms": cpu,
     }
 
 
@@ -281,6 +333,7 @@ def main() -> None:
             print(f"## End to end: skipped, the API package does not import ({exc})\n")
             return
         from goalhub.auth import mint_token
+        from goalhub.connection import embedded_redis_pid
         from goalhub.plugins import plugin_infos
         from goalhub.receivers import receivers
         from goalhub.store import get_database
@@ -295,7 +348,8 @@ def main() -> None:
         token = mint_token(support.STREAMER, ["CREATOR"])  # before the server: one dev key file
         api, base = support.start_api(home, workers=2, threads=4)
         client = Client(base, token)
-        with support.children(api, support.start_scheduler(home)):
+        scheduler = support.start_scheduler(home)
+        with support.children(api, scheduler):
             for kind, count in CONFIGS + MEMORY_ONLY:
                 label = f"{kind} {count}"
                 with support.children(*start(kind, count, home)) as started:
@@ -311,20 +365,26 @@ def main() -> None:
                     # Alternated: the plain rq floor and these workers' own floor right before each
                     # throughput run; the ratios are taken per triple, so the machine's drift between
                     # runs (it is shared) does not enter them.
-                    plain, plain_n, floor, runs, peaks = [], [], [], [], []
+                    plain, plain_n, plain_cpu, floor, runs, peaks = [], [], [], [], [], []
+                    pids = {"api": [api.popen.pid], "workers": [child.popen.pid for child in started],
+                            "redis": [embedded_redis_pid(home) or 0], "scheduler": [scheduler.popen.pid]}
                     for _ in range(repeats):
-                        plain.append(plain_rq_floor(floor_jobs, home))
-                        plain_n.append(plain_rq_floor(floor_jobs, home, count) if count > 1 else plain[-1])
+                        rate, cpu = plain_rq_floor(floor_jobs, home)
+                        plain.append(rate)
+                        rate_n, cpu_n = plain_rq_floor(floor_jobs, home, count) if count > 1 else (rate, cpu)
+                        plain_n.append(rate_n)
+                        plain_cpu.append(cpu_n)
                         floor.append(floor_run(floor_jobs))
                         with Peak(started) as peak:
-                            runs.append(throughput_run(db, client, goals, n_receivers))
+                            runs.append(throughput_run(db, client, goals, n_receivers, pids))
                         peaks.append((peak.rss, peak.pss))
                     support.log(f"e2e: {label}: plain rq {Spread.of(plain).fmt()} jobs/s, own floor "
                                 f"{Spread.of(floor).fmt()} jobs/s, {Spread.of(r['goals_per_s'] for r in runs).fmt(2)} goals/s")
                     light = 0.5 * Spread.of(r["goals_per_s"] for r in runs).median
                     latency = latency_run(db, client, light, seconds, n_receivers, least)
                     support.log(f"e2e: {label}: latency p50 {latency['p50']:.0f} ms p95 {latency['p95']:.0f} ms")
-                    results[(kind, count)] = {"plain": plain, "plain_n": plain_n, "floor": floor, "runs": runs, "latency": latency,
+                    results[(kind, count)] = {"plain": plain, "plain_n": plain_n, "plain_cpu": plain_cpu, "floor": floor,
+                                              "runs": runs, "latency": latency,
                                               "idle": idle, "loaded": max(peaks)}
         honest = _report(results, repeats, floor_jobs, goals, n_receivers, options.json)
     if not honest:
@@ -396,6 +456,7 @@ def _report(results: dict[tuple[str, int], dict[str, Any]], repeats: int, floor_
           "goals/s runs from the first POST to the last receiver outcome (the issue's measure); 'until every job "
           "ended' waits for every job the goals caused too. When goals/s is near the POST/s the API took, the API "
           "(sharing the cores) is what limits the run, not the workers.\n")
+    headlines += _cpu_report(results)
     lat_rows = []
     for (kind, count), r in results.items():
         if "latency" not in r:
@@ -431,6 +492,43 @@ def _report(results: dict[tuple[str, int], dict[str, Any]], repeats: int, floor_
           "the machine's cores.\n")
     support.write_headlines(json_path, headlines)
     return honest
+
+
+ROLES = ("api", "workers", "redis", "scheduler", "client")
+
+
+def _cpu_report(results: dict[tuple[str, int], dict[str, Any]]) -> list[Headline]:
+    """Print what a goal costs every process in CPU against what a plain no-op job costs; returns
+    the headlines."""
+    import os
+
+    cores = os.cpu_count() or 1
+    rows, headlines = [], []
+    for (kind, count), r in results.items():
+        if "runs" not in r:
+            continue
+        per_role = {role: Spread.of(x["cpu_ms"][role] for x in r["runs"]).median for role in ROLES}
+        total = Spread.of(sum(x["cpu_ms"].values()) for x in r["runs"])
+        plain = Spread.of(r["plain_cpu"])
+        rows.append([f"{kind} {count}", *(f"{per_role[role]:.1f}" for role in ROLES), total.fmt(1), plain.fmt(1),
+                     f"{plain.median / total.median:.2f}", f"{cores * 1000 / total.median:.0f}"])
+        headlines.append(Headline(
+            "e2e", f"CPU per goal, every process (API, workers, Redis, scheduler, client), {count} {KINDS[kind]}",
+            f"{total.median:.1f} ms (workers {per_role['workers']:.1f}, API {per_role['api']:.1f})",
+            f"{count} plain rq worker --burst: {plain.median:.1f} ms per no-op job (workers and Redis)",
+            f"{plain.median / total.median:.2f} plain jobs' CPU per goal's"))
+    print(support.table(
+        ["workers", "API ms", "workers ms", "Redis ms", "scheduler ms", "client ms", "goal: all processes ms",
+         "plain rq: ms per no-op job (its workers + Redis)", "plain job / goal", f"goals/s the {cores} cores allow"],
+        rows, title="CPU per goal, by process, during the throughput runs: median [min - max]"))
+    print("CPU seconds (user + system) each process used from the first POST until every goal settled, per goal: "
+          "the API server (waitress, its processes), the workers (a pool: its parent and workers; forking: each "
+          "worker and its horses), Redis, the scheduler (polling 20 times a second), and this benchmark's client "
+          "threads (requests). The plain floor's: its workers (with their horses, from wait4) and Redis, per "
+          "no-op job. All of them share this machine's cores: goals/s cannot pass cores x 1000 / (a goal's ms), "
+          "so with 2 workers on 2 cores the goal's whole cost, not the worker's alone, sets the ratio per "
+          "process.\n")
+    return headlines
 
 
 if __name__ == "__main__":
