@@ -60,22 +60,30 @@ def test_a_job_a_dying_worker_took_off_its_queue_is_put_back_once(db, drain, mon
 
 
 
-def test_the_pool_keeps_recovering_a_dead_workers_job_while_another_process_holds_the_lock(db, monkeypatch):
-    """A pool worker killed mid-job: the parent's recovery meets the queue's recovery lock held by
-    another process (a new worker's maintenance, or one killed holding it). It does not give up
-    after its first tries: the job is recovered at a later check, once the lock is free."""
+def started_by_a_killed_worker(job_id: str, worker_name: str):
+    """A job that a worker took and started, then the worker killed (``kill -9``): its
+    registration gone, the job ``started`` in the registry under its name. Returns (job, worker)."""
     from rq import Worker
 
-    from goalhub import pool as pools
-
-    monkeypatch.setattr(pools.time, "sleep", lambda _: None)  # the retries within one check
     queue = get_queue()
-    job = queue.enqueue(time.sleep, 0, job_id="held-by-a-killed-pool-worker", retry=None)
-    dead = Worker([queue], connection=queue.connection, name="killed-pool-worker")
+    job = queue.enqueue(time.sleep, 0, job_id=job_id)
+    dead = Worker([queue], connection=queue.connection, name=worker_name)
     taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
     dead.prepare_execution(taken)
     dead.prepare_job_execution(taken)  # started, as a worker that runs it
     queue.connection.delete(dead.key)  # kill -9: its registration is gone
+    return job, dead
+
+
+def test_the_pool_keeps_recovering_a_dead_workers_job_while_another_process_holds_the_lock(db, monkeypatch):
+    """A pool worker killed mid-job: the parent's recovery meets the queue's recovery lock held by
+    another process (a new worker's maintenance, or one killed holding it). It does not give up
+    after its first tries: the job is recovered at a later check, once the lock is free."""
+    from goalhub import pool as pools
+
+    monkeypatch.setattr(pools.time, "sleep", lambda _: None)  # the retries within one check
+    queue = get_queue()
+    job, dead = started_by_a_killed_worker("held-by-a-killed-pool-worker", "killed-pool-worker")
     assert recovery.held_by({dead.name}, [queue]) == [job.id]
 
     parent = pools.Pool.__new__(pools.Pool)  # the parent's recovery alone, no processes
@@ -89,18 +97,11 @@ def test_the_pool_keeps_recovering_a_dead_workers_job_while_another_process_hold
 
 
 def test_the_pool_leaves_a_job_it_cannot_recover_to_the_net_after_its_patience(db, monkeypatch, caplog):
-    from rq import Worker
-
     from goalhub import pool as pools
 
     monkeypatch.setattr(pools.time, "sleep", lambda _: None)
     queue = get_queue()
-    queue.enqueue(time.sleep, 0, job_id="held-past-patience")
-    dead = Worker([queue], connection=queue.connection, name="killed-long-ago")
-    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
-    dead.prepare_execution(taken)
-    dead.prepare_job_execution(taken)
-    queue.connection.delete(dead.key)
+    _, dead = started_by_a_killed_worker("held-past-patience", "killed-long-ago")
     parent = pools.Pool.__new__(pools.Pool)
     parent._dead = {dead.name: time.monotonic() - pools.RECOVER_PATIENCE - 1}
     queue.connection.set(f"goalhub:recover-abandoned:{queue.name}", "another-process", ex=30)
@@ -113,19 +114,12 @@ def test_the_pool_recovers_the_job_of_a_worker_killed_after_redis_lost_its_regis
     heartbeat wrote back a registration with only ``last_heartbeat`` (no pid, no host), then it was
     killed. Nobody can tell from that registration that it died, so its job waited ~35 s for the
     outbox relay. The parent, which reaped it, names it dead: the job is recovered at once."""
-    from rq import Worker
-
     from goalhub import pool as pools
     from goalhub.recovery import recover_abandoned_jobs
 
     monkeypatch.setattr(pools.time, "sleep", lambda _: None)
     queue = get_queue()
-    job = queue.enqueue(time.sleep, 0, job_id="held-across-a-flush")
-    dead = Worker([queue], connection=queue.connection, name="flushed-then-killed")
-    taken, _ = Queue.dequeue_any([queue], None, connection=queue.connection)
-    dead.prepare_execution(taken)
-    dead.prepare_job_execution(taken)
-    queue.connection.delete(dead.key)  # Redis lost its registration ...
+    job, dead = started_by_a_killed_worker("held-across-a-flush", "flushed-then-killed")  # Redis lost its registration ...
     dead.heartbeat()  # ... and its next beat wrote back a part of it
     assert queue.connection.hkeys(dead.key) == [b"last_heartbeat"]
     assert recover_abandoned_jobs([queue]) == []  # alive or dead: nobody can tell from that
