@@ -54,6 +54,8 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None, dead: Collection[s
                 # An execution whose record expired has no worker left to finish it either.
                 name: bytes | None = connection.hget(  # type: ignore[assignment]
                     Execution(execution_id, job_id, connection).key, "worker_name")
+                if name is None and connection.zscore(registry.key, f"{job_id}:{execution_id}") is None:
+                    continue  # it just ended: its worker removed the entry after the listing, then the record
                 worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name.decode(),
                                             connection=connection) if name else None
                 if (name is not None and name.decode() in dead) or worker_dead(worker):  # goalhub.liveness

@@ -128,3 +128,16 @@ def test_the_pool_recovers_the_job_of_a_worker_killed_after_redis_lost_its_regis
     parent._dead = {dead.name: time.monotonic()}
     assert parent.recover() == [job.id] and not parent._recover_pending
     assert job.id not in queue.started_job_registry
+
+
+def test_a_job_that_ended_while_the_registry_was_read_is_not_called_recovered(db, monkeypatch, caplog):
+    """Seen in the soak's log: a job that a live worker finished between the registry's listing
+    and the look-up of its execution record (deleted as it ended) was reported 'recovered'."""
+    from goalhub.recovery import recover_abandoned_jobs
+
+    queue = get_queue()
+    ended = [("create-ended-meanwhile", "execution-deleted-as-it-ended")]  # the listing, read just before
+    monkeypatch.setattr(type(queue.started_job_registry), "get_job_and_execution_ids",
+                        lambda self, cleanup=True: ended)
+    assert recover_abandoned_jobs([queue]) == []
+    assert "recovered jobs" not in caplog.text
