@@ -44,6 +44,7 @@ from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 
 import psutil
+from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 from rq.worker import Worker
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 STUCK_GRACE = 10.0
 # Seconds the parent keeps trying to recover a dead worker's job before leaving it to the net.
 RECOVER_PATIENCE = 60.0
+# Seconds within which a pool worker's plain heartbeats after the last one are left out.
+BEAT_EVERY = 1.0
 _PR_SET_PDEATHSIG = 1
 _MIB = 1024 * 1024
 
@@ -71,10 +74,23 @@ class PoolWorker(RecoveringSimpleWorker):
     starts a new one), and compacts the metric files of gone processes at its maintenance."""
 
     _rss_baseline: int | None = None
+    _beat_at = float("-inf")
 
     def clean_registries(self) -> None:
         metrics.compact()  # files of recycled or dead workers (one pair each, not one per job)
         super().clean_registries()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ beats three or four times around every job, each beat three round trips to Redis;
+        a pool worker runs jobs back to back, so a plain beat within ``BEAT_EVERY`` seconds of
+        the last one is left out. Every beat sets the registration's lifetime to at least a
+        minute, and a beat with its own lifetime or inside a pipeline (the start of a job) is
+        always sent."""
+        now = time.monotonic()
+        if timeout is None and pipeline is None and now - self._beat_at < BEAT_EVERY:
+            return
+        self._beat_at = now
+        super().heartbeat(timeout, pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         super().execute_job(job, queue)

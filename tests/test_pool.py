@@ -195,3 +195,33 @@ def test_a_stop_requested_during_the_outbox_relay_stops_the_worker(goalhub_env, 
     monkeypatch.setattr(outbox, "requeue_accepted", stop)
     with pytest.raises(StopRequested):
         worker.relay_accepted()
+
+
+def test_a_pool_worker_leaves_out_plain_heartbeats_within_a_second_of_the_last(goalhub_env, monkeypatch):
+    """RQ beats three or four times around every job (three round trips each); a pool worker runs
+    jobs back to back, so it sends a plain beat at most once a second. A beat with its own lifetime
+    or in a pipeline (a job's start) always goes, and the registration lives at least a minute."""
+    from goalhub import pool as pools
+
+    worker = pools.PoolWorker([get_queue()], connection=get_redis(), name="beats")
+    worker.register_birth()
+    clock = [1000.0]
+    monkeypatch.setattr(pools.time, "monotonic", lambda: clock[0])
+    sent: list[tuple] = []
+    original = pools.RecoveringSimpleWorker.heartbeat
+    monkeypatch.setattr(pools.RecoveringSimpleWorker, "heartbeat",
+                        lambda self, timeout=None, pipeline=None: sent.append((timeout, pipeline))
+                        or original(self, timeout, pipeline))
+    worker.heartbeat()
+    worker.heartbeat()  # the same instant: left out
+    clock[0] += 0.5
+    worker.heartbeat()  # half a second later: left out
+    worker.heartbeat(timeout=120)  # its own lifetime: sent
+    pipe = get_redis().pipeline()
+    worker.heartbeat(pipeline=pipe)  # a job's start: sent
+    pipe.execute()
+    clock[0] += pools.BEAT_EVERY
+    worker.heartbeat()  # a second after the last: sent
+    assert [(t, p is not None) for t, p in sent] == [(None, False), (120, False), (None, True), (None, False)]
+    assert get_redis().ttl(worker.key) >= 60
+    worker.register_death()
