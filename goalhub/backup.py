@@ -158,6 +158,7 @@ def restore(path: str | os.PathLike[str], *, force: bool = False) -> dict[str, A
         restored = counts(source)
     finally:
         source.close()
+    schema.check(get_database())  # a backup of an older schema is migrated before anything reads it
     return {"path": str(source_path), "collections": restored, "reconciled": reconcile()}
 
 

@@ -8,7 +8,9 @@ and names itself the lock holder (``<prefix>:scheduler-lock-holder``) when it ta
 lock. Both expire, so a dead scheduler disappears from the dashboard within a minute.
 
 Reconciler: ``goalhub.tasks.schedule`` marks a goal with ``lifecycle.activate_at`` /
-``lifecycle.end_at`` when it schedules its activation or end. Every
+``lifecycle.end_at`` when it schedules its activation or end, and lists the kind in
+``lifecycle.pending`` until the job has run (the reconciler reads only the goals listed there,
+through an index: its work follows the pending goals, not all goals). Every
 ``GOALHUB_RECONCILE_INTERVAL`` seconds the scheduler holding the lock looks for marked goals
 whose time passed (more than ``GOALHUB_RECONCILE_GRACE`` ago) and which are still inactive
 (activation) or not ended (end) with no pending lifecycle job: the job was deleted (from
@@ -43,7 +45,7 @@ from goalhub.queues import PENDING, Scheduler, get_queue, job_id
 from goalhub.recovery import requeue_lost_jobs
 from goalhub.replay import requeue_backfills
 from goalhub.store import get_database
-from goalhub.tasks import activate_goal, end_goal, scheduled_before
+from goalhub.tasks import LIFECYCLE_PENDING, activate_goal, end_goal, scheduled_before
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def reconcile(now: float | None = None) -> dict[str, list[str]]:
         ("activate", {**scheduled_before("activate", due), "active": False}, activate_goal, {}),
         ("end", scheduled_before("end", due), end_goal, {"reason": "expired"}),
         # An end asked for over the API (goalhub.api.goals) whose job was lost.
-        ("end-request", {"end_requested_at": {"$lte": due}}, end_goal, {"reason": "ended"}),
+        ("end-request", {LIFECYCLE_PENDING: "end-request", "end_requested_at": {"$lte": due}}, end_goal, {"reason": "ended"}),
     )
     for action, query, function, kwargs in work:
         for goal in db.goals.find({**query, "ended_at": {"$exists": False}}, {"_id": 1, "_cls": 1}):

@@ -11,6 +11,10 @@ forward by ``MIGRATIONS``, in order, each step recorded:
 - 0 -> 1: the ledger (``goalhub.ledger``) did not exist: each ``ok`` outcome's (event,
   receiver) is written into its goal's ledger, so that a receiver that finished an event on
   the old version is never run for it again once retention purged its outcome record.
+- 1 -> 2: ``lifecycle.pending`` (``goalhub.tasks``) did not exist: each goal not ended whose
+  activation (not active yet), end, or end request was scheduled gets those kinds in it, so
+  that the reconciler, which now looks only at the goals it names, still finds their jobs if
+  Redis loses them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from goalhub import ledger
 from goalhub.errors import GoalhubError
 
 #: The version of the documents this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The version of goalhub's RQ job payloads (the functions and arguments of create_goal,
 #: activate_goal, end_goal, run_receiver...), carried in each job's ``meta["payload_version"]``.
@@ -52,8 +56,19 @@ def _ledger_from_outcomes(database: Any) -> None:
                                                    upsert=True)
 
 
+def _pending_lifecycle(database: Any) -> None:
+    """1 -> 2: the kinds of lifecycle job still pending into each goal's ``lifecycle.pending``
+    (idempotent: ``$addToSet``). The names are ``goalhub.tasks``'s, written out here because a
+    migration describes the store as it was, whatever the code calls things later."""
+    open_goals = {"ended_at": {"$exists": False}}
+    for kind, query in (("activate", {"lifecycle.activate_at": {"$exists": True}, "active": False}),
+                        ("end", {"lifecycle.end_at": {"$exists": True}}),
+                        ("end-request", {"end_requested_at": {"$exists": True}})):
+        database.goals.update_many({**query, **open_goals}, {"$addToSet": {"lifecycle.pending": kind}})
+
+
 #: version N -> the function that brings a store at N to N + 1 (run in order, then recorded).
-MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _ledger_from_outcomes}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _ledger_from_outcomes, 1: _pending_lifecycle}
 
 COLLECTION = "goalhub_meta"
 

@@ -20,7 +20,8 @@ from goalhub import config, retention, schema
 
 # Indexes every backend gets; plugins declare their own through ``ensure_index``.
 INDEXES: dict[str, list[tuple[str, dict]]] = {
-    "goals": [("conditions.session_id", {}), ("metadata.user_id", {}), ("_cls", {})],
+    # lifecycle.pending: the reconciler's scan, over the goals whose activation or end is pending
+    "goals": [("conditions.session_id", {}), ("metadata.user_id", {}), ("_cls", {}), ("lifecycle.pending", {"sparse": True})],
     "sessions": [("user", {}), ("active", {})],
     "outcomes": [("goal_id", {}), ("event_id", {}), ("status", {})],
     "events": [("goal_id", {})],

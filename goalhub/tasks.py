@@ -140,10 +140,14 @@ def activate_goal(goal_id: str) -> bool:
     if goal is None:
         return False
     activated_at = time.time()
+    update: dict[str, Any] = {"$set": {"active": True, "activated_at": activated_at}}
+    pending = "activate" in _pending_kinds(goal)
+    if pending:  # its job ran: no longer the reconciler's (in the same write)
+        update["$pull"] = {LIFECYCLE_PENDING: "activate"}
     result = db.goals.update_one(
-        {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}},
-        {"$set": {"active": True, "activated_at": activated_at}},
-    )
+        {"_id": ObjectId(goal_id), "active": False, "ended_at": {"$exists": False}}, update)
+    if pending and result.modified_count != 1:  # active or ended already: nothing left to do either
+        db.goals.update_one({"_id": ObjectId(goal_id)}, {"$pull": {LIFECYCLE_PENDING: "activate"}})
     if result.modified_count == 1:
         metrics.activation(activated_at - (goal.get("nbf") or activated_at))
         log.info("activate_goal activated %s", goal_id, extra={"goal_id": goal_id})
@@ -168,6 +172,8 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
     goal = db.goals.find_one({"_id": _id})
     if goal is None:
         return False
+    if _pending_kinds(goal):  # ended: no activation or end is pending any more
+        db.goals.update_one({"_id": _id}, {"$unset": {LIFECYCLE_PENDING: ""}})
     cancel("activate", goal_id)
     if reason != "expired":
         cancel("end", goal_id)
@@ -186,7 +192,7 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
 def _not_before(db: Any, kind: str, goal_id: str, field: str, **kwargs: Any) -> dict[str, Any] | None:
     """Wait until the goal's ``field`` time; returns ``{field}`` of the goal, or None if the goal is
     gone or the job was rescheduled."""
-    goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {field: 1})
+    goal = db.goals.find_one({"_id": ObjectId(goal_id)}, {field: 1, LIFECYCLE_PENDING: 1})
     if goal is None:
         return None
     early = (goal.get(field) or 0) - time.time()
@@ -210,7 +216,8 @@ def schedule(kind: str, goal_id: str, at: float | None, **kwargs: Any) -> str:
             function(goal_id, **kwargs)
         return jid
     # Marks the goal as scheduled: the reconciler (goalhub.scheduler) finds it if the job is lost.
-    get_database().goals.update_one({"_id": ObjectId(goal_id)}, {"$set": {_marker(kind): at or time.time()}})
+    get_database().goals.update_one({"_id": ObjectId(goal_id)},
+                                    {"$set": {_marker(kind): at or time.time()}, "$addToSet": {LIFECYCLE_PENDING: kind}})
     if at is None or at <= time.time():
         get_queue("lifecycle").enqueue_call(function, args=(goal_id,), kwargs=kwargs, job_id=jid, meta=job_meta())
     else:
@@ -225,9 +232,18 @@ def cancel(kind: str, goal_id: str) -> None:
 
 # --- the lifecycle marker: ``lifecycle.<kind>_at`` on a goal whose activation or end is scheduled --
 # Written by ``schedule``, removed by ``unmark`` (a job cancelled on purpose), read by the
-# reconciler (``goalhub.scheduler``) through ``scheduled_before``.
+# reconciler (``goalhub.scheduler``) through ``scheduled_before``. ``lifecycle.pending`` lists
+# the kinds whose job has not run yet (``activate``, ``end``, ``end-request``: an end asked for
+# over the API): the reconciler looks only at the goals it names, through an index, so its work
+# follows the goals still pending, not every goal ever created. A job that ran takes its kind
+# out; an ended goal has none left.
 
 LIFECYCLE_KINDS = ("activate", "end")
+LIFECYCLE_PENDING = "lifecycle.pending"
+
+
+def _pending_kinds(goal: dict[str, Any]) -> list[str]:
+    return list((goal.get("lifecycle") or {}).get("pending") or ())
 
 
 def _marker(kind: str) -> str:
@@ -235,11 +251,12 @@ def _marker(kind: str) -> str:
 
 
 def scheduled_before(kind: str, due: float) -> dict[str, Any]:
-    """The query for goals whose ``kind`` job was scheduled for ``due`` or earlier."""
-    return {_marker(kind): {"$lte": due}}
+    """The query for goals whose ``kind`` job is pending and was scheduled for ``due`` or earlier."""
+    return {LIFECYCLE_PENDING: kind, _marker(kind): {"$lte": due}}
 
 
 def unmark(kind: str, goal_id: str) -> None:
     """The goal's ``kind`` job was cancelled on purpose: the reconciler leaves the goal alone."""
     get_database().goals.update_one({"_id": ObjectId(goal_id)}, {
-        "$unset": {_marker(kind): ""}, "$set": {f"lifecycle.{kind}_cancelled_at": time.time()}})
+        "$unset": {_marker(kind): ""}, "$set": {f"lifecycle.{kind}_cancelled_at": time.time()},
+        "$pull": {LIFECYCLE_PENDING: kind}})

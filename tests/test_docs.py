@@ -164,3 +164,13 @@ def test_the_false_phrase_check_finds_one() -> None:
         "docs/x.md: 'each receiver runs as its own job' (receivers run inline in the job that sent the event "
         "unless isolated=True)"]
 
+
+
+def test_the_readme_names_every_index_goalhub_creates():
+    """README "Backup and restore" lists the indexes for a MongoDB user that may not create them."""
+    from goalhub.store import INDEXES
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    for collection, indexes in INDEXES.items():
+        names = ", ".join(f"`{key}`" + (" (sparse)" if options.get("sparse") else "") for key, options in indexes)
+        assert f"`{collection}` on {names}" in text, collection

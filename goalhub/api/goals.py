@@ -26,7 +26,7 @@ from goalhub.errors import BadRequest, Conflict, NotFound, Unprocessable
 from goalhub.goaltypes import CreateRequest, GoalType
 from goalhub.queues import get_queue, job_id
 from goalhub.store import get_database
-from goalhub.tasks import end_goal
+from goalhub.tasks import LIFECYCLE_PENDING, end_goal
 from goalhub.validation import object_id, oid
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def end(goal_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         {"_id": goal["_id"], "ended_at": {"$exists": False},
          "$or": [{"end_requested_at": {"$exists": False}},
                  {"end_requested_at": {"$lt": requested_at - END_CLAIM_SECONDS}}]},
-        {"$set": {"end_requested_at": requested_at}},
+        {"$set": {"end_requested_at": requested_at}, "$addToSet": {LIFECYCLE_PENDING: "end-request"}},
     )
     if claimed.modified_count != 1:
         raise Conflict("the goal is already ending", code="goal_ending", field="goal_id")
@@ -192,6 +192,6 @@ def end(goal_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
             )
     except BaseException:
         db.goals.update_one({"_id": goal["_id"], "end_requested_at": requested_at},
-                            {"$unset": {"end_requested_at": ""}})
+                            {"$unset": {"end_requested_at": ""}, "$pull": {LIFECYCLE_PENDING: "end-request"}})
         raise
     return {"goal_id": gid, "status": "ending"}, 202, {"Location": f"/goals/{gid}"}
