@@ -461,11 +461,16 @@ def requeue_unfinished(now: float | None = None, limit: int = 500) -> list[str]:
     db = get_database()
     now = time.time() if now is None else now
     due = now - config.settings().RECONCILE_GRACE
-    query = {"$or": [{"status": {"$in": ["queued", "retrying", "timed out"]}, "queued_at": {"$lte": due}},
-                     {"status": "running", "started_at": {"$lte": due - config.settings().JOB_TIMEOUT}}],
-             "arguments": {"$exists": True}}
-    found = list(db.outcomes.find(query, {"_id": 1, "event": 1, "plugin": 1, "receiver": 1, "job_id": 1,
-                                          "status": 1, "finished_at": 1, "goal_id": 1}).limit(limit))
+    # Two queries, each on the status index (a store plans no index for an $or): the unfinished
+    # outcomes only, never every outcome retention keeps.
+    queries = ({"status": {"$in": ["queued", "retrying", "timed out"]}, "queued_at": {"$lte": due}},
+               {"status": "running", "started_at": {"$lte": due - config.settings().JOB_TIMEOUT}})
+    fields = {"_id": 1, "event": 1, "plugin": 1, "receiver": 1, "job_id": 1, "status": 1, "finished_at": 1, "goal_id": 1}
+    found: list[dict[str, Any]] = []
+    for query in queries:
+        found += db.outcomes.find({**query, "arguments": {"$exists": True}}, fields).limit(limit - len(found))
+        if len(found) >= limit:
+            break
     requeued = []
     for outcome in found:
         if outcome["status"] in ("retrying", "timed out") and (outcome.get("finished_at") or 0) > due:

@@ -102,3 +102,23 @@ def test_a_cancelled_activation_is_no_longer_pending(db, drain):
     tasks.cancel("activate", goal["_id"])
     tasks.unmark("activate", goal["_id"])
     assert pending(db, goal["_id"]) == []
+
+
+def test_the_reconciler_reads_only_the_unfinished_outcomes(db, inline_plugin, drain, monkeypatch):
+    """The receiver retries Redis lost are found through the status index: the outcomes that
+    retention keeps (30 days of them) are not read on every run."""
+    from test_redis_loss import Flaky
+
+    monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "30")
+    db.outcomes.insert_many([{"_id": f"goal.created:{ObjectId()}|old.done", "status": "ok", "event": "goal.created",
+                              "goal_id": str(ObjectId()), "queued_at": time.time() - 3600,
+                              "arguments": {"goal_id": "x"}} for _ in range(300)])
+    inline_plugin(Flaky(), "flaky")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    drain(scheduled=False)  # fails inline: retrying, its retry in Redis
+    get_redis().flushall()
+    before = db.outcomes.docs_examined
+    key = f"goal.created:{goal['_id']}|flaky.flaky"
+    assert scheduler.reconcile(time.time() + 60)["receiver"] == [key]
+    assert db.outcomes.docs_examined - before < 10
