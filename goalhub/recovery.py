@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 import redis
 from rq import Queue, Worker
@@ -50,15 +50,13 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None, dead: Collection[s
             continue
         try:
             abandoned = {}
-            for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+            for job_id, execution_id, name in _started(queue):
                 # An execution whose record expired has no worker left to finish it either.
-                name: bytes | None = connection.hget(  # type: ignore[assignment]
-                    Execution(execution_id, job_id, connection).key, "worker_name")
                 if name is None and connection.zscore(registry.key, f"{job_id}:{execution_id}") is None:
                     continue  # it just ended: its worker removed the entry after the listing, then the record
-                worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name.decode(),
+                worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name,
                                             connection=connection) if name else None
-                if (name is not None and name.decode() in dead) or worker_dead(worker):  # goalhub.liveness
+                if name in dead or worker_dead(worker):  # the verdict's one owner: goalhub.liveness
                     abandoned[f"{job_id}:{execution_id}"] = 0
                     recovered.append(job_id)
             if abandoned:
@@ -76,20 +74,22 @@ def recover_abandoned_jobs(queues: list[Queue] | None = None, dead: Collection[s
     return recovered
 
 
+def _started(queue: Queue) -> Iterator[tuple[str, str, str | None]]:
+    """(job id, execution id, the name of the worker its execution record names, None when the
+    record is gone) of each entry of the queue's started registry."""
+    connection = get_redis()
+    for job_id, execution_id in queue.started_job_registry.get_job_and_execution_ids(cleanup=False):
+        name: bytes | None = connection.hget(  # type: ignore[assignment]
+            Execution(execution_id, job_id, connection).key, "worker_name")
+        yield job_id, execution_id, name.decode() if name is not None else None
+
+
 def held_by(worker_names: set[str], queues: list[Queue] | None = None) -> list[str]:
     """Ids of the jobs still ``started`` under one of ``worker_names`` in the queues' started
     registries (whose executions name the worker): what a recovery of their jobs has yet to take."""
     if not worker_names:
         return []
-    connection = get_redis()
-    held = []
-    for queue in queues or all_queues():
-        for job_id, execution_id in queue.started_job_registry.get_job_and_execution_ids(cleanup=False):
-            name: bytes | None = connection.hget(  # type: ignore[assignment]
-                Execution(execution_id, job_id, connection).key, "worker_name")
-            if name is not None and name.decode() in worker_names:
-                held.append(job_id)
-    return held
+    return [job_id for queue in queues or all_queues() for job_id, _, name in _started(queue) if name in worker_names]
 
 
 # A job queued in no queue list and no registry this long, seen so twice, was taken by a worker
