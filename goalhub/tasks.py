@@ -167,13 +167,12 @@ def end_goal(goal_id: str, reason: str = "ended") -> bool:
         return False
     result = db.goals.update_one(
         {"_id": _id, "ended_at": {"$exists": False}},
-        {"$set": {"active": False, "ended_at": time.time(), "end_reason": reason}},
+        # Ended: no activation or end is pending any more (the reconciler skips ended goals anyway).
+        {"$set": {"active": False, "ended_at": time.time(), "end_reason": reason}, "$unset": {LIFECYCLE_PENDING: ""}},
     )
     goal = db.goals.find_one({"_id": _id})
     if goal is None:
         return False
-    if _pending_kinds(goal):  # ended: no activation or end is pending any more
-        db.goals.update_one({"_id": _id}, {"$unset": {LIFECYCLE_PENDING: ""}})
     cancel("activate", goal_id)
     if reason != "expired":
         cancel("end", goal_id)
