@@ -149,14 +149,7 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     used = {}
     for role, roots in pids.items():
         used[role] = 0.0
-        tree = []
-        for pid in roots:
-            try:
-                root = psutil.Process(pid)
-                tree += [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-        for process in tree:
+        for process in support.process_tree(roots):
             try:
                 times = process.cpu_times()
             except psutil.Error:

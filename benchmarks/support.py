@@ -208,6 +208,20 @@ def start_pool(count: int, home: Path, tag: str = "p") -> list[ChildProcess]:
     return started
 
 
+def process_tree(pids: Iterable[int]) -> list[Any]:
+    """The processes ``pids`` and every descendant of theirs (``psutil.Process``), those gone left out."""
+    import psutil
+
+    tree = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return tree
+
+
 def memory(started: Sequence[ChildProcess]) -> tuple[float, float]:
     """(RSS, PSS) in MiB summed over the processes and every descendant (a pool's workers, a forking
     worker's horse). RSS counts a page shared by forked processes once per process; PSS divides it
@@ -215,19 +229,13 @@ def memory(started: Sequence[ChildProcess]) -> tuple[float, float]:
     import psutil
 
     rss = pss = 0
-    for child in started:
+    for process in process_tree(child.popen.pid for child in started):
         try:
-            root = psutil.Process(child.popen.pid)
-            tree = [root, *root.children(recursive=True)]
+            info = process.memory_full_info()
         except psutil.Error:
             continue
-        for process in tree:
-            try:
-                info = process.memory_full_info()
-            except psutil.Error:
-                continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
     return rss / 2**20, pss / 2**20
 
 
