@@ -9,20 +9,13 @@ from __future__ import annotations
 import time
 
 from bson import ObjectId
+from test_redis_loss import STREAMER, Flaky, goal_document
 
 from goalhub import scheduler, schema, tasks
 from goalhub.api import create_app
 from goalhub.auth import mint_token
 from goalhub.connection import get_redis
 from goalhub.queues import get_scheduler
-
-STREAMER = "6800a9073e0c346531958b03"
-
-
-def goal_document(cls: str = "KaraokeGoal", **overrides) -> dict:
-    return {"_id": str(ObjectId()), "_cls": cls, "active": True,
-            "conditions": {"session_id": str(ObjectId())}, "levels": [{"target": 10}], "nbf": None, "exp": None,
-            "context": {"type": "karaoke"}, "metadata": {"user_id": STREAMER}, **overrides}
 
 
 def pending(db, goal_id: str) -> list[str]:
@@ -107,8 +100,6 @@ def test_a_cancelled_activation_is_no_longer_pending(db, drain):
 def test_the_reconciler_reads_only_the_unfinished_outcomes(db, inline_plugin, drain, monkeypatch):
     """The receiver retries Redis lost are found through the status index: the outcomes that
     retention keeps (30 days of them) are not read on every run."""
-    from test_redis_loss import Flaky
-
     monkeypatch.setenv("GOALHUB_RECEIVER_BACKOFF", "30")
     db.outcomes.insert_many([{"_id": f"goal.created:{ObjectId()}|old.done", "status": "ok", "event": "goal.created",
                               "goal_id": str(ObjectId()), "queued_at": time.time() - 3600,
