@@ -14,7 +14,8 @@ checker verifies every goal exactly once, every (event, receiver) ``ok`` (or ``s
 exactly once, every outbound call ``sent`` exactly once and received by the sink once (again
 only where a kill cut a try off between the call and its ``sent`` mark, as its record's
 ``tries`` and ``attempts`` show: ``goalhub.outbound``'s one at-least-once window, under the
-same Idempotency-Key), and the processes' RSS at the start and the end is reported. Bounded: it stops by itself within ``BUDGET`` seconds.
+same Idempotency-Key), and the processes' RSS at the start and the end is reported.
+Bounded: it stops by itself within ``BUDGET`` seconds.
 """
 
 from __future__ import annotations
