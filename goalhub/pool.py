@@ -23,7 +23,9 @@ What a forking worker gave by construction is kept:
   ``max_jobs``, or a stop request) and the parent starts a fresh one.
 - **The parent dies**: each worker is asked to stop after its job (``PR_SET_PDEATHSIG`` with
   ``SIGTERM``, Linux), so no orphan keeps working unsupervised; its job is finished, or, if it
-  is killed too, recovered by the next worker's maintenance.
+  is killed too, recovered by the next worker's maintenance. A worker that missed the signal's
+  stop sees at its next heartbeat (between jobs, and in every turn of its idle loop, at most
+  RQ's dequeue timeout apart) that its pool is gone, and stops.
 
 Metrics: each worker writes its own pair of prometheus-client files for its whole life, not
 one per job (``goalhub.metrics``).
@@ -46,6 +48,7 @@ from multiprocessing.process import BaseProcess
 import psutil
 from redis.client import Pipeline
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.worker import Worker
 from rq.worker_pool import WorkerData, WorkerPool
@@ -85,10 +88,18 @@ class PoolWorker(RecoveringSimpleWorker):
         a pool worker runs jobs back to back, so a plain beat within ``BEAT_EVERY`` seconds of
         the last one is left out. Every beat sets the registration's lifetime to at least a
         minute, and a beat with its own lifetime or inside a pipeline (the start of a job) is
-        always sent."""
+        always sent.
+
+        A plain beat is also where a worker whose pool died stops, when the death signal did not
+        stop it (an exception handler on the way swallowed RQ's ``StopRequested``: an orphan was
+        found still retrying Redis a quarter of an hour later): the beats come between jobs and
+        in every turn of the idle loop, where RQ's loop takes ``StopRequested`` as a stop."""
         now = time.monotonic()
-        if timeout is None and pipeline is None and now - self._beat_at < BEAT_EVERY:
-            return
+        if timeout is None and pipeline is None:
+            if _orphaned():
+                raise StopRequested()
+            if now - self._beat_at < BEAT_EVERY:
+                return
         self._beat_at = now
         super().heartbeat(timeout, pipeline)
 
@@ -106,14 +117,24 @@ class PoolWorker(RecoveringSimpleWorker):
             self._stop_requested = True  # RQ's loop stops before taking the next job
 
 
-def _run_pool_worker(name: str, burst: bool, logging_level: str) -> None:
-    """A pool worker's process, forked from the prepared parent."""
+_parent: int | None = None  # in a pool worker's process: the pid of the pool that forked it
+
+
+def _orphaned() -> bool:
+    """Whether this is a pool worker whose pool is gone."""
+    return _parent is not None and os.getppid() != _parent
+
+
+def _run_pool_worker(name: str, burst: bool, logging_level: str, parent: int) -> None:
+    """A pool worker's process, forked from the prepared parent (``parent``: its pid, taken
+    before the fork, so a parent that died before this line is seen too)."""
+    global _parent
+    _parent = parent
     if sys.platform.startswith("linux"):
-        parent = os.getppid()
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            return
+    if _orphaned():  # the parent died before the request took effect
+        return
     max_jobs = config.settings().WORKER_MAX_JOBS or None
     try:
         work(PoolWorker, burst=burst, name=name, logging_level=logging_level, max_jobs=max_jobs)
@@ -134,7 +155,7 @@ class Pool(WorkerPool):
 
     def get_worker_process(self, name: str, burst: bool, _sleep: float = 0,
                            logging_level: str = "INFO") -> BaseProcess:
-        return get_context("fork").Process(target=_run_pool_worker, args=(name, burst, logging_level),
+        return get_context("fork").Process(target=_run_pool_worker, args=(name, burst, logging_level, os.getpid()),
                                            name=f"goalhub pool worker {name}")
 
     def handle_dead_worker(self, worker_data: WorkerData) -> None:

@@ -225,3 +225,23 @@ def test_a_pool_worker_leaves_out_plain_heartbeats_within_a_second_of_the_last(g
     assert [(t, p is not None) for t, p in sent] == [(None, False), (120, False), (None, True), (None, False)]
     assert get_redis().ttl(worker.key) >= 60
     worker.register_death()
+
+
+def test_a_pool_worker_whose_pool_is_gone_stops_at_its_next_heartbeat(goalhub_env, monkeypatch):
+    """An orphan that missed the death signal's stop (found still retrying Redis a quarter of an
+    hour after its pool was killed) stops at its next plain heartbeat, which RQ's loop takes as
+    a stop; a beat that starts a job is left alone."""
+    from rq.exceptions import StopRequested
+
+    from goalhub import pool as pools
+
+    worker = pools.PoolWorker([get_queue()], connection=get_redis(), name="orphan")
+    worker.register_birth()
+    monkeypatch.setattr(pools, "_parent", os.getppid())
+    worker.heartbeat()  # its pool is alive: a beat as any
+    monkeypatch.setattr(pools, "_parent", os.getppid() + 1_000_000)  # a pool that is gone
+    pipe = get_redis().pipeline()
+    worker.heartbeat(pipeline=pipe)  # a job's start: never interrupted
+    with pytest.raises(StopRequested):
+        worker.heartbeat()
+    worker.register_death()
