@@ -127,12 +127,20 @@ def _check_socket_owner(socket_path: Path) -> None:
         raise UnsafeSocketDirectory(f"{socket_path} is not a socket owned by this user")
 
 
+def _probe(socket_path: Path, timeout: float | None = 1.0) -> redis.Redis:
+    """A one-off client for asking the embedded server about itself. No retries: redis-py's
+    default (10, backing off up to 1 s) made every question to a dead server take about 5 s,
+    so ``up`` noticed a killed server, and started it again, 17 s after its death."""
+    return redis.Redis(unix_socket_path=str(socket_path), socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
+
 def _ping(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
     _check_socket_owner(socket_path)
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+        with _probe(socket_path) as client:
+            return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
 
@@ -212,11 +220,8 @@ def stopping_what_it_starts(keep: Callable[[], bool] = lambda: False) -> Iterato
 def other_clients(socket_path: Path) -> int:
     """How many clients other than this new connection the Redis at ``socket_path`` has."""
     try:
-        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
-        try:
+        with _probe(socket_path, timeout=2) as client:
             return max(len(client.client_list()) - 1, 0)  # the list includes this connection
-        finally:
-            client.close()
     except (redis.RedisError, OSError):
         return 0
 
@@ -227,8 +232,8 @@ def embedded_redis_pid(home: Path | None = None) -> int | None:
     if not _ping(socket_path):
         return None
     try:
-        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
-        return int(client.info("server")["process_id"])
+        with _probe(socket_path) as client:
+            return int(client.info("server")["process_id"])
     except (redis.RedisError, OSError, KeyError, ValueError):
         return None
 
@@ -284,9 +289,8 @@ def stop_embedded_redis(home: Path | None = None) -> bool:
     if not _ping(socket_path):
         return False
     pid = embedded_redis_pid(home)
-    # No retries: the server closes the connection as it exits, and redis-py's default
-    # retries (with backoff) would spend seconds reconnecting to a socket that is gone.
-    client = redis.Redis(unix_socket_path=str(socket_path), retry=Retry(NoBackoff(), 0))
+    # No retries (the server closes the connection as it exits) and no timeout (a save can take long).
+    client = _probe(socket_path, timeout=None)
     for save in (True, False):
         try:
             # A server that cannot save (its home was deleted) refuses SHUTDOWN SAVE: then NOSAVE.

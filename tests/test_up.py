@@ -225,7 +225,9 @@ def test_up_restarts_each_crashed_child_and_the_embedded_redis_and_stops_all_it_
         redis_pid = connection.embedded_redis_pid(home)
         redis_pids.add(redis_pid)
         os.kill(redis_pid, signal.SIGKILL)
-        wait_for(lambda: connection.embedded_redis_pid(home) not in (None, redis_pid), timeout=30)
+        # Its watch asks about once a second: a killed server is back within seconds (each
+        # question to the dead one once took 5 s of redis-py's retries, the restart 17 s).
+        wait_for(lambda: connection.embedded_redis_pid(home) not in (None, redis_pid), timeout=5)
         redis_pids.add(connection.embedded_redis_pid(home))
         wait_healthy(up, port)
         goal_round_trip(up, base, token)
