@@ -8,10 +8,7 @@ median of 5 timed repeats (min and max beside it), in operations per second, wit
 mongomock measured in the same run (the in-memory floor). montydb has no working indexes
 (its ``create_index`` is a no-op), so its "indexed" lookup is a scan; a backend whose load takes
 longer than LOAD_CAP seconds is reported as n/a. Then 3 processes each do 300 ``$inc`` on one
-document: throughput and how many updates were lost. Last, a goal's writes (the 21 write
-transactions a worker makes for an exclusive goal, on goalhub's own indexes) on the embedded
-store with its WAL checkpointed every ``WAL_CHECKPOINT_PAGES`` pages, against SQLite's default
-of 1,000 measured in the same run (repeats alternate).
+document: throughput and how many updates were lost.
 """
 
 from __future__ import annotations
@@ -34,9 +31,7 @@ import mongomock  # noqa: E402
 from bson import ObjectId  # noqa: E402
 from montydb import MontyClient, set_storage  # noqa: E402
 
-from goalhub import sqlite_store  # noqa: E402
 from goalhub.sqlite_store import SQLiteClient  # noqa: E402
-from goalhub.store import INDEXES  # noqa: E402
 
 REPEATS = 5
 OPS_PER_REPEAT = 2000
@@ -171,69 +166,6 @@ def concurrent(kind: str) -> None:
           f"{f' ({failed} raised)' if failed else ''}")
 
 
-def goal_writes(db: Any, n: int) -> None:
-    """The write transactions of one exclusive goal's ``create_goal`` job with its five receivers
-    inline (counted with a statement trace): outcome records, event, goal, ledger and outcome
-    per receiver, two outbound calls, a session, the lifecycle, the accepted record."""
-    goal, now = ObjectId(), time.time()
-    event = f"goal.created:{goal}"
-    db.accepted.insert_one({"_id": goal, "state": "creating", "accepted_at": now, "session_id": f"s{n}"})
-    ids = [f"{event}|plugin{i}.receiver" for i in range(5)]
-    db.outcomes.insert_many([{"_id": i, "event": "goal.created", "event_id": event, "goal_id": str(goal),
-                              "receiver": "receiver", "plugin": "plugin", "status": "running", "attempts": 1,
-                              "queued_at": now, "stored_at": now} for i in ids])
-    db.events.insert_one({"_id": event, "goal_id": str(goal), "receivers": ids, "stored_at": now})
-    db.goals.insert_one({"_id": goal, "_cls": "Goal.Exclusive", "conditions": {"session_id": f"s{n}"},
-                         "metadata": {"user_id": f"u{n % 100}"}, "levels": [{"target": 300}], "created_at": now})
-    for i, outcome in enumerate(ids):
-        if i < 2:
-            db.outbound.insert_one({"_id": f"{outcome}|call", "kind": "rtc", "goal_id": str(goal), "state": "sending"})
-            db.outbound.update_one({"_id": f"{outcome}|call"}, {"$set": {"state": "sent"}, "$inc": {"attempts": 1}})
-        db.delivered.update_one({"_id": str(goal)}, {"$addToSet": {"done": outcome}}, upsert=True)
-        db.outcomes.update_one({"_id": outcome}, {"$set": {"status": "ok", "result": None, "finished_at": now}})
-    db.sessions.update_one({"_id": f"s{n}"}, {"$set": {"exclusive": str(goal)}}, upsert=True)
-    db.goals.update_one({"_id": goal}, {"$set": {"lifecycle.pending": ["activate"]}})
-    db.goals.update_one({"_id": goal}, {"$set": {"bound": True}})
-    db.accepted.delete_one({"_id": goal})
-
-
-def checkpoint_interval(goals: int = 300, repeats: int = 5) -> None:
-    """A goal's writes per ms, WAL_CHECKPOINT_PAGES against SQLite's default, repeats alternating."""
-    chosen = sqlite_store.WAL_CHECKPOINT_PAGES
-    results: dict[int, list[tuple[float, float]]] = {1000: [], chosen: []}
-    for _ in range(repeats):
-        for pages in results:
-            with tempfile.TemporaryDirectory() as tmp:
-                sqlite_store.WAL_CHECKPOINT_PAGES = pages
-                try:
-                    db = SQLiteClient(Path(tmp))["bench"]
-                    for collection, indexes in INDEXES.items():
-                        for keys, options in indexes:
-                            db[collection].create_index(keys, **options)
-                    for name in ("outcomes", "events"):
-                        db[name].create_index("stored_at")  # retention's, on the embedded store
-                    for n in range(goals):  # warm: the tables and the WAL as they are in use
-                        goal_writes(db, n)
-                    gc.collect()
-                    wall, cpu = time.perf_counter(), time.process_time()
-                    for n in range(goals, 2 * goals):
-                        goal_writes(db, n)
-                    results[pages].append(((time.perf_counter() - wall) * 1000 / goals,
-                                           (time.process_time() - cpu) * 1000 / goals))
-                finally:
-                    sqlite_store.WAL_CHECKPOINT_PAGES = chosen
-    print(f"A goal's writes on the embedded store ({goals} goals after {goals} to warm, {repeats} repeats "
-          "alternating): ms per goal, median [min - max]\n")
-    print(f"{'WAL checkpoint every':<22}{'wall ms':>24}{'CPU ms':>24}{'wall vs 1,000':>15}")
-    base = statistics.median(w for w, _ in results[1000])
-    for pages, runs in results.items():
-        walls, cpus = [w for w, _ in runs], [c for _, c in runs]
-        print(f"{f'{pages:,} pages':<22}{statistics.median(walls):>10.2f} [{min(walls):5.2f} - {max(walls):5.2f}]"
-              f"{statistics.median(cpus):>10.2f} [{min(cpus):5.2f} - {max(cpus):5.2f}]"
-              f"{statistics.median(walls) / base:>14.2f}x")
-    print()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 and 10,000 documents only")
@@ -244,9 +176,7 @@ def main() -> None:
     print(f"{'backend':<18}{'ops/s':>10}  updates lost")
     for kind in ("sqlite", "montydb"):
         concurrent(kind)
-    print()
-    checkpoint_interval()
-    print(f"total run time {time.perf_counter() - began:.0f}s")
+    print(f"\ntotal run time {time.perf_counter() - began:.0f}s")
 
 
 if __name__ == "__main__":

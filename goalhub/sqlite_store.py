@@ -45,12 +45,6 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 __all__ = ["SQLiteClient", "Database", "Collection", "Cursor"]
 
 DEFAULT_FILENAME = "goalhub.sqlite3"  # used when the client is given a directory
-# WAL pages after which a commit copies them into the database file (SQLite's default is 1,000).
-# A goal's writes add about 100 pages to the WAL, mostly the same hot index pages again and
-# again, so a checkpoint every 10,000 copies each of them once for ten times the commits: a
-# goal's writes take 0.86x the time of the default's (bench_store.py, benchmarks/RESULTS.md).
-# The WAL file grows to about 40 MiB, and the commit that checkpoints takes about 0.1 s.
-WAL_CHECKPOINT_PAGES = 10_000
 _FILE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
 # colls rows are never deleted (drop sets live = 0), so a cid cached by any process stays valid.
@@ -505,7 +499,6 @@ class SQLiteClient:
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone():
             conn.execute("BEGIN IMMEDIATE")
             for stmt in filter(str.strip, _SCHEMA.split(";")):

@@ -14,7 +14,6 @@ import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from goalhub import sqlite_store
 from goalhub.sqlite_store import Collection, SQLiteClient
 
 PROCS = 3
@@ -68,21 +67,6 @@ def test_file_path_and_wal(tmp_path: Path) -> None:
     SQLiteClient(path).goalhub.goals.insert_one({"x": 1})
     assert path.exists()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-@pytest.mark.parametrize("pages", [40, 400])
-def test_the_wal_is_copied_into_the_database_every_wal_checkpoint_pages(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pages: int) -> None:
-    monkeypatch.setattr(sqlite_store, "WAL_CHECKPOINT_PAGES", pages)
-    coll = SQLiteClient(tmp_path).goalhub.goals
-    coll.create_index("k")
-    for i in range(600):  # a commit each, about 3 pages each: beyond either bound
-        coll.insert_one({"_id": i, "k": f"{i:06d}", "pad": "x" * 500})
-    wal = tmp_path / f"{sqlite_store.DEFAULT_FILENAME}-wal"
-    frame = 4096 + 24  # a page and its frame header
-    frames = (wal.stat().st_size - 32) // frame
-    assert pages <= frames < pages + 20  # it grew to the bound, then started over from its head
-    assert SQLiteClient(tmp_path).goalhub.goals.count_documents({}) == 600
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
