@@ -69,8 +69,35 @@ def _current_job() -> Any:
 
     try:
         return get_current_job()
-    except Exception:  # no Redis connection in this context: no job either
+    except Exception as exc:  # no Redis connection in this context: no job either
+        _raise_if_a_stop(exc)
         return None
+
+
+def _raise_if_a_stop(exc: BaseException) -> None:
+    """Raise ``exc`` again if a signal handler raised it to stop the work in hand: RQ's job
+    timeout and a receiver's budget (``SIGALRM``), RQ's ``StopRequested`` (``SIGTERM``).
+    They are ``Exception``s, so an ``except Exception`` where the signal lands swallows them,
+    and ``logging`` catches every exception raised while a record is written: a job whose
+    timeout fired in a log write ran on past it (a pool worker has no horse monitor to kill
+    it), and a worker asked to stop in one never stopped."""
+    from rq.exceptions import StopRequested  # deferred: RQ is heavy, and only a stop gets here
+    from rq.timeouts import BaseTimeoutException
+
+    if isinstance(exc, (StopRequested, BaseTimeoutException)):
+        raise exc
+
+
+class StderrHandler(logging.StreamHandler):
+    """``logging.StreamHandler`` on stderr, except that a stop raised by a signal handler while a
+    record is being written goes on (``_raise_if_a_stop``) where ``logging`` would print it and
+    carry on. Any other error in a write is printed and swallowed, as ever."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            _raise_if_a_stop(exc)
+        super().handleError(record)
 
 
 def bind(request_id: str | None) -> Any:
@@ -112,14 +139,15 @@ class ContextFilter(logging.Filter):
         if not getattr(record, "request_id", None):
             try:
                 record.request_id = current_request_id() or "-"
-            except Exception:
+            except Exception as exc:
+                _raise_if_a_stop(exc)
                 record.request_id = "-"
         if not getattr(record, "job_id", None):
             job = None
             try:
                 job = _current_job()
-            except Exception:
-                pass
+            except Exception as exc:
+                _raise_if_a_stop(exc)
             record.job_id = job.id if job is not None else None
         record.role = _role
         return True
@@ -224,7 +252,7 @@ def dict_config(role: str, fmt: str | None = None, level: str | None = None) -> 
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
         "formatters": {"goalhub": {"()": formatter, "fmt": fmt}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+        "handlers": {"stderr": {"class": "goalhub.logs.StderrHandler", "stream": "ext://sys.stderr",
                                 "formatter": "goalhub", "filters": ["context"]}},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {

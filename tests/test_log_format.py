@@ -7,17 +7,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import api_support
 import pytest
+from rq.exceptions import StopRequested
+from rq.timeouts import JobTimeoutException
 
 from goalhub import logs
 from goalhub.api import create_app
 from goalhub.auth import mint_token
+from goalhub.budget import ReceiverTimeout
 
 STREAMER = "6800a9073e0c346531958b03"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -153,3 +159,52 @@ def test_a_request_path_cannot_forge_a_console_line(captured):
     console = captured["console"].getvalue()
     assert len(console.splitlines()) == 1, console
     assert "/healthz\\n2026-12-02T17:13:22.223Z WARNING" in console
+
+
+class _SlowStream(io.StringIO):
+    """A stderr that takes a while to write (a full pipe): the alarm fires inside ``write``."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0.5)
+        return super().write(text)
+
+
+class _BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("the pipe is gone")
+
+
+def _worker_logger(stream: io.StringIO) -> logging.Logger:
+    """A logger with the handler and filter a goalhub process's configuration gives its root."""
+    config = logs.dict_config("worker", "console")["handlers"]["stderr"]
+    handler_class = logging.config.BaseConfigurator({}).resolve(config["class"])
+    handler = handler_class(stream)
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger(f"goalhub.test.stops.{id(stream)}")
+    logger.handlers, logger.propagate = [handler], False
+    return logger
+
+
+@pytest.mark.parametrize("stop", [JobTimeoutException, ReceiverTimeout, StopRequested])
+def test_a_stop_that_a_signal_raises_while_a_line_is_written_is_not_swallowed(stop):
+    # RQ's job timeout and a receiver's budget arrive by SIGALRM, RQ's stop by SIGTERM; each
+    # raises in whatever runs then. logging used to print one raised in a write and go on: the
+    # job ran past its timeout, the worker never stopped.
+    logger = _worker_logger(_SlowStream())
+
+    def fire(*_: object) -> None:
+        raise stop("stop now")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(stop):
+            logger.warning("a line written while the alarm fires")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_any_other_error_in_a_write_is_still_reported_and_the_process_goes_on(capsys):
+    _worker_logger(_BrokenStream()).warning("a line to a pipe that is gone")
+    assert "the pipe is gone" in capsys.readouterr().err  # logging's own report, then on
