@@ -79,8 +79,9 @@ def _raise_if_a_stop(exc: BaseException) -> None:
     timeout and a receiver's budget (``SIGALRM``), RQ's ``StopRequested`` (``SIGTERM``).
     They are ``Exception``s, so an ``except Exception`` where the signal lands swallows them,
     and ``logging`` catches every exception raised while a record is written: a job whose
-    timeout fired in a log write ran on past it (a pool worker has no horse monitor to kill
-    it), and a worker asked to stop in one never stopped."""
+    timeout fired in a log write ran on past it (until a pool killed its worker, with whatever
+    else it held, ``goalhub.pool.STUCK_GRACE`` seconds later), a receiver past its budget, and a
+    worker asked to stop in one never stopped."""
     from rq.exceptions import StopRequested  # deferred: RQ is heavy, and only a stop gets here
     from rq.timeouts import BaseTimeoutException
 
