@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rq.timeouts import JobTimeoutException
+from rq.exceptions import StopRequested
+from rq.timeouts import BaseTimeoutException, JobTimeoutException
 
 # What is kept of the job's own timeout for recording a receiver stopped at it.
 MARGIN = 0.25
@@ -37,6 +38,15 @@ START = 0.5
 
 class ReceiverTimeout(JobTimeoutException):
     """A receiver ran over its time budget."""
+
+
+def raise_if_stop(exc: BaseException) -> None:
+    """Raise ``exc`` again if a signal handler raised it to stop the work in hand: RQ's job
+    timeout or a receiver's budget (``SIGALRM``), RQ's ``StopRequested`` (``SIGTERM``). They
+    are ``Exception``s, so an ``except Exception`` where the signal lands swallows them (a job
+    runs past its timeout, a worker never stops); such a clause calls this first."""
+    if isinstance(exc, (BaseTimeoutException, StopRequested)):
+        raise exc
 
 
 def time_to_start() -> bool:

@@ -63,6 +63,14 @@ def current_request_id() -> str | None:
     return _bound.get()
 
 
+def raise_if_stop(exc: BaseException) -> None:
+    """``goalhub.budget.raise_if_stop``, imported only when an exception gets here: it imports
+    RQ, which ``goalhub --help`` would otherwise load for nothing (about 0.1 s)."""
+    from goalhub.budget import raise_if_stop as check
+
+    check(exc)
+
+
 def _current_job() -> Any:
     # Deferred: RQ is heavy, and the CLI's and the API's logs need it only inside a job.
     from rq import get_current_job
@@ -70,34 +78,22 @@ def _current_job() -> Any:
     try:
         return get_current_job()
     except Exception as exc:  # no Redis connection in this context: no job either
-        _raise_if_a_stop(exc)
+        raise_if_stop(exc)
         return None
-
-
-def _raise_if_a_stop(exc: BaseException) -> None:
-    """Raise ``exc`` again if a signal handler raised it to stop the work in hand: RQ's job
-    timeout and a receiver's budget (``SIGALRM``), RQ's ``StopRequested`` (``SIGTERM``).
-    They are ``Exception``s, so an ``except Exception`` where the signal lands swallows them,
-    and ``logging`` catches every exception raised while a record is written: a job whose
-    timeout fired in a log write ran on past it (until a pool killed its worker, with whatever
-    else it held, ``goalhub.pool.STUCK_GRACE`` seconds later), a receiver past its budget, and a
-    worker asked to stop in one never stopped."""
-    from rq.exceptions import StopRequested  # deferred: RQ is heavy, and only a stop gets here
-    from rq.timeouts import BaseTimeoutException
-
-    if isinstance(exc, (StopRequested, BaseTimeoutException)):
-        raise exc
 
 
 class StderrHandler(logging.StreamHandler):
     """``logging.StreamHandler`` on stderr, except that a stop raised by a signal handler while a
-    record is being written goes on (``_raise_if_a_stop``) where ``logging`` would print it and
-    carry on. Any other error in a write is printed and swallowed, as ever."""
+    record is being written goes on (``goalhub.budget.raise_if_stop``): ``logging`` prints any
+    exception raised in a write and carries on, so a job whose timeout fired in a log write ran
+    on past it (until a pool killed its worker, with whatever else it held,
+    ``goalhub.pool.STUCK_GRACE`` seconds later), a receiver past its budget, and a worker asked
+    to stop in one never stopped. Any other error in a write is printed and swallowed, as ever."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
         if exc is not None:
-            _raise_if_a_stop(exc)
+            raise_if_stop(exc)
         super().handleError(record)
 
 
@@ -141,14 +137,14 @@ class ContextFilter(logging.Filter):
             try:
                 record.request_id = current_request_id() or "-"
             except Exception as exc:
-                _raise_if_a_stop(exc)
+                raise_if_stop(exc)
                 record.request_id = "-"
         if not getattr(record, "job_id", None):
             job = None
             try:
                 job = _current_job()
             except Exception as exc:
-                _raise_if_a_stop(exc)
+                raise_if_stop(exc)
             record.job_id = job.id if job is not None else None
         record.role = _role
         return True

@@ -124,7 +124,10 @@ def _record(name: str, labels: dict[str, str] | None, method: str, value: float 
             metric = _metrics()[name]
             target = _children[key] = metric.labels(**labels) if labels else metric
         getattr(target, method)(value)
-    except Exception:
+    except Exception as exc:
+        from goalhub.budget import raise_if_stop  # deferred: it imports RQ; only a failure gets here
+
+        raise_if_stop(exc)  # a job's timeout or a stop that landed here is not a metric's failure
         log.exception("could not record metric %s", name)
 
 

@@ -208,3 +208,25 @@ def test_a_stop_that_a_signal_raises_while_a_line_is_written_is_not_swallowed(st
 def test_any_other_error_in_a_write_is_still_reported_and_the_process_goes_on(capsys):
     _worker_logger(_BrokenStream()).warning("a line to a pipe that is gone")
     assert "the pipe is gone" in capsys.readouterr().err  # logging's own report, then on
+
+
+@pytest.mark.parametrize("stop", [JobTimeoutException, StopRequested])
+def test_a_stop_that_lands_while_a_metric_is_recorded_is_not_taken_for_a_metric_failure(stop, monkeypatch, caplog):
+    from goalhub import metrics
+
+    class Landing:
+        def inc(self, value: float) -> None:
+            raise stop("the signal landed here")
+
+    monkeypatch.setitem(metrics._children, ("goals", ("goal_type", "stopped")), Landing())
+    with pytest.raises(stop):
+        metrics.goal_created("stopped")
+
+    class Broken:
+        def inc(self, value: float) -> None:
+            raise ValueError("a metric that cannot be recorded")
+
+    monkeypatch.setitem(metrics._children, ("goals", ("goal_type", "broken")), Broken())
+    with caplog.at_level(logging.ERROR, logger="goalhub.metrics"):
+        metrics.goal_created("broken")  # any other failure is logged, and the job goes on
+    assert "could not record metric goals" in caplog.text
