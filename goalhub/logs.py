@@ -66,7 +66,7 @@ def current_request_id() -> str | None:
 def raise_if_stop(exc: BaseException) -> None:
     """``goalhub.budget.raise_if_stop``, imported only when an exception gets here: it imports
     RQ, which ``goalhub --help`` would otherwise load for nothing (about 0.1 s)."""
-    from goalhub.budget import raise_if_stop as check
+    from goalhub.budget import raise_if_stop as check  # deferred: it imports RQ (see above)
 
     check(exc)
 
