@@ -63,7 +63,7 @@ def current_request_id() -> str | None:
     return _bound.get()
 
 
-def raise_if_stop(exc: BaseException) -> None:
+def _raise_if_stop(exc: BaseException) -> None:
     """``goalhub.budget.raise_if_stop``, imported only when an exception gets here: it imports
     RQ, which ``goalhub --help`` would otherwise load for nothing (about 0.1 s)."""
     from goalhub.budget import raise_if_stop as check  # deferred: it imports RQ (see above)
@@ -78,7 +78,7 @@ def _current_job() -> Any:
     try:
         return get_current_job()
     except Exception as exc:  # no Redis connection in this context: no job either
-        raise_if_stop(exc)
+        _raise_if_stop(exc)
         return None
 
 
@@ -93,7 +93,7 @@ class StderrHandler(logging.StreamHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
         if exc is not None:
-            raise_if_stop(exc)
+            _raise_if_stop(exc)
         super().handleError(record)
 
 
@@ -137,14 +137,14 @@ class ContextFilter(logging.Filter):
             try:
                 record.request_id = current_request_id() or "-"
             except Exception as exc:
-                raise_if_stop(exc)
+                _raise_if_stop(exc)
                 record.request_id = "-"
         if not getattr(record, "job_id", None):
             job = None
             try:
                 job = _current_job()
             except Exception as exc:
-                raise_if_stop(exc)
+                _raise_if_stop(exc)
             record.job_id = job.id if job is not None else None
         record.role = _role
         return True
