@@ -186,7 +186,8 @@ class Settings:
         5, "a receiver failing this many different events in a row is paused until resumed (0: never)",
         "a whole number >= 0 of failed events in a row that pause a receiver (0: never)", ge=0)
     BREAKER_WINDOW: float = _setting(300.0, "seconds within which those failures must fall", "seconds > 0", gt=0)
-    SCHEDULER_INTERVAL: float = _setting(0.05, "seconds between rq-scheduler polls (rq-scheduler's default is 60)",
+    SCHEDULER_INTERVAL: float = _setting(0.05, "seconds between the scheduler's checks for a due job; it polls whole when one is, "
+                                         "and at least once a second (rq-scheduler's default poll is 60)",
                                          "seconds > 0 (e.g. 0.05)", gt=0, le=3600)
     DISABLED_PLUGINS: list[str] = _setting(
         [], "entry-point names to block", "comma-separated entry-point names", shown="")

@@ -25,6 +25,7 @@ import rq_scheduler
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
+from rq.utils import current_timestamp
 
 from goalhub import config
 from goalhub.connection import get_redis
@@ -86,20 +87,23 @@ class Scheduler(rq_scheduler.Scheduler):
         try:
             self._rq_scheduler.enqueue_scheduled_jobs()
         finally:
-            # A one-shot move (outside ``run``) lets go at once; ``run`` keeps them between
-            # polls and lets go when it stops, so another scheduler need not wait for expiry.
+            # A one-shot move lets go at once; the scheduler process (goalhub.scheduler) keeps
+            # them between polls and lets go when it stops, so another need not wait for expiry.
             if not getattr(self, "_running", False):
                 self._rq_scheduler.release_locks()
         return jobs
 
-    def run(self, burst: bool = False) -> None:
-        self._running = True
-        try:
-            super().run(burst=burst)
-        finally:
-            self._running = False
-            if hasattr(self, "_rq_scheduler"):
-                self._rq_scheduler.release_locks()
+    def due(self) -> bool:
+        """Whether a job is due to move: a lifecycle job whose time came, or a job of RQ's
+        scheduled registries (a receiver's retry) whose whole second came, as RQ counts it.
+        One round trip; ``enqueue_jobs`` moves them."""
+        if not hasattr(self, "_registry_keys"):
+            self._registry_keys = [queue.scheduled_job_registry.key for queue in all_queues()]
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.scheduled_jobs_key, "-inf", time.time(), start=0, num=1)
+            for key in self._registry_keys:
+                pipe.zrangebyscore(key, 0, current_timestamp(), start=0, num=1)
+            return any(pipe.execute())
 
 
 def get_scheduler(interval: float | None = None) -> Scheduler:

@@ -51,7 +51,46 @@ log = logging.getLogger(__name__)
 
 class SchedulerProcess(Scheduler):
     """The scheduler process: rq-scheduler's loop (``goalhub.queues.Scheduler``) that also
-    beats (liveness, and the reconciler while it holds the lock) and purges the embedded store."""
+    beats (liveness, and the reconciler while it holds the lock) and purges the embedded store.
+
+    An idle poll costs one round trip. rq-scheduler polls whole every ``interval``: its
+    heartbeat, its lock, RQ's registry locks, the moves, goalhub's beat; about 15 round trips,
+    about 70 ms of CPU a second at 20 polls a second with nothing to do. Here each poll asks whether a
+    job is due (``Scheduler.due``), and polls whole when one is, and at least every
+    ``liveness.BEAT_EVERY`` seconds for the heartbeat, the reconciler and the purge."""
+
+    def run(self, burst: bool = False) -> None:
+        self.register_birth()
+        self._install_signal_handlers()
+        self._running = True  # RQ's registry locks are kept between polls (Scheduler.enqueue_jobs)
+        whole_at = 0.0
+        try:
+            while True:
+                start = time.time()
+                if start >= whole_at or self.due():
+                    self.poll()
+                    if burst:
+                        return
+                    whole_at = start + liveness.BEAT_EVERY
+                pause = self._interval - (time.time() - start)
+                if pause > 0:
+                    time.sleep(pause)
+        finally:
+            self._running = False
+            self.remove_lock()
+            self.register_death()
+            if hasattr(self, "_rq_scheduler"):
+                self._rq_scheduler.release_locks()
+
+    def poll(self) -> None:
+        """One whole poll, as rq-scheduler's loop makes it: beat, take its lock, move the due jobs."""
+        self.heartbeat()
+        if self.acquire_lock():
+            self.enqueue_jobs()
+            self.heartbeat()
+            self.remove_lock()
+        else:
+            log.debug("another scheduler holds rq-scheduler's lock: it moves the due jobs")
 
     def enqueue_jobs(self) -> Any:
         jobs = super().enqueue_jobs()
