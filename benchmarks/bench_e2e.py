@@ -40,8 +40,11 @@ to the store before the clock starts. Then, per worker count:
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
 import threading
 import time
+import urllib.parse
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -159,30 +162,43 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 class Client:
-    """POSTs exclusive goals; one requests.Session per thread."""
+    """POSTs exclusive goals over one kept-alive ``http.client`` connection per thread: the load
+    generator shares the cores with the system it measures, and ``requests`` took 2.2-2.5 ms of
+    CPU per POST where ``http.client`` takes about a third of that."""
 
     def __init__(self, base: str, token: str):
-        self.base = base
-        self.headers = {"Authorization": f"Bearer {token}"}
+        parts = urllib.parse.urlsplit(base)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._local = threading.local()
         self.cpu = 0.0  # CPU seconds of the client threads in ``post``: the caller's share of a goal
         self._cpu_lock = threading.Lock()
 
-    def post(self, session_id: str, trigger_id: str) -> tuple[str, float]:
-        import requests
+    def _send(self, body: bytes) -> tuple[int, bytes]:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        connection.request("POST", f"{self.path}/goals?type=exclusive", body=body, headers=self.headers)
+        response = connection.getresponse()
+        return response.status, response.read()
 
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        body = {"levels": [{"target": 300}], "context": {"session_id": session_id, "trigger_exclusive_goal_id": trigger_id},
-                "nbf": round(time.time(), 3)}
+    def post(self, session_id: str, trigger_id: str) -> tuple[str, float]:
+        body = json.dumps({"levels": [{"target": 300}], "context": {"session_id": session_id, "trigger_exclusive_goal_id": trigger_id},
+                           "nbf": round(time.time(), 3)}).encode()
         sent, clock = time.time(), time.thread_time()
-        response = session.post(f"{self.base}/goals?type=exclusive", json=body, headers=self.headers, timeout=30)
+        try:
+            status, data = self._send(body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closed this kept-alive connection while it sat idle: sent once more on a
+            # new one (were it taken twice, the extra goal would add load; settle waits for these ids).
+            self._local.connection.close()
+            self._local.connection = None
+            status, data = self._send(body)
         with self._cpu_lock:
             self.cpu += time.thread_time() - clock
-        if response.status_code != 202:
-            raise RuntimeError(f"POST /goals?type=exclusive: {response.status_code} {response.text[:300]}")
-        return response.json()["goal_id"], sent
+        if status != 202:
+            raise RuntimeError(f"POST /goals?type=exclusive: {status} {data[:300]!r}")
+        return json.loads(data)["goal_id"], sent
 
 
 def prepare(db: Any, count: int) -> list[tuple[str, str]]:
