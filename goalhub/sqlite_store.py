@@ -601,6 +601,8 @@ class Database:
 
 # ---------------------------------------------------------------- collection
 Row = tuple[int, bytes, dict]  # (rowid, stored BSON, decoded document)
+Prepared = tuple[dict, bytes, dict[_Index, set[bytes]]]  # a document to insert, its BSON, its index keys
+Diff = tuple[bytes, list[tuple[_Index, set[bytes], set[bytes]]]]  # new BSON; per index: keys gone, keys added
 
 
 class Collection:
@@ -785,34 +787,82 @@ class Collection:
         if any(conn.execute(sql, (cid, ix.name, k, rid)).fetchone() for k in keys):
             raise self._dup(ix.name, ix.key_value(doc))
 
-    def _insert(self, conn: sqlite3.Connection, cid: int, doc: dict, indexes: list[_Index]) -> None:
+    # A write's Python work (encoding, index keys, applying an update) is done before it takes
+    # the write lock where it can be: ``_prepared`` and ``_diff`` compute, ``_insert_prepared`` and
+    # ``_write_diff`` only run SQL. The lock is held for SQL alone, so writers in other processes
+    # wait less (with 2 pool workers they waited about as long as they held it).
+    @staticmethod
+    def _prepared(doc: dict, indexes: list[_Index]) -> Prepared:
         doc = {"_id": doc["_id"], **doc}  # Mongo stores _id first
-        entries = {ix: ix.entries(doc) for ix in indexes}
-        for ix in indexes:  # check everything before writing anything
+        return doc, bson.encode(doc), {ix: ix.entries(doc) for ix in indexes}
+
+    def _insert_prepared(self, conn: sqlite3.Connection, cid: int, prepared: Prepared) -> None:
+        doc, data, entries = prepared
+        for ix, keys in entries.items():  # check everything before writing anything
             if ix.unique:
-                self._check_unique(conn, cid, ix, entries[ix], -1, doc)
+                self._check_unique(conn, cid, ix, keys, -1, doc)
         try:
             rid = conn.execute("INSERT INTO docs (cid, id, data) VALUES (?, ?, ?)",
-                               (cid, _component(doc["_id"]), bson.encode(doc))).lastrowid
+                               (cid, _component(doc["_id"]), data)).lastrowid
         except sqlite3.IntegrityError:
             raise self._dup("_id_", {"_id": doc["_id"]}) from None
         conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
-                         [(cid, ix.name, k, rid) for ix in indexes for k in entries[ix]])
+                         [(cid, ix.name, k, rid) for ix, keys in entries.items() for k in keys])
 
-    def _rewrite(self, conn: sqlite3.Connection, cid: int, row: Row, new: dict, indexes: list[_Index]) -> bool:
-        rid, old_data, old = row
+    def _insert(self, conn: sqlite3.Connection, cid: int, doc: dict, indexes: list[_Index]) -> None:
+        self._insert_prepared(conn, cid, self._prepared(doc, indexes))
+
+    def _insert_all(self, documents: list[MutableMapping], ordered: bool, collect: bool = True) -> list[dict]:
+        """Insert the documents in one transaction; the write errors, as ``BulkWriteError`` lists
+        them (``collect``), or the first one raised."""
+        docs = [_norm(doc) for doc in documents]
+        conn = self._client._conn()
+        cid = self._cid(conn)
+        indexes = self._indexes(conn, cid) if cid is not None else None
+        prepared = [self._prepared(doc, indexes) for doc in docs] if indexes is not None else None
+        errors: list[dict] = []
+        with self._client._write() as conn:  # like Mongo, the inserts before a failure are kept
+            cid = self._cid(conn, create=True)
+            if prepared is None or self._indexes(conn, cid) != indexes:  # new, or its indexes changed
+                indexes = self._indexes(conn, cid)
+                prepared = [self._prepared(doc, indexes) for doc in docs]
+            for i, one in enumerate(prepared):
+                try:
+                    self._insert_prepared(conn, cid, one)
+                except DuplicateKeyError as exc:
+                    if not collect:
+                        raise
+                    errors.append({"index": i, "code": 11000, "errmsg": str(exc), "op": documents[i]})
+                    if ordered:
+                        break
+        return errors
+
+    def _diff(self, row: Row, new: dict, indexes: list[_Index]) -> Diff | None:
+        """What rewriting ``row`` as ``new`` writes (None: nothing, the same bytes)."""
+        _, old_data, old = row
         if new.get("_id") is not old["_id"] and _component(new.get("_id")) != _component(old["_id"]):
             raise WriteError("Performing an update on the path '_id' would modify the immutable field '_id'", 66)
         if (data := bson.encode(new)) == old_data:
-            return False
+            return None
         diffs = []
         for ix in indexes:
             if ix.partial is None and all(_same_root(old, new, field) for field in ix.fields):
                 continue  # none of its fields changed: its entries stay as they are
             before, after = ix.entries(old), ix.entries(new)
-            if ix.unique:
-                self._check_unique(conn, cid, ix, after - before, rid, new)
             diffs.append((ix, before - after, after - before))
+        return data, diffs
+
+    def _rewrite(self, conn: sqlite3.Connection, cid: int, row: Row, new: dict, indexes: list[_Index]) -> bool:
+        diff = self._diff(row, new, indexes)
+        if diff is not None:
+            self._write_diff(conn, cid, row[0], new, diff)
+        return diff is not None
+
+    def _write_diff(self, conn: sqlite3.Connection, cid: int, rid: int, new: dict, diff: Diff) -> None:
+        data, diffs = diff
+        for ix, _, added in diffs:
+            if ix.unique:
+                self._check_unique(conn, cid, ix, added, rid, new)
         conn.execute("UPDATE docs SET data = ? WHERE rid = ?", (data, rid))
         for ix, gone, added in diffs:
             if len(gone) == 1 and len(added) == 1 and conn.execute(  # one key moved: one statement
@@ -830,9 +880,7 @@ class Collection:
         if not _is_mapping(document, mutable=True):
             raise TypeError("document must be an instance of dict")
         document.setdefault("_id", ObjectId())  # pymongo also sets _id on the caller's dict
-        with self._client._write() as conn:
-            cid = self._cid(conn, create=True)
-            self._insert(conn, cid, _norm(document), self._indexes(conn, cid))
+        self._insert_all([document], ordered=True, collect=False)
         return InsertOneResult(document["_id"], True)
 
     def insert_many(self, documents: Iterable[MutableMapping], ordered: bool = True,
@@ -840,19 +888,9 @@ class Collection:
         self._options("insert_many", options)
         if not (docs := list(documents)):
             raise TypeError("documents must be a non-empty list")
-        errors: list[dict] = []
-        with self._client._write() as conn:  # like Mongo, the inserts before a failure are kept
-            cid = self._cid(conn, create=True)
-            indexes = self._indexes(conn, cid)
-            for i, doc in enumerate(docs):
-                doc.setdefault("_id", ObjectId())
-                try:
-                    self._insert(conn, cid, _norm(doc), indexes)
-                except DuplicateKeyError as exc:
-                    errors.append({"index": i, "code": 11000, "errmsg": str(exc), "op": doc})
-                    if ordered:
-                        break
-        if errors:
+        for doc in docs:
+            doc.setdefault("_id", ObjectId())
+        if errors := self._insert_all(docs, ordered):
             inserted = errors[0]["index"] if ordered else len(docs) - len(errors)
             raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "upserted": [], "nInserted": inserted,
                                   "nUpserted": 0, "nMatched": 0, "nModified": 0, "nRemoved": 0})
@@ -862,6 +900,8 @@ class Collection:
                 upsert: bool = False, sort: Any = None) -> tuple[int, int, Any, dict | None, dict | None]:
         """Update in one transaction: (matched, modified, upserted_id, first doc before, after)."""
         flt, update = _filter(filter), _norm(update)
+        if not multi and not sort and (done := self._modify_one(flt, update, replace, upsert)) is not None:
+            return done
         matched = modified = 0
         upserted = before = after = None
         with self._client._write() as conn:
@@ -879,6 +919,32 @@ class Collection:
                 self._insert(conn, cid, after, indexes)
                 upserted = after["_id"]
         return matched, modified, upserted, before, after
+
+    def _modify_one(self, flt: dict, update: Any, replace: bool,
+                    upsert: bool) -> tuple[int, int, Any, dict | None, dict | None] | None:
+        """One document updated with its new version computed before the write lock, from the
+        last committed state (a read never waits). Under the lock, one SQL read checks that the
+        document's bytes and the collection's indexes are still what it was computed from: the
+        same bytes match the filter and update the same way. None: it could not be done so (the
+        document changed meanwhile, or nothing matched and ``upsert``): ``_modify`` does it all
+        under the lock. With nothing matched and no upsert, the answer is the read's: 0 matched."""
+        conn = self._client._conn()
+        if (cid := self._cid(conn)) is None:
+            return None
+        indexes = self._indexes(conn, cid)
+        rows = self._select(conn, flt, None, 0, 1)
+        if not rows:
+            return None if upsert else (0, 0, None, None, None)
+        row = rows[0]
+        new = _apply(row[2], flt, update, replace)
+        if (diff := self._diff(row, new, indexes)) is None:
+            return 1, 0, None, row[2], new
+        with self._client._write() as conn:
+            if (conn.execute("SELECT data FROM docs WHERE rid = ?", (row[0],)).fetchone() != (row[1],)
+                    or self._indexes(conn, cid) != indexes):
+                return None  # changed meanwhile: _modify takes the lock again and does it all
+            self._write_diff(conn, cid, row[0], new, diff)
+        return 1, 1, None, row[2], new
 
     @staticmethod
     def _result(matched: int, modified: int, upserted: Any, *_: Any) -> UpdateResult:

@@ -372,3 +372,60 @@ def test_an_update_adds_the_new_key_even_where_the_old_entry_is_missing(tmp_path
         assert list(outcomes.find({"status": "ok"})) == []
         assert [o["_id"] for o in outcomes.find({"status": "failed"})] == ["o1"]
         assert client._conn().execute("SELECT COUNT(*) FROM idx").fetchone()[0] == 1
+
+
+def _meanwhile(monkeypatch: pytest.MonkeyPatch, coll: Collection, change: Callable[[], None]) -> list[int]:
+    """Run ``change`` (another client's write) once, right after ``coll`` computed its update from
+    what it read and before it takes the write lock; returns how many times it computed."""
+    computed = [0]
+    diff = coll._diff
+
+    def racing(*args):  # type: ignore[no-untyped-def]
+        computed[0] += 1
+        if computed[0] == 1:
+            change()
+        return diff(*args)
+
+    monkeypatch.setattr(coll, "_diff", racing)
+    return computed
+
+
+def test_an_update_computed_before_the_lock_is_done_again_when_the_document_changed_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    other = SQLiteClient(tmp_path).goalhub.counters  # another connection, as another process has
+    coll.insert_one({"_id": "c", "n": 0, "status": "running"})
+
+    computed = _meanwhile(monkeypatch, coll, lambda: other.update_one({"_id": "c"}, {"$inc": {"n": 5}}))
+    assert coll.update_one({"_id": "c"}, {"$inc": {"n": 1}}).modified_count == 1
+    assert coll.find_one("c")["n"] == 6 and computed[0] == 2  # from the new document: no update lost
+
+    # A guard that matched when read, and no longer does once the other writer finished.
+    _meanwhile(monkeypatch, coll, lambda: other.update_one({"_id": "c"}, {"$set": {"status": "ok"}}))
+    result = coll.update_one({"_id": "c", "status": "running"}, {"$set": {"status": "failed"}})
+    assert (result.matched_count, result.modified_count) == (0, 0)
+    assert coll.find_one("c")["status"] == "ok"
+
+
+def test_an_index_created_meanwhile_gets_the_updates_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.goals
+    other = SQLiteClient(tmp_path).goalhub.goals
+    coll.insert_one({"_id": "g", "slug": "a"})
+    _meanwhile(monkeypatch, coll, lambda: other.create_index("slug", unique=True))
+    coll.update_one({"_id": "g"}, {"$set": {"slug": "b"}})
+    assert [d["_id"] for d in coll.find({"slug": "b"})] == ["g"] and coll.docs_examined >= 1
+    with pytest.raises(DuplicateKeyError):  # the unique index knows the new key
+        other.insert_one({"_id": "h", "slug": "b"})
+
+
+def test_an_update_that_changes_nothing_or_matches_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    coll = SQLiteClient(path).goalhub.goals
+    coll.insert_one({"_id": "g", "n": 1})
+    probe = sqlite3.connect(path)
+    version = probe.execute("PRAGMA data_version").fetchone()[0]
+    assert coll.update_one({"_id": "g"}, {"$set": {"n": 1}}).raw_result == {"n": 1, "nModified": 0, "ok": 1.0}
+    assert coll.update_one({"_id": "x"}, {"$set": {"n": 2}}).raw_result == {"n": 0, "nModified": 0, "ok": 1.0}
+    assert probe.execute("PRAGMA data_version").fetchone()[0] == version  # no other connection committed
+    coll.update_one({"_id": "g"}, {"$set": {"n": 2}})
+    assert probe.execute("PRAGMA data_version").fetchone()[0] != version
