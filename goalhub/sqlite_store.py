@@ -489,6 +489,9 @@ class SQLiteClient:
         self._conns: list[tuple[int, threading.Thread, sqlite3.Connection]] = []  # (pid, opener, conn)
         self._generation = 0
         self._dbs: dict[str, Database] = {}
+        # WAL pages at which a commit checkpoints (SQLite's ``wal_autocheckpoint``; None: its
+        # default, 1000), for the connections this process opens from now on.
+        self.autocheckpoint: int | None = None
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection; a new one after a fork (RQ work-horses) or close()."""
@@ -499,6 +502,8 @@ class SQLiteClient:
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
+        if self.autocheckpoint is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone():
             conn.execute("BEGIN IMMEDIATE")
             for stmt in filter(str.strip, _SCHEMA.split(";")):
@@ -525,6 +530,13 @@ class SQLiteClient:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy what the WAL holds back into the database file, as far as readers allow, without
+        waiting for any lock (``PRAGMA wal_checkpoint(PASSIVE)``): (frames in the WAL, frames
+        copied so far)."""
+        _, frames, copied = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames, copied
 
     def __getitem__(self, name: str) -> Database:
         return self.get_database(name)

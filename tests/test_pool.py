@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -49,6 +50,12 @@ def grow(mib):
 
 def overrun(seconds):
     time.sleep(seconds)
+
+def write(documents):  # returns the WAL pages at which this worker's commits checkpoint
+    from goalhub.store import get_database
+    database = get_database()
+    database.pool_test.insert_many([{"n": i} for i in range(documents)])
+    return database.client._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
 
 def deaf(seconds):  # SIGALRM blocked: RQ's in-process timeout cannot stop this job
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
@@ -245,3 +252,23 @@ def test_a_pool_worker_whose_pool_is_gone_stops_at_its_next_heartbeat(goalhub_en
     with pytest.raises(StopRequested):
         worker.heartbeat()
     worker.register_death()
+
+
+def _wal_frames(store: Path) -> tuple[int, int]:
+    """(frames in the embedded store's WAL, frames of it copied back into the database), from
+    the WAL index's header in the ``-shm`` file (SQLite's wal.c: ``mxFrame`` at byte 16,
+    ``nBackfill`` at byte 96), read without a connection, so without checkpointing."""
+    header = (store.parent / (store.name + "-shm")).read_bytes()[:100]
+    return int.from_bytes(header[16:20], sys.byteorder), int.from_bytes(header[96:100], sys.byteorder)
+
+
+def test_a_pool_worker_checkpoints_the_store_after_its_job_not_inside_a_commit(pool):
+    from goalhub.store import DEFERRED_CHECKPOINT_PAGES, get_database
+
+    store = get_database().client.path
+    pool(1)
+    # 200 documents: a few hundred WAL pages, short of SQLite's 1,000 at which a commit checkpoints.
+    assert run("write", 200).return_value() == DEFERRED_CHECKPOINT_PAGES
+    frames, copied = _wal_frames(store)
+    assert frames > 0 and copied == frames  # checkpointed whole, after the job
+    assert get_database().pool_test.count_documents({}) == 200

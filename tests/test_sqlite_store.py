@@ -429,3 +429,15 @@ def test_an_update_that_changes_nothing_or_matches_nothing_writes_nothing(tmp_pa
     assert probe.execute("PRAGMA data_version").fetchone()[0] == version  # no other connection committed
     coll.update_one({"_id": "g"}, {"$set": {"n": 2}})
     assert probe.execute("PRAGMA data_version").fetchone()[0] != version
+
+
+def test_checkpoint_copies_the_wal_back_and_autocheckpoint_applies_to_new_connections(tmp_path: Path) -> None:
+    client = SQLiteClient(tmp_path)
+    client.goalhub.goals.insert_many([{"n": i} for i in range(50)])
+    assert client._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own
+    frames, copied = client.checkpoint()
+    assert frames > 0 and copied == frames
+    client.autocheckpoint = 10_000
+    client.close()  # the next connection is opened with it
+    assert client._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+    assert client.goalhub.goals.count_documents({}) == 50
