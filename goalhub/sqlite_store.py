@@ -626,6 +626,7 @@ class Collection:
         self.docs_examined = 0  # documents decoded to answer queries: proves index use in tests
         self._cid_cache: int | None = None
         self._spec_cache: dict[tuple[str, bytes], _Index] = {}
+        self._seen_indexes: list[_Index] | None = None  # the last _indexes read (_last_indexes)
 
     def _cid(self, conn: sqlite3.Connection, create: bool = False) -> int | None:
         if self._cid_cache is None:
@@ -674,6 +675,11 @@ class Collection:
                 return
         raise OperationFailure("hint provided does not correspond to an existing index", 2)
 
+    def _last_indexes(self, conn: sqlite3.Connection, cid: int) -> list[_Index]:
+        """The indexes as this process last read them, for work done before the write lock; the
+        writer reads them again under it (``_indexes``) and redoes the work if they changed."""
+        return self._seen_indexes if self._seen_indexes is not None else self._indexes(conn, cid)
+
     def _indexes(self, conn: sqlite3.Connection, cid: int | None) -> list[_Index]:
         out = []
         for name, spec in conn.execute("SELECT name, spec FROM indexes WHERE cid = ? ORDER BY rowid", (cid,)):
@@ -682,6 +688,8 @@ class Collection:
                 self._spec_cache[(name, spec)] = _Index(name, tuple(map(tuple, s["key"])), s["unique"],
                                                         s["sparse"], s.get("partial"), s["options"])
             out.append(self._spec_cache[(name, spec)])
+        if cid is not None:
+            self._seen_indexes = out
         return out
 
     # -- reading
@@ -830,7 +838,7 @@ class Collection:
         docs = [_norm(doc) for doc in documents]
         conn = self._client._conn()
         cid = self._cid(conn)
-        indexes = self._indexes(conn, cid) if cid is not None else None
+        indexes = self._last_indexes(conn, cid) if cid is not None else None
         prepared = [self._prepared(doc, indexes) for doc in docs] if indexes is not None else None
         errors: list[dict] = []
         with self._client._write() as conn:  # like Mongo, the inserts before a failure are kept
@@ -943,7 +951,7 @@ class Collection:
         conn = self._client._conn()
         if (cid := self._cid(conn)) is None:
             return None
-        indexes = self._indexes(conn, cid)
+        indexes = self._last_indexes(conn, cid)
         rows = self._select(conn, flt, None, 0, 1)
         if not rows:
             return None if upsert else (0, 0, None, None, None)
@@ -953,7 +961,7 @@ class Collection:
             return 1, 0, None, row[2], new
         with self._client._write() as conn:
             if (conn.execute("SELECT data FROM docs WHERE rid = ?", (row[0],)).fetchone() != (row[1],)
-                    or self._indexes(conn, cid) != indexes):
+                    or self._indexes(conn, cid) != indexes):  # (_indexes notes them for _last_indexes)
                 return None  # changed meanwhile: _modify takes the lock again and does it all
             self._write_diff(conn, cid, row[0], new, diff)
         return 1, 1, None, row[2], new
