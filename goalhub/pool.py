@@ -31,6 +31,8 @@ The embedded store's WAL: SQLite copies it back into the database file inside th
 takes it past 1,000 pages, stalling that job's commit for 10-30 ms (about one goal in ten: its
 p95). A pool worker checkpoints after a job instead, at most every ``CHECKPOINT_EVERY`` seconds
 (``PoolWorker._checkpoint``), and its commits only past ``store.DEFERRED_CHECKPOINT_PAGES``.
+Its writers also wait their turn on the store's writers file, woken as soon as the last writer
+lets go, instead of sleeping 1-10 ms at a time in SQLite's busy handler (``store.tune_for_jobs``).
 
 Metrics: each worker writes its own pair of prometheus-client files for its whole life, not
 one per job (``goalhub.metrics``).
@@ -161,7 +163,7 @@ def _run_pool_worker(name: str, burst: bool, logging_level: str, parent: int) ->
     if _orphaned():  # the parent died before the request took effect
         return
     max_jobs = config.settings().WORKER_MAX_JOBS or None
-    store.checkpoint_between_jobs(store.get_database())  # after its jobs (PoolWorker._checkpoint)
+    store.tune_for_jobs(store.get_database())  # checkpoints after its jobs, writers queue
     try:
         work(PoolWorker, burst=burst, name=name, logging_level=logging_level, max_jobs=max_jobs)
     finally:

@@ -76,18 +76,21 @@ def get_database() -> Any:
 
 
 # SQLite checkpoints inside the commit that takes the WAL past 1,000 pages (4 MiB): that commit
-# stalls for 10-30 ms, about one job in ten on a pool worker. A pool worker checkpoints between
-# jobs instead (goalhub.pool); its commits checkpoint only past this many pages.
+# stalls for 10-30 ms, about one job in ten on a pool worker. A process that runs jobs one after
+# another checkpoints between them instead (goalhub.pool); its commits checkpoint only past this.
 DEFERRED_CHECKPOINT_PAGES = 10_000
 
 
-def checkpoint_between_jobs(database: Any) -> None:
-    """This process checkpoints the embedded store's WAL itself, between jobs (``checkpoint``),
-    instead of inside a commit: its connections' commits checkpoint only past
-    ``DEFERRED_CHECKPOINT_PAGES``, a bound that holds if it stops calling ``checkpoint``.
-    Nothing on MongoDB."""
+def tune_for_jobs(database: Any) -> None:
+    """The embedded store, for a process that runs RQ jobs one after another, each under RQ's
+    job timeout (a pool worker): it checkpoints the WAL itself between jobs (``checkpoint``),
+    its commits only past ``DEFERRED_CHECKPOINT_PAGES``; and its writers wait their turn on the
+    store's writers file, woken as soon as the last writer lets go, instead of sleeping in
+    SQLite's busy handler (``SQLiteClient._write``: a writer stuck while it holds the file is
+    bounded by its job's timeout, then by the pool, which kills it). Nothing on MongoDB."""
     if (client := _embedded(database)) is not None:
         client.autocheckpoint = DEFERRED_CHECKPOINT_PAGES
+        client.queue_writers = True
 
 
 def checkpoint(database: Any) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import multiprocessing
 import os
+import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +28,14 @@ def _inc_worker(target: str | Collection, start: multiprocessing.synchronize.Eve
     start.wait(10)
     for _ in range(times):
         coll.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+
+
+def _queued_inc_worker(path: str, start: multiprocessing.synchronize.Event, times: int) -> None:
+    client = SQLiteClient(path)
+    client.queue_writers = True  # as a pool worker's (goalhub.store.tune_for_jobs)
+    start.wait(10)
+    for _ in range(times):
+        client.goalhub.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
 
 
 def _claim_worker(path: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue) -> None:
@@ -441,3 +452,42 @@ def test_checkpoint_copies_the_wal_back_and_autocheckpoint_applies_to_new_connec
     client.close()  # the next connection is opened with it
     assert client._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
     assert client.goalhub.goals.count_documents({}) == 50
+
+
+def test_writers_that_queue_on_the_writers_file_lose_nothing(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    coll.insert_one({"_id": "c", "n": 0})  # this writer does not queue: both kinds share the store
+    _run("fork", _queued_inc_worker, (str(tmp_path), 300))
+    assert coll.find_one("c")["n"] == PROCS * 300
+
+
+def test_a_queued_writer_waits_for_the_file_is_woken_when_it_is_let_go_and_an_alarm_stops_its_wait(
+        tmp_path: Path) -> None:
+    client = SQLiteClient(tmp_path)
+    client.goalhub.counters.insert_one({"_id": "c", "n": 0})
+    client.queue_writers = True
+    holder = os.open(tmp_path / "goalhub.sqlite3.writers", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another writer's turn, as another process would hold it
+
+    def alarm(signum, frame):  # type: ignore[no-untyped-def]
+        raise TimeoutError("the job's timeout")  # RQ's death penalty raises from SIGALRM so
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.goalhub.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+        assert 0.25 < time.monotonic() - started < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert client.goalhub.counters.find_one("c")["n"] == 0  # stopped before it wrote anything
+
+    threading.Timer(0.2, fcntl.flock, (holder, fcntl.LOCK_UN)).start()
+    started = time.monotonic()
+    client.goalhub.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+    assert 0.15 < time.monotonic() - started < 5 and client.goalhub.counters.find_one("c")["n"] == 1
+    os.close(holder)
+    client.close()
+    assert not client._queue_fds  # its descriptors close with its connections
