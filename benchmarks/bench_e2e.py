@@ -539,9 +539,9 @@ def _cpu_report(results: dict[tuple[str, int], dict[str, Any]]) -> list[Headline
           "the API server (waitress, its processes), the workers (a pool: its parent and workers; forking: each "
           "worker and its horses), Redis, the scheduler (asking 20 times a second whether a job is due), and this "
           "benchmark's client threads (http.client, kept-alive connections). The plain floor's: its workers "
-          "(with their horses, from wait4) and Redis, per no-op job. All of them share this machine's cores: goals/s cannot pass cores x 1000 / (a goal's ms), "
-          "so with 2 workers on 2 cores the goal's whole cost, not the worker's alone, sets the ratio per "
-          "process.\n")
+          "(with their horses, from wait4) and Redis, per no-op job. All of them share this machine's cores: "
+          "goals/s cannot pass cores x 1000 / (a goal's ms), so with 2 workers on 2 cores the goal's whole "
+          "cost, not the worker's alone, sets the ratio per process.\n")
     return headlines
 
 

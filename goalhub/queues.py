@@ -99,10 +99,11 @@ class Scheduler(rq_scheduler.Scheduler):
         One round trip; ``enqueue_jobs`` moves them."""
         if not hasattr(self, "_registry_keys"):
             self._registry_keys = [queue.scheduled_job_registry.key for queue in all_queues()]
+        now, whole_second = time.time(), current_timestamp()
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.scheduled_jobs_key, "-inf", time.time(), start=0, num=1)
+            pipe.zrangebyscore(self.scheduled_jobs_key, "-inf", now, start=0, num=1)
             for key in self._registry_keys:
-                pipe.zrangebyscore(key, 0, current_timestamp(), start=0, num=1)
+                pipe.zrangebyscore(key, 0, whole_second, start=0, num=1)
             return any(pipe.execute())
 
 
