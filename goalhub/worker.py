@@ -10,12 +10,14 @@ what one job costs on it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psutil
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -74,7 +76,33 @@ def take_over(worker: BaseWorker) -> bool:
     return True
 
 
-class _Traced(BaseWorker):
+class _Listening(BaseWorker):
+    """RQ's listener of the worker's command channel (a thread), stopped without the wait that
+    held a worker's teardown for a minute. RQ unsubscribes, then stops the thread; when the
+    thread reads the unsubscribe reply first (a busy machine), it finds itself unsubscribed and
+    waits up to ``sleep_time`` (60 s) to be subscribed again, and redis-py 8.2's ``stop()``
+    joins it without a timeout. Here the thread is told to stop first, then woken by a message
+    on its channel that no command handler acts on; it then leaves and closes its connection
+    itself (Redis drops the subscription with it), and nothing else writes on that connection
+    meanwhile."""
+
+    def unsubscribe(self) -> None:
+        thread = self.pubsub_thread
+        if not thread:
+            return
+        try:
+            thread.stop(timeout=0)  # redis-py >= 8.2 joins in stop(): not here
+        except TypeError:
+            thread.stop()  # older ones only clear the flag
+        try:
+            self.connection.publish(self.pubsub_channel_name, json.dumps({"command": "wake"}))
+        except RedisError:
+            pass  # Redis gone: the thread is in RQ's reconnect loop, and a daemon
+        thread.join(timeout=1)
+        self.pubsub.close()
+
+
+class _Traced(_Listening):
     """Runs each job in a span (``goalhub.tracing``: the child of the context its meta carries,
     so that it joins the trace of the work that enqueued it, or of its goal), and exports the
     job's spans when it ends: a forked work-horse exits without ``atexit``, and so does a pool
