@@ -12,7 +12,7 @@ TEST_WORKERS ?= 4
 # suite starts compiles its imports again, and every pytest process rewrites every test module.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test lint typecheck bench soak screenshots chromium promtool clean
+.PHONY: install demo test lint typecheck bench soak screenshots chromium promtool constraints clean
 
 # The tree's own Python sources (editable installs: no installer compiles them).
 SOURCES := goalhub goalhub_exclusive goalhub_show plugins examples tests
@@ -20,7 +20,7 @@ SOURCES := goalhub goalhub_exclusive goalhub_show plugins examples tests
 # uv (a faster pip, itself installed with pip) when it can be had, else pip alone. Both compile
 # what they install to bytecode (pip does by default; uv when told): where PYTHONDONTWRITEBYTECODE
 # is set, nothing else would, and every process would compile its imports again (~1 s of CPU).
-$(STAMP): $(REQUIREMENTS) setup.cfg pyproject.toml $(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg examples/demo/setup.cfg)
+$(STAMP): $(REQUIREMENTS) constraints.txt setup.cfg pyproject.toml $(wildcard goalhub_*/setup.cfg plugins/*/setup.cfg examples/demo/setup.cfg)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "goalhub needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	( $(BIN)/python -m pip install --quiet --disable-pip-version-check uv \
@@ -74,6 +74,12 @@ typecheck: $(STAMP)
 # Screenshots of the dashboard in a real browser, into screenshots/ (see scripts/screenshots.py).
 screenshots: $(STAMP) chromium
 	$(BIN)/python scripts/screenshots.py screenshots
+
+# constraints.txt afresh: the newest versions within setup.cfg's ranges (needs the registry); then
+# `make test` on them, and commit both.
+constraints: $(STAMP)
+	$(BIN)/python scripts/update_constraints.py
+	$(MAKE) install
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

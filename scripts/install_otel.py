@@ -32,7 +32,8 @@ def main() -> None:
     else:
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                    "--target", str(target)]
-    subprocess.run([*command, *requirements], check=True)
+    # At the versions the suite last passed on (constraints.txt, as requirements-dev.txt installs).
+    subprocess.run([*command, "-c", str(ROOT / "constraints.txt"), *requirements], check=True)
 
 
 if __name__ == "__main__":

@@ -83,3 +83,41 @@ def test_the_otel_extra_is_installed_outside_the_venvs_path_by_make_install_and_
     assert wanted <= in_site, wanted - in_site
     in_venv = {d.metadata["Name"].lower() for d in metadata.distributions(path=[p for p in sys.path if p != str(OTEL_SITE)])}
     assert not wanted & in_venv, wanted & in_venv
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_normal(name)] = version.strip()
+    return pins
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_suite_runs_on_exactly_the_constrained_versions():
+    """requirements-dev.txt (so make install and tox) and scripts/install_otel.py install at
+    constraints.txt's versions, and this interpreter has just those: every third-party
+    distribution it can import is pinned there, at the version installed (the tree's own and
+    the installers, pip and uv, are not). A venv built without the constraints, or a
+    distribution added without `make constraints`, fails here."""
+    assert "-c constraints.txt" in (ROOT / LIST).read_text().splitlines()
+    assert '"-c", str(ROOT / "constraints.txt")' in (ROOT / "scripts" / "install_otel.py").read_text()
+    pins = _pins()
+    tree = set()
+    for directory in editable_dirs():
+        setup = configparser.ConfigParser()
+        setup.read(ROOT / directory / "setup.cfg")
+        tree.add(_normal(setup["metadata"]["name"]))
+    for path in ([p for p in sys.path if p != str(OTEL_SITE)], [str(OTEL_SITE)]):
+        installed = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+        third_party = {name: version for name, version in installed.items()
+                       if name not in tree | {"pip", "uv"} and not name.startswith("goalhub")}
+        assert third_party, path
+        unpinned = sorted(set(third_party) - set(pins))
+        assert not unpinned, f"installed but not in constraints.txt: {unpinned}"
+        moved = {name: (version, pins[name]) for name, version in third_party.items() if pins[name] != version}
+        assert not moved, f"installed (version, constraints.txt): {moved}"
