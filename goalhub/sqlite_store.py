@@ -220,6 +220,8 @@ def _eq_values(cond: Any) -> list | None:
             return None  # embedded-document equality: rare, scan
         if "$eq" in cond:
             vals = [cond["$eq"]]
+        elif len(cond) == 1 and cond.get("$exists") is False:
+            vals = [None]  # a missing field's key is null's (not in a sparse index: checked there)
         elif isinstance(cond.get("$in"), (list, tuple)):
             vals = list(cond["$in"])
         else:
@@ -238,6 +240,32 @@ def _equalities(flt: Mapping) -> list[tuple[str, list]]:
         elif not key.startswith("$") and (vals := _eq_values(cond)) is not None:
             out.append((key, vals))
     return out
+
+
+def _datetime_range(cid: int, ix: _Index, cond: Any) -> tuple[str, list] | None:
+    """The rids under ``ix`` (an index whose first field ``cond`` is on) of a superset of the
+    documents ``cond`` (``{"$lt"|"$lte": <datetime>, ...}``) matches: what ``retention.purge``
+    asks. A datetime's key is its milliseconds since 1970 in decimal, so keys of as many digits
+    as the bound's sort as their times do: one key range holds them (and the negative ones),
+    SQLite comparing each one's number; a shorter number sorts anywhere, so those that sort
+    above the bound (times before 2001 against today's) are found by a second range, read in
+    SQLite alone. Both are rechecked against the filter, as every candidate is."""
+    if not _is_mapping(cond):
+        return None
+    bounds = [v for k, v in cond.items() if k in ("$lt", "$lte") and isinstance(v, dt.datetime)]
+    if not bounds:
+        return None
+    digits = _component(min(bounds, key=_norm))[1:]  # sub-millisecond parts: $lt is kept as <=
+    if not digits.isdigit():
+        return None  # a bound before 1970: rare, scan
+    low, high = b"\x09", b"\x0a"  # every datetime key of the first field
+    top = low + digits + b"\x01"  # above every key of exactly the bound's number
+    number = "CAST(substr(i.key, 2, instr(i.key, X'00') - 2) AS INTEGER)"
+    return ("SELECT i.rid FROM idx AS i WHERE i.cid = ? AND i.iname = ? AND i.key >= ? AND i.key < ? "
+            f"AND {number} <= ? UNION ALL "
+            "SELECT i.rid FROM idx AS i WHERE i.cid = ? AND i.iname = ? AND i.key >= ? AND i.key < ? "
+            "AND substr(i.key, 2, 1) != '-' AND instr(i.key, X'00') < ?",
+            [cid, ix.name, low, top, int(digits), cid, ix.name, top, high, len(digits) + 2])
 
 
 # ---------------------------------------------------------------- borrowed mongomock semantics
@@ -732,33 +760,53 @@ class Collection:
         """SQL for a superset of the matches: by primary key, through an index, or a scan."""
         if _by_id(flt):  # one document by its _id
             return "SELECT rid, data FROM docs WHERE cid = ? AND id = ?", [cid, _component(flt["_id"])]
-        conds = _equalities(flt)
-        subs: list[str] = []
-        params: list = []
-        for field, vals in conds:
-            if field == "_id":
-                subs = [f"SELECT rid FROM docs WHERE cid = ? AND id IN ({','.join('?' * len(vals))})"]
-                params = [cid, *map(_component, vals)]
-                break
-        else:
-            usable = {ix.fields[0]: ix for ix in reversed(self._indexes(conn, cid) if conds else [])
-                      if ix.partial is None}  # a partial index may miss matches
-            for field, vals in conds:
-                ix = usable.get(field)
-                if ix is not None and vals and not (ix.sparse and None in vals):
-                    # One key range per value (a prefix range serves compound indexes too).
-                    subs = [f"SELECT i.rid FROM (VALUES {', '.join(['(?, ?)'] * len(vals))}) AS r JOIN idx AS i "
-                            "ON i.cid = ? AND i.iname = ? AND i.key >= r.column1 AND i.key < r.column2"]
-                    for head in (_esc(_component(v)) for v in vals):
-                        params += [head + b"\x00", head + b"\x01"]
-                    params += [cid, ix.name]
-                    break
-                if ix is not None and not vals:  # {"$in": []}
-                    return "SELECT rid, data FROM docs WHERE 0", []
-            else:
-                return "SELECT rid, data FROM docs WHERE cid = ? ORDER BY rid", [cid]
+        usable = {ix.fields[0]: ix for ix in reversed(self._indexes(conn, cid))
+                  if ix.partial is None}  # a partial index may miss matches
+        found = self._candidates(cid, flt, usable)
+        if found is None:
+            return "SELECT rid, data FROM docs WHERE cid = ? ORDER BY rid", [cid]
+        sub, params = found
+        if sub is None:  # {"$in": []}
+            return "SELECT rid, data FROM docs WHERE 0", []
         # Always "rid IN (subquery)": with a bare IN list SQLite may pick docs_cid to avoid sorting.
-        return f"SELECT rid, data FROM docs WHERE rid IN ({subs[0]}) ORDER BY rid", params
+        return f"SELECT rid, data FROM docs WHERE rid IN ({sub}) ORDER BY rid", params
+
+    def _candidates(self, cid: int, flt: Mapping, usable: dict[str, _Index]) -> tuple[str | None, list] | None:
+        """A subquery of the rids of a superset of ``flt``'s matches ((None, []): none can match),
+        or None when only a scan can tell: an equality on ``_id`` or on an index's first field, a
+        datetime upper bound on one (``_datetime_range``), or an ``$or`` each of whose branches
+        has one (their union)."""
+        for field, vals in _equalities(flt):
+            if field == "_id":
+                return (f"SELECT rid FROM docs WHERE cid = ? AND id IN ({','.join('?' * len(vals))})",
+                        [cid, *map(_component, vals)])
+        for field, vals in _equalities(flt):
+            ix = usable.get(field)
+            if ix is not None and vals and not (ix.sparse and None in vals):
+                # One key range per value (a prefix range serves compound indexes too).
+                params: list = []
+                for head in (_esc(_component(v)) for v in vals):
+                    params += [head + b"\x00", head + b"\x01"]
+                return (f"SELECT i.rid FROM (VALUES {', '.join(['(?, ?)'] * len(vals))}) AS r JOIN idx AS i "
+                        "ON i.cid = ? AND i.iname = ? AND i.key >= r.column1 AND i.key < r.column2",
+                        [*params, cid, ix.name])
+            if ix is not None and not vals:  # {"$in": []}
+                return None, []
+        for field, cond in flt.items():
+            ix = usable.get(field)
+            if ix is not None and (ranged := _datetime_range(cid, ix, cond)) is not None:
+                return ranged
+        branches = flt.get("$or")
+        if isinstance(branches, list) and branches and all(_is_mapping(b) for b in branches):
+            subs, params = [], []
+            for branch in branches:
+                if (found := self._candidates(cid, branch, usable)) is None:
+                    return None
+                if found[0] is not None:
+                    subs.append(found[0])
+                    params += found[1]
+            return (" UNION ".join(subs), params) if subs else (None, [])
+        return None
 
     def _matches(self, conn: sqlite3.Connection, flt: Mapping) -> Iterator[Row]:
         if (cid := self._cid(conn)) is None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mongomock
 import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -491,3 +492,54 @@ def test_a_queued_writer_waits_for_the_file_is_woken_when_it_is_let_go_and_an_al
     os.close(holder)
     client.close()
     assert not client._queue_fds  # its descriptors close with its connections
+
+
+# --- datetime upper bounds, $exists: false and $or through the index (retention's purge) --------
+
+_T = dt.datetime(2026, 12, 4, 12, 0, 0, 250000)
+_TIMES = [None, _T, _T - dt.timedelta(milliseconds=1), _T + dt.timedelta(milliseconds=1),
+          _T.replace(microsecond=250400), dt.datetime(1969, 7, 20), dt.datetime(1970, 1, 1), dt.datetime(1990, 5, 1),
+          dt.datetime(2001, 9, 9, 1, 46, 39), dt.datetime(2001, 9, 9, 1, 46, 41), dt.datetime(2300, 1, 1),
+          dt.datetime(2026, 12, 4, 13, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2026-01-01", 7, 1.5e12,
+          [dt.datetime(1999, 1, 1), dt.datetime(2100, 1, 1)], [], {"at": _T}]
+_BOUNDED = [
+    {"t": {"$lt": _T}}, {"t": {"$lte": _T}}, {"t": {"$lt": _T.replace(microsecond=250400)}},
+    {"t": {"$lt": dt.datetime(2001, 9, 9, 1, 46, 40)}}, {"t": {"$lte": dt.datetime(1990, 5, 1)}},
+    {"t": {"$lt": dt.datetime(2400, 1, 1)}}, {"t": {"$lt": _T, "$lte": dt.datetime(1995, 1, 1)}},
+    {"t": {"$lt": dt.datetime(1960, 1, 1)}},  # before 1970: a scan
+    {"t": {"$exists": False}}, {"t": {"$exists": False}, "n": {"$lt": 9}},
+    {"$or": [{"t": {"$lt": _T}}, {"t": {"$exists": False}, "n": {"$lt": 9}}]},  # retention.purge's shape
+    {"$or": [{"t": {"$lt": _T}}, {"n": 3}]},  # one branch without an index: a scan
+    {"$or": [{"_id": 2}, {"t": {"$lte": dt.datetime(1990, 5, 1)}}]},
+]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("compound", [False, True])
+def test_datetime_bounds_exists_false_and_or_find_what_a_scan_and_mongomock_find(tmp_path, sparse, compound):
+    docs = [{"_id": i, "t": t, "n": i, "u": i % 3} for i, t in enumerate(_TIMES)]
+    docs += [{"_id": 100 + i, "n": i} for i in range(12)]  # no t at all
+    planned = SQLiteClient(tmp_path / "planned").goalhub.records
+    planned.create_index([("t", 1), ("u", 1)] if compound else "t", sparse=sparse)
+    scanned = SQLiteClient(tmp_path / "scanned").goalhub.records  # no index: every query is a scan
+    reference = mongomock.MongoClient().goalhub.records
+    for coll in (planned, scanned, reference):
+        coll.insert_many([dict(doc) for doc in docs])
+    for flt in _BOUNDED:
+        ids = sorted(d["_id"] for d in reference.find(flt))
+        assert sorted(d["_id"] for d in scanned.find(flt)) == ids, flt
+        assert sorted(d["_id"] for d in planned.find(flt)) == ids, flt
+        assert planned.count_documents(flt) == len(ids), flt
+
+
+def test_retentions_purge_query_is_answered_through_its_index(tmp_path):
+    from goalhub import retention
+
+    coll = SQLiteClient(tmp_path).goalhub.outcomes
+    coll.create_index(retention.FIELD)
+    purge = {"$or": [{"stored_at": {"$lt": _T}}, {"stored_at": {"$exists": False}, "queued_at": {"$lt": 1e9}}]}
+    for flt in ({"stored_at": {"$lt": _T}}, {"stored_at": {"$exists": False}}, purge):
+        plan = " | ".join(coll.explain(flt))
+        assert "docs_cid" not in plan and "SCAN docs" not in plan, (flt, plan)
+    coll.insert_many([{"stored_at": _T - dt.timedelta(days=d)} for d in range(40)] + [{"queued_at": 5.0}])
+    assert coll.delete_many(purge).deleted_count == 40  # all but today's; the one without stored_at
