@@ -83,6 +83,30 @@ def test_records_written_before_stored_at_expire_by_their_epoch_time(db):
     assert retention.purge(db) == {"requests": 0, "outcomes": 1, "events": 1, "outbound": 0}
 
 
+def test_a_purge_deletes_in_batches_and_keeps_a_record_written_again_meanwhile(db, monkeypatch):
+    """retention.purge deletes PURGE_BATCH records per write, so the embedded store's writers
+    wait for one batch, not the whole purge; a record stamped again between a batch's read and
+    its delete (an outcome updated meanwhile) is not deleted."""
+    old = retention.stamp()["stored_at"] - timedelta(seconds=2 * MONTH)
+    db.outcomes.insert_many([{"_id": f"o{i}", "goal_id": "g", "status": "ok", "stored_at": old} for i in range(8)])
+    db.outcomes.insert_one({"_id": "fresh", "goal_id": "g", "status": "ok", **retention.stamp()})
+    monkeypatch.setattr(retention, "PURGE_BATCH", 3)
+    deletes = []
+    real = type(db.outcomes).delete_many
+
+    def delete_many(collection, flt, **options):
+        if collection.name == "outcomes":
+            deletes.append(flt)
+            if len(deletes) == 1:  # written again after the first batch was read
+                collection.update_one({"_id": "o0"}, {"$set": retention.stamp()})
+        return real(collection, flt, **options)
+
+    monkeypatch.setattr(type(db.outcomes), "delete_many", delete_many)
+    assert retention.purge(db)["outcomes"] == 7
+    assert len(deletes) == 3 and all(len(flt["$and"][0]["_id"]["$in"]) <= 3 for flt in deletes)
+    assert sorted(doc["_id"] for doc in db.outcomes.find()) == ["fresh", "o0"]
+
+
 def test_goalhub_purge_deletes_expired_records(db, monkeypatch):
     write_one_of_each(db)
     monkeypatch.setenv("GOALHUB_RETENTION_REQUESTS", "1")
