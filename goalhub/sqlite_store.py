@@ -760,9 +760,7 @@ class Collection:
         """SQL for a superset of the matches: by primary key, through an index, or a scan."""
         if _by_id(flt):  # one document by its _id
             return "SELECT rid, data FROM docs WHERE cid = ? AND id = ?", [cid, _component(flt["_id"])]
-        usable = {ix.fields[0]: ix for ix in reversed(self._indexes(conn, cid))
-                  if ix.partial is None}  # a partial index may miss matches
-        found = self._candidates(cid, flt, usable)
+        found = self._candidates(conn, cid, flt, {}) if flt else None
         if found is None:
             return "SELECT rid, data FROM docs WHERE cid = ? ORDER BY rid", [cid]
         sub, params = found
@@ -771,17 +769,22 @@ class Collection:
         # Always "rid IN (subquery)": with a bare IN list SQLite may pick docs_cid to avoid sorting.
         return f"SELECT rid, data FROM docs WHERE rid IN ({sub}) ORDER BY rid", params
 
-    def _candidates(self, cid: int, flt: Mapping, usable: dict[str, _Index]) -> tuple[str | None, list] | None:
+    def _candidates(self, conn: sqlite3.Connection, cid: int, flt: Mapping,
+                    indexes: dict[str, _Index]) -> tuple[str | None, list] | None:
         """A subquery of the rids of a superset of ``flt``'s matches ((None, []): none can match),
         or None when only a scan can tell: an equality on ``_id`` or on an index's first field, a
         datetime upper bound on one (``_datetime_range``), or an ``$or`` each of whose branches
-        has one (their union)."""
-        for field, vals in _equalities(flt):
+        has one (their union). ``indexes``: the usable ones by first field, read at first need."""
+        equalities = _equalities(flt)
+        for field, vals in equalities:
             if field == "_id":
                 return (f"SELECT rid FROM docs WHERE cid = ? AND id IN ({','.join('?' * len(vals))})",
                         [cid, *map(_component, vals)])
-        for field, vals in _equalities(flt):
-            ix = usable.get(field)
+        if not indexes:
+            indexes.update((ix.fields[0], ix) for ix in reversed(self._indexes(conn, cid))
+                           if ix.partial is None)  # a partial index may miss matches
+        for field, vals in equalities:
+            ix = indexes.get(field)
             if ix is not None and vals and not (ix.sparse and None in vals):
                 # One key range per value (a prefix range serves compound indexes too).
                 params: list = []
@@ -793,14 +796,14 @@ class Collection:
             if ix is not None and not vals:  # {"$in": []}
                 return None, []
         for field, cond in flt.items():
-            ix = usable.get(field)
+            ix = indexes.get(field)
             if ix is not None and (ranged := _datetime_range(cid, ix, cond)) is not None:
                 return ranged
         branches = flt.get("$or")
         if isinstance(branches, list) and branches and all(_is_mapping(b) for b in branches):
             subs, params = [], []
             for branch in branches:
-                if (found := self._candidates(cid, branch, usable)) is None:
+                if (found := self._candidates(conn, cid, branch, indexes)) is None:
                     return None
                 if found[0] is not None:
                     subs.append(found[0])
