@@ -43,8 +43,10 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
     "outbound": ("created_at",),
 }
 
-# Records deleted per write of a purge: about 80 ms of the embedded store's write lock each.
+# Records deleted per write of a purge (about 80 ms of the embedded store's write lock), and
+# found per read (their ids held in memory).
 PURGE_BATCH = 500
+PURGE_READ = 50_000
 
 _last_purge: dict[str, float] = {}
 
@@ -97,16 +99,18 @@ def purge(db: Any, now: float | None = None, dry_run: bool = False) -> dict[str,
 
 
 def _delete_in_batches(collection: Any, query: dict[str, Any]) -> int:
-    """``delete_many(query)``, ``PURGE_BATCH`` records at a time: found first (a read, which on
-    the embedded store takes no lock), then deleted by ``_id`` with the query checked again (a
-    record written again meanwhile stays). The embedded store's writers wait only for one batch's
-    deletes, not for the whole purge."""
+    """``delete_many(query)``, ``PURGE_BATCH`` records per write: up to ``PURGE_READ`` of them
+    found first (a read, which on the embedded store takes no lock), then deleted by ``_id``
+    with the query checked again (a record written again meanwhile stays). The embedded store's
+    writers wait only for one batch's deletes, not for the whole purge; and the index entries
+    the read goes through (``sqlite_store._datetime_range``) are read once per ``PURGE_READ``."""
     deleted = 0
     while True:
-        ids = [doc["_id"] for doc in collection.find(query, {"_id": 1}).limit(PURGE_BATCH)]
-        if ids:
-            deleted += collection.delete_many({"$and": [{"_id": {"$in": ids}}, query]}).deleted_count
-        if len(ids) < PURGE_BATCH:
+        ids = [doc["_id"] for doc in collection.find(query, {"_id": 1}).limit(PURGE_READ)]
+        for start in range(0, len(ids), PURGE_BATCH):
+            batch = {"$and": [{"_id": {"$in": ids[start:start + PURGE_BATCH]}}, query]}
+            deleted += collection.delete_many(batch).deleted_count
+        if len(ids) < PURGE_READ:
             return deleted
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
 from bson import ObjectId
 from click.testing import CliRunner
 
@@ -83,7 +84,8 @@ def test_records_written_before_stored_at_expire_by_their_epoch_time(db):
     assert retention.purge(db) == {"requests": 0, "outcomes": 1, "events": 1, "outbound": 0}
 
 
-def test_a_purge_deletes_in_batches_and_keeps_a_record_written_again_meanwhile(db, monkeypatch):
+@pytest.mark.parametrize(("read", "writes"), [(50_000, 3), (4, 4)])
+def test_a_purge_deletes_in_batches_and_keeps_a_record_written_again_meanwhile(db, monkeypatch, read, writes):
     """retention.purge deletes PURGE_BATCH records per write, so the embedded store's writers
     wait for one batch, not the whole purge; a record stamped again between a batch's read and
     its delete (an outcome updated meanwhile) is not deleted."""
@@ -91,6 +93,7 @@ def test_a_purge_deletes_in_batches_and_keeps_a_record_written_again_meanwhile(d
     db.outcomes.insert_many([{"_id": f"o{i}", "goal_id": "g", "status": "ok", "stored_at": old} for i in range(8)])
     db.outcomes.insert_one({"_id": "fresh", "goal_id": "g", "status": "ok", **retention.stamp()})
     monkeypatch.setattr(retention, "PURGE_BATCH", 3)
+    monkeypatch.setattr(retention, "PURGE_READ", read)
     deletes = []
     real = type(db.outcomes).delete_many
 
@@ -103,7 +106,7 @@ def test_a_purge_deletes_in_batches_and_keeps_a_record_written_again_meanwhile(d
 
     monkeypatch.setattr(type(db.outcomes), "delete_many", delete_many)
     assert retention.purge(db)["outcomes"] == 7
-    assert len(deletes) == 3 and all(len(flt["$and"][0]["_id"]["$in"]) <= 3 for flt in deletes)
+    assert len(deletes) == writes and all(len(flt["$and"][0]["_id"]["$in"]) <= 3 for flt in deletes)
     assert sorted(doc["_id"] for doc in db.outcomes.find()) == ["fresh", "o0"]
 
 

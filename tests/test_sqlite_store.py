@@ -501,12 +501,17 @@ _TIMES = [None, _T, _T - dt.timedelta(milliseconds=1), _T + dt.timedelta(millise
           _T.replace(microsecond=250400), dt.datetime(1969, 7, 20), dt.datetime(1970, 1, 1), dt.datetime(1990, 5, 1),
           dt.datetime(2001, 9, 9, 1, 46, 39), dt.datetime(2001, 9, 9, 1, 46, 41), dt.datetime(2300, 1, 1),
           dt.datetime(2026, 12, 4, 13, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2026-01-01", 7, 1.5e12,
-          [dt.datetime(1999, 1, 1), dt.datetime(2100, 1, 1)], [], {"at": _T}]
+          dt.datetime(1970, 1, 1, 0, 0, 2), [dt.datetime(1999, 1, 1), dt.datetime(2100, 1, 1)], [], {"at": _T}]
+_2001 = dt.datetime(2001, 9, 9, 1, 46, 40)  # 10**12 ms: the first time of 13 digits
 _BOUNDED = [
     {"t": {"$lt": _T}}, {"t": {"$lte": _T}}, {"t": {"$lt": _T.replace(microsecond=250400)}},
     {"t": {"$lt": dt.datetime(2001, 9, 9, 1, 46, 40)}}, {"t": {"$lte": dt.datetime(1990, 5, 1)}},
     {"t": {"$lt": dt.datetime(2400, 1, 1)}}, {"t": {"$lt": _T, "$lte": dt.datetime(1995, 1, 1)}},
     {"t": {"$lt": dt.datetime(1960, 1, 1)}},  # before 1970: a scan
+    # A lower bound does not narrow an upper one's candidates: an array matches when one element
+    # is above the lower bound and another, maybe of fewer digits, below the upper one.
+    {"t": {"$gte": _2001, "$lt": _T}}, {"t": {"$gt": _2001, "$lte": _T}},
+    {"t": {"$gte": dt.datetime(1990, 1, 1), "$lt": _T}}, {"t": {"$gt": _2001, "$lt": dt.datetime(2300, 1, 1)}},
     {"t": {"$exists": False}}, {"t": {"$exists": False}, "n": {"$lt": 9}},
     {"$or": [{"t": {"$lt": _T}}, {"t": {"$exists": False}, "n": {"$lt": 9}}]},  # retention.purge's shape
     {"$or": [{"t": {"$lt": _T}}, {"n": 3}]},  # one branch without an index: a scan
@@ -543,3 +548,4 @@ def test_retentions_purge_query_is_answered_through_its_index(tmp_path):
         assert "docs_cid" not in plan and "SCAN docs" not in plan, (flt, plan)
     coll.insert_many([{"stored_at": _T - dt.timedelta(days=d)} for d in range(40)] + [{"queued_at": 5.0}])
     assert coll.delete_many(purge).deleted_count == 40  # all but today's; the one without stored_at
+
