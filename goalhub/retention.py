@@ -11,7 +11,7 @@
 Each record carries ``stored_at`` (a UTC datetime, from ``stamp()``). On MongoDB a TTL index
 on it (``expireAfterSeconds``) lets the server delete expired records itself; mongomock
 honours the same index. The embedded store has no TTL monitor: ``purge()`` deletes expired
-records, run by the scheduler process every ``GOALHUB_PURGE_INTERVAL`` seconds and by
+records, run by the scheduler process (in a thread) every ``GOALHUB_PURGE_INTERVAL`` seconds and by
 ``goalhub purge``; it finds them through the ``stored_at`` index (its query, an ``$or`` of a
 datetime upper bound and ``$exists: false``, is one the embedded store answers through one). Records written before ``stored_at`` existed are judged by their epoch
 timestamps. An outcome that expires does not take its "already ok" memory with it: which
@@ -23,6 +23,7 @@ retry, a redelivery) after its outcomes expired runs none of those receivers aga
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,7 +49,7 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
 PURGE_BATCH = 500
 PURGE_READ = 50_000
 
-_last_purge: dict[str, float] = {}
+_last_purge: dict[str, Any] = {}  # when the last purge started, and its thread
 
 
 def stamp() -> dict[str, datetime]:
@@ -114,24 +115,35 @@ def _delete_in_batches(collection: Any, query: dict[str, Any]) -> int:
             return deleted
 
 
-def purge_when_due(db: Any, interval: float | None = None) -> dict[str, int] | None:
-    """``purge`` on ``db`` if it is the embedded store and the last purge in this process is
-    ``interval`` seconds old (the scheduler calls it on every poll); MongoDB expires records by itself."""
+def purge_when_due(db: Any, interval: float | None = None) -> threading.Thread | None:
+    """Start ``purge`` on ``db`` in a thread of its own if ``db`` is the embedded store, the last
+    purge in this process started ``interval`` seconds ago and none runs still; returns the
+    thread. The scheduler calls it on every poll, and its loop goes on meanwhile: SQLite reads
+    the index entries with the GIL released, and the deletes hold the store's write lock one
+    batch at a time, so activations are not held up by a purge of a big store. MongoDB expires
+    records by itself."""
     interval = config.settings().PURGE_INTERVAL if interval is None else interval
     now = time.monotonic()
-    if now - _last_purge.get("at", -interval) < interval:
+    running = _last_purge.get("thread")
+    if (running is not None and running.is_alive()) or now - _last_purge.get("at", -interval) < interval:
         return None
     _last_purge["at"] = now
     if not _embedded(db):
         return None
+    thread = threading.Thread(target=_purge_logged, args=(db,), name="goalhub-purge", daemon=True)
+    _last_purge["thread"] = thread
+    thread.start()
+    return thread
+
+
+def _purge_logged(db: Any) -> None:
     try:
         counts = purge(db)
     except Exception:  # noqa: BLE001  (a failed purge is retried at the next interval; the scheduler goes on)
         log.exception("purging expired records failed")
-        return None
+        return
     if any(counts.values()):
         log.info("purged expired records: %s", counts)
-    return counts
 
 
 def expires_in(name: str) -> timedelta | None:

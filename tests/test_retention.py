@@ -137,6 +137,34 @@ def test_the_scheduler_process_purges_the_embedded_store_by_itself(db, tmp_path)
     assert db.outcomes.count_documents({}) >= 1  # a month's lifetime: still there
 
 
+def test_the_scheduler_polls_on_while_a_purge_runs_in_its_own_thread(db, monkeypatch):
+    """purge_when_due starts the purge in a thread and returns at once: a purge of a big store
+    (SQLite reading every index entry above the bound) does not hold up the scheduler's loop,
+    and so the activations. A purge still running is not started twice."""
+    import threading
+
+    monkeypatch.setattr(retention, "_last_purge", {})
+    started, release = threading.Event(), threading.Event()
+    real = retention.purge
+
+    def slow(database, *args, **kwargs):
+        started.set()
+        assert release.wait(10)
+        return real(database, *args, **kwargs)
+
+    monkeypatch.setattr(retention, "purge", slow)
+    thread = retention.purge_when_due(db, interval=0)
+    assert thread is not None and started.wait(5) and thread.is_alive()  # the caller is back, the purge runs
+    assert retention.purge_when_due(db, interval=0) is None  # not a second one meanwhile
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert retention.purge_when_due(db, interval=3600) is None  # not due yet
+    again = retention.purge_when_due(db, interval=0)
+    assert again is not None
+    again.join(10)
+
+
 def test_mongomock_expires_records_by_their_ttl_index(monkeypatch, inline_plugin, drain):
     import mongomock
 
