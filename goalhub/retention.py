@@ -11,13 +11,14 @@
 Each record carries ``stored_at`` (a UTC datetime, from ``stamp()``). On MongoDB a TTL index
 on it (``expireAfterSeconds``) lets the server delete expired records itself; mongomock
 honours the same index. The embedded store has no TTL monitor: ``purge()`` deletes expired
-records, run by the scheduler process (in a thread) every ``GOALHUB_PURGE_INTERVAL`` seconds and by
-``goalhub purge``; it finds them through the ``stored_at`` index (its query, an ``$or`` of a
-datetime upper bound and ``$exists: false``, is one the embedded store answers through one). Records written before ``stored_at`` existed are judged by their epoch
-timestamps. An outcome that expires does not take its "already ok" memory with it: which
-receivers finished which event of a goal is kept as long as the goal, in ``delivered``
-(``goalhub.ledger``), which is never purged; an event delivered again (backfill, resume,
-retry, a redelivery) after its outcomes expired runs none of those receivers again.
+records, run by the scheduler process (in a thread) every ``GOALHUB_PURGE_INTERVAL`` seconds
+and by ``goalhub purge``; it finds them through the ``stored_at`` index (its query, an ``$or``
+of a datetime upper bound and ``$exists: false``, is one the embedded store answers through
+one). Records written before ``stored_at`` existed are judged by their epoch timestamps. An
+outcome that expires does not take its "already ok" memory with it: which receivers finished
+which event of a goal is kept as long as the goal, in ``delivered`` (``goalhub.ledger``),
+which is never purged; an event delivered again (backfill, resume, retry, a redelivery) after
+its outcomes expired runs none of those receivers again.
 """
 
 from __future__ import annotations
