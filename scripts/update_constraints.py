@@ -1,15 +1,17 @@
 """Write constraints.txt afresh: the newest versions within setup.cfg's ranges (``make constraints``).
 
-Installs requirements-dev.txt without its ``-c constraints.txt`` line, and the ``otel`` extra,
-into a throw-away venv (through uv when the project's venv has it, else pip), and writes what
-they resolved to, keeping the file's header. Then run ``make test`` on them and commit both:
-the suite is what says the new set works. Needs the package registry.
+Installs requirements-dev.txt without its ``-c constraints.txt`` line into a throw-away venv,
+then the ``otel`` extra beside it (``--target``, as scripts/install_otel.py does) at the
+versions the venv resolved for what they share, through uv when the project's venv has it, else
+pip; and writes what they resolved to, keeping the file's header. Then run ``make test`` on
+them and commit both: the suite is what says the new set works. Needs the package registry.
 """
 
 from __future__ import annotations
 
 import configparser
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
 NOT_PINNED = {"pip", "uv"}  # the installers themselves
+_FOUND = ("import json, sys; from importlib import metadata; print(json.dumps({d.metadata['Name']: d.version "
+          "for d in metadata.distributions(**({'path': sys.argv[1:]} if sys.argv[1:] else {}))}))")
+
+
+def normal(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def render(header: list[str], found: dict[str, str], tree: set[str]) -> str:
+    """constraints.txt: ``header``, then ``name==version`` for each distribution ``found`` but
+    the tree's own (``tree``) and the installers, by name."""
+    pins = {normal(name): version for name, version in found.items()}
+    excluded = {normal(name) for name in tree} | NOT_PINNED
+    return "\n".join([*header, *(f"{name}=={pins[name]}" for name in sorted(pins) if name not in excluded)]) + "\n"
 
 
 def main() -> None:
@@ -28,8 +45,8 @@ def main() -> None:
                     if not line.startswith("-c ")]
     uv = Path(sys.executable).with_name("uv")
     with tempfile.TemporaryDirectory() as scratch:
-        venv = Path(scratch) / "venv"
-        listed = Path(scratch) / "requirements.txt"
+        venv, target = Path(scratch) / "venv", Path(scratch) / "otel"
+        listed, resolved = Path(scratch) / "requirements.txt", Path(scratch) / "resolved.txt"
         listed.write_text("\n".join(requirements) + "\n")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = str(venv / "bin" / "python")
@@ -38,26 +55,22 @@ def main() -> None:
         else:
             install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*install, "-r", str(listed)], check=True, cwd=ROOT)
-        subprocess.run([*install, "--target", str(Path(scratch) / "otel"), *otel], check=True, cwd=ROOT)
-        code = ("import json, sys; from importlib import metadata; "
-                "print(json.dumps({d.metadata['Name']: d.version "
-                "for d in metadata.distributions(**({'path': sys.argv[1:]} if sys.argv[1:] else {}))}))")
-        pins: dict[str, str] = {}
-        for path in ([], [str(Path(scratch) / "otel")]):
-            found = subprocess.run([python, "-c", code, *path], check=True, capture_output=True, text=True).stdout
-            pins.update({name.lower().replace("_", "-"): version for name, version in json.loads(found).items()})
-    tree = {_name(ROOT / line.removeprefix("-e ").split("[")[0] / "setup.cfg") for line in requirements
-            if line.startswith("-e ")}
+        found = json.loads(subprocess.run([python, "-c", _FOUND], check=True, capture_output=True, text=True).stdout)
+        tree = {_name(ROOT / line.removeprefix("-e ").split("[")[0] / "setup.cfg") for line in requirements
+                if line.startswith("-e ")}
+        resolved.write_text(render([], found, tree))  # what the otel extra shares with the venv: the same
+        subprocess.run([*install, "--target", str(target), "-c", str(resolved), *otel], check=True, cwd=ROOT)
+        found.update(json.loads(subprocess.run([python, "-c", _FOUND, str(target)], check=True,
+                                               capture_output=True, text=True).stdout))
     header = [line for line in CONSTRAINTS.read_text().splitlines() if line.startswith("#")]
-    body = [f"{name}=={version}" for name, version in sorted(pins.items()) if name not in NOT_PINNED | tree]
-    CONSTRAINTS.write_text("\n".join(header + body) + "\n")
-    print(f"constraints.txt: {len(body)} pins; now `make test`")
+    CONSTRAINTS.write_text(render(header, found, tree))
+    print(f"constraints.txt: {CONSTRAINTS.read_text().count('==')} pins; now `make test`")
 
 
 def _name(setup_cfg: Path) -> str:
     setup = configparser.ConfigParser()
     setup.read(setup_cfg)
-    return setup["metadata"]["name"].lower().replace("_", "-")
+    return setup["metadata"]["name"]
 
 
 if __name__ == "__main__":

@@ -121,3 +121,27 @@ def test_the_suite_runs_on_exactly_the_constrained_versions():
         assert not unpinned, f"installed but not in constraints.txt: {unpinned}"
         moved = {name: (version, pins[name]) for name, version in third_party.items() if pins[name] != version}
         assert not moved, f"installed (version, constraints.txt): {moved}"
+
+
+def test_make_constraints_writes_the_resolved_versions_but_the_trees_and_the_installers():
+    """`make constraints` (scripts/update_constraints.py, then a reinstall at the new pins)
+    keeps constraints.txt's header and pins what a fresh install resolved, by normalized name,
+    leaving out the tree's own distributions and pip and uv. (The resolving itself needs the
+    registry; the suite checks its result: test_the_suite_runs_on_exactly_the_constrained_versions.)"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_constraints", ROOT / "scripts" / "update_constraints.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = script.render(["# header"], {"Redis": "8.1.0", "typing_extensions": "4.16.0", "zope.interface": "7",
+                                        "pip": "23", "uv": "0.13", "goalhub-show": "0.1.0", "goalhub": "0.1.0"},
+                         {"goalhub", "goalhub_show"})
+    assert text == "# header\nredis==8.1.0\ntyping-extensions==4.16.0\nzope-interface==7\n"
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile[makefile.index("\nconstraints:"):].split("\n\n")[0]
+    assert "scripts/update_constraints.py" in target and "$(MAKE) install" in target
+    assert "constraints.txt" in makefile[makefile.index("$(STAMP):"):].splitlines()[0]  # a new pin reinstalls
+    header = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("#")]
+    assert script.render(header, {name: version for name, version in _pins().items()}, set()) == \
+        (ROOT / "constraints.txt").read_text()  # the file is what the script writes
