@@ -283,6 +283,8 @@ def _apply(doc: dict | None, flt: Mapping, update: Any, replace: bool) -> dict:
     """Run the update on one document through mongomock; doc None means: build the upsert."""
     if doc is not None and not replace and (fast := _apply_simple(doc, update)) is not None:
         return fast
+    if doc is None and not replace and _by_id(flt) and (fast := _apply_simple({"_id": flt["_id"]}, update)) is not None:
+        return fast  # an upsert by _id alone starts from that _id (the ledger's first entry of a goal)
     scratch = _scratch()
     scratch.drop()
     try:

@@ -270,6 +270,29 @@ def test_the_fast_update_path_gives_mongomocks_answer_and_leaves_the_old_documen
     assert doc == before  # the stored row's document is not changed in place
 
 
+UPSERTS = [{"$addToSet": {"done": "goal.created|r"}}, {"$set": {"a.b": 1, "c": [1]}}, {"$inc": {"n": 2}},
+           {"$unset": {"a": ""}}]
+UPSERTS_BY_MONGOMOCK = [{"$addToSet": {"a": {"$each": ["x", "y", "x"]}}}, {"$addToSet": {"a": "x"}, "$set": {"b": 1}},
+                        {"$setOnInsert": {"version": 2}}]
+
+
+@pytest.mark.parametrize("update", UPSERTS + UPSERTS_BY_MONGOMOCK)
+@pytest.mark.parametrize("key", [7, "g1", "6800a9073e0c346531958b03"])
+def test_an_upsert_by_id_alone_gives_mongomocks_answer(update, key, monkeypatch):
+    """The ledger's first entry of a goal is an upsert by ``_id``: built from that ``_id`` by the
+    fast path when it knows the update, not through mongomock (which the test then takes away);
+    else by mongomock, as before."""
+    import mongomock
+
+    from goalhub import sqlite_store
+
+    reference = mongomock.MongoClient()["t"]["docs"]
+    reference.update_one({"_id": key}, update, upsert=True)
+    if update in UPSERTS:
+        monkeypatch.setattr(sqlite_store, "_scratch", lambda: pytest.fail("took mongomock's path"))
+    assert sqlite_store._apply(None, {"_id": key}, update, False) == reference.find_one()
+
+
 def test_a_set_value_is_the_stored_documents_own_not_the_callers():
     from goalhub.sqlite_store import _apply_simple
 
