@@ -23,12 +23,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import psutil
 from rq import Worker
 from rq.worker import BaseWorker
 from rq_scheduler import Scheduler as RQScheduler  # its lock key
 
-from goalhub import config
+from goalhub import config, processes
 from goalhub.connection import get_redis
 from goalhub.queues import queue_names
 
@@ -112,12 +111,7 @@ def _process_gone(host: str, pid: int) -> bool:
     """A process that ran on this host and runs no more (a zombie counts as gone)."""
     if not pid or host != socket.gethostname() or pid == os.getpid():
         return False
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
+    return processes.gone(pid)
 
 
 def schedulers() -> list[dict[str, Any]]:

@@ -44,9 +44,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
-
-from goalhub import config
+from goalhub import config, processes
 
 log = logging.getLogger(__name__)
 
@@ -295,15 +293,6 @@ def serve(host: str, port: int) -> None:
     log.info("serving this machine's metrics on %s:%d", host, port)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
 def compact() -> int:
     """Fold the counter and histogram files of processes that are gone (finished work-horses,
     stopped processes) into ``counter_archive.db`` and ``histogram_archive.db``: the totals a
@@ -315,7 +304,7 @@ def compact() -> int:
     with _locked(shared=False):
         for kind in ("counter", "histogram"):
             dead = [path for path in glob.glob(os.path.join(directory, f"{kind}_*.db"))
-                    if (ident := os.path.basename(path)[len(kind) + 1:-3]).isdigit() and _gone(int(ident))]
+                    if (ident := os.path.basename(path)[len(kind) + 1:-3]).isdigit() and processes.gone(int(ident))]
             if not dead:
                 continue
             archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
