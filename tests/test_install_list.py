@@ -5,10 +5,12 @@ else, and the interpreter running the suite has all of it installed."""
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from world import OTEL_SITE
 
@@ -85,17 +87,26 @@ def test_the_otel_extra_is_installed_outside_the_venvs_path_by_make_install_and_
     assert not wanted & in_venv, wanted & in_venv
 
 
+def _update_constraints() -> Any:
+    """scripts/update_constraints.py (`make constraints`), loaded as a module: its name
+    normalization and its exclusions are the ones these tests hold the venv to."""
+    spec = importlib.util.spec_from_file_location("update_constraints", ROOT / "scripts" / "update_constraints.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+UPDATE = _update_constraints()
+
+
 def _pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
-            pins[_normal(name)] = version.strip()
+            pins[UPDATE.normal(name)] = version.strip()
     return pins
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_the_suite_runs_on_exactly_the_constrained_versions():
@@ -111,11 +122,11 @@ def test_the_suite_runs_on_exactly_the_constrained_versions():
     for directory in editable_dirs():
         setup = configparser.ConfigParser()
         setup.read(ROOT / directory / "setup.cfg")
-        tree.add(_normal(setup["metadata"]["name"]))
+        tree.add(UPDATE.normal(setup["metadata"]["name"]))
     for path in ([p for p in sys.path if p != str(OTEL_SITE)], [str(OTEL_SITE)]):
-        installed = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+        installed = {UPDATE.normal(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
         third_party = {name: version for name, version in installed.items()
-                       if name not in tree | {"pip", "uv"} and not name.startswith("goalhub")}
+                       if name not in tree | UPDATE.NOT_PINNED and not name.startswith("goalhub")}
         assert third_party, path
         unpinned = sorted(set(third_party) - set(pins))
         assert not unpinned, f"installed but not in constraints.txt: {unpinned}"
@@ -128,13 +139,7 @@ def test_make_constraints_writes_the_resolved_versions_but_the_trees_and_the_ins
     keeps constraints.txt's header and pins what a fresh install resolved, by normalized name,
     leaving out the tree's own distributions and pip and uv. (The resolving itself needs the
     registry; the suite checks its result: test_the_suite_runs_on_exactly_the_constrained_versions.)"""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("update_constraints", ROOT / "scripts" / "update_constraints.py")
-    assert spec and spec.loader
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    text = script.render(["# header"], {"Redis": "8.1.0", "typing_extensions": "4.16.0", "zope.interface": "7",
+    text = UPDATE.render(["# header"], {"Redis": "8.1.0", "typing_extensions": "4.16.0", "zope.interface": "7",
                                         "pip": "23", "uv": "0.13", "goalhub-show": "0.1.0", "goalhub": "0.1.0"},
                          {"goalhub", "goalhub_show"})
     assert text == "# header\nredis==8.1.0\ntyping-extensions==4.16.0\nzope-interface==7\n"
@@ -143,5 +148,5 @@ def test_make_constraints_writes_the_resolved_versions_but_the_trees_and_the_ins
     assert "scripts/update_constraints.py" in target and "$(MAKE) install" in target
     assert "constraints.txt" in makefile[makefile.index("$(STAMP):"):].splitlines()[0]  # a new pin reinstalls
     header = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("#")]
-    assert script.render(header, {name: version for name, version in _pins().items()}, set()) == \
+    assert UPDATE.render(header, _pins(), set()) == \
         (ROOT / "constraints.txt").read_text()  # the file is what the script writes
