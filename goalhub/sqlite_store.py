@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 import mongomock
@@ -46,6 +46,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 __all__ = ["SQLiteClient", "Database", "Collection", "Cursor"]
 
 DEFAULT_FILENAME = "goalhub.sqlite3"  # used when the client is given a directory
+BULK_OPS = 500  # ``bulk_write``'s ops per transaction: the write lock is held for one such batch
 _FILE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
 # colls rows are never deleted (drop sets live = 0), so a cid cached by any process stays valid.
@@ -570,6 +571,9 @@ class SQLiteClient:
         while it holds the file holds the others until it is killed: only processes whose work
         is bounded by an alarm (RQ's job timeout) queue."""
         conn = self._conn()
+        if conn.in_transaction:  # a write inside this thread's batch (``bulk_write``): a savepoint
+            yield from self._nested(conn)
+            return
         fd = self._queue_fd(conn) if self.queue_writers else -1
         if fd >= 0:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -585,6 +589,20 @@ class SQLiteClient:
         finally:
             if fd >= 0:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _nested(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One write of a batch, in the batch's transaction: what it wrote is undone if it fails
+        (a duplicate key), what the batch wrote before it is kept."""
+        conn.execute("SAVEPOINT write")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite rolled the whole transaction back itself (SQLITE_FULL)
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+            raise
+        conn.execute("RELEASE write")
 
     def _queue_fd(self, conn: sqlite3.Connection) -> int:
         """The connection's own descriptor of ``<store>.writers`` (one per connection, so per
@@ -680,6 +698,15 @@ class Database:
 Row = tuple[int, bytes, dict]  # (rowid, stored BSON, decoded document)
 Prepared = tuple[dict, bytes, dict[_Index, set[bytes]]]  # a document to insert, its BSON, its index keys
 Diff = tuple[bytes, list[tuple[_Index, set[bytes], set[bytes]]]]  # new BSON; per index: keys gone, keys added
+
+
+class _Planned(NamedTuple):
+    """An update of one document computed before the write lock (``Collection._plan_one``)."""
+    cid: int
+    indexes: list[_Index]
+    row: Row
+    new: dict
+    diff: Diff
 
 
 class Collection:
@@ -1036,6 +1063,18 @@ class Collection:
         same bytes match the filter and update the same way. None: it could not be done so (the
         document changed meanwhile, or nothing matched and ``upsert``): ``_modify`` does it all
         under the lock. With nothing matched and no upsert, the answer is the read's: 0 matched."""
+        plan = self._plan_one(flt, update, replace, upsert)
+        if not isinstance(plan, _Planned):
+            return plan
+        with self._client._write() as conn:
+            if not self._write_planned(conn, plan):
+                return None  # changed meanwhile: _modify takes the lock again and does it all
+        return 1, 1, None, plan.row[2], plan.new
+
+    def _plan_one(self, flt: dict, update: Any, replace: bool,
+                  upsert: bool) -> _Planned | tuple[int, int, Any, dict | None, dict | None] | None:
+        """``_modify_one``'s work before the lock: the write to make, the answer when there is
+        none to make (as of the read), or None (nothing matched and ``upsert``)."""
         conn = self._client._conn()
         if (cid := self._cid(conn)) is None:
             return None
@@ -1047,12 +1086,19 @@ class Collection:
         new = _apply(row[2], flt, update, replace)
         if (diff := self._diff(row, new, indexes)) is None:
             return 1, 0, None, row[2], new
-        with self._client._write() as conn:
-            if (conn.execute("SELECT data FROM docs WHERE rid = ?", (row[0],)).fetchone() != (row[1],)
-                    or self._indexes(conn, cid) != indexes):  # (_indexes notes them for _last_indexes)
-                return None  # changed meanwhile: _modify takes the lock again and does it all
-            self._write_diff(conn, cid, row[0], new, diff)
-        return 1, 1, None, row[2], new
+        return _Planned(cid, indexes, row, new, diff)
+
+    def _write_planned(self, conn: sqlite3.Connection, plan: _Planned, indexes: list[_Index] | None = None) -> bool:
+        """Under the write lock: the planned write, if the document and the indexes (``indexes``,
+        read under this lock; None: read them now) are still what it was planned from; False
+        (nothing written) if not."""
+        if indexes is None:
+            indexes = self._indexes(conn, plan.cid)  # (_indexes notes them for _last_indexes)
+        if (indexes != plan.indexes
+                or conn.execute("SELECT data FROM docs WHERE rid = ?", (plan.row[0],)).fetchone() != (plan.row[1],)):
+            return False
+        self._write_diff(conn, plan.cid, plan.row[0], plan.new, plan.diff)
+        return True
 
     @staticmethod
     def _result(matched: int, modified: int, upserted: Any, *_: Any) -> UpdateResult:
@@ -1094,9 +1140,10 @@ class Collection:
 
     def bulk_write(self, requests: Iterable[Any], ordered: bool = True, **options: Any) -> BulkWriteResult:
         """pymongo's ``InsertOne``, ``UpdateOne``, ``UpdateMany``, ``ReplaceOne``, ``DeleteOne`` and
-        ``DeleteMany``, run in order, each atomic on its own (as on MongoDB, the batch is not).
-        Ordered: stops at the first write error; unordered: runs them all. Either way a write error
-        raises ``BulkWriteError`` with what was done."""
+        ``DeleteMany``, run in order, each atomic on its own. Ordered: stops at the first write
+        error; unordered: runs them all. Either way a write error raises ``BulkWriteError`` with
+        what was done. They are written ``BULK_OPS`` to a transaction: one lock and one commit for
+        many small writes (a goal's outcomes). The ops before a failed one are kept, as on MongoDB."""
         self._options("bulk_write", options)
         ops = []
         for request in requests:
@@ -1111,28 +1158,65 @@ class Collection:
             self._options(kind + (args[0] if kind != "insert" else "_one"), kwargs)
         raw: dict[str, Any] = {"writeErrors": [], "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
                                "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": []}
-        for index, (kind, args, kwargs) in enumerate(ops):
-            try:
-                if kind == "insert":
-                    self.insert_one(*args)
-                    raw["nInserted"] += 1
-                elif kind == "delete":
-                    raw["nRemoved"] += getattr(self, kind + args[0])(*args[1:], **kwargs).deleted_count
-                else:
-                    result = getattr(self, kind + args[0])(*args[1:], **kwargs)
-                    raw["nMatched"] += result.matched_count
-                    raw["nModified"] += result.modified_count
-                    if result.upserted_id is not None:
-                        raw["nUpserted"] += 1
-                        raw["upserted"].append({"index": index, "_id": result.upserted_id})
-            except WriteError as exc:
-                raw["writeErrors"].append({"index": index, "code": exc.code, "errmsg": str(exc),
-                                           "op": args[-1] if kind == "insert" else args[1]})
-                if ordered:
-                    break
+        for start in range(0, len(ops), BULK_OPS):
+            batch = range(start, min(start + BULK_OPS, len(ops)))
+            # The updates of one document are computed before the lock, as ``update_one``'s are;
+            # under it each is written if its document is unchanged, else done there in full.
+            plans = {index: plan for index in batch if (plan := self._bulk_plan(ops[index])) is not None}
+            with self._client._write() as conn:
+                # Read once under the lock: no op of a bulk changes them, and no other writer can.
+                indexes = self._indexes(conn, next(iter(plans.values())).cid) if plans else []
+                for index in batch:
+                    if not self._bulk_op(ops[index], index, raw, plans.get(index), indexes) and ordered:
+                        break
+            if raw["writeErrors"] and ordered:
+                break
         if raw["writeErrors"]:
             raise BulkWriteError(raw)
         return BulkWriteResult(raw, True)
+
+    def _write_nested(self, plan: _Planned, indexes: list[_Index]) -> bool:
+        with self._client._write() as conn:  # a savepoint of the bulk's transaction
+            return self._write_planned(conn, plan, indexes)
+
+    def _bulk_plan(self, op: tuple[str, tuple, dict]) -> _Planned | None:
+        """The write an ``UpdateOne`` or ``ReplaceOne`` (no ``sort``) of a bulk would make, as of
+        now; None for any other op, or when it would write nothing as of now (done under the lock)."""
+        kind, args, kwargs = op
+        if kind not in ("update", "replace") or args[0] != "_one" or kwargs:
+            return None
+        try:
+            plan = self._plan_one(_filter(args[1]), _norm(args[2]), kind == "replace", args[3])
+        except WriteError:
+            return None  # raised again under the lock, where it is counted
+        return plan if isinstance(plan, _Planned) else None
+
+    def _bulk_op(self, op: tuple[str, tuple, dict], index: int, raw: dict[str, Any], plan: _Planned | None,
+                 indexes: list[_Index]) -> bool:
+        """One op of ``bulk_write`` (its write as ``plan``ned, if its document is unchanged), counted
+        in ``raw``; False: it raised a write error."""
+        kind, args, kwargs = op
+        try:
+            if plan is not None and self._write_nested(plan, indexes):
+                raw["nMatched"] += 1
+                raw["nModified"] += 1
+            elif kind == "insert":
+                self.insert_one(*args)
+                raw["nInserted"] += 1
+            elif kind == "delete":
+                raw["nRemoved"] += getattr(self, kind + args[0])(*args[1:], **kwargs).deleted_count
+            else:
+                result = getattr(self, kind + args[0])(*args[1:], **kwargs)
+                raw["nMatched"] += result.matched_count
+                raw["nModified"] += result.modified_count
+                if result.upserted_id is not None:
+                    raw["nUpserted"] += 1
+                    raw["upserted"].append({"index": index, "_id": result.upserted_id})
+        except WriteError as exc:
+            raw["writeErrors"].append({"index": index, "code": exc.code, "errmsg": str(exc),
+                                       "op": args[-1] if kind == "insert" else args[1]})
+            return False
+        return True
 
     def _delete(self, filter: Any, multi: bool, sort: Any = None) -> list[dict]:
         with self._client._write() as conn:

@@ -572,3 +572,84 @@ def test_retentions_purge_query_is_answered_through_its_index(tmp_path):
     coll.insert_many([{"stored_at": _T - dt.timedelta(days=d)} for d in range(40)] + [{"queued_at": 5.0}])
     assert coll.delete_many(purge).deleted_count == 40  # all but today's; the one without stored_at
 
+
+
+def _transactions(client: SQLiteClient) -> list[str]:
+    """The statements that begin a transaction on this thread's connection, from now on."""
+    seen: list[str] = []
+    client._conn().set_trace_callback(lambda sql: seen.append(sql) if sql.startswith(("BEGIN", "SAVEPOINT")) else None)
+    return seen
+
+
+def test_a_bulk_write_is_one_transaction_per_batch_of_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymongo
+
+    from goalhub import sqlite_store
+
+    client = SQLiteClient(tmp_path)
+    coll = client["goalhub"].outcomes
+    coll.insert_many([{"_id": i, "status": "running"} for i in range(7)])
+    seen = _transactions(client)
+    coll.bulk_write([pymongo.UpdateOne({"_id": i}, {"$set": {"status": "ok"}}) for i in range(5)], ordered=False)
+    assert seen.count("BEGIN IMMEDIATE") == 1 and seen.count("SAVEPOINT write") == 5
+    assert [d["status"] for d in coll.find(sort=[("_id", 1)])] == ["ok"] * 5 + ["running"] * 2
+    monkeypatch.setattr(sqlite_store, "BULK_OPS", 2)
+    seen.clear()
+    coll.bulk_write([pymongo.UpdateOne({"_id": i}, {"$set": {"n": i}}) for i in range(5)])
+    assert seen.count("BEGIN IMMEDIATE") == 3  # 2 + 2 + 1: the lock is let go between batches
+    assert [d.get("n") for d in coll.find(sort=[("_id", 1)])] == [0, 1, 2, 3, 4, None, None]
+    client.close()
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_failed_op_of_a_bulk_write_is_undone_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ordered: bool) -> None:
+    """A write error raised after its op wrote some of its SQL (the savepoint's case) undoes that op
+    alone: the ops before it are kept and, unordered, the ops after it are written."""
+    import pymongo
+    from pymongo.errors import BulkWriteError
+
+    client = SQLiteClient(tmp_path)
+    coll = client["goalhub"].goals
+    coll.insert_many([{"_id": i, "n": 0} for i in range(3)])
+    write_diff = Collection._write_diff
+
+    def fails_after_writing(self, conn, cid, rid, new, diff):
+        write_diff(self, conn, cid, rid, new, diff)
+        if new["_id"] == 1:
+            raise DuplicateKeyError("E11000 duplicate key (raised by the test after the write)", 11000)
+
+    monkeypatch.setattr(Collection, "_write_diff", fails_after_writing)
+    with pytest.raises(BulkWriteError) as raised:
+        coll.bulk_write([pymongo.UpdateOne({"_id": i}, {"$set": {"n": 1}}) for i in range(3)], ordered=ordered)
+    assert [e["index"] for e in raised.value.details["writeErrors"]] == [1]
+    assert raised.value.details["nModified"] == (1 if ordered else 2)
+    assert [d["n"] for d in coll.find(sort=[("_id", 1)])] == [1, 0, 0 if ordered else 1]
+    assert not client._conn().in_transaction
+    client.close()
+
+
+def test_a_bulk_writes_updates_computed_before_the_lock_only_where_nothing_changed_since(tmp_path: Path) -> None:
+    """Updates are computed before the batch takes the lock; an earlier op of the same batch that
+    changed their document (or inserted the one they match) makes them be done again under it."""
+    import pymongo
+    from pymongo.errors import BulkWriteError
+
+    client = SQLiteClient(tmp_path)
+    coll = client["goalhub"].goals
+    coll.create_index("u", unique=True, sparse=True)
+    coll.insert_many([{"_id": 1, "n": 0}, {"_id": 2, "n": 0, "u": "a"}, {"_id": 3, "n": 0}])
+    result = coll.bulk_write([
+        pymongo.UpdateOne({"_id": 1}, {"$inc": {"n": 1}}),
+        pymongo.UpdateOne({"_id": 1}, {"$inc": {"n": 1}}),  # its plan read n = 0: stale once the first is written
+        pymongo.InsertOne({"_id": 5, "n": 0}),
+        pymongo.UpdateOne({"_id": 5}, {"$inc": {"n": 7}}),  # matched nothing before the lock
+        pymongo.ReplaceOne({"_id": 3}, {"n": 30}),
+    ])
+    assert (result.matched_count, result.modified_count, result.inserted_count) == (4, 4, 1)
+    assert {d["_id"]: d["n"] for d in coll.find()} == {1: 2, 2: 0, 3: 30, 5: 7}
+    with pytest.raises(BulkWriteError) as raised:  # a planned write that breaks a unique index
+        coll.bulk_write([pymongo.UpdateOne({"_id": 1}, {"$set": {"u": "a"}}),
+                         pymongo.UpdateOne({"_id": 3}, {"$set": {"n": 31}})], ordered=False)
+    assert [(e["index"], e["code"]) for e in raised.value.details["writeErrors"]] == [(0, 11000)]
+    assert {d["_id"]: (d["n"], d.get("u")) for d in coll.find()} == {1: (2, None), 2: (0, "a"), 3: (31, None), 5: (7, None)}
+    client.close()
