@@ -11,10 +11,12 @@ receivers:
   ``end_goal``, a receiver sending ``goal.added``), its acting receivers run in that same
   work-horse, one after another, each with its own outcome record, its own ``try`` and its
   own time budget (``goalhub.budget``). Their records are written ``running`` (taken by this
-  work-horse, first attempt) in the batch, so each costs one more write: its outcome. One
-  that raises or runs over its budget is recorded
-  (``retrying`` / ``timed out``) and gets a job of its own: the retry path below. The others
-  are final at once.
+  work-horse, first attempt) in the batch. One that returns is written to the ledger at once
+  (``goalhub.ledger``: the fact that stops a second run), and its ``ok`` outcome with the
+  event's other inline ones, in one batch once the event's inline runs are over (one
+  transaction on the embedded store, one round trip on MongoDB); until then a reader sees it
+  ``running``. One that raises or runs over its budget is recorded at once
+  (``retrying`` / ``timed out``) and gets a job of its own: the retry path below.
 - **As jobs**: a receiver declared ``isolated=True``, one whose turn comes when the job has
   under ``budget.START`` (0.5 s) left beyond its margin (it is not started, so the job's
   timeout does not cut it at once; that is not an attempt), a retry, an event sent outside a job
@@ -51,7 +53,7 @@ from rq.timeouts import JobTimeoutException
 from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, slowness, tracing
 from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
-from goalhub.store import get_database
+from goalhub.store import get_database, update_each
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ log = logging.getLogger(__name__)
 DONE = ("ok", "skipped", "retargeted", "dropped")
 # The result of an outcome written ``ok`` because the ledger says its receiver finished the event.
 FINISHED_BEFORE = {"finished_before": True}
+# The ok outcomes of an event's inline runs, as (filter, update), written in one batch at its end.
+OkWrites = list[tuple[dict[str, Any], dict[str, Any]]]
 # Outcomes a reader waits on: the receiver has yet to run, or a retry of it is pending.
 UNFINISHED = frozenset({"queued", "running", "retrying", "timed out"})
 
@@ -152,6 +156,7 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
 
     enqueued: list[str] = []
     ran_ok: list[str] = []
+    ok_writes: OkWrites = []
     try:
         for receiver in acting:
             _id = outcome_id(key, receiver)
@@ -160,7 +165,7 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
                 continue
             if status is None and record_taken.get(_id):
                 if budget.time_to_start():
-                    job = _run_inline(db, receiver, _id, arguments, ran_ok)
+                    job = _run_inline(db, receiver, _id, arguments, ran_ok, ok_writes)
                 else:
                     # Taken inline, but the job has almost no time left: its own job instead, before
                     # it starts (not an attempt), rather than a run cut short by the job's timeout.
@@ -176,6 +181,9 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
             if job is not None:
                 enqueued.append(job.id)
     finally:
+        # In one write. Each is in the ledger already: a process that dies first loses none of them,
+        # the next delivery of the event makes them ok (FINISHED_BEFORE) without running them.
+        update_each(db.outcomes, ok_writes)
         if ran_ok:  # one line for the event's inline runs that went well (each failure has its own)
             log.info("%s: %s", key, ", ".join(f"{receiver_id} ok" for receiver_id in ran_ok), extra={"event_id": key})
     return enqueued
@@ -197,14 +205,16 @@ def _insert_new(db: Any, documents: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any],
-                ran_ok: list[str]) -> Job | None:
+                ran_ok: list[str], ok_writes: OkWrites) -> Job | None:
     """Run a receiver whose outcome record this delivery just wrote; a job only if it failed.
-    Its id joins ``ran_ok`` when it returned (the event logs them in one line)."""
+    Its id joins ``ran_ok`` when it returned (the event logs them in one line), and its ok
+    outcome ``ok_writes`` (the event writes them in one batch)."""
     if breaker.is_paused(receiver.id):
         _record_paused(db, outcome_key, arguments)
         return None
     retries = receiver.retries
-    failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries, quiet=True)
+    failure, _ = _attempt(db, receiver, outcome_key, arguments, retries_left=retries, quiet=True,
+                          ok_writes=ok_writes)
     if failure is None:
         ran_ok.append(receiver.id)
     if failure is None or retries <= 0:
@@ -216,18 +226,22 @@ def _run_inline(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[s
 
 
 def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
-             retries_left: int, attempt: int = 1, quiet: bool = False) -> tuple[BaseException | None, Any]:
+             retries_left: int, attempt: int = 1, quiet: bool = False,
+             ok_writes: OkWrites | None = None) -> tuple[BaseException | None, Any]:
     """One run of a claimed receiver within its budget, recorded: (its exception or None, its
     result). A failure is always logged; an ok run unless ``quiet`` (its caller logs it). Traced
-    as a span named after the receiver: its plugin, name, event, goal, ``attempt`` and outcome."""
+    as a span named after the receiver: its plugin, name, event, goal, ``attempt`` and outcome.
+    ``ok_writes``: where its ok outcome goes for its caller to write (None: written here)."""
     if not tracing.enabled():
-        failure, result, _ = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet)
+        failure, result, _ = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet,
+                                  ok_writes=ok_writes)
         return failure, result
     event = outcome_parts(outcome_key)[0].partition(":")[0]
     with tracing.span(receiver.id, {"goalhub.plugin": receiver.plugin, "goalhub.receiver": receiver.name,
                                     "goalhub.event": event, "goalhub.goal_id": arguments.get("goal_id"),
                                     "goalhub.attempt": attempt}) as span:
-        failure, result, status = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet)
+        failure, result, status = _run(db, receiver, outcome_key, arguments, retries_left=retries_left, quiet=quiet,
+                                       ok_writes=ok_writes)
         span.set({"goalhub.outcome": status})
         if failure is not None:
             span.error(failure)
@@ -235,7 +249,8 @@ def _attempt(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str,
 
 
 def _run(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any], *,
-         retries_left: int, quiet: bool) -> tuple[BaseException | None, Any, str]:
+         retries_left: int, quiet: bool,
+         ok_writes: OkWrites | None) -> tuple[BaseException | None, Any, str]:
     """``_attempt``'s run and record: (its exception or None, its result, the outcome's status)."""
     started = time.time()
     clock = time.perf_counter()
@@ -263,11 +278,12 @@ def _run(db: Any, receiver: Receiver, outcome_key: str, arguments: dict[str, Any
     seconds = time.perf_counter() - clock
     plain = _plain(result)
     _finish(db, outcome_key)  # the durable fact first (goalhub.ledger), then the outcome
-    db.outcomes.update_one(
-        {"_id": outcome_key},
-        {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
-                  "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id()}},
-    )
+    ok = {"$set": {"status": "ok", "result": plain, "error": None, "started_at": started,
+                   "duration_ms": seconds * 1000, "finished_at": time.time(), "job_id": _job_id()}}
+    if ok_writes is None:
+        db.outcomes.update_one({"_id": outcome_key}, ok)
+    else:
+        ok_writes.append(({"_id": outcome_key}, ok))
     breaker.record_ok(receiver.id)
     metrics.receiver_outcome(receiver.plugin, receiver.name, "ok", seconds)
     if not quiet:

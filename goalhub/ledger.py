@@ -7,11 +7,12 @@ resume and redelivery rebuild events from the goals. So each goal has one small 
 
     {"_id": "<goal_id>", "done": ["goal.created|analytics.send_analytics", ...]}
 
-``finish`` adds ``<event>|<receiver id>`` to it (one upsert with ``$addToSet``) right before
-the receiver's ``ok`` outcome is written, in the same step of ``goalhub.dispatch``. The two
-are separate writes (the store has no batch across collections without a transaction):
-written first, a crash between them leaves the receiver done by the ledger and its outcome
-made ``ok`` by the next run, never a second call. Every path that could run a receiver again
+``finish`` adds ``<event>|<receiver id>`` to it (one upsert with ``$addToSet``) as soon as
+the receiver returns, before its ``ok`` outcome is written (``goalhub.dispatch``: a receiver
+job's at once, an inline run's with the event's other inline outcomes when they are over).
+The two are separate writes (the store has no batch across collections without a
+transaction): the ledger first, a crash between them leaves the receiver done by the ledger
+and its outcome made ``ok`` by the next run, never a second call. Every path that could run a receiver again
 asks ``finished`` first: a delivery (live, redelivered or backfilled) writes such a receiver's
 new outcome ``ok`` without running it, a receiver job finishes it without running it, and
 backfill counts the event as already done.

@@ -100,6 +100,21 @@ def checkpoint(database: Any) -> None:
         client.checkpoint()
 
 
+def update_each(collection: Any, updates: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Each ``(filter, update)`` as an ``update_one``, in one ``bulk_write``: one round trip on
+    MongoDB, one transaction on the embedded store. One by one on mongomock, whose bulk builder
+    refuses what pymongo's ``UpdateOne`` passes it (``sort``)."""
+    if not updates:
+        return
+    if type(collection).__module__.startswith("mongomock"):
+        for flt, update in updates:
+            collection.update_one(flt, update)
+        return
+    from pymongo import UpdateOne  # deferred: the embedded store needs only this model of pymongo's
+
+    collection.bulk_write([UpdateOne(flt, update) for flt, update in updates], ordered=False)
+
+
 def _embedded(database: Any) -> Any:
     """The embedded store's client of ``database``; None on MongoDB (or mongomock)."""
     if config.settings().MONGO_URI:

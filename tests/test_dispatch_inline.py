@@ -401,3 +401,71 @@ def test_goalhub_hooks_shows_each_receivers_settings_and_where_they_come_from(in
     }
     text = CliRunner().invoke(main, ["hooks"]).output
     assert "DISABLED (GOALHUB_DISABLED_RECEIVERS), isolated job; budget 12.0 (env " in text
+
+
+class Watching:
+    """Two receivers; each notes, when it runs, the other's outcome status if the ledger already
+    has the other finished."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.seen: dict[str, str] = {}
+
+    def _look(self, me: str, other: str, goal_id: str) -> None:
+        from goalhub import ledger
+
+        if f"goal.created|watching.{other}" in ledger.finished(self.db, goal_id):
+            self.seen[me] = self.db.outcomes.find_one({"_id": f"goal.created:{goal_id}|watching.{other}"})["status"]
+
+    @goalhub.receiver("goal.created")
+    def first(self, goal_id):
+        self._look("first", "second", goal_id)
+        return {"n": 1}
+
+    @goalhub.receiver("goal.created")
+    def second(self, goal_id):
+        self._look("second", "first", goal_id)
+        return {"n": 2}
+
+
+def test_an_events_inline_ok_outcomes_are_written_in_one_batch_after_their_ledger_entries(
+        db, inline_plugin, drain, monkeypatch):
+    """Each receiver that returns is in the ledger at once (what stops a second run); its ``ok``
+    outcome is written with the event's others, in one write, when the inline runs are over."""
+    batches: list[list[str]] = []
+    update_each = dispatch.update_each
+
+    def spy(collection, updates):
+        batches.append([flt["_id"] for flt, _ in updates])
+        update_each(collection, updates)
+
+    monkeypatch.setattr(dispatch, "update_each", spy)
+    watching = Watching(db)
+    inline_plugin(watching, "watching")
+    goal = goal_document()
+    tasks.enqueue_create_goal(goal)
+    drain()
+    # Whichever ran second found the other in the ledger, and its outcome not yet written ok.
+    assert list(watching.seen.values()) == ["running"]
+    found = outcomes(db, goal["_id"])
+    ok = sorted(o["_id"] for o in found.values() if o["status"] == "ok")
+    assert f"goal.created:{goal['_id']}|watching.first" in ok
+    assert [sorted(batch) for batch in batches] == [ok]  # the event's inline oks, in one write
+    for name, n in (("first", 1), ("second", 2)):
+        record = found[name]
+        assert record["result"] == {"n": n} and record["attempts"] == 1 and record["error"] is None
+        assert record["queued_at"] <= record["started_at"] <= record["finished_at"] and record["duration_ms"] >= 0
+
+
+def test_update_each_writes_every_update_on_each_store(tmp_path) -> None:
+    import mongomock
+
+    from goalhub.sqlite_store import SQLiteClient
+    from goalhub.store import update_each
+
+    for collection in (SQLiteClient(tmp_path)["goalhub"].outcomes, mongomock.MongoClient()["goalhub"].outcomes):
+        collection.insert_many([{"_id": i, "status": "running"} for i in range(3)])
+        update_each(collection, [({"_id": i}, {"$set": {"status": "ok", "n": i}}) for i in (0, 2)])
+        update_each(collection, [])
+        assert [(d["status"], d.get("n")) for d in collection.find(sort=[("_id", 1)])] == [
+            ("ok", 0), ("running", None), ("ok", 2)]

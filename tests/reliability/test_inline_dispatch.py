@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from bson import ObjectId
 
-from goalhub import tasks
+from goalhub import ledger, tasks
 from goalhub.queues import get_queue, job_id
 
 from . import support
@@ -30,12 +30,17 @@ def test_a_kill_between_two_inline_receivers_runs_only_the_unfinished_ones_again
     goal_id = tasks.enqueue_create_goal(goal)
 
     [horse] = faults.held("started")
-    # prior_receiver ran and is ok; held_receiver is the next, inline in the same horse, and the
-    # real plugins' receivers after it are taken by that horse (running, first attempt), not begun.
+    # prior_receiver ran: the ledger has it, and its ok outcome waits for the end of the event's
+    # inline runs (written with the others in one batch); held_receiver is the next, inline in the
+    # same horse, and the real plugins' receivers after it are taken by that horse (running, first
+    # attempt), not begun.
     at_kill = by_receiver(list(db.outcomes.find({"goal_id": goal_id})))
-    assert at_kill["prior_receiver"]["status"] == "ok"
+    assert "goal.created|fault_plugin.prior_receiver" in ledger.finished(db, goal_id)
+    assert (at_kill["prior_receiver"]["status"], at_kill["prior_receiver"]["attempts"]) == ("running", 1)
+    assert "started_at" not in at_kill["prior_receiver"]
     assert (at_kill["held_receiver"]["status"], at_kill["held_receiver"]["attempts"]) == ("running", 1)
-    later = [name for name, o in at_kill.items() if o["status"] == "running" and name != "held_receiver"]
+    later = [name for name, o in at_kill.items()
+             if o["status"] == "running" and name not in ("prior_receiver", "held_receiver")]
     assert "bind_exclusive_goal_to_trigger_exclusive_goal" in later
     assert not any("started_at" in at_kill[name] for name in later)  # not begun
     assert db.goals.find_one({"_id": ObjectId(world.trigger)})["context"].get("exclusive_goal_id") is None
@@ -45,7 +50,9 @@ def test_a_kill_between_two_inline_receivers_runs_only_the_unfinished_ones_again
     faults.release()
 
     outcomes = by_receiver(support.settled(goal_id))
-    assert outcomes["prior_receiver"]["attempts"] == 1
+    # Made ok from the ledger by the rerun's delivery, not run again.
+    assert (outcomes["prior_receiver"]["status"], outcomes["prior_receiver"]["attempts"]) == ("ok", 1)
+    assert outcomes["prior_receiver"]["result"] == {"finished_before": True}
     assert db.prior_runs.find_one({"_id": goal_id})["runs"] == 1  # not run again
     assert db.prior_effects.find_one({"_id": goal_id})["applied"] == 1
     assert outcomes["held_receiver"]["attempts"] == 2
