@@ -572,37 +572,29 @@ class SQLiteClient:
         is bounded by an alarm (RQ's job timeout) queue."""
         conn = self._conn()
         if conn.in_transaction:  # a write inside this thread's batch (``bulk_write``): a savepoint
-            yield from self._nested(conn)
+            # of its transaction, so a write that fails is undone alone, the batch's others kept
+            yield from self._atomic(conn, "SAVEPOINT write", ("ROLLBACK TO write", "RELEASE write"), "RELEASE write")
             return
         fd = self._queue_fd(conn) if self.queue_writers else -1
         if fd >= 0:
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolled back itself on some errors (SQLITE_FULL)
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            yield from self._atomic(conn, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
         finally:
             if fd >= 0:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     @staticmethod
-    def _nested(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write of a batch, in the batch's transaction: what it wrote is undone if it fails
-        (a duplicate key), what the batch wrote before it is kept."""
-        conn.execute("SAVEPOINT write")
+    def _atomic(conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str) -> Iterator[sqlite3.Connection]:
+        conn.execute(begin)
         try:
             yield conn
         except BaseException:
-            if conn.in_transaction:  # SQLite rolled the whole transaction back itself (SQLITE_FULL)
-                conn.execute("ROLLBACK TO write")
-                conn.execute("RELEASE write")
+            if conn.in_transaction:  # SQLite rolled back itself on some errors (SQLITE_FULL)
+                for statement in undo:
+                    conn.execute(statement)
             raise
-        conn.execute("RELEASE write")
+        conn.execute(end)
 
     def _queue_fd(self, conn: sqlite3.Connection) -> int:
         """The connection's own descriptor of ``<store>.writers`` (one per connection, so per

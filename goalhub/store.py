@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pymongo import UpdateOne
+
 from goalhub import config, retention, schema
 
 # Indexes every backend gets; plugins declare their own through ``ensure_index``.
@@ -110,8 +112,6 @@ def update_each(collection: Any, updates: list[tuple[dict[str, Any], dict[str, A
         for flt, update in updates:
             collection.update_one(flt, update)
         return
-    from pymongo import UpdateOne  # deferred: the embedded store needs only this model of pymongo's
-
     collection.bulk_write([UpdateOne(flt, update) for flt, update in updates], ordered=False)
 
 
