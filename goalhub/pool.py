@@ -31,6 +31,9 @@ The embedded store's WAL: SQLite copies it back into the database file inside th
 takes it past 1,000 pages, stalling that job's commit for 10-30 ms (about one goal in ten: its
 p95). A pool worker checkpoints after a job instead, at most every ``CHECKPOINT_EVERY`` seconds
 (``PoolWorker._checkpoint``), and its commits only past ``store.DEFERRED_CHECKPOINT_PAGES``.
+What the last jobs of a burst left uncopied it checkpoints at its next plain heartbeat once
+idle (its idle loop beats at least every RQ dequeue timeout, 45 s with the default
+``GOALHUB_WORKER_TTL``).
 Its writers also wait their turn on the store's writers file, woken as soon as the last writer
 lets go, instead of sleeping 1-10 ms at a time in SQLite's busy handler (``store.tune_for_jobs``).
 
@@ -91,6 +94,7 @@ class PoolWorker(RecoveringSimpleWorker):
     _rss_baseline: int | None = None
     _beat_at = float("-inf")
     _checkpoint_at = float("-inf")
+    _uncopied = False  # a job ran since the last checkpoint
 
     def clean_registries(self) -> None:
         metrics.compact()  # files of recycled or dead workers (one pair each, not one per job)
@@ -111,6 +115,8 @@ class PoolWorker(RecoveringSimpleWorker):
         if timeout is None and pipeline is None:
             if _orphaned():
                 raise StopRequested()
+            if self._uncopied and now - self._checkpoint_at >= CHECKPOINT_EVERY:
+                self._checkpoint()  # idle after a burst: what its last jobs wrote
             if now - self._beat_at < BEAT_EVERY:
                 return
         self._beat_at = now
@@ -118,6 +124,7 @@ class PoolWorker(RecoveringSimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         super().execute_job(job, queue)
+        self._uncopied = True
         if time.monotonic() - self._checkpoint_at >= CHECKPOINT_EVERY:
             self._checkpoint()
         limit = config.settings().WORKER_MAX_RSS_GROWTH
@@ -137,7 +144,7 @@ class PoolWorker(RecoveringSimpleWorker):
         a commit of the next one; a failure is logged, and the commits' own bound
         (``store.DEFERRED_CHECKPOINT_PAGES``) still holds."""
         try:
-            store.checkpoint(store.get_database())
+            self._uncopied = not store.checkpoint(store.get_database())
         except Exception as exc:
             raise_if_stop(exc)
             log.warning("worker %s could not checkpoint the store's WAL: %s", self.name, exc)

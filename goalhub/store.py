@@ -95,11 +95,13 @@ def tune_for_jobs(database: Any) -> None:
         client.queue_writers = True
 
 
-def checkpoint(database: Any) -> None:
-    """Checkpoint the embedded store's WAL now, as far as readers allow, waiting for no lock.
-    Nothing on MongoDB."""
-    if (client := _embedded(database)) is not None:
-        client.checkpoint()
+def checkpoint(database: Any) -> bool:
+    """Checkpoint the embedded store's WAL now, as far as readers allow, waiting for no lock;
+    whether all of it is copied back (a reader's snapshot can hold some). Nothing on MongoDB."""
+    if (client := _embedded(database)) is None:
+        return True
+    frames, copied = client.checkpoint()
+    return copied >= frames
 
 
 def update_each(collection: Any, updates: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:

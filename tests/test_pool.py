@@ -262,6 +262,37 @@ def _wal_frames(store: Path) -> tuple[int, int]:
     return int.from_bytes(header[16:20], sys.byteorder), int.from_bytes(header[96:100], sys.byteorder)
 
 
+def test_an_idle_pool_worker_checkpoints_what_the_last_jobs_of_a_burst_left(goalhub_env, monkeypatch):
+    """A job within ``CHECKPOINT_EVERY`` of the last checkpoint leaves its WAL frames; the worker's
+    next plain heartbeat once that time has passed (its idle loop beats) copies them back."""
+    from goalhub import pool as pools
+    from goalhub import store as stores
+
+    database = stores.get_database()
+    stores.tune_for_jobs(database)
+    path = database.client.path
+    worker = pools.PoolWorker([get_queue()], connection=get_redis(), name="idle-checkpoint")
+    worker.register_birth()
+    clock = [1000.0]
+    monkeypatch.setattr(pools.time, "monotonic", lambda: clock[0])
+    batch = iter(range(1000))
+    monkeypatch.setattr(pools.RecoveringSimpleWorker, "execute_job",  # a job: a few hundred WAL pages
+                        lambda self, job, queue: database.pool_test.insert_many([{"n": next(batch)} for _ in range(200)]))
+    worker.execute_job(None, None)  # the first: checkpointed after it
+    frames, copied = _wal_frames(path)
+    assert frames > 0 and copied == frames
+    worker.execute_job(None, None)  # the last of the burst, at once: left for later
+    worker.heartbeat()  # idle, but within CHECKPOINT_EVERY of the last checkpoint
+    frames, copied = _wal_frames(path)
+    assert copied < frames
+    clock[0] += pools.CHECKPOINT_EVERY
+    worker.heartbeat()  # the idle loop's next beat
+    frames, copied = _wal_frames(path)
+    assert copied == frames
+    assert database.pool_test.count_documents({}) == 400
+    worker.register_death()
+
+
 def test_a_pool_worker_checkpoints_the_store_after_its_job_not_inside_a_commit_and_its_writers_queue(pool):
     from goalhub.store import DEFERRED_CHECKPOINT_PAGES, get_database
 
