@@ -3,8 +3,10 @@ with a hint of why and what to do (docs/RUNBOOK.md).
 
 - An outcome ``running``, ``queued`` or ``retrying`` for longer than the threshold: the hint
   says whether a job that would finish it is still pending (queued, started: by a live worker
-  or a dead one) or none is (then ``goalhub restore --reconcile-only`` delivers it again), and
-  whether its receiver is not installed here (renamed or removed: ``goalhub retarget``/``drop``).
+  or a dead one) or none is (then ``goalhub restore --reconcile-only`` delivers it again),
+  whether its receiver is not installed here (renamed or removed: ``goalhub retarget``/``drop``),
+  and whether the ledger has its receiver finished (an inline run whose ``ok`` waits for the
+  event's other inline receivers, or whose process died before writing it: never run again).
 - A goal ``creating`` (its ``create_goal`` job is in Redis, the goal is not in the store) for
   longer than the threshold: the job's status says why (queued behind others, failed, lost
   with a restore of the store).
@@ -19,7 +21,7 @@ from bson import ObjectId
 from rq import Worker
 from rq.job import Job, JobStatus
 
-from goalhub import liveness
+from goalhub import ledger, liveness
 from goalhub.connection import get_redis
 from goalhub.hookspecs import EVENT_HOOKS
 from goalhub.queues import PENDING, job_id
@@ -66,6 +68,11 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
         pending = next((job for job in jobs if job.get_status(refresh=False) in PENDING), None)
         hint = _job_hint(pending or (jobs[0] if jobs else None))
         receiver_id = f"{outcome.get('plugin')}.{outcome.get('receiver')}"
+        if (outcome["status"] == "running" and ledger.entry(outcome.get("event", ""), receiver_id)
+                in ledger.finished(db, str(outcome["goal_id"]))):
+            hint = ("its receiver finished (the ledger has it), never to run again: its ok outcome is written "
+                    "with its event's other inline ones once they have run, or by the event's next delivery "
+                    f"if its process died; {hint}")
         if outcome.get("event") in EVENT_HOOKS and find_receiver(outcome["event"], receiver_id) is None:
             hint = (f"receiver {receiver_id} is not installed here: renamed or removed by an upgrade? "
                     f"`goalhub retarget {receiver_id} NEW_ID` or `goalhub drop {receiver_id}`; {hint}")

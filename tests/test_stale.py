@@ -41,6 +41,12 @@ def test_stale_lists_running_outcomes_and_creating_goals_with_hints():
     assert set(kinds) == {lost, fresh, creating}
     assert kinds[creating]["kind"] == "creating" and "queued: waiting for a worker" in kinds[creating]["hint"]
 
+    from goalhub import ledger
+    ledger.finish(db, lost, "goal.created", "demo.slow")  # it ran: its ok outcome was not written yet
+    [found] = json.loads(run("outcomes", "--stale", "--json").output)
+    assert "its receiver finished (the ledger has it), never to run again" in found["hint"]
+    assert "no job will finish it" in found["hint"]
+
     table = run("outcomes", "--stale").output
     assert lost in table and "no job will finish it" in table
     assert "Nothing running or creating" in run("outcomes", "--stale", "--older-than", "100000").output
