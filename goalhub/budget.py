@@ -65,7 +65,6 @@ def limit(seconds: float | None, what: str = "receiver") -> Iterator[None]:
     if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
-    outer_handler = signal.getsignal(signal.SIGALRM)
     outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
     allowed = float(seconds)
     exception: JobTimeoutException = ReceiverTimeout(f"{what} ran over its budget of {seconds:g} s")
@@ -80,7 +79,7 @@ def limit(seconds: float | None, what: str = "receiver") -> Iterator[None]:
             raise exception
 
     began = time.monotonic()
-    signal.signal(signal.SIGALRM, expire)
+    outer_handler = signal.signal(signal.SIGALRM, expire)  # the handler it replaces: put back on exit
     signal.setitimer(signal.ITIMER_REAL, allowed)
     try:
         yield
