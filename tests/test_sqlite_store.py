@@ -39,6 +39,15 @@ def _queued_inc_worker(path: str, start: multiprocessing.synchronize.Event, time
         client.goalhub.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
 
 
+def _bulk_inc_worker(path: str, start: multiprocessing.synchronize.Event, times: int) -> None:
+    import pymongo
+
+    coll = SQLiteClient(path).goalhub.counters
+    start.wait(10)
+    for _ in range(times):  # each update computed before the lock, written only if its document is unchanged
+        coll.bulk_write([pymongo.UpdateOne({"_id": i}, {"$inc": {"n": 1}}) for i in range(5)], ordered=False)
+
+
 def _claim_worker(path: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue) -> None:
     coll = SQLiteClient(path).goalhub.jobs
     start.wait(10)
@@ -88,6 +97,13 @@ def test_concurrent_inc_loses_nothing(tmp_path: Path, method: str) -> None:
     target = coll if method == "fork" else str(tmp_path)
     _run(method, _inc_worker, (target, 300))
     assert coll.find_one("c")["n"] == PROCS * 300
+
+
+def test_concurrent_bulk_writes_lose_nothing(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    coll.insert_many([{"_id": i, "n": 0} for i in range(5)])
+    _run("fork", _bulk_inc_worker, (str(tmp_path), 200))
+    assert [d["n"] for d in coll.find(sort=[("_id", 1)])] == [PROCS * 200] * 5
 
 
 def test_concurrent_claims_are_exclusive(tmp_path: Path) -> None:
