@@ -22,6 +22,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 __all__ = ["SQLiteClient", "Database", "Collection", "Cursor"]
 
 DEFAULT_FILENAME = "goalhub.sqlite3"  # used when the client is given a directory
+OPEN_WAIT = 60.0  # seconds a new connection tries again while the locks it needs are taken
+_LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # primary result codes
 BULK_OPS = 500  # ``bulk_write``'s ops per transaction: the write lock is held for one such batch
 _FILE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
@@ -535,16 +538,7 @@ class SQLiteClient:
             return self._local.conn
         # SQLite forbids using a connection across fork: inherited ones stay untouched in _conns.
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
-        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
-        if self.autocheckpoint is not None:
-            conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone():
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(stmt)
-            conn.execute("COMMIT")
+        self._prepare(conn)
         with self._lock:  # close the connections of finished threads (thread-per-request servers)
             dead = [e for e in self._conns if e[0] == os.getpid() and not e[1].is_alive()]
             self._conns = [e for e in self._conns if e not in dead]
@@ -553,6 +547,35 @@ class SQLiteClient:
             self._close(old)
         self._local.conn, self._local.key = conn, (os.getpid(), self._generation)
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """A new connection's settings, and the schema on a new store. Some of it needs locks that
+        SQLite refuses at once, without waiting in its busy handler, while another process holds
+        them (turning a new file to WAL, a process closing the store's last connection): a worker
+        started beside the API and the scheduler on a new home crashed so, "database is locked".
+        So it is tried again, with short pauses, for up to ``OPEN_WAIT`` seconds."""
+        deadline, pause = time.monotonic() + OPEN_WAIT, 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA busy_timeout = 60000")
+                conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+                conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
+                if self.autocheckpoint is not None:
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone():
+                    conn.execute("BEGIN IMMEDIATE")
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(stmt)
+                    conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _LOCKED or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.1)
 
     def _close(self, conn: sqlite3.Connection) -> None:
         conn.close()

@@ -669,3 +669,56 @@ def test_a_bulk_writes_updates_computed_before_the_lock_only_where_nothing_chang
     assert [(e["index"], e["code"]) for e in raised.value.details["writeErrors"]] == [(0, 11000)]
     assert {d["_id"]: (d["n"], d.get("u")) for d in coll.find()} == {1: (2, None), 2: (0, "a"), 3: (31, None), 5: (7, None)}
     client.close()
+
+
+class _Refusing(sqlite3.Connection):
+    """A connection whose ``PRAGMA journal_mode = WAL`` fails ``refusals`` times first, as SQLite
+    answers at once while another process holds the locks it needs."""
+
+    refusals: list[int] = [0]
+    code = sqlite3.SQLITE_BUSY
+    tries: list[str] = []
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode"):
+            self.tries.append(sql)
+            if self.refusals[0] > 0:
+                self.refusals[0] -= 1
+                error = sqlite3.OperationalError("database is locked")
+                error.sqlite_errorcode = self.code
+                raise error
+        return super().execute(sql, *args)
+
+
+@pytest.mark.parametrize("code", [sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, 261])  # 261: SQLITE_BUSY_RECOVERY
+def test_a_new_connection_waits_out_the_locks_another_process_holds_at_open(tmp_path: Path, monkeypatch, code) -> None:
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: connect(*a, **k, factory=_Refusing))
+    monkeypatch.setattr(_Refusing, "refusals", [3])
+    monkeypatch.setattr(_Refusing, "code", code)
+    monkeypatch.setattr(_Refusing, "tries", [])
+    client = SQLiteClient(tmp_path)
+    client.goalhub.goals.insert_one({"_id": 1})
+    assert client.goalhub.goals.find_one({"_id": 1}) == {"_id": 1}
+    assert len(_Refusing.tries) == 4  # refused 3 times, then done
+    client.close()
+
+
+def test_a_new_connection_gives_up_on_other_errors_at_once_and_on_locks_after_open_wait(tmp_path: Path, monkeypatch) -> None:
+    from goalhub import sqlite_store
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: connect(*a, **k, factory=_Refusing))
+    monkeypatch.setattr(_Refusing, "tries", [])
+    monkeypatch.setattr(_Refusing, "refusals", [1])
+    monkeypatch.setattr(_Refusing, "code", sqlite3.SQLITE_IOERR)
+    with pytest.raises(sqlite3.OperationalError):
+        SQLiteClient(tmp_path / "a").goalhub.goals.insert_one({"_id": 1})
+    assert len(_Refusing.tries) == 1  # not a lock: not tried again
+    monkeypatch.setattr(sqlite_store, "OPEN_WAIT", 0.05)
+    monkeypatch.setattr(_Refusing, "refusals", [10_000])
+    monkeypatch.setattr(_Refusing, "code", sqlite3.SQLITE_BUSY)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        SQLiteClient(tmp_path / "b").goalhub.goals.insert_one({"_id": 1})
+    assert time.monotonic() - started < 5
