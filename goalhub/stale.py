@@ -57,10 +57,12 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
     db = get_database()
     connection = get_redis()
     found: list[dict[str, Any]] = []
-    for outcome in db.outcomes.find({"status": {"$in": list(UNSETTLED)}}):
+    old = [o for o in db.outcomes.find({"status": {"$in": list(UNSETTLED)}})
+           if now - (o.get("started_at") or o.get("queued_at") or 0) >= older_than]
+    # The ledgers of the goals with a running one, in one read (a goal's outcomes share one).
+    done = ledger.finished_many(db, sorted({str(o["goal_id"]) for o in old if o["status"] == "running"}))
+    for outcome in old:
         since = outcome.get("started_at") or outcome.get("queued_at") or 0
-        if now - since < older_than:
-            continue
         candidates = [job_id("receiver", outcome["_id"])]
         if outcome.get("event") == "goal.created":
             candidates.append(job_id("create", str(outcome["goal_id"])))
@@ -69,7 +71,7 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
         hint = _job_hint(pending or (jobs[0] if jobs else None))
         receiver_id = f"{outcome.get('plugin')}.{outcome.get('receiver')}"
         if (outcome["status"] == "running" and ledger.entry(outcome.get("event", ""), receiver_id)
-                in ledger.finished(db, str(outcome["goal_id"]))):
+                in done.get(str(outcome["goal_id"]), ())):
             hint = ("its receiver finished (the ledger has it), never to run again: its ok outcome is written "
                     "with its event's other inline ones once they have run, or by the event's next delivery "
                     f"if its process died; {hint}")
