@@ -549,11 +549,11 @@ class SQLiteClient:
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """A new connection's settings, and the schema on a new store. Some of it needs locks that
-        SQLite refuses at once, without waiting in its busy handler, while another process holds
-        them (turning a new file to WAL, a process closing the store's last connection): a worker
-        started beside the API and the scheduler on a new home crashed so, "database is locked".
-        So it is tried again, with short pauses, for up to ``OPEN_WAIT`` seconds."""
+        """A new connection's settings, and the schema on a new store. SQLite can refuse the locks
+        some of it needs at once, without waiting in its busy handler, while other processes open
+        the same store: a worker started beside the API and the scheduler on a new home crashed
+        so, "database is locked" at ``PRAGMA journal_mode = WAL``. So it is tried again, with
+        short pauses, for up to ``OPEN_WAIT`` seconds, on a lock error only."""
         deadline, pause = time.monotonic() + OPEN_WAIT, 0.005
         while True:
             try:
