@@ -200,7 +200,7 @@ def main() -> None:
     headlines.append(Headline("dispatch", "ledger: store write per ok receiver; read per delivered event",
                               f"{write.median:,.0f} µs; {read.median:,.0f} µs",
                               f"the outcome's own ok write {update.median:,.0f} µs (a bulk of 10)",
-                              f"{write.median / update.median:.2f}x the outcome's update"))
+                              f"{write.median / update.median:.2f}x the outcome's ok write"))
     support.write_headlines(options.json, headlines)
 
 
