@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from goalhub import config, dispatch, liveness, outbox, schema, validation
+from goalhub import config, dispatch, liveness, outbox, schema, tracing, validation
 from goalhub.errors import BadRequest, Conflict
 from goalhub.queues import PENDING
 from goalhub.store import get_database
@@ -181,9 +181,13 @@ def reconcile() -> dict[str, list[str]]:
         goal_id = str(goal["_id"])
         if db.goals.count_documents({"_id": validation.oid(goal_id)}, limit=1) or outbox.find(db, goal_id):
             continue  # in the restored store: created, or accepted and relayed from there
-        outbox.accept(db, goal, goal_type=goal_type)  # accepted after the backup: accepted again
-        if job.get_status(refresh=False) not in PENDING:
-            outbox.enqueue(goal_id, goal=goal, goal_type=goal_type)
+        # Accepted after the backup: accepted again, in the goal's trace (the job carries the
+        # request's context), so the record, and what is re-created from it, joins that trace.
+        with tracing.span("restore accept again", {"goalhub.goal_id": goal_id}, kind="producer",
+                          parent=job.meta.get(tracing.FIELD)):
+            outbox.accept(db, goal, goal_type=goal_type)
+            if job.get_status(refresh=False) not in PENDING:
+                outbox.enqueue(goal_id, goal=goal, goal_type=goal_type)
         recreated.append(goal_id)
     announced = {record["goal_id"] for record in db.events.find({"event": "goal.created"}, {"goal_id": 1})}
     resent: list[str] = []

@@ -278,6 +278,33 @@ def test_the_outbox_relay_re_creates_a_lost_create_job_in_the_goals_trace(export
                                                                       f"{request.context.span_id:016x}"]
 
 
+def test_a_restore_accepts_again_in_the_goals_trace_a_goal_created_after_the_backup(exported, db, drain, tmp_path):
+    """The backup was taken before the goal was accepted; its create job finished. After the
+    restore the store knows nothing of it: the reconciliation accepts it again from the job's
+    meta and enqueues it, in the request's trace, and the stored goal carries that trace."""
+    from goalhub import backup
+
+    backup.backup(tmp_path / "before.db")
+    goal = sample_goal()
+    with tracing.span("POST /goals", kind="server"):
+        outbox.accept(db, goal)
+        outbox.enqueue(goal["_id"], goal=goal)
+    drain()  # created after the backup
+    assert backup.restore(tmp_path / "before.db")["reconciled"]["recreated"] == [goal["_id"]]
+    assert db.goals.count_documents({"_id": ObjectId(goal["_id"])}) == 0
+    drain()  # created again, from the record accepted again
+    spans = exported()
+    request, again = only(spans, "POST /goals"), only(spans, "restore accept again")
+    creates = [s for s in spans if s.name == "create_goal"]
+    assert len(creates) == 2
+    assert again.context.trace_id == request.context.trace_id and again.parent.span_id == request.context.span_id
+    assert again.kind.name == "PRODUCER" and dict(again.attributes)["goalhub.goal_id"] == goal["_id"]
+    assert creates[1].context.trace_id == request.context.trace_id and creates[1].parent.span_id == again.context.span_id
+    stored = db.goals.find_one({"_id": ObjectId(goal["_id"])})
+    assert stored[tracing.FIELD]["traceparent"].split("-")[1:3] == [f"{request.context.trace_id:032x}",
+                                                                      f"{again.context.span_id:016x}"]
+
+
 def test_the_reconciler_activates_a_goal_whose_job_was_lost_in_the_goals_trace(exported, db, drain):
     goal = sample_goal(nbf=time.time() + 60)
     with tracing.span("POST /goals", kind="server"):
