@@ -60,7 +60,8 @@ from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import StopRequested
 from rq.job import Job
-from rq.worker import Worker
+from rq.utils import now
+from rq.worker import Worker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from goalhub import config, liveview, metrics, store
@@ -121,6 +122,19 @@ class PoolWorker(RecoveringSimpleWorker):
                 return
         self._beat_at = now
         super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """RQ sets ``idle`` after each job and again as its loop turns to the next: the second
+        (a round trip) is left out when nothing set another state between them."""
+        if pipeline is None and state == WorkerStatus.IDLE and self._state == WorkerStatus.IDLE:
+            return
+        super().set_state(state, pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ writes the job's ``last_heartbeat`` here in a round trip of its own (from RQ 2.0 on that
+        field is all its heartbeat writes: no registry reads it); the job's hash is written whole
+        a moment later, in the transaction that records its result, with this time in it."""
+        job.ended_at = job.last_heartbeat = now()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         super().execute_job(job, queue)

@@ -234,6 +234,40 @@ def test_a_pool_worker_leaves_out_plain_heartbeats_within_a_second_of_the_last(g
     worker.register_death()
 
 
+def test_a_pool_worker_makes_no_round_trip_that_rq_repeats_after_a_job(goalhub_env):
+    """After each job RQ writes the job's ``last_heartbeat`` in a round trip of its own, and the
+    job's hash is written whole a moment later with its result; then it sets the worker idle,
+    and again as its loop turns. A pool worker makes neither repeat: the job's hash still holds
+    its end as its last heartbeat, and the worker is idle once per job."""
+    import redis
+
+    from goalhub import pool as pools
+    from goalhub.connection import redis_url
+    from goalhub.worker import noop
+
+    connection = redis.Redis.from_url(redis_url())
+    alone: list[tuple[str, str, tuple]] = []  # commands sent on their own (not in a pipeline)
+    send = connection.execute_command
+
+    def record(*args, **options):
+        alone.append((str(args[0]).upper(), args[1].decode() if isinstance(args[1], bytes) else str(args[1]),
+                      args[2:]) if len(args) > 1 else (str(args[0]).upper(), "", ()))
+        return send(*args, **options)
+
+    connection.execute_command = record  # type: ignore[method-assign]
+    jobs = [get_queue().enqueue(noop) for _ in range(3)]
+    worker = pools.PoolWorker([get_queue()], connection=connection, name="trips")
+    assert worker.work(burst=True, logging_level="WARNING")
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.last_heartbeat is not None and job.last_heartbeat == job.ended_at
+        assert not [c for c in alone if c[0] == "HSET" and c[1] == job.key]
+    idle = [c for c in alone if c[:2] == ("HSET", worker.key) and c[2][:2] == ("state", "idle")]
+    assert len(idle) <= len(jobs) + 1  # once after each job, and once before the first
+    assert connection.hget(worker.key, "state") in (None, b"idle")
+
+
 def test_a_pool_worker_whose_pool_is_gone_stops_at_its_next_heartbeat(goalhub_env, monkeypatch):
     """An orphan that missed the death signal's stop (found still retrying Redis a quarter of an
     hour after its pool was killed) stops at its next plain heartbeat, which RQ's loop takes as
