@@ -96,6 +96,7 @@ class PoolWorker(RecoveringSimpleWorker):
     _beat_at = float("-inf")
     _checkpoint_at = float("-inf")
     _uncopied = False  # a job ran since the last checkpoint
+    _me: psutil.Process | None = None  # this worker's process, for its memory after each job
 
     def clean_registries(self) -> None:
         metrics.compact()  # files of recycled or dead workers (one pair each, not one per job)
@@ -144,7 +145,9 @@ class PoolWorker(RecoveringSimpleWorker):
         limit = config.settings().WORKER_MAX_RSS_GROWTH
         if not limit:
             return
-        rss = psutil.Process().memory_info().rss
+        if self._me is None or self._me.pid != os.getpid():
+            self._me = psutil.Process()  # once: building one costs about 20 us a job
+        rss = self._me.memory_info().rss
         if self._rss_baseline is None:
             self._rss_baseline = rss  # after one job: what every job warms up is in the baseline
         elif rss - self._rss_baseline > limit * _MIB:
