@@ -74,13 +74,14 @@ def goalhub_command(*args: str) -> list[str]:
 
 
 def goalhub_processes(
-    host: str, port: int, workers: int, api_workers: int = 2, fork: bool = False
+    host: str, port: int, workers: int, api_workers: int = 2, fork: bool = False, api_threads: int = 4
 ) -> list[tuple[str, list[str]]]:
-    """The processes of a goalhub installation: the API, ``workers`` RQ workers (one pool of
-    non-forking workers, ``goalhub worker --pool``; with ``fork``, as many forking workers),
-    the scheduler."""
+    """The processes of a goalhub installation: the API (``api_workers`` processes of
+    ``api_threads`` threads), ``workers`` RQ workers (one pool of non-forking workers,
+    ``goalhub worker --pool``; with ``fork``, as many forking workers), the scheduler."""
     processes = [
-        ("api", goalhub_command("serve", "--host", host, "--port", str(port), "--workers", str(api_workers)))
+        ("api", goalhub_command("serve", "--host", host, "--port", str(port), "--workers", str(api_workers),
+                                "--threads", str(api_threads)))
     ]
     if fork:
         for number in range(1, workers + 1):

@@ -101,7 +101,7 @@ def wait_for(predicate, timeout: float = 30, detail=lambda: "") -> None:
 def test_ctrl_c_stops_every_process_including_a_busy_pool_worker_and_the_embedded_redis(tmp_path):
     home, port = tmp_path / "up-home", free_port()
     home.mkdir()
-    up = start_up(home, port, "--stop-timeout", "3")
+    up = start_up(home, port, "--stop-timeout", "3", "--api-threads", "2")
     try:
         wait_healthy(up, port)
         redis_pid = int((home / "redis.pid").read_text())
@@ -121,9 +121,20 @@ def test_ctrl_c_stops_every_process_including_a_busy_pool_worker_and_the_embedde
     for prefix in ("api       |", "workers   |", "scheduler |", "goalhub   | SIGINT received; stopping everything"):
         assert prefix in output
     assert "goalhub   | embedded Redis stopped" in output
+    assert f"goalhub API listening on 127.0.0.1:{port} (1 processes x 2 threads)" in output  # --api-threads
     left = [p for p in processes if not gone(p)]
     assert left == [], [p.cmdline() for p in left]
     assert not psutil.pid_exists(redis_pid) or gone(psutil.Process(redis_pid))
+
+
+@pytest.mark.parametrize("command", [["serve", "--threads", "0"], ["serve", "--threads", "65"],
+                                     ["up", "--api-threads", "0"], ["up", "--api-threads", "65"]])
+def test_a_thread_count_out_of_range_is_a_usage_error_before_anything_starts(tmp_path, command):
+    result = subprocess.run([sys.executable, "-m", "goalhub", *command], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "GOALHUB_HOME": str(tmp_path)})
+    assert result.returncode == 2, result
+    assert "is not in the range 1<=x<=64" in result.stderr, result.stderr
+    assert not (tmp_path / "redis.pid").exists()
 
 
 def test_a_child_that_crashes_in_a_loop_stops_everything_and_up_exits_non_zero(tmp_path, redis_url):

@@ -26,12 +26,14 @@ from goalhub.supervisor import Child, Supervisor, goalhub_processes
 @click.option(
     "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="HTTP worker processes"
 )
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1, max=64),
+              help="Threads per HTTP worker process (fewer spend less CPU on a machine of few cores)")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the HTTP API with a production WSGI server."""
     logs.configure("api")
     from goalhub import api  # imported here: only this command needs Flask and waitress
 
-    api.serve(host, port, workers)
+    api.serve(host, port, workers, threads)
 
 
 @click.command()
@@ -97,12 +99,14 @@ def scheduler(interval: float | None, burst: bool) -> None:
 @click.option(
     "--api-workers", default=2, show_default=True, type=click.IntRange(min=1), help="HTTP worker processes"
 )
+@click.option("--api-threads", default=4, show_default=True, type=click.IntRange(min=1, max=64),
+              help="Threads per HTTP worker process")
 @click.option("--fork", is_flag=True,
               help="Forking workers (a process per job) instead of one pool of non-forking workers.")
 @click.option(
     "--stop-timeout", default=10.0, show_default=True, type=float, help="Seconds to wait before SIGKILL"
 )
-def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_timeout: float) -> None:
+def up(host: str, port: int, workers: int, api_workers: int, api_threads: int, fork: bool, stop_timeout: float) -> None:
     """Run everything: embedded Redis (unless GOALHUB_REDIS_URL), API, workers, scheduler.
 
     The workers are one pool of non-forking workers (``goalhub worker --pool N``) unless
@@ -120,7 +124,8 @@ def up(host: str, port: int, workers: int, api_workers: int, fork: bool, stop_ti
     # Read by people at a terminal: the children log console lines unless told otherwise.
     os.environ.setdefault("GOALHUB_LOG_FORMAT", "console")
 
-    supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers, fork), stop_timeout=stop_timeout)
+    supervisor = Supervisor(goalhub_processes(host, port, workers, api_workers, fork, api_threads),
+                            stop_timeout=stop_timeout)
     base = f"http://{host}:{port}"
     pidfile, statefile = _up_files()
     pidfile.write_text(str(os.getpid()))
