@@ -60,7 +60,7 @@ from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import StopRequested
 from rq.job import Job
-from rq.utils import now
+from rq.utils import now as utc_now
 from rq.worker import Worker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
@@ -135,7 +135,7 @@ class PoolWorker(RecoveringSimpleWorker):
         """RQ writes the job's ``last_heartbeat`` here in a round trip of its own (from RQ 2.0 on that
         field is all its heartbeat writes: no registry reads it); the job's hash is written whole
         a moment later, in the transaction that records its result, with this time in it."""
-        job.ended_at = job.last_heartbeat = now()
+        job.ended_at = job.last_heartbeat = utc_now()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         super().execute_job(job, queue)
