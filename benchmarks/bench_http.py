@@ -25,6 +25,11 @@ same two requests through the Flask app's WSGI call in this process, without a s
 route's app alone is also taken with its enqueue (one Redis transaction) replaced by nothing, and
 with its store write (the accepted record) replaced by nothing, to show what each costs inside a
 request.
+
+Threads per API process (``goalhub serve --threads``): the create route again on a second server
+of 2 processes x 2 threads, runs alternating with the first (2 x 4, the default), each with the
+same 4 client threads: req/s and the API processes' CPU per request of each, and their ratios
+per pair of runs.
 """
 
 from __future__ import annotations
@@ -91,6 +96,33 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def api_tree(server: Any) -> list[psutil.Process]:
+    """A pre-forked API server's parent and children."""
+    parent = psutil.Process(server.popen.pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def threads_pairs(servers: dict[int, tuple[Any, str]], route: tuple, runs: int,
+                  seconds: float) -> dict[int, dict[str, list[float]]]:
+    """The create route on each server (threads per process -> (server, base)), runs alternating:
+    req/s and the API processes' CPU µs per request, per run."""
+    trees = {threads: api_tree(server) for threads, (server, _) in servers.items()}
+    found: dict[int, dict[str, list[float]]] = {threads: {"rates": [], "cpu": []} for threads in servers}
+    for _, base in servers.values():  # warm-up
+        load(base, *route[:4], 0.5, route[4])
+    for _ in range(runs):
+        for threads, (_, base) in servers.items():
+            before = cpu_seconds(trees[threads])
+            began = time.perf_counter()
+            rate, _, errors = load(base, *route[:4], seconds, route[4])
+            if errors:
+                raise SystemExit(f"requests answered with an unexpected status on {threads} threads: {errors}")
+            found[threads]["rates"].append(rate)
+            found[threads]["cpu"].append((cpu_seconds(trees[threads]) - before) / (rate * (time.perf_counter() - began))
+                                         * 1e6)
+    return found
 
 
 def app_alone(routes: dict[str, tuple], calls: int = 1000) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -199,6 +231,10 @@ def main() -> None:
                 support.log(f"http: run {run + 1}/{runs}: " + ", ".join(
                     f"{n} {r['rates'][-1]:,.0f} req/s" for n, r in results.items()))
             queued = get_queue().count
+            fewer, fewer_base = support.start_api(home, workers=2, threads=2)
+            with support.children(fewer):
+                by_threads = threads_pairs({4: (api, base), 2: (fewer, fewer_base)}, routes["POST /goals?type=karaoke"],
+                                           runs, seconds)
         alone, shares = app_alone(routes)
 
     floor = Spread.of(results["GET /healthz"]["rates"])
@@ -244,6 +280,22 @@ def main() -> None:
           "client, so the ratio of rates is about the ratio of the 'all' column. The enqueue (RQ's job "
           "and goalhub's watch entry, one Redis transaction) is the app alone against the same route with "
           "the enqueue replaced by nothing, measured alternately in this process.\n")
+    rate_ratio = Spread.of(two / four for two, four in zip(by_threads[2]["rates"], by_threads[4]["rates"], strict=True))
+    cpu_ratio = Spread.of(two / four for two, four in zip(by_threads[2]["cpu"], by_threads[4]["cpu"], strict=True))
+    print(support.table(
+        ["API server", "POST /goals?type=karaoke req/s", "API processes' CPU µs per request"],
+        [[f"2 processes x {threads} threads{' (the default)' if threads == 4 else ''}",
+          Spread.of(r["rates"]).fmt(0), Spread.of(r["cpu"]).fmt(0)] for threads, r in by_threads.items()],
+        title=f"Threads per API process (goalhub serve --threads), runs alternating, {THREADS} client threads"))
+    print(f"2 threads against 4, per pair of runs: req/s {rate_ratio.fmt(2)}x, CPU per request {cpu_ratio.fmt(2)}x. "
+          "Fewer threads contend less for each process's GIL on a machine of few cores, and leave less room "
+          "for requests waiting on the store's lock or on Redis.\n")
+    headlines.append(Headline(
+        "http", "POST /goals?type=karaoke on 2 API threads a process (--threads 2): req/s; API CPU µs per request",
+        f"{Spread.of(by_threads[2]['rates']).median:,.0f} req/s; {Spread.of(by_threads[2]['cpu']).median:,.0f} µs",
+        f"4 threads: {Spread.of(by_threads[4]['rates']).median:,.0f} req/s; "
+        f"{Spread.of(by_threads[4]['cpu']).median:,.0f} µs",
+        f"{rate_ratio.median:.2f}x req/s, {cpu_ratio.median:.2f}x CPU (per pair of runs)"))
     support.write_headlines(options.json, headlines)
     failed = {name: r["errors"] for name, r in results.items() if r["errors"]}
     if failed:  # a rate of refused requests measures nothing
