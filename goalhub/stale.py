@@ -51,18 +51,21 @@ def _job_hint(job: Job | None) -> str:
     return f"job {job.id} is {status.value} yet the work is not recorded: `goalhub restore --reconcile-only`"
 
 
+def _since(outcome: dict[str, Any]) -> float:
+    """When an outcome's current state began: its run's start, else its queueing."""
+    return outcome.get("started_at") or outcome.get("queued_at") or 0
+
+
 def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
     """Outcomes unsettled and goals creating for longer than ``older_than`` seconds, oldest first."""
     now = time.time() if now is None else now
     db = get_database()
     connection = get_redis()
     found: list[dict[str, Any]] = []
-    old = [o for o in db.outcomes.find({"status": {"$in": list(UNSETTLED)}})
-           if now - (o.get("started_at") or o.get("queued_at") or 0) >= older_than]
+    old = [o for o in db.outcomes.find({"status": {"$in": list(UNSETTLED)}}) if now - _since(o) >= older_than]
     # The ledgers of the goals with a running one, in one read (a goal's outcomes share one).
     done = ledger.finished_many(db, sorted({str(o["goal_id"]) for o in old if o["status"] == "running"}))
     for outcome in old:
-        since = outcome.get("started_at") or outcome.get("queued_at") or 0
         candidates = [job_id("receiver", outcome["_id"])]
         if outcome.get("event") == "goal.created":
             candidates.append(job_id("create", str(outcome["goal_id"])))
@@ -79,7 +82,7 @@ def stale(older_than: float, now: float | None = None) -> list[dict[str, Any]]:
             hint = (f"receiver {receiver_id} is not installed here: renamed or removed by an upgrade? "
                     f"`goalhub retarget {receiver_id} NEW_ID` or `goalhub drop {receiver_id}`; {hint}")
         found.append({"kind": "outcome", "id": outcome["_id"], "goal_id": str(outcome["goal_id"]),
-                      "status": outcome["status"], "age": round(now - since, 1), "hint": hint})
+                      "status": outcome["status"], "age": round(now - _since(outcome), 1), "hint": hint})
     for job in create_jobs():
         if job.enqueued_at is None:
             continue
