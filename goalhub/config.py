@@ -167,7 +167,8 @@ class Settings:
         "whole MiB >= 0 a pool worker's memory may grow before it is replaced (0: never)", ge=0)
     WORKER_TTL: int = _setting(
         60, "a worker's heartbeat TTL (RQ's `worker_ttl`, 420 by default there); a worker whose last beat is "
-        "older than this + 60 s is dead: its jobs are recovered, its name may be taken over",
+        "older than this (or `GOALHUB_JOB_TIMEOUT`, if longer) + 60 s is dead: its jobs are recovered, its name may be "
+        "taken over",
         "whole seconds from 30 to 3600", ge=30, le=3600)
     LIVENESS_WINDOW: float = _setting(
         30.0, "seconds without a live worker or a scheduler poll before `/healthz/deep` answers 503",
@@ -200,8 +201,9 @@ class Settings:
         False, "`1`: a broken plugin stops every process at start instead of being left out and reported (CI)",
         "1/true/yes/on or 0/false/no/off", shown="unset")
     TRACE_RECEIVERS: bool = _setting(
-        False, "`1`: log every receiver call (its arguments' names, then its result or error, and the time "
-        "it took) at INFO, as pluggy's tracing would if receivers went through the hook caller",
+        False, "`1`: log every receiver call (its arguments, redacted and cut to 200 characters each, then its "
+        "result or error, and the time it took) at INFO, as pluggy's tracing would if receivers went through the "
+        "hook caller",
         "1/true/yes/on or 0/false/no/off", shown="unset")
     JWT_KEYS: str | None = _setting(
         None, '`{"<kid>": "<secret>"}` or `kid:secret,...`; the first signs minted tokens',
@@ -214,8 +216,8 @@ class Settings:
     JWT_JWKS_FILE: Path | None = _setting(None, "a JWKS file of public keys (re-read when it changes)",
                                           "the path of a JWKS file of public keys", shown="unset")
     ENV: Literal["development", "production"] = _setting(
-        "development", "`production`: no development key; every process refuses to start without keys",
-        "development or production (production: no development key, every process refuses to start without keys)")
+        "development", "`production`: no development key; the API (`goalhub serve`) refuses to start without keys",
+        "development or production (production: no development key, the API refuses to start without keys)")
     METRICS_TOKEN: str | None = _setting(
         None, "a bearer token (32+ characters) that alone opens `/metrics` (then the dashboard password and "
         "ADMIN tokens no longer do)",

@@ -2,7 +2,7 @@
 
 ``goalhub up`` (2 RQ workers, 2 API processes, the scheduler, the embedded Redis) with the
 real plugins and every outbound service pointed at a local counting server. The workers are a
-pool of 2 non-forking workers, ``up``'s default (``SOAK_WORKERS=fork``: 2 forking workers,
+pool of 2 non-forking workers, ``up``'s default kind (``SOAK_WORKERS=fork``: 2 forking workers,
 ``up --fork``). 8 HTTP clients
 create goals (countdowns activated by the scheduler at their nbf, and funding goals that send
 ``goal.added``) while a chaos thread kills a random worker with ``kill -9`` every few seconds
