@@ -200,3 +200,29 @@ def test_sigterm_to_the_worker_alone_finishes_the_job_in_hand(db, faults):
     held = db.held_runs.find_one({"_id": goal_id})
     assert held["runs"] == 1 and held["pids"] == [horse]
     assert db.effects.find_one({"_id": goal_id})["applied"] == 1
+
+
+@pytest.mark.parametrize("worker_kind", ["pool"])
+def test_sigterm_to_the_pool_alone_lets_its_workers_finish_the_job_in_hand(db, faults):
+    """What systemd's ``KillMode=mixed`` does to a pool (deploy/systemd/goalhub-pool@.service):
+    SIGTERM to the pool's parent only. The parent asks each worker to stop (RQ's ``WorkerPool``:
+    SIGINT, one signal, a warm shutdown); the worker finishes its job, once, on its first attempt,
+    and nothing replaces it; then the parent exits 0."""
+    world = support.make_world(db)
+    goal = support.show_goal(world)
+    pool = faults.worker("pool", GOALHUB_TEST_HOLD=goal["_cls"])
+    goal_id = tasks.enqueue_create_goal(goal)
+    [running] = faults.held("started")
+    assert running != pool.popen.pid
+    pool.popen.send_signal(signal.SIGTERM)
+    support.wait_for(lambda: "warm shut down requested" in pool.log_path.read_text(), timeout=30,
+                     what="the pool's worker to begin its warm shutdown")
+    assert support.pid_alive(running) and pool.popen.poll() is None
+    faults.release()
+    assert pool.popen.wait(timeout=60) == 0, pool.output()
+    held = db.held_runs.find_one({"_id": goal_id})
+    assert held["runs"] == 1 and held["pids"] == [running]
+    assert db.effects.find_one({"_id": goal_id})["applied"] == 1
+    outcomes = support.settled(goal_id, ("goal.created", "goal.added"))
+    assert next(o for o in outcomes if o["receiver"] == "held_receiver")["attempts"] == 1
+    assert len(support.markers(faults.dir, "started")) == 1  # no replacement worker ran it again
