@@ -501,7 +501,7 @@ def _report(results: dict[tuple[str, int], dict[str, Any]], repeats: int, floor_
             headlines.append(Headline("e2e", f"goals/s per worker process vs plain rq no-op jobs/s, {count} {KINDS[kind]}",
                                       f"{goals_s.median:.2f} goals/s ({goals_s.median / count:.2f} per process)",
                                       f"plain rq worker --burst {plain.median:.0f} no-op jobs/s (same run, alternating)",
-                                      f"{vs_plain.median:.2f} [{vs_plain.low:.2f} - {vs_plain.high:.2f}] ({target}){meets}"))
+                                      f"{vs_plain.median:.3f} [{vs_plain.low:.2f} - {vs_plain.high:.2f}] ({target}){meets}"))
         else:
             # N processes sharing the cores with Redis, as the N workers under test share them
             # (with the API and the client besides).
@@ -517,7 +517,7 @@ def _report(results: dict[tuple[str, int], dict[str, Any]], repeats: int, floor_
                 f"{count} plain forking rq workers at their best ({count} rq worker --burst {sep_rq:.0f}, rq worker-pool "
                 f"-n {count} --burst {pooled_rq:.0f}): {plain_n.median / count:.0f} no-op jobs/s per process (same run, "
                 "alternating)",
-                f"{vs_plain_n.median:.2f} [{vs_plain_n.low:.2f} - {vs_plain_n.high:.2f}] ({target}){meets_n}"))
+                f"{vs_plain_n.median:.3f} [{vs_plain_n.low:.2f} - {vs_plain_n.high:.2f}] ({target}){meets_n}"))
             # Stricter, beside it: against one plain worker with the cores to itself.
             headlines.append(Headline(
                 "e2e", f"the same against one plain rq worker alone (stricter; not the goal), {count} {KINDS[kind]}",
