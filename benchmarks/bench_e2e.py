@@ -428,7 +428,7 @@ def main() -> None:
                         plain.append(rate)
                         if count > 1:
                             # N plain workers at their best: N `rq worker` processes, or RQ's own
-                            # `rq worker-pool -n N` (which ran about 10% faster per process here).
+                            # `rq worker-pool -n N` (faster per process in 15 of 17 pairs by hand).
                             separate, pooled = plain_rq_floor(floor_jobs, home, count), \
                                 plain_rq_floor(floor_jobs, home, count, pool=True)
                             plain_sep.append(separate[0])
