@@ -33,6 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 from rq.job import Job, JobStatus
+from rq.results import Result
 
 from goalhub import config, metrics, tracing
 from goalhub.connection import get_redis
@@ -193,5 +194,8 @@ def requeue_accepted(db: Any, now: float | None = None) -> list[str]:
 
 
 def _last_error(job: Job | None) -> str:
-    text = (job.exc_info or "").strip().splitlines() if job is not None else []
+    """The last line of the failed job's traceback (RQ's latest result), at most 200 characters."""
+    result = job.latest_result() if job is not None else None
+    failed = result is not None and result.type == Result.Type.FAILED
+    text = (result.exc_string or "").strip().splitlines() if failed and result is not None else []
     return text[-1][:200] if text else "its job failed"

@@ -143,3 +143,22 @@ def test_a_failed_enqueue_withdraws_the_record_unless_a_relay_published_it(clien
         assert answer.status_code >= 500
         assert "exclusive_goal_id" not in trigger
         assert db.accepted.count_documents({}) == 0
+
+
+def test_a_goal_whose_job_keeps_raising_is_failed_with_its_jobs_last_error(client, world, db, monkeypatch):
+    """The reason names the job's own last error (RQ's latest result), not only that it failed."""
+    from goalhub import tasks
+    from goalhub.worker import RecoveringSimpleWorker
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("the store refused it")
+
+    monkeypatch.setattr(tasks, "create_goal", refused)  # the job's function, looked up by name when it runs
+    goal_id = accept(client, world)
+    for _ in range(outbox.MAX_PUBLISHES + 1):
+        RecoveringSimpleWorker([get_queue()], connection=get_redis()).work(burst=True)
+        scheduler.reconcile(later())
+    record = db.accepted.find_one({"_id": ObjectId(goal_id)})
+    assert record["state"] == "failed", record
+    assert record["reason"] == (f"not created after {outbox.MAX_PUBLISHES} attempts: "
+                                "RuntimeError: the store refused it")

@@ -41,7 +41,7 @@ def test_jobs_carry_their_payload_version_and_a_worker_refuses_a_newer_one():
     assert Job.fetch("current", connection=get_redis()).get_status() == "finished"
     refused = Job.fetch("newer", connection=get_redis())
     assert refused.get_status() == "failed"
-    assert "newer than this worker's" in (refused.exc_info or "")
+    assert "newer than this worker's" in (refused.latest_result().exc_string or "")
     assert "newer" in queue.failed_job_registry.get_job_ids()
     assert current.id != newer.id
 

@@ -231,7 +231,7 @@ def nothing_stuck(timeout: float = 30.0) -> None:
         raise AssertionError(f"jobs stuck: {busy()}") from None
     for queue in all_queues():
         failed = queue.failed_job_registry.get_job_ids(cleanup=False)
-        assert failed == [], [Job.fetch(jid, connection=get_redis()).exc_info for jid in failed]
+        assert failed == [], [Job.fetch(jid, connection=get_redis()).latest_result().exc_string for jid in failed]
 
 
 def calls_by_key(server: OutboundServer) -> Counter:
