@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from datetime import UTC
 from typing import Any
 
 import support
@@ -36,10 +35,6 @@ from support import Headline
 
 RATE = 5.0  # goals enqueued per second
 TARGET_P95_MS = 250
-
-
-def _epoch(value: Any) -> float:
-    return value.replace(tzinfo=UTC).timestamp()
 
 
 def run(goals: int, workers: int, burst: float | None = None) -> dict[str, Any]:
@@ -82,9 +77,9 @@ def run(goals: int, workers: int, burst: float | None = None) -> dict[str, Any]:
         row = {"late": goal["activated_at"] - goal["nbf"],
                "scheduled_after_nbf": scheduled.get(str(goal["_id"]), 0) > goal["nbf"]}
         if job is not None and job.enqueued_at and job.started_at:
-            row["moved"] = _epoch(job.enqueued_at) - goal["nbf"]
-            row["waited"] = _epoch(job.started_at) - _epoch(job.enqueued_at)
-            row["ran"] = goal["activated_at"] - _epoch(job.started_at)
+            row["moved"] = support.epoch(job.enqueued_at) - goal["nbf"]
+            row["waited"] = support.epoch(job.started_at) - support.epoch(job.enqueued_at)
+            row["ran"] = goal["activated_at"] - support.epoch(job.started_at)
         rows.append(row)
     return {"rows": rows, "interval": config.settings().SCHEDULER_INTERVAL}
 

@@ -49,7 +49,6 @@ import json
 import threading
 import time
 import urllib.parse
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +81,19 @@ def rq_idle() -> bool:
                for q in all_queues())
 
 
-def job_times(ids: set[str]) -> tuple[float, float, int]:
-    """(first start, last end, failed count) of the jobs, epoch seconds."""
+def fetch_jobs(ids: set[str]) -> list[Any]:
+    """The RQ jobs of ``ids`` that still exist, in one read."""
     from rq.job import Job
 
     from goalhub.connection import get_redis
 
-    jobs = [j for j in Job.fetch_many(sorted(ids), connection=get_redis()) if j is not None]
-    starts = [j.started_at.replace(tzinfo=UTC).timestamp() for j in jobs if j.started_at]
-    ends = [j.ended_at.replace(tzinfo=UTC).timestamp() for j in jobs if j.ended_at]
+    return [j for j in Job.fetch_many(sorted(ids), connection=get_redis()) if j is not None]
+
+
+def job_times(jobs: list[Any]) -> tuple[float, float, int]:
+    """(first start, last end, failed count) of the jobs, epoch seconds."""
+    starts = [support.epoch(j.started_at) for j in jobs if j.started_at]
+    ends = [support.epoch(j.ended_at) for j in jobs if j.ended_at]
     failed = sum(1 for j in jobs if j.get_status(refresh=False) == "failed")
     return min(starts), max(ends), failed
 
@@ -105,7 +108,7 @@ def floor_run(jobs: int) -> float:
     for _ in range(jobs):
         queue.enqueue(noop)
     support.wait_for(lambda: len(rq_job_ids() - before) >= jobs and rq_idle(), timeout=120, what="the no-op jobs")
-    first, last, failed = job_times(rq_job_ids() - before)
+    first, last, failed = job_times(fetch_jobs(rq_job_ids() - before))
     assert failed == 0, "a no-op job failed"
     return jobs / (last - first)
 
@@ -155,24 +158,19 @@ def plain_rq_floor(jobs: int, home: Path, workers: int = 1, pool: bool = False) 
     start = run("bench-plain-rq-empty")
     redis_before = cpu_seconds(redis)["redis"]
     cpu = run(queue.name) - start + cpu_seconds(redis)["redis"] - redis_before
-    ids = set(FinishedJobRegistry(queue=queue).get_job_ids()) - before
-    first, last, failed = job_times(ids)
-    assert len(ids) == jobs and failed == 0, "the plain rq workers did not run every no-op job"
-    return max(jobs / (last - first), _while_all_drain(ids)), max(cpu, 0.0) * 1000 / jobs
+    ran = fetch_jobs(set(FinishedJobRegistry(queue=queue).get_job_ids()) - before)
+    first, last, failed = job_times(ran)
+    assert len(ran) == jobs and failed == 0, "the plain rq workers did not run every no-op job"
+    return max(jobs / (last - first), _while_all_drain(ran)), max(cpu, 0.0) * 1000 / jobs
 
 
-def _while_all_drain(ids: set[str]) -> float:
+def _while_all_drain(jobs: list[Any]) -> float:
     """Jobs per second while every plain worker drained (from the last one's first job to the
     first one's last): the floor at its best, should one worker start late or end early."""
-    from rq.job import Job
-
-    from goalhub.connection import get_redis
-
     spans: dict[str, list[tuple[float, float]]] = {}
-    for job in Job.fetch_many(sorted(ids), connection=get_redis()):
-        if job is not None and job.started_at and job.ended_at:
-            spans.setdefault(job.worker_name or "", []).append(
-                (job.started_at.replace(tzinfo=UTC).timestamp(), job.ended_at.replace(tzinfo=UTC).timestamp()))
+    for job in jobs:
+        if job.started_at and job.ended_at:
+            spans.setdefault(job.worker_name or "", []).append((support.epoch(job.started_at), support.epoch(job.ended_at)))
     low = max(min(start for start, _ in runs) for runs in spans.values())
     high = min(max(end for _, end in runs) for runs in spans.values())
     inside = sum(1 for runs in spans.values() for start, end in runs if low <= start and end <= high)
@@ -290,7 +288,7 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
     cpu["client"] = (client.cpu - client_before) * 1000 / goals
     support.wait_for(rq_idle, timeout=120, interval=0.1, what="the queues to drain")
     ran = rq_job_ids() - before
-    _, last_job, failed = job_times(ran)
+    _, last_job, failed = job_times(fetch_jobs(ran))
     if failed:
         print(f"!!! {failed} RQ jobs FAILED during a throughput run")
     return {

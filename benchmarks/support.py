@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def send_events(batch: list[dict[str, Any]], event: str = "goal.created") -> flo
     for arguments in batch:
         signal.send(event, **arguments)
     return (time.perf_counter() - start) / len(batch) * 1e6
+
+
+def epoch(moment: datetime) -> float:
+    """An RQ job's naive UTC time (``enqueued_at``, ``started_at``, ``ended_at``) in epoch seconds."""
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 def log(message: str) -> None:
