@@ -196,6 +196,7 @@ def requeue_accepted(db: Any, now: float | None = None) -> list[str]:
 def _last_error(job: Job | None) -> str:
     """The last line of the failed job's traceback (RQ's latest result), at most 200 characters."""
     result = job.latest_result() if job is not None else None
-    failed = result is not None and result.type == Result.Type.FAILED
-    text = (result.exc_string or "").strip().splitlines() if failed and result is not None else []
+    if result is None or result.type != Result.Type.FAILED:
+        return "its job failed"
+    text = (result.exc_string or "").strip().splitlines()
     return text[-1][:200] if text else "its job failed"
