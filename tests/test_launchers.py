@@ -28,6 +28,11 @@ def parse(argv: list[str]) -> click.Context:
     return command.make_context(name, rest)
 
 
+def template(unit: str) -> str:
+    """The unit file an instance comes from: ``goalhub-pool@2.service`` -> ``goalhub-pool@.service``."""
+    return re.sub(r"@[^.]+\.service$", "@.service", unit)
+
+
 def unit_commands() -> list[tuple[str, list[str]]]:
     found = []
     for unit in sorted(SYSTEMD.glob("*.service")):
@@ -50,13 +55,13 @@ def procfile_commands() -> list[tuple[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize(("unit", "argv"), unit_commands(), ids=[name for name, _ in unit_commands()])
-def test_every_units_execstart_is_a_goalhub_command_its_cli_accepts(unit, argv):
+@pytest.mark.parametrize("argv", [pytest.param(argv, id=unit) for unit, argv in unit_commands()])
+def test_every_units_execstart_is_a_goalhub_command_its_cli_accepts(argv):
     parse(argv)
 
 
-@pytest.mark.parametrize(("kind", "argv"), procfile_commands(), ids=[kind for kind, _ in procfile_commands()])
-def test_every_procfile_line_is_a_goalhub_command_its_cli_accepts(kind, argv):
+@pytest.mark.parametrize("argv", [pytest.param(argv, id=kind) for kind, argv in procfile_commands()])
+def test_every_procfile_line_is_a_goalhub_command_its_cli_accepts(argv):
     parse(argv)
 
 
@@ -71,10 +76,9 @@ def test_workers_are_started_as_a_pool_by_the_unit_the_target_wants_and_by_the_p
     target = (SYSTEMD / "goalhub.target").read_text()
     [wants] = [x.removeprefix("Wants=").split() for x in target.splitlines() if x.startswith("Wants=")]
     for name in wants:
-        template = re.sub(r"@[^.]+\.service$", "@.service", name)
-        assert (SYSTEMD / template).is_file(), f"goalhub.target wants {name}, which deploy/systemd/ lacks"
+        assert (SYSTEMD / template(name)).is_file(), f"goalhub.target wants {name}, which deploy/systemd/ lacks"
     units = dict(unit_commands())
-    workers = [name for name in wants if units[re.sub(r"@[^.]+\.service$", "@.service", name)][1] == "worker"]
+    workers = [name for name in wants if units[template(name)][1] == "worker"]
     assert workers == ["goalhub-pool@2.service"]
     assert parse(units["goalhub-pool@.service"]).params["pool"] == 2
     [worker] = [argv for kind, argv in procfile_commands() if kind == "worker"]
