@@ -11,9 +11,10 @@ import pytest
 from bson import ObjectId
 from test_api import client, countdown, exclusive_body, world  # noqa: F401  (test_api's fixtures, used by name)
 
-from goalhub import outbox, scheduler
+from goalhub import outbox, scheduler, tasks
 from goalhub.connection import get_redis
 from goalhub.queues import get_queue
+from goalhub.worker import RecoveringSimpleWorker
 
 
 def accept(client, w, body=None, path="/goals?type=exclusive"):
@@ -147,9 +148,6 @@ def test_a_failed_enqueue_withdraws_the_record_unless_a_relay_published_it(clien
 
 def test_a_goal_whose_job_keeps_raising_is_failed_with_its_jobs_last_error(client, world, db, monkeypatch):
     """The reason names the job's own last error (RQ's latest result), not only that it failed."""
-    from goalhub import tasks
-    from goalhub.worker import RecoveringSimpleWorker
-
     def refused(*args, **kwargs):
         raise RuntimeError("the store refused it")
 
