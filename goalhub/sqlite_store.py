@@ -510,6 +510,40 @@ def _refuse_method(owner: str, name: str) -> Any:
 
 
 # ---------------------------------------------------------------- client / database
+class WriteStats:
+    """This process's write transactions since it last took them: how many, the seconds they
+    waited for the store's write lock (their turn on ``<store>.writers``, then SQLite's busy
+    handler in ``BEGIN IMMEDIATE``) and the seconds they held it, to its ``COMMIT`` or
+    ``ROLLBACK``. The lock is the store's one writer: every process's held seconds over the same
+    wall time say how busy it is (``goalhub.metrics``: ``goalhub_store_write_held_seconds_total``).
+    A forked child starts from nothing: what its parent wrote is its parent's to report."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()  # a new one in a child: another thread may hold the parent's
+        self._taken = (0, 0.0, 0.0)
+
+    def add(self, asked: float, locked: float) -> None:
+        """One transaction: asked for the lock at ``asked``, had it from ``locked`` until now
+        (``time.perf_counter``)."""
+        now = time.perf_counter()
+        with self._lock:
+            count, waited, held = self._taken
+            self._taken = (count + 1, waited + locked - asked, held + now - locked)
+
+    def take(self) -> tuple[int, float, float]:
+        """(transactions, seconds waited, seconds held) since the last ``take``."""
+        with self._lock:
+            taken, self._taken = self._taken, (0, 0.0, 0.0)
+        return taken
+
+
+WRITES = WriteStats()
+os.register_at_fork(after_in_child=WRITES._reset)
+
+
 class SQLiteClient:
     """Like ``pymongo.MongoClient``; one SQLite file holds every database."""
 
@@ -599,17 +633,22 @@ class SQLiteClient:
             yield from self._atomic(conn, "SAVEPOINT write", ("ROLLBACK TO write", "RELEASE write"), "RELEASE write")
             return
         fd = self._queue_fd(conn) if self.queue_writers else -1
+        asked = time.perf_counter()
         if fd >= 0:
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            yield from self._atomic(conn, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT")
+            yield from self._atomic(conn, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT", asked)
         finally:
             if fd >= 0:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     @staticmethod
-    def _atomic(conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str) -> Iterator[sqlite3.Connection]:
+    def _atomic(conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str,
+                asked: float | None = None) -> Iterator[sqlite3.Connection]:
+        """``begin``, the caller's statements, then ``end`` (``undo`` on an exception). A
+        transaction (``asked``: when its writer asked for the lock) is counted in ``WRITES``."""
         conn.execute(begin)
+        locked = time.perf_counter()
         try:
             yield conn
         except BaseException:
@@ -617,7 +656,11 @@ class SQLiteClient:
                 for statement in undo:
                     conn.execute(statement)
             raise
-        conn.execute(end)
+        else:
+            conn.execute(end)
+        finally:
+            if asked is not None:
+                WRITES.add(asked, locked)
 
     def _queue_fd(self, conn: sqlite3.Connection) -> int:
         """The connection's own descriptor of ``<store>.writers`` (one per connection, so per

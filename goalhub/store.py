@@ -104,6 +104,17 @@ def checkpoint(database: Any) -> bool:
     return copied >= frames
 
 
+def take_write_stats() -> tuple[int, float, float]:
+    """This process's write transactions on the embedded store since it last asked: (how many,
+    seconds they waited for its write lock, seconds they held it); zeros on MongoDB, which has
+    no one writer (``goalhub.sqlite_store.WriteStats``; ``goalhub.metrics.store_writes``)."""
+    if config.settings().MONGO_URI:
+        return 0, 0.0, 0.0
+    from goalhub.sqlite_store import WRITES  # deferred: loaded already wherever the embedded store is open
+
+    return WRITES.take()
+
+
 def update_each(collection: Any, updates: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     """Each ``(filter, update)`` as an ``update_one``, in one ``bulk_write``: one round trip on
     MongoDB, one transaction on the embedded store. One by one on mongomock, whose bulk builder

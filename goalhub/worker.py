@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 
 import goalhub
-from goalhub import config, liveview, metrics, outbox, plugins, receivers, tasks, tracing  # noqa: F401  (tasks: the jobs, imported before forking)
+from goalhub import config, liveview, metrics, outbox, plugins, receivers, store, tasks, tracing  # noqa: F401  (tasks: the jobs, imported before forking)
 from goalhub.connection import REDIS_GONE, get_redis, wait_for_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.hookspecs import EVENT_HOOKS
@@ -102,7 +102,19 @@ class _Listening(BaseWorker):
         self.pubsub.close()
 
 
-class _Traced(_Listening):
+class _Measured(_Listening):
+    """Records what each job's store writes waited for and held the embedded store's write lock
+    (``goalhub.metrics.store_writes``), in the process that ran it (a work-horse hands its samples
+    to its worker)."""
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return super().perform_job(job, queue, *args, **kwargs)
+        finally:
+            metrics.store_writes(*store.take_write_stats())
+
+
+class _Traced(_Measured):
     """Runs each job in a span (``goalhub.tracing``: the child of the context its meta carries,
     so that it joins the trace of the work that enqueued it, or of its goal), and exports the
     job's spans when it ends: a forked work-horse exits without ``atexit``, and so does a pool

@@ -30,6 +30,7 @@ FINAL = {"ok", "failed", "skipped"}
 
 @pytest.fixture
 def stack(tmp_path, use_plugins, monkeypatch):
+    started = time.time()
     use_plugins(*PLUGINS)
     monkeypatch.setenv("GOALHUB_DASHBOARD_USER", DASHBOARD[0])
     monkeypatch.setenv("GOALHUB_DASHBOARD_PASSWORD", DASHBOARD[1])
@@ -46,7 +47,7 @@ def stack(tmp_path, use_plugins, monkeypatch):
         processes.append(server)
         token = mint_token(STREAMER, ["CREATOR", "PLATFORM"])  # the platform opens sessions with RTC sources
         yield SimpleNamespace(base=base, auth={"Authorization": f"Bearer {token}"},
-                              logs={p.name: p.log_path for p in processes})
+                              logs={p.name: p.log_path for p in processes}, started=started)
     finally:
         for process in processes:
             process.stop()
@@ -128,6 +129,14 @@ def test_metrics_scrape_after_a_seed_flow_counts_what_happened(stack):
     assert ("goalhub_queue_depth", (("queue", "goalhub"),)) in samples
     assert value(samples, "goalhub_scheduled_jobs") == 1  # the trigger_private goal's end at exp
     assert value(samples, "goalhub_scheduler_last_poll_age_seconds") < 5
+    # The embedded store's one write lock: the API's requests and the worker's jobs (its horses'
+    # samples handed to it) record their write transactions. One writer at a time holds it, so
+    # its holders' seconds cannot add up to more than the time since the stack started.
+    # At least the API's three stored requests, and each create job's goal, outcome records, event
+    # record and outbox deletion (69 in a run by hand).
+    assert value(samples, "goalhub_store_writes_total") >= 3 + 2 * 4
+    assert 0 < value(samples, "goalhub_store_write_held_seconds_total") < time.time() - stack.started
+    assert value(samples, "goalhub_store_write_wait_seconds_total") >= 0
 
 
 def test_one_request_id_is_in_the_api_log_the_job_log_and_every_outcome_record(stack):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import multiprocessing
 import os
 import signal
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import mongomock
 import pytest
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from goalhub.sqlite_store import Collection, SQLiteClient
+from goalhub.sqlite_store import WRITES, Collection, SQLiteClient
 
 PROCS = 3
 
@@ -531,6 +532,63 @@ def test_a_queued_writer_waits_for_the_file_is_woken_when_it_is_let_go_and_an_al
     os.close(holder)
     client.close()
     assert not client._queue_fds  # its descriptors close with its connections
+
+
+
+# --- what write transactions wait for the write lock and hold it (goalhub_store_write_*) --------
+
+@pytest.mark.parametrize("queued", [False, True], ids=["busy-handler", "writers-file"])
+def test_each_write_transaction_counts_what_it_waited_for_the_lock_and_held_it(tmp_path: Path, queued: bool) -> None:
+    client = SQLiteClient(tmp_path)
+    client.queue_writers = queued
+    coll = client.goalhub.counters
+    coll.insert_one({"_id": "c", "n": 0})
+    WRITES.take()
+    other = threading.Thread(target=lambda: coll.update_one({"_id": "c"}, {"$inc": {"n": 1}}))
+    with client._write():  # a writer that holds the lock for 0.3 s; the other thread waits its turn
+        other.start()
+        time.sleep(0.3)
+    other.join(10)
+    count, waited, held = WRITES.take()
+    assert count == 2 and coll.find_one("c")["n"] == 1
+    assert 0.25 < waited < 5  # the other's: asked while this one held it
+    assert 0.3 <= held < 5  # both: this one's 0.3 s, and the other's
+    assert WRITES.take() == (0, 0.0, 0.0)  # taken: counted once
+
+
+def test_a_batch_is_one_transaction_and_a_failed_one_counts_the_time_it_held_the_lock(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    coll.insert_many([{"_id": i, "n": 0} for i in range(3)])
+    WRITES.take()
+    coll.bulk_write([UpdateOne({"_id": i}, {"$inc": {"n": 1}}) for i in range(3)])  # savepoints inside
+    assert WRITES.take()[0] == 1
+    with pytest.raises(RuntimeError), coll.database.client._write() as conn:
+        conn.execute("UPDATE docs SET data = data")
+        time.sleep(0.1)
+        raise RuntimeError("undone")
+    count, _, held = WRITES.take()
+    assert count == 1 and held >= 0.1
+
+
+def test_a_forked_child_reports_only_its_own_writes(tmp_path: Path) -> None:
+    coll = SQLiteClient(tmp_path).goalhub.counters
+    WRITES.take()
+    coll.insert_one({"_id": "parent"})  # not taken yet when the child is forked
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            before = WRITES.take()
+            coll.insert_one({"_id": "child"})
+            os.write(write, json.dumps([before, WRITES.take()[0]]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    before, after = json.loads(os.read(read, 200))
+    os.close(read)
+    assert before == [0, 0.0, 0.0] and after == 1
+    assert WRITES.take()[0] == 1  # the parent's own insert, still its own to report
 
 
 # --- datetime upper bounds, $exists: false and $or through the index (retention's purge) --------
