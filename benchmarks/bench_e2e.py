@@ -278,6 +278,7 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
     every goal settled."""
     pairs = prepare(db, goals)
     before = rq_job_ids()
+    writes_before = store_writes()
     cpu_before, client_before = cpu_seconds(pids or {}), client.cpu
     start = time.time()
     with concurrent.futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
@@ -291,6 +292,7 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
     _, last_job, failed = job_times(fetch_jobs(ran))
     if failed:
         print(f"!!! {failed} RQ jobs FAILED during a throughput run")
+    count, waited, held = (after - was for after, was in zip(store_writes(), writes_before, strict=True))
     return {
         "goals_per_s": goals / (max(last.values()) - start),
         # Stricter: until every job the goals caused has ended (the analytics tasks too, which run
@@ -301,7 +303,21 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
         "post_per_s": goals / posted_in,
         "create_ms": create_job_ms(ran),
         "cpu_ms": cpu,
+        # The embedded store's one write lock, every process's transactions (goalhub_store_write_*).
+        "writes_per_goal": count / goals,
+        "write_held_share": held / (last_job - start),
+        "write_wait_ms": waited * 1000 / goals,
     }
+
+
+def store_writes() -> tuple[float, float, float]:
+    """Every process's write transactions on the embedded store so far, from the metric files
+    (``goalhub_store_write*``): (how many, seconds they waited for its write lock, seconds held)."""
+    from goalhub import metrics
+
+    samples = {sample.name: sample.value for family in metrics.registry().collect() for sample in family.samples}
+    return (samples.get("goalhub_store_writes_total", 0.0), samples.get("goalhub_store_write_wait_seconds_total", 0.0),
+            samples.get("goalhub_store_write_held_seconds_total", 0.0))
 
 
 def create_job_ms(ids: set[str]) -> float:
@@ -601,6 +617,15 @@ def _cpu_report(results: dict[tuple[str, int], dict[str, Any]]) -> list[Headline
             f"{total.median:.1f} ms (workers {per_role['workers']:.1f}, API {per_role['api']:.1f})",
             f"{count} plain rq worker --burst: {plain.median:.1f} ms per no-op job (workers and Redis)",
             f"{plain.median / total.median:.2f} plain jobs' CPU per goal's"))
+    print(support.table(
+        ["workers", "write transactions per goal", "the lock held: share of the run", "a goal's writes waited for it, ms"],
+        [[f"{kind} {count}", Spread.of(x["writes_per_goal"] for x in r["runs"]).fmt(1),
+          Spread.of(x["write_held_share"] for x in r["runs"]).fmt(2), Spread.of(x["write_wait_ms"] for x in r["runs"]).fmt(2)]
+         for (kind, count), r in results.items() if "runs" in r],
+        title="The embedded store's one write lock during the throughput runs: median [min - max]"))
+    print("Every process's write transactions (the API's and the workers'), from goalhub_store_write_*: the "
+          "lock lets one write at a time, so the share of the run it was held bounds what more workers on "
+          "this store can add, and the wait is time a worker's core may sit idle.\n")
     print(support.table(
         ["workers", "API ms", "workers ms", "Redis ms", "scheduler ms", "client ms", "goal: all processes ms",
          "plain rq: ms per no-op job (its workers + Redis)", "plain job / goal", f"goals/s the {cores} cores allow"],
