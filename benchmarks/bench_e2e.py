@@ -292,7 +292,7 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
     _, last_job, failed = job_times(fetch_jobs(ran))
     if failed:
         print(f"!!! {failed} RQ jobs FAILED during a throughput run")
-    count, waited, held = (after - was for after, was in zip(store_writes(), writes_before, strict=True))
+    writes = {key: used - writes_before.get(key, 0.0) for key, used in store_writes().items()}
     return {
         "goals_per_s": goals / (max(last.values()) - start),
         # Stricter: until every job the goals caused has ended (the analytics tasks too, which run
@@ -304,20 +304,31 @@ def throughput_run(db: Any, client: Client, goals: int, receivers: int,
         "create_ms": create_job_ms(ran),
         "cpu_ms": cpu,
         # The embedded store's one write lock, every process's transactions (goalhub_store_write_*).
-        "writes_per_goal": count / goals,
-        "write_held_share": held / (last_job - start),
-        "write_wait_ms": waited * 1000 / goals,
+        "writes_per_goal": sum(writes.get(("writes", role), 0.0) for role in WRITERS) / goals,
+        "write_held_share": sum(writes.get(("held", role), 0.0) for role in WRITERS) / (last_job - start),
+        **{f"write_{what}_ms_{role}": writes.get((what, role), 0.0) * 1000 / goals
+           for what in ("wait", "held") for role in WRITERS},
     }
 
 
-def store_writes() -> tuple[float, float, float]:
+WRITERS = ("api", "worker")  # the role label of goalhub_store_write*
+
+
+def store_writes() -> dict[tuple[str, str], float]:
     """Every process's write transactions on the embedded store so far, from the metric files
-    (``goalhub_store_write*``): (how many, seconds they waited for its write lock, seconds held)."""
+    (``goalhub_store_write*``): (what, role) -> how many ("writes"), the seconds they waited for
+    its write lock ("wait") and held it ("held")."""
     from goalhub import metrics
 
-    samples = {sample.name: sample.value for family in metrics.registry().collect() for sample in family.samples}
-    return (samples.get("goalhub_store_writes_total", 0.0), samples.get("goalhub_store_write_wait_seconds_total", 0.0),
-            samples.get("goalhub_store_write_held_seconds_total", 0.0))
+    names = {"goalhub_store_writes_total": "writes", "goalhub_store_write_wait_seconds_total": "wait",
+             "goalhub_store_write_held_seconds_total": "held"}
+    totals: dict[tuple[str, str], float] = {}
+    for family in metrics.registry().collect():
+        for sample in family.samples:
+            if sample.name in names:
+                key = (names[sample.name], sample.labels.get("role", ""))
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
 
 
 def create_job_ms(ids: set[str]) -> float:
@@ -618,14 +629,18 @@ def _cpu_report(results: dict[tuple[str, int], dict[str, Any]]) -> list[Headline
             f"{count} plain rq worker --burst: {plain.median:.1f} ms per no-op job (workers and Redis)",
             f"{plain.median / total.median:.2f} plain jobs' CPU per goal's"))
     print(support.table(
-        ["workers", "write transactions per goal", "the lock held: share of the run", "a goal's writes waited for it, ms"],
+        ["workers", "write transactions per goal", "the lock held: share of the run",
+         "ms a goal's writes waited for it: API / workers", "ms they held it: API / workers"],
         [[f"{kind} {count}", Spread.of(x["writes_per_goal"] for x in r["runs"]).fmt(1),
-          Spread.of(x["write_held_share"] for x in r["runs"]).fmt(2), Spread.of(x["write_wait_ms"] for x in r["runs"]).fmt(2)]
+          Spread.of(x["write_held_share"] for x in r["runs"]).fmt(2),
+          *(" / ".join(f"{Spread.of(x[f'write_{what}_ms_{role}'] for x in r['runs']).median:.2f}" for role in WRITERS)
+            for what in ("wait", "held"))]
          for (kind, count), r in results.items() if "runs" in r],
         title="The embedded store's one write lock during the throughput runs: median [min - max]"))
-    print("Every process's write transactions (the API's and the workers'), from goalhub_store_write_*: the "
-          "lock lets one write at a time, so the share of the run it was held bounds what more workers on "
-          "this store can add, and the wait is time a worker's core may sit idle.\n")
+    print("Every process's write transactions (the API's and the workers'), from goalhub_store_write_* (held: to "
+          "the end of the COMMIT, with the checkpoint SQLite runs in a commit that takes the WAL past its threshold, "
+          "the API's at 1,000 pages): the lock lets one write at a time, so the share of the run it was held bounds "
+          "what more workers on this store can add, and a worker's wait is time its core may sit idle.\n")
     print(support.table(
         ["workers", "API ms", "workers ms", "Redis ms", "scheduler ms", "client ms", "goal: all processes ms",
          "plain rq: ms per no-op job (its workers + Redis)", "plain job / goal", f"goals/s the {cores} cores allow"],

@@ -104,11 +104,11 @@ def _make() -> dict[str, Any]:
                         ["method", "route", "status"]),
         "http_duration": Histogram("goalhub_http_request_duration_seconds", "HTTP request handling time",
                                    ["route"], buckets=DURATION_BUCKETS),
-        "store_writes": Counter("goalhub_store_writes", "Write transactions on the embedded store"),
+        "store_writes": Counter("goalhub_store_writes", "Write transactions on the embedded store", ["role"]),
         "store_write_wait": Counter("goalhub_store_write_wait_seconds",
-                                    "Time write transactions waited for the embedded store's one write lock"),
+                                    "Time write transactions waited for the embedded store's one write lock", ["role"]),
         "store_write_held": Counter("goalhub_store_write_held_seconds",
-                                    "Time write transactions held the embedded store's one write lock"),
+                                    "Time write transactions held the embedded store's one write lock", ["role"]),
     }
 
 
@@ -242,14 +242,15 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
     _record("http_duration", {"route": route}, "observe", seconds)
 
 
-def store_writes(count: int, waited: float, held: float) -> None:
-    """Write transactions on the embedded store (``goalhub.store.take_write_stats``): a job's, a
-    request's. The held seconds of every process, per second of wall time, are how busy its one
-    writer is; near 1, more workers only wait longer."""
+def store_writes(role: str, count: int, waited: float, held: float) -> None:
+    """Write transactions on the embedded store (``goalhub.store.take_write_stats``): a job's
+    (``role`` "worker"), a request's ("api"). The held seconds of every process, per second of
+    wall time, are how busy its one writer is; near 1, more workers only wait longer."""
     if count:
-        _record("store_writes", None, "inc", count)
-        _record("store_write_wait", None, "inc", waited)
-        _record("store_write_held", None, "inc", held)
+        labels = {"role": role}
+        _record("store_writes", labels, "inc", count)
+        _record("store_write_wait", labels, "inc", waited)
+        _record("store_write_held", labels, "inc", held)
 
 
 def process_dead(pid: int) -> None:

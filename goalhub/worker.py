@@ -111,7 +111,7 @@ class _Measured(_Listening):
         try:
             return super().perform_job(job, queue, *args, **kwargs)
         finally:
-            metrics.store_writes(*store.take_write_stats())
+            metrics.store_writes("worker", *store.take_write_stats())
 
 
 class _Traced(_Measured):

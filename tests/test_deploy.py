@@ -65,6 +65,7 @@ metrics.receiver_outcome("plugin", "receiver", "ok", 0.01)
 metrics.activation(0.1)
 metrics.reconciled("activate")
 metrics.http_request("GET", "/goals/<goal_id>", 200, 0.01)
+metrics.store_writes("worker", 1, 0.001, 0.002)
 token = mint_token("6800a9073e0c346531958b03", ["ADMIN"])
 print(create_app().test_client().get("/metrics", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True))
 """

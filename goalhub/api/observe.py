@@ -85,7 +85,7 @@ def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.http_request(request.method, route, response.status_code, seconds)
-    metrics.store_writes(*store.take_write_stats())  # this process's since the last take, this request's among them
+    metrics.store_writes("api", *store.take_write_stats())  # this process's since the last take, this request's among them
     span = g.get("trace_span")
     if span is not None:
         span.set({"http.response.status_code": response.status_code})
