@@ -363,6 +363,76 @@ def test_an_update_moves_the_index_entries_of_what_it_changed_and_only_those(tmp
         assert len(keys) == 4 and len({name for name, _ in keys}) == 4  # one entry per index, none stale
 
 
+
+def _entries(client: SQLiteClient) -> list[tuple[str, bytes, int]]:
+    return sorted(client._conn().execute("SELECT iname, key, rid FROM idx"))
+
+
+@pytest.mark.parametrize("delete", ["delete_one", "delete_many", "find_one_and_delete"])
+def test_a_delete_takes_every_index_entry_of_what_it_deletes_and_only_those(tmp_path: Path, delete: str) -> None:
+    with SQLiteClient(tmp_path) as client:
+        docs = client.goalhub.docs
+        docs.create_index([("goal_id", 1), ("status", -1)])  # compound
+        docs.create_index("tags")  # multikey: an entry per element
+        docs.create_index("code", unique=True, sparse=True)
+        docs.create_index("status", name="open_only", partialFilterExpression={"open": True})
+        docs.create_index("at")
+        kept = {"_id": "kept", "goal_id": "g2", "status": "ok", "tags": ["x", "y"], "code": 2, "open": True,
+                "at": dt.datetime(2026, 1, 1)}
+        docs.insert_one(kept)
+        alone = _entries(client)
+        docs.insert_one({"_id": "gone", "goal_id": "g1", "status": "running", "tags": ["a", "b", ["c"]], "code": 1,
+                         "open": True, "at": dt.datetime(2026, 1, 2)})
+        assert len(_entries(client)) > len(alone)
+        getattr(docs, delete)({"_id": "gone"})
+        assert _entries(client) == alone  # every entry of the deleted one, none of the other's
+        # Its rowid is the store's highest: SQLite gives it to the next document. No entry of the
+        # deleted one answers for it, nor holds its unique key.
+        docs.insert_one({"_id": "new", "goal_id": "g3", "code": 1})
+        assert docs.find_one({"tags": "a"}) is None and [d["_id"] for d in docs.find({"code": 1})] == ["new"]
+        docs.delete_many({})
+        assert _entries(client) == []
+
+
+def _layout_0(path: Path) -> None:
+    """Make the store at ``path`` look as a release before layout 1 left it."""
+    conn = sqlite3.connect(path / "goalhub.sqlite3")
+    conn.execute("CREATE INDEX idx_rid ON idx (rid)")
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+
+
+def _has_rid_index(path: Path) -> bool:
+    conn = sqlite3.connect(path / "goalhub.sqlite3")
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
+    finally:
+        conn.close()
+
+
+def test_a_store_of_a_release_before_drops_its_rowid_index_once_and_keeps_every_entry(tmp_path: Path) -> None:
+    with SQLiteClient(tmp_path) as client:
+        assert client._conn().execute("PRAGMA user_version").fetchone()[0] == 1 and not _has_rid_index(tmp_path)
+        client.goalhub.docs.create_index("status")
+        client.goalhub.docs.insert_many([{"_id": i, "status": "ok" if i % 2 else "running"} for i in range(10)])
+    _layout_0(tmp_path)
+    with SQLiteClient(tmp_path) as client:
+        docs = client.goalhub.docs
+        assert docs.count_documents({"status": "ok"}) == 5  # the first connection brought it to layout 1
+        assert client._conn().execute("PRAGMA user_version").fetchone()[0] == 1 and not _has_rid_index(tmp_path)
+        docs.delete_many({"status": "running"})
+        assert [d["_id"] for d in docs.find({"status": "ok"})] == [1, 3, 5, 7, 9] and len(_entries(client)) == 5
+    # A process of the release before, still running (a rolling upgrade), makes the index again
+    # on its next new connection: it is left, and deletes stay whole.
+    conn = sqlite3.connect(tmp_path / "goalhub.sqlite3")
+    conn.execute("CREATE INDEX idx_rid ON idx (rid)")
+    conn.close()
+    with SQLiteClient(tmp_path) as client:
+        client.goalhub.docs.delete_one({"_id": 1})
+        assert _has_rid_index(tmp_path) and len(_entries(client)) == 4
+
+
 ENTRY_VALUES = [None, True, False, 0, 1, 1.0, 2.5, -0.0, "", "ok", "a\x00b\x01", b"raw", [], [1, "a", [2]], (1, 2), {"k": 1},
                 dt.datetime(2026, 1, 1, 12, 0, 0, 123456)]
 
