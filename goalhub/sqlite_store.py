@@ -1300,16 +1300,45 @@ class Collection:
         return True
 
     def _delete(self, filter: Any, multi: bool, sort: Any = None) -> list[dict]:
+        flt = _filter(filter)
+        if not multi and not sort and (done := self._delete_one_planned(flt)) is not None:
+            return done
         with self._client._write() as conn:
-            rows = self._select(conn, _filter(filter), sort, 0, None if multi else 1)
-            if rows:  # each document's index entries by their keys (``_LAYOUT``), then the documents
+            rows = self._select(conn, flt, sort, 0, None if multi else 1)
+            if rows:
                 cid = self._cid(conn)
-                indexes = self._indexes(conn, cid)
-                conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
-                                 [(cid, ix.name, key, rid) for rid, _, doc in rows for ix in indexes
-                                  for key in ix.entries(doc)])
-                conn.executemany("DELETE FROM docs WHERE rid = ?", [(r[0],) for r in rows])
+                self._delete_rows(conn, self._entries_of(cid, self._indexes(conn, cid), rows), rows)
         return [r[2] for r in rows]
+
+    def _delete_one_planned(self, flt: dict) -> list[dict] | None:
+        """One document deleted with what to delete read before the write lock, from the last
+        committed state, as ``_modify_one`` updates one: under the lock, one SQL read checks that
+        its bytes and the collection's indexes are unchanged. None: they changed meanwhile
+        (``_delete`` does it all under the lock). Nothing matched: the read's answer, none."""
+        conn = self._client._conn()
+        if (cid := self._cid(conn)) is None:
+            return []
+        indexes = self._last_indexes(conn, cid)
+        rows = self._select(conn, flt, None, 0, 1)
+        if not rows:
+            return []
+        entries = self._entries_of(cid, indexes, rows)
+        with self._client._write() as conn:
+            if (self._indexes(conn, cid) != indexes
+                    or conn.execute("SELECT data FROM docs WHERE rid = ?", (rows[0][0],)).fetchone() != (rows[0][1],)):
+                return None
+            self._delete_rows(conn, entries, rows)
+        return [rows[0][2]]
+
+    @staticmethod
+    def _entries_of(cid: int, indexes: list[_Index], rows: list[Row]) -> list[tuple[int, str, bytes, int]]:
+        """Every index entry of the documents in ``rows``, by its keys (``_LAYOUT``)."""
+        return [(cid, ix.name, key, rid) for rid, _, doc in rows for ix in indexes for key in ix.entries(doc)]
+
+    @staticmethod
+    def _delete_rows(conn: sqlite3.Connection, entries: list[tuple[int, str, bytes, int]], rows: list[Row]) -> None:
+        conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?", entries)
+        conn.executemany("DELETE FROM docs WHERE rid = ?", [(r[0],) for r in rows])
 
     def delete_one(self, filter: Mapping, **options: Any) -> DeleteResult:
         self._options("delete_one", options)

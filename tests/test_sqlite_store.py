@@ -394,6 +394,32 @@ def test_a_delete_takes_every_index_entry_of_what_it_deletes_and_only_those(tmp_
         assert _entries(client) == []
 
 
+
+def test_a_delete_planned_before_the_lock_is_done_again_under_it_when_the_document_changed_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SQLiteClient(tmp_path) as client, SQLiteClient(tmp_path) as other:
+        docs = client.goalhub.docs
+        docs.create_index("status")
+        docs.insert_many([{"_id": "a", "status": "x"}, {"_id": "b", "status": "x"}])
+        select, calls = docs._select, [0]
+
+        def racing(*args, **kwargs):  # type: ignore[no-untyped-def]
+            rows = select(*args, **kwargs)
+            calls[0] += 1
+            if calls[0] == 1:  # after the plan read "a", before the lock: another process moves it
+                other.goalhub.docs.update_one({"_id": "a"}, {"$set": {"status": "y"}})
+            return rows
+
+        monkeypatch.setattr(docs, "_select", racing)
+        assert docs.delete_one({"status": "x"}).deleted_count == 1
+        assert calls[0] == 2  # the plan, then everything again under the lock
+        assert [d["_id"] for d in docs.find({})] == ["a"] and docs.find_one({"status": "y"})["_id"] == "a"
+        assert [(name, rid) for name, _, rid in _entries(client)] == [("status_1", 1)]  # a's, moved; none of b's
+        monkeypatch.undo()
+        assert docs.delete_one({"status": "nothing"}).deleted_count == 0
+        assert docs.delete_one({"status": "y"}).deleted_count == 1 and _entries(client) == []
+
+
 def _layout_0(path: Path) -> None:
     """Make the store at ``path`` look as a release before layout 1 left it."""
     conn = sqlite3.connect(path / "goalhub.sqlite3")
