@@ -66,11 +66,10 @@ CREATE TABLE IF NOT EXISTS idx (cid INTEGER NOT NULL, iname TEXT NOT NULL, key B
 """
 # The file's layout (SQLite's ``user_version``). 1: ``idx`` has no index on ``rid``; a document's
 # entries are deleted by their keys, computed from the document as an update computes the keys
-# it moves. Every entry cost two b-tree inserts with it: with 2 pool workers the write lock was
-# held 12-18% longer a goal, and the workers waited a quarter longer for it. A store of a release
-# before (0) drops it when a process first opens it (once: a process of that release, still
-# running in a rolling upgrade, makes it again on its next new connection, which costs only its
-# inserts; until then its deletes scan ``idx``: keep that window short).
+# it moves (with it, every entry cost two b-tree inserts: README, "The embedded store"). A store
+# of a release before (0) drops it when a process first opens it, once: a process of that
+# release still running in a rolling upgrade builds it again on its next new connection (under
+# the write lock), after which it costs only its inserts; until then its deletes scan ``idx``.
 _LAYOUT = 1
 
 # ---------------------------------------------------------------- key encoding
