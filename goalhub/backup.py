@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from goalhub import config, dispatch, liveness, outbox, schema, tracing, validation
+from goalhub import config, dispatch, liveness, outbox, schema, store, tracing, validation
 from goalhub.errors import BadRequest, Conflict
 from goalhub.queues import PENDING
 from goalhub.store import get_database
@@ -135,13 +135,8 @@ def restore(path: str | os.PathLike[str], *, force: bool = False) -> dict[str, A
     source_path = Path(path).resolve()
     if not source_path.is_file():
         raise BadRequest(f"no backup at {source_path}", code="backup_missing")
-    running = liveness.work()
-    age = running["scheduler_last_poll_age"]
-    polling = age is not None and age < SCHEDULER_STOPPED_AFTER
-    if not force and (any(running["workers"].values()) or polling):
-        raise Conflict("stop the workers and the scheduler first (or --force): they would write into the store "
-                       f"while it is replaced (live workers by queue: {running['workers']}; last scheduler poll "
-                       f"{age} s ago)", code="work_running")
+    if not force:
+        _refuse_while_work_runs("they would write into the store while it is replaced")
     source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
     try:
         _check(source, source_path)
@@ -160,6 +155,30 @@ def restore(path: str | os.PathLike[str], *, force: bool = False) -> dict[str, A
         source.close()
     schema.check(get_database())  # a backup of an older schema is migrated before anything reads it
     return {"path": str(source_path), "collections": restored, "reconciled": reconcile()}
+
+
+def _refuse_while_work_runs(why: str) -> None:
+    """409 ``work_running`` while workers or a scheduler run (``goalhub restore``, ``store-upgrade``)."""
+    running = liveness.work()
+    age = running["scheduler_last_poll_age"]
+    polling = age is not None and age < SCHEDULER_STOPPED_AFTER
+    if any(running["workers"].values()) or polling:
+        raise Conflict(f"stop the workers and the scheduler first (or --force): {why} (live workers by queue: "
+                       f"{running['workers']}; last scheduler poll {age} s ago)", code="work_running")
+
+
+def upgrade_store(*, force: bool = False) -> dict[str, Any]:
+    """Bring the embedded store's file up to date: drop the index on the index entries' row ids
+    that releases before 2026-12-04 made (``goalhub.sqlite_store``), which costs every index
+    entry a second insert. Refused while workers or a scheduler run (``force``: anyway): a process
+    of such a release still running would scan every index entry for each document it deletes,
+    holding the write lock. Returns what it dropped."""
+    if not force:
+        _refuse_while_work_runs("a process of an earlier release would scan every index entry for each delete")
+    dropped = store.drop_rid_index(get_database())
+    if dropped is None:
+        raise BadRequest("the store is MongoDB: nothing to upgrade here", code="not_embedded")
+    return {"dropped": ["idx_rid"] if dropped else []}
 
 
 def reconcile() -> dict[str, list[str]]:

@@ -64,13 +64,12 @@ CREATE INDEX IF NOT EXISTS docs_cid ON docs (cid);
 CREATE TABLE IF NOT EXISTS idx (cid INTEGER NOT NULL, iname TEXT NOT NULL, key BLOB NOT NULL,
     rid INTEGER NOT NULL, PRIMARY KEY (cid, iname, key, rid)) WITHOUT ROWID;
 """
-# The file's layout (SQLite's ``user_version``). 1: ``idx`` has no index on ``rid``; a document's
-# entries are deleted by their keys, computed from the document as an update computes the keys
-# it moves (with it, every entry cost two b-tree inserts: README, "The embedded store"). A store
-# of a release before (0) drops it when a process first opens it, once: a process of that
-# release still running in a rolling upgrade builds it again on its next new connection (under
-# the write lock), after which it costs only its inserts; until then its deletes scan ``idx``.
-_LAYOUT = 1
+# ``idx`` has no index on ``rid``: a document's entries are deleted by their keys, computed from
+# the document as an update computes the keys it moves. Releases before 2026-12-04 made one
+# (``idx_rid``, their deletes go through it), which cost every entry a second b-tree insert
+# (README, "The embedded store"). A store they made keeps it, and works the same with it, until
+# ``drop_rid_index`` (``goalhub store-upgrade``, with their processes stopped: without it their
+# deletes scan ``idx``). A process of such a release makes it again on a store without it.
 
 # ---------------------------------------------------------------- key encoding
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -605,7 +604,7 @@ class SQLiteClient:
                 conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
                 if self.autocheckpoint is not None:
                     conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
-                if conn.execute("PRAGMA user_version").fetchone()[0] < _LAYOUT:
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx'").fetchone():
                     self._lay_out(conn)
                 return
             except sqlite3.OperationalError as exc:
@@ -619,19 +618,28 @@ class SQLiteClient:
 
     @staticmethod
     def _lay_out(conn: sqlite3.Connection) -> None:
-        """A new store's tables, or an older layout brought to ``_LAYOUT``, in one transaction."""
+        """A new store's tables (each ``IF NOT EXISTS``: another process may make them at once)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < _LAYOUT:  # not done meanwhile
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(stmt)
-                conn.execute("DROP INDEX IF EXISTS idx_rid")  # layout 0
-                conn.execute(f"PRAGMA user_version = {_LAYOUT}")
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(stmt)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def has_rid_index(self) -> bool:
+        """Whether this store still has the ``idx_rid`` index that releases before 2026-12-04 made."""
+        return self._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
+
+    def drop_rid_index(self) -> bool:
+        """Drop ``idx_rid`` (see ``_SCHEMA``); whether there was one. Only with no process of such a
+        release running: its deletes would then scan every index entry, holding the write lock."""
+        with self._write() as conn:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
+            conn.execute("DROP INDEX IF EXISTS idx_rid")
+        return found
 
     def _close(self, conn: sqlite3.Connection) -> None:
         conn.close()
@@ -1331,7 +1339,7 @@ class Collection:
 
     @staticmethod
     def _entries_of(cid: int, indexes: list[_Index], rows: list[Row]) -> list[tuple[int, str, bytes, int]]:
-        """Every index entry of the documents in ``rows``, by its keys (``_LAYOUT``)."""
+        """Every index entry of the documents in ``rows``, by its keys (see ``_SCHEMA``)."""
         return [(cid, ix.name, key, rid) for rid, _, doc in rows for ix in indexes for key in ix.entries(doc)]
 
     @staticmethod

@@ -104,6 +104,13 @@ def checkpoint(database: Any) -> bool:
     return copied >= frames
 
 
+def drop_rid_index(database: Any) -> bool | None:
+    """Drop the embedded store's index that releases before 2026-12-04 made on its index entries'
+    row ids (``SQLiteClient.drop_rid_index``): whether there was one; None on MongoDB."""
+    client = _embedded(database)
+    return None if client is None else bool(client.drop_rid_index())
+
+
 def take_write_stats() -> tuple[int, float, float]:
     """This process's write transactions on the embedded store since it last asked: (how many,
     seconds they waited for its write lock, seconds they held it); zeros on MongoDB, which has

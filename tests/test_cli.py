@@ -376,3 +376,22 @@ def test_a_store_error_is_one_line_saying_whether_the_store_was_reached(error, l
     result = CliRunner().invoke(group, ["broken"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert line in result.output, result.output
+
+
+def test_store_upgrade_drops_the_index_an_earlier_release_made_and_waits_for_workers_to_stop(db, monkeypatch):
+    from goalhub import backup, config
+
+    if config.settings().MONGO_URI:  # the suite on another store (GOALHUB_TEST_STORE_URI)
+        assert_one_line_error(run("store-upgrade"), "MongoDB")
+        return
+    assert run("store-upgrade").output.strip() == "the store is up to date"  # a store this release made
+    client = db.client
+    client._conn().execute("CREATE INDEX idx_rid ON idx (rid)")  # as an earlier release made every store
+    monkeypatch.setattr(backup.liveness, "work", lambda: {"workers": {"goalhub": 1}, "scheduler_last_poll_age": None})
+    assert_one_line_error(run("store-upgrade"), "stop the workers and the scheduler first", "scan every index entry")
+    assert client.has_rid_index()  # refused: nothing dropped
+    result = run("store-upgrade", "--force", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"dropped": ["idx_rid"]} and not client.has_rid_index()
+    monkeypatch.undo()
+    assert run("store-upgrade").output.strip() == "the store is up to date"

@@ -420,43 +420,29 @@ def test_a_delete_planned_before_the_lock_is_done_again_under_it_when_the_docume
         assert docs.delete_one({"status": "y"}).deleted_count == 1 and _entries(client) == []
 
 
-def _layout_0(path: Path) -> None:
-    """Make the store at ``path`` look as a release before layout 1 left it."""
+def _make_rid_index(path: Path) -> None:
+    """What a process of a release before 2026-12-04 does to a store without the index."""
     conn = sqlite3.connect(path / "goalhub.sqlite3")
-    conn.execute("CREATE INDEX idx_rid ON idx (rid)")
-    conn.execute("PRAGMA user_version = 0")
-    conn.commit()
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_rid ON idx (rid)")
     conn.close()
 
 
-def _has_rid_index(path: Path) -> bool:
-    conn = sqlite3.connect(path / "goalhub.sqlite3")
-    try:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
-    finally:
-        conn.close()
-
-
-def test_a_store_of_a_release_before_drops_its_rowid_index_once_and_keeps_every_entry(tmp_path: Path) -> None:
+def test_a_store_of_a_release_before_keeps_its_rowid_index_until_it_is_dropped_and_deletes_stay_whole(
+        tmp_path: Path) -> None:
     with SQLiteClient(tmp_path) as client:
-        assert client._conn().execute("PRAGMA user_version").fetchone()[0] == 1 and not _has_rid_index(tmp_path)
+        assert not client.has_rid_index()  # a new store has none
         client.goalhub.docs.create_index("status")
         client.goalhub.docs.insert_many([{"_id": i, "status": "ok" if i % 2 else "running"} for i in range(10)])
-    _layout_0(tmp_path)
+    _make_rid_index(tmp_path)  # as a release before made every store
     with SQLiteClient(tmp_path) as client:
         docs = client.goalhub.docs
-        assert docs.count_documents({"status": "ok"}) == 5  # the first connection brought it to layout 1
-        assert client._conn().execute("PRAGMA user_version").fetchone()[0] == 1 and not _has_rid_index(tmp_path)
+        assert client.has_rid_index()  # opening it changes nothing: a process of that release may run
         docs.delete_many({"status": "running"})
         assert [d["_id"] for d in docs.find({"status": "ok"})] == [1, 3, 5, 7, 9] and len(_entries(client)) == 5
-    # A process of the release before, still running (a rolling upgrade), makes the index again
-    # on its next new connection: it is left, and deletes stay whole.
-    conn = sqlite3.connect(tmp_path / "goalhub.sqlite3")
-    conn.execute("CREATE INDEX idx_rid ON idx (rid)")
-    conn.close()
-    with SQLiteClient(tmp_path) as client:
-        client.goalhub.docs.delete_one({"_id": 1})
-        assert _has_rid_index(tmp_path) and len(_entries(client)) == 4
+        assert client.drop_rid_index() is True and not client.has_rid_index()
+        assert client.drop_rid_index() is False
+        docs.delete_one({"_id": 1})
+        assert [d["_id"] for d in docs.find({"status": "ok"})] == [3, 5, 7, 9] and len(_entries(client)) == 4
 
 
 ENTRY_VALUES = [None, True, False, 0, 1, 1.0, 2.5, -0.0, "", "ok", "a\x00b\x01", b"raw", [], [1, "a", [2]], (1, 2), {"k": 1},

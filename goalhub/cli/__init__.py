@@ -116,5 +116,6 @@ for _command in (
     purge.purge,
     backup.backup,
     backup.restore,
+    backup.store_upgrade,
 ):
     main.add_command(_command)

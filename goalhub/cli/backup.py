@@ -1,5 +1,6 @@
 """``goalhub backup`` and ``goalhub restore``: the embedded store, copied online and brought
-back, then Redis reconciled with it (``goalhub.backup``)."""
+back, then Redis reconciled with it; ``goalhub store-upgrade``: its file brought up to date
+(``goalhub.backup``)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def restore(path: str | None, force: bool, reconcile_only: bool, as_json: bool) 
     click.echo(f"reconciled: {len(reconciled['recreated'])} goal(s) re-created from their jobs, "
                f"{len(reconciled['resent'])} goal.created sent again, {len(reconciled['redelivered'])} outcome(s) "
                f"delivered again, {len(reconciled['stuck'])} left (see the log)")
+
+
+@click.command("store-upgrade")
+@click.option("--force", is_flag=True, help="Upgrade even while workers or a scheduler run.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def store_upgrade(force: bool, as_json: bool) -> None:
+    """Bring the embedded store's file up to date after upgrading goalhub: drop the index that
+    releases before 2026-12-04 kept on the index entries' row ids (each entry then costs one
+    insert, not two). Stop the workers and scheduler first: a process of an earlier release
+    would scan every index entry for each delete."""
+    from goalhub import backup as backups  # deferred: only this command needs the store's maintenance and RQ
+
+    done = backups.upgrade_store(force=force)
+    if as_json:
+        echo_json(done)
+        return
+    click.echo(f"dropped {', '.join(done['dropped'])}" if done["dropped"] else "the store is up to date")
