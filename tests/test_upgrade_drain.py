@@ -27,7 +27,7 @@ import pytest
 from packaging.requirements import Requirement
 from rq.job import Job
 
-from goalhub import schema
+from goalhub import backup, config, schema
 from goalhub.connection import get_redis
 from goalhub.dispatch import UNFINISHED
 from goalhub.outbox import COLLECTION as ACCEPTED
@@ -228,3 +228,15 @@ def test_jobs_queued_on_version_n_drain_on_n_plus_1_each_goal_created_and_each_r
         assert f"goal.created|{LIFECYCLE}" in db.delivered.find_one({"_id": goal_id})["done"]
     for log in logs:
         assert "Traceback" not in log.read_text(errors="replace") or "LookupError" in log.read_text(), log
+
+    # N made its store with an index on its entries' row ids, and N+1 ran on it as it was. With every
+    # process stopped, the upgrade's last step drops it (README, Upgrading), and deletes stay whole.
+    if not config.settings().MONGO_URI:  # the embedded store (not the suite on GOALHUB_TEST_STORE_URI)
+        assert db.client.has_rid_index()
+        assert backup.upgrade_store() == {"dropped": ["idx_rid"]} and not db.client.has_rid_index()
+        entries = db.client._conn().execute("SELECT COUNT(*) FROM idx").fetchone()[0]
+        outcome = db.outcomes.find_one({"status": "ok"})
+        assert db.outcomes.delete_one({"_id": outcome["_id"]}).deleted_count == 1
+        # Its goal_id, event_id, status and stored_at entries, and no other.
+        assert entries - db.client._conn().execute("SELECT COUNT(*) FROM idx").fetchone()[0] == len(
+            db.outcomes.index_information()) - 1
