@@ -336,11 +336,7 @@ def create_job_ms(ids: set[str]) -> float:
     the worker's own cost of a goal with its inline receivers, without the HTTP side."""
     import statistics
 
-    from rq.job import Job
-
-    from goalhub.connection import get_redis
-
-    jobs = [j for j in Job.fetch_many(sorted(i for i in ids if i.startswith("create-")), connection=get_redis()) if j]
+    jobs = fetch_jobs({i for i in ids if i.startswith("create-")})
     return statistics.median((j.ended_at - j.started_at).total_seconds() * 1000 for j in jobs if j.ended_at and j.started_at)
 
 

@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS docs_cid ON docs (cid);
 CREATE TABLE IF NOT EXISTS idx (cid INTEGER NOT NULL, iname TEXT NOT NULL, key BLOB NOT NULL,
     rid INTEGER NOT NULL, PRIMARY KEY (cid, iname, key, rid)) WITHOUT ROWID;
 """
+_ADD_ENTRY = "INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)"
+_DROP_ENTRY = "DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?"
 # ``idx`` has no index on ``rid``: a document's entries are deleted by their keys, computed from
 # the document as an update computes the keys it moves. Releases before 2026-12-04 made one
 # (``idx_rid``, their deletes go through it), which cost every entry a second b-tree insert
@@ -604,7 +606,7 @@ class SQLiteClient:
                 conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: survives process crashes, no fsync per op
                 if self.autocheckpoint is not None:
                     conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
-                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx'").fetchone():
+                if not self._has(conn, "idx"):
                     self._lay_out(conn)
                 return
             except sqlite3.OperationalError as exc:
@@ -629,15 +631,20 @@ class SQLiteClient:
             raise
         conn.execute("COMMIT")
 
+    @staticmethod
+    def _has(conn: sqlite3.Connection, name: str) -> bool:
+        """Whether the file has the table or index ``name``."""
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
     def has_rid_index(self) -> bool:
         """Whether this store still has the ``idx_rid`` index that releases before 2026-12-04 made."""
-        return self._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
+        return self._has(self._conn(), "idx_rid")
 
     def drop_rid_index(self) -> bool:
         """Drop ``idx_rid`` (see ``_SCHEMA``); whether there was one. Only with no process of such a
         release running: its deletes would then scan every index entry, holding the write lock."""
         with self._write() as conn:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_rid'").fetchone() is not None
+            found = self._has(conn, "idx_rid")
             conn.execute("DROP INDEX IF EXISTS idx_rid")
         return found
 
@@ -1029,7 +1036,7 @@ class Collection:
                                (cid, _component(doc["_id"]), data)).lastrowid
         except sqlite3.IntegrityError:
             raise self._dup("_id_", {"_id": doc["_id"]}) from None
-        conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+        conn.executemany(_ADD_ENTRY,
                          [(cid, ix.name, k, rid) for ix, keys in entries.items() for k in keys])
 
     def _insert(self, conn: sqlite3.Connection, cid: int, doc: dict, indexes: list[_Index]) -> None:
@@ -1092,9 +1099,8 @@ class Collection:
                     "UPDATE idx SET key = ? WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
                     (next(iter(added)), cid, ix.name, next(iter(gone)), rid)).rowcount == 1:
                 continue
-            conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?",
-                             [(cid, ix.name, k, rid) for k in gone])
-            conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+            conn.executemany(_DROP_ENTRY, [(cid, ix.name, k, rid) for k in gone])
+            conn.executemany(_ADD_ENTRY,
                              [(cid, ix.name, k, rid) for k in added])
         return True
 
@@ -1182,11 +1188,16 @@ class Collection:
         (nothing written) if not."""
         if indexes is None:
             indexes = self._indexes(conn, plan.cid)  # (_indexes notes them for _last_indexes)
-        if (indexes != plan.indexes
-                or conn.execute("SELECT data FROM docs WHERE rid = ?", (plan.row[0],)).fetchone() != (plan.row[1],)):
+        if not self._as_planned(conn, plan.row, plan.indexes, indexes):
             return False
         self._write_diff(conn, plan.cid, plan.row[0], plan.new, plan.diff)
         return True
+
+    @staticmethod
+    def _as_planned(conn: sqlite3.Connection, row: Row, planned: list[_Index], indexes: list[_Index]) -> bool:
+        """Under the write lock: whether the indexes (``indexes``, read under it) and the document's
+        stored bytes are still what a plan read before it (``planned``, ``row``)."""
+        return indexes == planned and conn.execute("SELECT data FROM docs WHERE rid = ?", (row[0],)).fetchone() == (row[1],)
 
     @staticmethod
     def _result(matched: int, modified: int, upserted: Any, *_: Any) -> UpdateResult:
@@ -1331,8 +1342,7 @@ class Collection:
             return []
         entries = self._entries_of(cid, indexes, rows)
         with self._client._write() as conn:
-            if (self._indexes(conn, cid) != indexes
-                    or conn.execute("SELECT data FROM docs WHERE rid = ?", (rows[0][0],)).fetchone() != (rows[0][1],)):
+            if not self._as_planned(conn, rows[0], indexes, self._indexes(conn, cid)):
                 return None
             self._delete_rows(conn, entries, rows)
         return [rows[0][2]]
@@ -1344,7 +1354,7 @@ class Collection:
 
     @staticmethod
     def _delete_rows(conn: sqlite3.Connection, entries: list[tuple[int, str, bytes, int]], rows: list[Row]) -> None:
-        conn.executemany("DELETE FROM idx WHERE cid = ? AND iname = ? AND key = ? AND rid = ?", entries)
+        conn.executemany(_DROP_ENTRY, entries)
         conn.executemany("DELETE FROM docs WHERE rid = ?", [(r[0],) for r in rows])
 
     def delete_one(self, filter: Mapping, **options: Any) -> DeleteResult:
@@ -1390,7 +1400,7 @@ class Collection:
             ix = next(i for i in self._indexes(conn, cid) if i.name == name)
             rows = conn.execute("SELECT rid, data FROM docs WHERE cid = ?", (cid,)).fetchall()
             docs = {rid: bson.decode(data) for rid, data in rows}
-            conn.executemany("INSERT INTO idx (cid, iname, key, rid) VALUES (?, ?, ?, ?)",
+            conn.executemany(_ADD_ENTRY,
                              [(cid, name, k, rid) for rid, doc in docs.items() for k in ix.entries(doc)])
             dup = unique and conn.execute("SELECT MIN(rid) FROM idx WHERE cid = ? AND iname = ? GROUP BY key "
                                           "HAVING COUNT(*) > 1 LIMIT 1", (cid, name)).fetchone()
