@@ -3,7 +3,8 @@
 Every outbound client has a real implementation, chosen by environment, and a default
 that only records the call. Both go through ``send_once``: the call is named by a
 deterministic key (what it does and for which goal), written to the ``outbound``
-collection before it is made and marked ``sent`` after. Delivering the same event again
+collection before it is made and marked ``sent`` after (a call only recorded is written
+``sent`` at once, in one write: nothing happens between the two). Delivering the same event again
 finds the key ``sent`` and makes no second call. A worker killed between a real call
 and its ``sent`` mark leaves it ``pending``; the retry makes the call again (at least
 once, for that one window), which is why the real clients send only idempotent calls,
@@ -71,6 +72,8 @@ def _send_once(kind: str, key: str, payload: dict[str, Any], send: Callable[[], 
         "created_at": time.time(),
         **retention.stamp(),
     }
+    if send is None:  # nothing is called between a record and its mark: written marked, in one write
+        record |= {"status": "sent", "attempts": 1, "sent_at": record["created_at"], "response": None, "error": None}
     try:
         db.outbound.insert_one(record)
     except DuplicateKeyError:
@@ -79,6 +82,9 @@ def _send_once(kind: str, key: str, payload: dict[str, Any], send: Callable[[], 
             return {**existing, "duplicate": True}
         if send is not None:  # a try again: after a raise, or after a crash cut one off
             db.outbound.update_one({"_id": _id}, {"$inc": {"tries": 1}})
+    else:
+        if send is None:
+            return {**record, "duplicate": False}
     response = None
     if send is not None:
         try:

@@ -55,8 +55,10 @@ _last_purge: dict[str, Any] = {}  # when the last purge started, and its thread
 
 def stamp() -> dict[str, datetime]:
     """The field every expiring record is written with: ``{"stored_at": <now, naive UTC>}``
-    (naive: pymongo reads datetimes back naive, and mongomock compares with naive UTC)."""
-    return {FIELD: datetime.now(UTC).replace(tzinfo=None)}
+    (naive: pymongo reads datetimes back naive, and mongomock compares with naive UTC), to the
+    millisecond, as BSON stores it: a record written and returned without a read equals it as read."""
+    now = datetime.now(UTC)
+    return {FIELD: now.replace(microsecond=now.microsecond // 1000 * 1000, tzinfo=None)}
 
 
 def _embedded(db: Any) -> bool:

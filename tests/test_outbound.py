@@ -78,3 +78,20 @@ def test_a_recorded_only_call_is_marked_sent_without_a_transport(db: Any) -> Non
     assert (record["transport"], record["status"], record["response"], record["duplicate"]) == (
         "recorded", "sent", None, False)
     assert record["tries"] == 0  # nothing was called
+    stored = db.outbound.find_one({"_id": "notification:goal_added:g3"})
+    assert stored == {k: v for k, v in record.items() if k != "duplicate"}  # written marked, as returned
+    assert (stored["attempts"], stored["sent_at"]) == (1, stored["created_at"])
+    again = send_once("notification", "goal_added:g3", {"text": "hi"}, goal_id="g3")
+    assert again["duplicate"] and db.outbound.count_documents({}) == 1
+
+
+def test_a_recorded_only_call_marks_a_record_left_pending_by_a_cut_off_call(db: Any) -> None:
+    def reached_then_killed() -> None:
+        raise SystemExit("worker killed")  # not an Exception: the record is left as a crash leaves it
+
+    with pytest.raises(SystemExit):
+        send_once("rtc", "StopSnapshot:g5:room-1", {"RoomId": "room-1"}, reached_then_killed, goal_id="g5")
+    # The deployment now records only: the redelivery marks the same record sent, without a call.
+    record = send_once("rtc", "StopSnapshot:g5:room-1", {"RoomId": "room-1"}, goal_id="g5")
+    assert (record["status"], record["tries"], record["attempts"], record["duplicate"]) == ("sent", 1, 1, False)
+    assert db.outbound.count_documents({}) == 1
