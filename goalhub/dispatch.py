@@ -33,7 +33,8 @@ while it is not ``ok``. ``breaker.is_paused`` is asked right before each run.
 Outcome ids are ``<event>:<goal_id>|<plugin>.<receiver>``; a receiver job's id derives from
 it, so delivering one event twice names the same jobs. The ``events`` document
 ``<event>:<goal_id>`` lists the receivers the event was delivered to; it is written after the
-outcome records, so a reader that finds it knows every outcome record is written.
+outcome records, so a reader that finds it knows every outcome record is written (on the
+embedded store a first delivery writes them all in one transaction: ``store.insert_together``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from rq.timeouts import JobTimeoutException
 from goalhub import breaker, budget, config, ledger, logs, metrics, redaction, retention, slowness, tracing
 from goalhub.queues import PENDING, enqueue_once, get_queue, job_id
 from goalhub.receivers import Receiver, find_receiver, receivers, targeted
-from goalhub.store import get_database, update_each
+from goalhub.store import get_database, insert_together, update_each
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +134,31 @@ def _deliver(event: str, arguments: dict[str, Any], *, only: Collection[str] | N
         else:
             record.update(status="skipped", at=now)
         documents.append(record)
-    existing = _insert_new(db, documents)
+    ids = [receiver.id for receiver in chosen]
+    fields = {"event": event, "goal_id": arguments["goal_id"], "delivered_at": now}
+    announced = {"_id": key, **fields, "receivers": ids, **stamp}
+    # The event record is written after the outcome records: once it is there, every receiver of
+    # the event has its record, so a reader can tell "all outcomes final" from "not all outcomes
+    # written yet". A first delivery on the embedded store writes them all in one transaction.
+    existing: dict[str, str] = {}
+    if not insert_together(db, [("outcomes", documents), ("events", [announced])]):
+        existing = _insert_new(db, documents)
+        for record in documents:
+            if record.get("result") == FINISHED_BEFORE and existing.get(record["_id"], "ok") not in DONE:
+                # Its record from an earlier delivery is not final, though the ledger has the run: a
+                # process died between the two writes (goalhub.ledger). Final now, never run again.
+                db.outcomes.update_one({"_id": record["_id"], "status": {"$nin": list(DONE)}},
+                                       {"$set": {"status": "ok", "result": FINISHED_BEFORE, "finished_at": now}})
+        try:  # the common case, a first delivery: an insert is the cheaper write
+            db.events.insert_one(announced)
+        except DuplicateKeyError:
+            if only is None:
+                db.events.update_one({"_id": key}, {"$set": {**fields, "receivers": ids}})
+            else:
+                db.events.update_one({"_id": key}, {"$set": fields, "$addToSet": {"receivers": {"$each": ids}}})
     for record in documents:
         if record["status"] == "skipped" and record["_id"] not in existing:
             metrics.receiver_outcome(record["plugin"], record["receiver"], "skipped", 0.0)
-        elif record.get("result") == FINISHED_BEFORE and existing.get(record["_id"], "ok") not in DONE:
-            # Its record from an earlier delivery is not final, though the ledger has the run: a
-            # process died between the two writes (goalhub.ledger). Final now, never run again.
-            db.outcomes.update_one({"_id": record["_id"], "status": {"$nin": list(DONE)}},
-                                   {"$set": {"status": "ok", "result": FINISHED_BEFORE, "finished_at": now}})
-    # Written after the outcome records: once it is there, every receiver of the event has its
-    # record, so a reader can tell "all outcomes final" from "not all outcomes written yet".
-    ids = [receiver.id for receiver in chosen]
-    fields = {"event": event, "goal_id": arguments["goal_id"], "delivered_at": now}
-    try:  # the common case, a first delivery: an insert is the cheaper write
-        db.events.insert_one({"_id": key, **fields, "receivers": ids, **stamp})
-    except DuplicateKeyError:
-        if only is None:
-            db.events.update_one({"_id": key}, {"$set": {**fields, "receivers": ids}})
-        else:
-            db.events.update_one({"_id": key}, {"$set": fields, "$addToSet": {"receivers": {"$each": ids}}})
 
     enqueued: list[str] = []
     ran_ok: list[str] = []

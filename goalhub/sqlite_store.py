@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -780,6 +780,32 @@ class Database:
                     conn.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
                 conn.execute("UPDATE colls SET live = 0 WHERE cid = ?", (cid,))
 
+    def insert_together(self, groups: Sequence[tuple[str, Sequence[MutableMapping]]]) -> None:
+        """Insert every document of every ``(collection name, documents)`` in one transaction: all
+        of them, or none (a duplicate key raises ``DuplicateKeyError`` with nothing written). Not
+        a pymongo method: on MongoDB this takes a transaction, so a replica set (see
+        ``goalhub.store.insert_together``). Each document is given an ``_id`` if it has none,
+        as ``insert_many`` does, and is encoded with its index keys before the write lock."""
+        colls = []
+        for name, documents in groups:
+            for doc in documents:
+                doc.setdefault("_id", ObjectId())
+            if documents:
+                docs = [_norm(doc) for doc in documents]
+                coll = self.get_collection(name)
+                colls.append((coll, docs, coll._insert_plan(docs)))
+        try:
+            with self.client._write() as conn:
+                for coll, docs, plan in colls:
+                    cid, prepared = coll._as_prepared(conn, docs, plan)
+                    for one in prepared:
+                        coll._insert_prepared(conn, cid, one)
+        except BaseException:
+            for coll, _, plan in colls:
+                if plan is None:  # a collection this transaction made, undone with it
+                    coll._cid_cache = None
+            raise
+
     def command(self, cmd: str | Mapping, **kwargs: Any) -> dict:
         name = cmd if isinstance(cmd, str) else next(iter(cmd))
         if given := sorted(k for k, v in kwargs.items() if k not in ("comment", "check") and not _unused(v)):
@@ -1042,20 +1068,33 @@ class Collection:
     def _insert(self, conn: sqlite3.Connection, cid: int, doc: dict, indexes: list[_Index]) -> None:
         self._insert_prepared(conn, cid, self._prepared(doc, indexes))
 
+    def _insert_plan(self, docs: list[dict]) -> tuple[list[_Index], list[Prepared]] | None:
+        """Before the write lock: the indexes as last read and ``docs`` prepared for them (None: the
+        collection is not made yet)."""
+        conn = self._client._conn()
+        if (cid := self._cid(conn)) is None:
+            return None
+        indexes = self._last_indexes(conn, cid)
+        return indexes, [self._prepared(doc, indexes) for doc in docs]
+
+    def _as_prepared(self, conn: sqlite3.Connection, docs: list[dict],
+                     plan: tuple[list[_Index], list[Prepared]] | None) -> tuple[int, list[Prepared]]:
+        """Under the write lock: the collection's id (made if new) and ``docs`` prepared for its
+        indexes as they are now: the plan's, unless the indexes changed since."""
+        cid = self._cid(conn, create=True)
+        indexes = self._indexes(conn, cid)
+        if plan is None or plan[0] != indexes:
+            return cid, [self._prepared(doc, indexes) for doc in docs]
+        return cid, plan[1]
+
     def _insert_all(self, documents: list[MutableMapping], ordered: bool, collect: bool = True) -> list[dict]:
         """Insert the documents in one transaction; the write errors, as ``BulkWriteError`` lists
         them (``collect``), or the first one raised."""
         docs = [_norm(doc) for doc in documents]
-        conn = self._client._conn()
-        cid = self._cid(conn)
-        indexes = self._last_indexes(conn, cid) if cid is not None else None
-        prepared = [self._prepared(doc, indexes) for doc in docs] if indexes is not None else None
+        plan = self._insert_plan(docs)
         errors: list[dict] = []
         with self._client._write() as conn:  # like Mongo, the inserts before a failure are kept
-            cid = self._cid(conn, create=True)
-            if prepared is None or self._indexes(conn, cid) != indexes:  # new, or its indexes changed
-                indexes = self._indexes(conn, cid)
-                prepared = [self._prepared(doc, indexes) for doc in docs]
+            cid, prepared = self._as_prepared(conn, docs, plan)
             for i, one in enumerate(prepared):
                 try:
                     self._insert_prepared(conn, cid, one)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from goalhub import config, retention, schema
 
@@ -133,6 +134,21 @@ def update_each(collection: Any, updates: list[tuple[dict[str, Any], dict[str, A
             collection.update_one(flt, update)
         return
     collection.bulk_write([UpdateOne(flt, update) for flt, update in updates], ordered=False)
+
+
+def insert_together(database: Any, groups: list[tuple[str, list[dict[str, Any]]]]) -> bool:
+    """Insert every document of every ``(collection name, documents)`` as one write, all or none:
+    one transaction on the embedded store (``Database.insert_together``). False when nothing was
+    written: a document's ``_id`` (or a unique key) was taken, or the store is MongoDB (or
+    mongomock), where this would take a multi-document transaction, so a replica set; the caller
+    then writes them its own way, one collection after another."""
+    if _embedded(database) is None:
+        return False
+    try:
+        database.insert_together(groups)
+    except DuplicateKeyError:
+        return False
+    return True
 
 
 def _embedded(database: Any) -> Any:

@@ -8,6 +8,7 @@ tasks are in ``test_lifecycle.py``, plugin loading in ``test_plugins.py``, inlin
 
 from __future__ import annotations
 
+import pytest
 from bson import ObjectId
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -216,34 +217,50 @@ def test_zero_retries_means_a_failing_receiver_fails_at_once(db, inline_plugin, 
     assert db.outcomes.find_one({"goal_id": goal["_id"], "receiver": "explode"})["status"] == "failed"
 
 
-def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drain):
-    """A reader polling outcomes can tell "all final" from "not all written yet"."""
+@pytest.mark.parametrize("together", [True, False], ids=["one-transaction", "one-after-another"])
+def test_an_event_record_follows_all_its_outcome_records(db, inline_plugin, drain, monkeypatch, together):
+    """A reader polling outcomes can tell "all final" from "not all written yet": on the embedded
+    store a first delivery writes the outcome records and the event record in one transaction;
+    on MongoDB (``insert_together`` answers False there) the event record comes after them."""
+    from goalhub.store import take_write_stats
+
     inline_plugin(Recorder(), "recorder")
     goal = goal_document("KaraokeGoal")
     goal_id = goal["_id"]
     written: list[tuple[int, bool]] = []
 
+    def seen() -> tuple[int, bool]:
+        return (db.outcomes.count_documents({"goal_id": goal_id}),
+                db.events.count_documents({"goal_id": goal_id}) == 1)
+
     def spy(write):
         def spying(*args, **kwargs):
+            before = seen()
+            take_write_stats()
             result = write(*args, **kwargs)
-            # After each outcome write during delivery: is the event already marked delivered?
-            written.append((db.outcomes.count_documents({"goal_id": goal_id}),
-                            db.events.count_documents({"goal_id": goal_id}) == 1))
+            # After each write of outcome records during delivery: is the event already marked delivered?
+            written.append((*before, *seen(), take_write_stats()[0]))
             return result
         return spying
 
-    outcomes_collection = db.outcomes
-    for name in ("insert_many", "update_one", "find_one_and_update"):
-        setattr(outcomes_collection, name, spy(getattr(outcomes_collection, name)))
+    if together:
+        target, names = db, ("insert_together",)
+    else:
+        monkeypatch.setattr(dispatch, "insert_together", lambda database, groups: False)
+        target, names = db.outcomes, ("insert_many", "update_one", "find_one_and_update")
+    for name in names:
+        setattr(target, name, spy(getattr(target, name)))
     try:
         tasks.create_goal(goal)
     finally:
-        for name in ("insert_many", "update_one", "find_one_and_update"):
-            delattr(outcomes_collection, name)
+        for name in names:
+            delattr(target, name)
     ids = [r.id for r in receivers.receivers("goal.created")]
     assert db.events.find_one({"_id": f"goal.created:{goal_id}"})["receivers"] == ids
-    # The outcome records are written (in one batch) before the event is marked delivered.
-    assert written[0] == (len(ids), False)
+    if together:  # nothing, then everything, in one write transaction
+        assert written[0] == (0, False, len(ids), True, 1)
+    else:  # the outcome records (in one batch) before the event is marked delivered
+        assert written[0] == (0, False, len(ids), False, 1)
     outcomes, complete = dispatch.delivered_outcomes(goal_id)
     assert complete and len(outcomes) == len(ids) == 3
     assert dispatch.delivered_outcomes(goal_id, ["goal.created", "goal.added"])[1] is False

@@ -784,6 +784,67 @@ def test_a_failed_op_of_a_bulk_write_is_undone_alone(tmp_path: Path, monkeypatch
     client.close()
 
 
+def test_insert_together_writes_several_collections_in_one_transaction(tmp_path: Path) -> None:
+    client = SQLiteClient(tmp_path)
+    db = client["goalhub"]
+    db.outcomes.create_index("goal_id")
+    db.outcomes.insert_one({"_id": "old", "goal_id": "g0"})
+    seen = _transactions(client)
+    records = [{"_id": f"e|r{i}", "goal_id": "g1"} for i in range(3)]
+    db.insert_together([("outcomes", records), ("events", [{"_id": "e", "goal_id": "g1"}]), ("empty", [])])
+    assert seen == ["BEGIN IMMEDIATE"]  # one transaction, no savepoint
+    assert [d["_id"] for d in db.outcomes.find({"goal_id": "g1"})] == ["e|r0", "e|r1", "e|r2"]  # through the index
+    assert db.events.find_one({"goal_id": "g1"}) == {"_id": "e", "goal_id": "g1"}
+    assert "empty" not in db.list_collection_names()
+    client.close()
+
+
+def test_insert_together_writes_nothing_when_one_document_is_taken(tmp_path: Path) -> None:
+    client = SQLiteClient(tmp_path)
+    db = client["goalhub"]
+    db.events.insert_one({"_id": "e"})
+    with pytest.raises(DuplicateKeyError):
+        db.insert_together([("outcomes", [{"_id": "e|r0"}]), ("fresh", [{"_id": 1}]), ("events", [{"_id": "e"}])])
+    assert db.outcomes.count_documents({}) == 0 and "fresh" not in db.list_collection_names()
+    # "fresh" was made by the transaction undone: made anew, once, where every process finds it.
+    db.insert_together([("fresh", [{"_id": 1}])])
+    other = SQLiteClient(tmp_path)
+    assert other["goalhub"].fresh.find_one({"_id": 1}) == {"_id": 1}
+    assert other._conn().execute("SELECT COUNT(*) FROM colls WHERE name = 'fresh'").fetchone() == (1,)
+    other.close()
+    client.close()
+
+
+def test_insert_together_prepares_again_when_an_index_came_since_its_plan(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    client = SQLiteClient(tmp_path)
+    db = client["goalhub"]
+    db.outcomes.insert_one({"_id": "x", "goal_id": "g0"})
+    plan = Collection._insert_plan
+
+    def then_another_process_adds_an_index(self, docs):
+        planned = plan(self, docs)
+        other = SQLiteClient(tmp_path)
+        other["goalhub"].outcomes.create_index("goal_id")
+        other.close()
+        return planned
+
+    monkeypatch.setattr(Collection, "_insert_plan", then_another_process_adds_an_index)
+    db.insert_together([("outcomes", [{"_id": "y", "goal_id": "g1"}])])
+    keys = client._conn().execute("SELECT COUNT(*) FROM idx WHERE iname = 'goal_id_1'").fetchone()
+    assert keys == (2,)  # the new document's entry too, not only the one create_index made
+    assert [d["_id"] for d in db.outcomes.find({"goal_id": "g1"})] == ["y"]
+    client.close()
+
+
+def test_store_insert_together_answers_false_where_it_cannot_write_all_or_none(tmp_path: Path) -> None:
+    from goalhub import store
+
+    mock = mongomock.MongoClient()["goalhub"]  # as on MongoDB: nothing written, the caller writes its way
+    assert store.insert_together(mock, [("outcomes", [{"_id": 1}])]) is False
+    assert mock.outcomes.count_documents({}) == 0
+
+
 def test_a_bulk_writes_updates_computed_before_the_lock_only_where_nothing_changed_since(tmp_path: Path) -> None:
     """Updates are computed before the batch takes the lock; an earlier op of the same batch that
     changed their document (or inserted the one they match) makes them be done again under it."""
