@@ -617,6 +617,34 @@ def test_a_queued_writer_waits_for_the_file_is_woken_when_it_is_let_go_and_an_al
 
 
 
+def test_a_queued_writer_asks_for_its_turn_without_sleeping_before_it_sleeps_on_it(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from goalhub import sqlite_store
+
+    path = tmp_path / "store.writers"
+    mine, holder = os.open(path, os.O_RDWR | os.O_CREAT), os.open(path, os.O_RDWR)
+    flock, calls = fcntl.flock, []
+
+    def recording(fd: int, operation: int) -> None:
+        calls.append(operation)
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", recording)
+    sqlite_store._take_turn(mine, time.perf_counter())  # free: taken at the first ask
+    assert calls == [fcntl.LOCK_EX | fcntl.LOCK_NB]
+    flock(mine, fcntl.LOCK_UN)
+    flock(holder, fcntl.LOCK_EX)  # another writer's turn, for 0.2 s
+    threading.Timer(0.2, flock, (holder, fcntl.LOCK_UN)).start()
+    calls.clear()
+    started = time.perf_counter()
+    sqlite_store._take_turn(mine, started)
+    assert 0.15 < time.perf_counter() - started < 5
+    # Asked again without sleeping (for QUEUE_SPIN), then slept on the file until it was let go.
+    assert len(calls) >= 2 and set(calls[:-1]) == {fcntl.LOCK_EX | fcntl.LOCK_NB} and calls[-1] == fcntl.LOCK_EX
+    os.close(mine)
+    os.close(holder)
+
+
 # --- what write transactions wait for the write lock and hold it (goalhub_store_write_*) --------
 
 @pytest.mark.parametrize("queued", [False, True], ids=["busy-handler", "writers-file"])
