@@ -677,13 +677,13 @@ class SQLiteClient:
             return
         fd = self._queue_fd(conn) if self.queue_writers else -1
         asked = time.perf_counter()
-        if fd >= 0:
-            _take_turn(fd, asked)
         try:
+            if fd >= 0:  # let go in any case below: a job's timeout may land right after it is taken
+                _take_turn(fd, asked)
             yield from self._atomic(conn, "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT", asked)
         finally:
             if fd >= 0:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)  # a file this descriptor does not hold: nothing to do
 
     @staticmethod
     def _atomic(conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str,

@@ -645,6 +645,29 @@ def test_a_queued_writer_asks_for_its_turn_without_sleeping_before_it_sleeps_on_
     os.close(holder)
 
 
+def test_a_queued_writer_stopped_right_after_it_took_its_turn_lets_the_file_go(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    client = SQLiteClient(tmp_path)
+    client.queue_writers = True
+    client.goalhub.counters.insert_one({"_id": "c", "n": 0})
+    flock = fcntl.flock
+
+    def taken_then_stopped(fd: int, operation: int) -> None:
+        flock(fd, operation)
+        if operation & fcntl.LOCK_EX:
+            raise TimeoutError("the job's timeout, landing as the turn is taken")
+
+    monkeypatch.setattr(fcntl, "flock", taken_then_stopped)
+    with pytest.raises(TimeoutError):
+        client.goalhub.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+    monkeypatch.setattr(fcntl, "flock", flock)
+    other = os.open(tmp_path / "goalhub.sqlite3.writers", os.O_RDWR)
+    flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: another writer takes its turn at once
+    os.close(other)
+    assert client.goalhub.counters.find_one("c")["n"] == 0
+    client.close()
+
+
 # --- what write transactions wait for the write lock and hold it (goalhub_store_write_*) --------
 
 @pytest.mark.parametrize("queued", [False, True], ids=["busy-handler", "writers-file"])
