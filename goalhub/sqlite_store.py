@@ -57,7 +57,8 @@ BULK_OPS = 500  # ``bulk_write``'s ops per transaction: the write lock is held f
 QUEUE_SPIN = 150e-6
 _FILE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
-# colls rows are never deleted (drop sets live = 0), so a cid cached by any process stays valid.
+# colls rows are never deleted (drop sets live = 0), so a cid cached by any process stays valid
+# (one made by a write that is undone is forgotten with it: ``SQLiteClient._atomic``).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS colls (cid INTEGER PRIMARY KEY, db TEXT NOT NULL, name TEXT NOT NULL,
     live INTEGER NOT NULL DEFAULT 1, UNIQUE (db, name));
@@ -595,6 +596,7 @@ class SQLiteClient:
         for _, _, old in dead:
             self._close(old)
         self._local.conn, self._local.key = conn, (os.getpid(), self._generation)
+        self._local.made = []  # collections this thread's open transaction made (``_atomic``)
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -685,25 +687,32 @@ class SQLiteClient:
             if fd >= 0:
                 fcntl.flock(fd, fcntl.LOCK_UN)  # a file this descriptor does not hold: nothing to do
 
-    @staticmethod
-    def _atomic(conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str,
+    def _atomic(self, conn: sqlite3.Connection, begin: str, undo: tuple[str, ...], end: str,
                 asked: float | None = None) -> Iterator[sqlite3.Connection]:
-        """``begin``, the caller's statements, then ``end`` (``undo`` on an exception). A
-        transaction (``asked``: when its writer asked for the lock) is counted in ``WRITES``."""
+        """``begin``, the caller's statements, then ``end`` (``undo`` on an exception, ``end``'s
+        own included). A transaction (``asked``: when its writer asked for the lock) is counted
+        in ``WRITES``. A collection made inside what is undone is forgotten by this process
+        (``Collection._cid``): its row is gone, and SQLite gives its id to the next one made."""
+        made = self._local.made
+        mark = len(made)
         conn.execute(begin)
         locked = time.perf_counter()
         try:
             yield conn
+            conn.execute(end)
         except BaseException:
+            for coll in made[mark:]:
+                coll._cid_cache = None
+            del made[mark:]
             if conn.in_transaction:  # SQLite rolled back itself on some errors (SQLITE_FULL)
                 for statement in undo:
                     conn.execute(statement)
             raise
-        else:
-            conn.execute(end)
         finally:
             if asked is not None:
                 WRITES.add(asked, locked)
+        if not conn.in_transaction:  # committed: what it made stays made
+            made.clear()
 
     def _queue_fd(self, conn: sqlite3.Connection) -> int:
         """The connection's own descriptor of ``<store>.writers`` (one per connection, so per
@@ -814,17 +823,11 @@ class Database:
                 docs = [_norm(doc) for doc in documents]
                 coll = self.get_collection(name)
                 colls.append((coll, docs, coll._insert_plan(docs)))
-        try:
-            with self.client._write() as conn:
-                for coll, docs, plan in colls:
-                    cid, prepared = coll._as_prepared(conn, docs, plan)
-                    for one in prepared:
-                        coll._insert_prepared(conn, cid, one)
-        except BaseException:
-            for coll, _, plan in colls:
-                if plan is None:  # a collection this transaction made, undone with it
-                    coll._cid_cache = None
-            raise
+        with self.client._write() as conn:
+            for coll, docs, plan in colls:
+                cid, prepared = coll._as_prepared(conn, docs, plan)
+                for one in prepared:
+                    coll._insert_prepared(conn, cid, one)
 
     def command(self, cmd: str | Mapping, **kwargs: Any) -> dict:
         name = cmd if isinstance(cmd, str) else next(iter(cmd))
@@ -867,6 +870,8 @@ class Collection:
             row = conn.execute("SELECT cid FROM colls WHERE db = ? AND name = ?", key).fetchone()
             if row is None and not create:
                 return None
+            if row is None:  # made by this write: forgotten again if it is undone (``_atomic``)
+                self._client._local.made.append(self)
             self._cid_cache = row[0] if row else conn.execute(
                 "INSERT INTO colls (db, name) VALUES (?, ?)", key).lastrowid
         if create:  # writes revive a collection dropped meanwhile, possibly by another process

@@ -866,6 +866,29 @@ def test_insert_together_writes_nothing_when_one_document_is_taken(tmp_path: Pat
     client.close()
 
 
+def test_a_collection_made_by_a_write_that_is_undone_is_not_remembered(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite gives an undone collection's id to the next collection made: a process that kept
+    it would write its documents into that other collection."""
+    client = SQLiteClient(tmp_path)
+    insert = Collection._insert_prepared
+
+    def stopped(self, conn, cid, prepared):  # a job's timeout, after the collection's row was made
+        raise TimeoutError("the job's timeout")
+
+    monkeypatch.setattr(Collection, "_insert_prepared", stopped)
+    with pytest.raises(TimeoutError):
+        client.goalhub.things.insert_one({"_id": 1, "what": "thing"})
+    monkeypatch.setattr(Collection, "_insert_prepared", insert)
+    other = SQLiteClient(tmp_path)  # another process makes its own collection: the freed id
+    other.goalhub.cheers.insert_one({"_id": 1, "what": "cheer"})
+    client.goalhub.things.insert_one({"_id": 1, "what": "thing"})
+    assert [d["what"] for d in other.goalhub.cheers.find()] == ["cheer"]
+    assert [d["what"] for d in other.goalhub.things.find()] == ["thing"]
+    other.close()
+    client.close()
+
+
 def test_insert_together_prepares_again_when_an_index_came_since_its_plan(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     client = SQLiteClient(tmp_path)
